@@ -1,0 +1,25 @@
+//! The blocking fallback: every operation runs inline on the thread that polls it.
+//!
+//! For systems where neither kernel AIO nor extra threads can be used. It is honest about
+//! what it is: the `await` blocks the executor thread for the length of the syscall.
+
+use crate::{
+    backend::{FileIo, Submit},
+    op::Request,
+    Implementation,
+};
+
+#[derive(Debug, Default)]
+pub(crate) struct Blocking;
+
+impl FileIo for Blocking {
+    fn implementation(&self) -> Implementation {
+        Implementation::Blocking
+    }
+
+    fn submit(&self, mut req: Request) -> Submit {
+        let r = req.run_blocking();
+        req.finish(r);
+        Submit::Started
+    }
+}

@@ -1,0 +1,231 @@
+//! [`Context`] and its [`Builder`].
+
+use std::{fmt, os::unix::io::RawFd, sync::Arc};
+
+use once_cell::sync::OnceCell;
+
+use crate::{
+    backend::{blocking::Blocking, thread::ThreadPool, FileIo},
+    limit::Limiter,
+    op::{self, ReadFuture, SyncFuture, WriteFuture},
+    select::selection,
+    Buffer, Error, Implementation,
+};
+
+/// Default number of operations in flight per context.
+pub const DEFAULT_MAX_REQUESTS: usize = 256;
+/// The largest `max_requests` a context accepts.
+pub const MAX_MAX_REQUESTS: usize = 65_536;
+/// The largest thread pool a context accepts.
+pub const MAX_THREADS: usize = 1024;
+
+/// The default size of a thread pool: twice the cores, between 4 and 16.
+pub fn default_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (cores * 2).clamp(4, 16)
+}
+
+pub(crate) struct Shared {
+    pub(crate) backend: Box<dyn FileIo>,
+    pub(crate) limiter: Arc<Limiter>,
+    max_requests: usize,
+}
+
+/// A handle to one backend instance: submits reads, writes and syncs on raw descriptors.
+///
+/// Cheap to clone (an `Arc`), `Send + Sync`; every clone shares the same backend and the
+/// same `max_requests` window. The returned futures are `Send + 'static` and run on any
+/// executor.
+///
+/// ```no_run
+/// # fn main() -> std::io::Result<()> {
+/// use std::{fs::File, os::unix::io::AsRawFd};
+/// let ctx = caio::Context::new()?;
+/// let file = File::open("/etc/hostname")?;
+/// let data = futures::executor::block_on(ctx.read(4096, file.as_raw_fd(), 0))?;
+/// println!("{} bytes via {}", data.len(), ctx.implementation());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Context {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("implementation", &format_args!("{}", self.implementation()))
+            .field("max_requests", &self.shared.max_requests)
+            .field("backend", &self.shared.backend)
+            .finish()
+    }
+}
+
+impl Context {
+    /// A context of the selected implementation (see [`selection`]) with default
+    /// settings.
+    ///
+    /// # Errors
+    /// When the backend cannot start (threads cannot be spawned, for example).
+    pub fn new() -> Result<Context, Error> {
+        Builder::default().build()
+    }
+
+    /// A builder for a context with explicit settings.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// The process-wide default context, built on first use (used by the file layer
+    /// when no context is given).
+    ///
+    /// # Errors
+    /// When the first attempt to build it fails; later calls try again.
+    pub fn global() -> Result<Context, Error> {
+        static GLOBAL: OnceCell<Context> = OnceCell::new();
+        GLOBAL.get_or_try_init(Context::new).cloned()
+    }
+
+    /// Which implementation this context runs on.
+    pub fn implementation(&self) -> Implementation {
+        self.shared.backend.implementation()
+    }
+
+    /// How many operations may be in flight at once; more wait their turn.
+    pub fn max_requests(&self) -> usize {
+        self.shared.max_requests
+    }
+
+    /// Reads up to `nbytes` at `offset`. Fewer bytes come back only at end of file; at or
+    /// past it, an empty buffer. The buffer is allocated by the crate, aligned for
+    /// O_DIRECT, and only once the operation's turn comes.
+    ///
+    /// # Errors
+    /// The OS error (EBADF, EISDIR, EINVAL for misaligned O_DIRECT...); `InvalidInput`
+    /// for an `nbytes` no allocation can hold.
+    pub fn read(&self, nbytes: usize, fd: RawFd, offset: u64) -> ReadFuture {
+        op::read(Arc::clone(&self.shared), nbytes, fd, offset)
+    }
+
+    /// Writes all of `data` at `offset`; resolves to the number of bytes written (fewer
+    /// only when the OS stopped after writing some, e.g. on a full disk).
+    ///
+    /// # Errors
+    /// The OS error (EBADF, ENOSPC, EINVAL for misaligned O_DIRECT offsets...).
+    pub fn write(&self, data: impl Into<Buffer>, fd: RawFd, offset: u64) -> WriteFuture {
+        op::write(Arc::clone(&self.shared), data.into(), fd, offset)
+    }
+
+    /// Flushes the file's data and metadata to the device (`fsync`).
+    ///
+    /// # Errors
+    /// The OS error.
+    pub fn fsync(&self, fd: RawFd) -> SyncFuture {
+        op::fsync(Arc::clone(&self.shared), fd, false)
+    }
+
+    /// Flushes the file's data (`fdatasync`, or `fsync` where there is none).
+    ///
+    /// # Errors
+    /// The OS error.
+    pub fn fdsync(&self, fd: RawFd) -> SyncFuture {
+        op::fsync(Arc::clone(&self.shared), fd, true)
+    }
+}
+
+/// Settings for a [`Context`].
+#[derive(Debug, Clone, Default)]
+pub struct Builder {
+    implementation: Option<Implementation>,
+    max_requests: Option<usize>,
+    threads: Option<usize>,
+}
+
+impl Builder {
+    /// Use this implementation; `build` fails with [`Error::Unavailable`] if it cannot.
+    pub fn implementation(mut self, i: Implementation) -> Self {
+        self.implementation = Some(i);
+        self
+    }
+
+    /// Operations in flight at once (the kernel queue depth for Linux AIO). Default 256;
+    /// 0 or more than 65536 is [`Error::InvalidConfig`] at `build`.
+    pub fn max_requests(mut self, n: usize) -> Self {
+        self.max_requests = Some(n);
+        self
+    }
+
+    /// Worker threads, where a pool is used. Default [`default_threads`]; 0 or more than
+    /// 1024 is [`Error::InvalidConfig`] at `build`.
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = Some(n);
+        self
+    }
+
+    /// Builds the context.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for settings out of range; [`Error::Unavailable`] for an
+    /// explicitly chosen implementation this process cannot use; [`Error::Io`] when the
+    /// backend cannot start.
+    pub fn build(self) -> Result<Context, Error> {
+        let max_requests = self.max_requests.unwrap_or(DEFAULT_MAX_REQUESTS);
+        if max_requests == 0 || max_requests > MAX_MAX_REQUESTS {
+            return Err(Error::InvalidConfig(format!(
+                "max_requests must be between 1 and {MAX_MAX_REQUESTS}, not {max_requests}"
+            )));
+        }
+        let threads = self.threads.unwrap_or_else(default_threads);
+        if threads == 0 || threads > MAX_THREADS {
+            return Err(Error::InvalidConfig(format!(
+                "threads must be between 1 and {MAX_THREADS}, not {threads}"
+            )));
+        }
+        let (implementation, explicit) = match self.implementation {
+            Some(i) => (i, true),
+            None => (selection().implementation, false),
+        };
+        let backend = match start(implementation, max_requests, threads) {
+            Ok(b) => b,
+            Err(reason) if explicit => {
+                return Err(Error::Unavailable {
+                    implementation,
+                    reason,
+                })
+            }
+            Err(reason) => {
+                // Selected earlier but gone now (e.g. fs.aio-max-nr spent since): fall back.
+                log::warn!(
+                    "caio: {implementation} is unavailable ({reason}); using the thread pool"
+                );
+                start(Implementation::Thread, max_requests, threads).map_err(|r| {
+                    Error::Unavailable {
+                        implementation: Implementation::Thread,
+                        reason: r,
+                    }
+                })?
+            }
+        };
+        Ok(Context {
+            shared: Arc::new(Shared {
+                backend,
+                limiter: Limiter::new(max_requests),
+                max_requests,
+            }),
+        })
+    }
+}
+
+fn start(
+    i: Implementation,
+    _max_requests: usize,
+    threads: usize,
+) -> Result<Box<dyn FileIo>, String> {
+    match i {
+        Implementation::Linux => Err(crate::backend::linux_probe().err().unwrap_or_default()),
+        Implementation::Thread => ThreadPool::new(threads)
+            .map(|p| Box::new(p) as Box<dyn FileIo>)
+            .map_err(|e| format!("cannot spawn worker threads: {e}")),
+        Implementation::Blocking => Ok(Box::new(Blocking)),
+    }
+}

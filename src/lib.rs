@@ -1,0 +1,71 @@
+//! # caio: asynchronous file I/O that is really asynchronous
+//!
+//! All that has `await` in it isn't always really async. Most async file APIs
+//! (`tokio::fs`, `async-std`'s) hand every call to a thread pool: the `await` is a thread
+//! in disguise. caio says what runs where, and on Linux it offers the real thing: kernel
+//! AIO through `io_submit`, with one completion thread per context and none per operation.
+//!
+//! ## Implementations
+//!
+//! | implementation | platform | how an operation runs |
+//! |---|---|---|
+//! | [`Implementation::Linux`] | Linux | kernel AIO (`io_submit`); truly asynchronous with O_DIRECT |
+//! | [`Implementation::Thread`] | Unix | a pool of worker threads doing `pread`/`pwrite` |
+//! | [`Implementation::Blocking`] | Unix | inline, blocking the polling thread |
+//!
+//! ## Which one runs
+//!
+//! Chosen once per process, the first time it is needed ([`selection`]):
+//! 1. `CAIO_IMPL=linux|thread|python|blocking`, when set and not empty (`python` is Python
+//!    caio's name for the plain fallback and means `blocking`); an unknown or unavailable
+//!    value is a warning, then step 3.
+//! 2. Else the `default_implementation` file at the crate root, compiled in: the first
+//!    line naming an available implementation wins (for distribution packagers).
+//! 3. Else the first available of linux, thread, blocking.
+//!
+//! ## Example
+//!
+//! ```
+//! # fn main() -> std::io::Result<()> {
+//! use std::os::unix::io::AsRawFd;
+//! use caio::{Context, Implementation};
+//!
+//! let dir = std::env::temp_dir().join(format!("caio-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir)?;
+//! let path = dir.join("example");
+//! let file = std::fs::OpenOptions::new().read(true).write(true).create(true).open(&path)?;
+//! let fd = file.as_raw_fd();
+//!
+//! let ctx = Context::builder().implementation(Implementation::Thread).build()?;
+//! futures::executor::block_on(async {
+//!     ctx.write("hello, world", fd, 0).await?;
+//!     ctx.fdsync(fd).await?;
+//!     let data = ctx.read(5, fd, 7).await?;
+//!     assert_eq!(&data[..], b"world");
+//!     std::io::Result::Ok(())
+//! })?;
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok(()) }
+//! ```
+#![cfg(unix)]
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+
+mod backend;
+mod buffer;
+mod context;
+mod error;
+mod limit;
+mod op;
+mod parse;
+mod select;
+mod sys;
+
+pub use buffer::{Buffer, ALIGNMENT};
+pub use context::{
+    default_threads, Builder, Context, DEFAULT_MAX_REQUESTS, MAX_MAX_REQUESTS, MAX_THREADS,
+};
+pub use error::Error;
+pub use op::{Operation, ReadFuture, SyncFuture, WriteFuture};
+pub use select::{
+    default_implementation_file, selection, Implementation, Selection, Source, ENV_VAR,
+};

@@ -1,0 +1,469 @@
+//! The one completion future every backend resolves, and the request a backend executes.
+//!
+//! An [`Operation`] is lazy: nothing happens until it is polled. Its first poll waits for
+//! a permit (at most `max_requests` operations in flight), then builds a [`Request`] that
+//! owns every byte the kernel or a worker may touch and hands it to the backend. From then
+//! on the backend owns the request; the future only holds an `Arc<Slot>` where the result
+//! lands. Dropping the future drops that `Arc` and nothing else, so the buffer stays alive
+//! until the backend is done with it, however late that is.
+
+use std::{
+    fmt,
+    future::Future,
+    io,
+    marker::PhantomData,
+    os::unix::io::RawFd,
+    pin::Pin,
+    sync::{Arc, Mutex, MutexGuard},
+    task::{Context, Poll, Waker},
+};
+
+use crate::{
+    backend::Submit,
+    buffer::{Buffer, ALIGNMENT},
+    context::Shared,
+    limit::Permit,
+    sys,
+};
+
+/// What a finished operation produced: a byte count and, for reads, the buffer.
+#[derive(Debug)]
+pub(crate) struct Completion {
+    pub n: usize,
+    pub buf: Option<Buffer>,
+}
+
+/// What to do.
+pub(crate) enum Kind {
+    /// Fill the buffer's spare capacity.
+    Read(Buffer),
+    /// Write all of the buffer.
+    Write(Buffer),
+    Fsync,
+    Fdsync,
+    /// Panics in the worker (tests of panic containment).
+    #[cfg(test)]
+    Panic,
+}
+
+/// One operation owned by a backend from submission to completion.
+pub(crate) struct Request {
+    pub fd: RawFd,
+    pub offset: u64,
+    pub kind: Kind,
+    pub done: Completer,
+}
+
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.kind {
+            Kind::Read(b) => format!("read {}", b.capacity() - b.len()),
+            Kind::Write(b) => format!("write {}", b.len()),
+            Kind::Fsync => "fsync".into(),
+            Kind::Fdsync => "fdsync".into(),
+            #[cfg(test)]
+            Kind::Panic => "panic".into(),
+        };
+        write!(f, "Request({kind} fd={} offset={})", self.fd, self.offset)
+    }
+}
+
+impl Request {
+    /// Performs the operation on the calling thread with positional syscalls: reads until
+    /// the buffer is full or EOF, writes until everything is written. An error after some
+    /// bytes moved reports those bytes, as `read(2)` and `write(2)` do.
+    pub(crate) fn run_blocking(&mut self) -> io::Result<usize> {
+        let (fd, offset) = (self.fd, self.offset);
+        match &mut self.kind {
+            Kind::Read(buf) => {
+                let mut total = 0usize;
+                loop {
+                    let (ptr, room) = buf.spare_ptr();
+                    if room == 0 {
+                        return Ok(total);
+                    }
+                    // SAFETY: `ptr` points at `room` writable bytes owned by `buf`, which
+                    // this request owns for the whole call.
+                    match unsafe { sys::pread(fd, ptr, room, offset + total as u64) } {
+                        Ok(0) => return Ok(total),
+                        Ok(n) => {
+                            // SAFETY: pread wrote `n <= room` bytes at `ptr`.
+                            unsafe { buf.advance(n) };
+                            total += n;
+                        }
+                        Err(_) if total > 0 => return Ok(total),
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            Kind::Write(buf) => {
+                let mut total = 0usize;
+                while total < buf.len() {
+                    match sys::pwrite(fd, &buf[total..], offset + total as u64) {
+                        Ok(0) => break,
+                        Ok(n) => total += n,
+                        Err(_) if total > 0 => break,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(total)
+            }
+            Kind::Fsync => sys::fsync(fd).map(|()| 0),
+            Kind::Fdsync => sys::fdatasync(fd).map(|()| 0),
+            #[cfg(test)]
+            Kind::Panic => panic!("injected worker panic"),
+        }
+    }
+
+    /// Delivers the result (with the read buffer) to the waiting future, if any.
+    pub(crate) fn finish(self, result: io::Result<usize>) {
+        let buf = match self.kind {
+            Kind::Read(b) => Some(b),
+            _ => None,
+        };
+        self.done.complete(result.map(|n| Completion { n, buf }));
+    }
+}
+
+/// Where a result lands and the future's waker waits.
+#[derive(Debug, Default)]
+pub(crate) struct Slot {
+    inner: Mutex<SlotInner>,
+}
+
+#[derive(Debug, Default)]
+struct SlotInner {
+    result: Option<io::Result<Completion>>,
+    waker: Option<Waker>,
+}
+
+impl Slot {
+    fn lock(&self) -> MutexGuard<'_, SlotInner> {
+        // The critical sections only move values in and out: poison carries no broken state.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, r: io::Result<Completion>) {
+        let waker = {
+            let mut s = self.lock();
+            s.result = Some(r);
+            s.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    fn poll(&self, cx: &mut Context<'_>) -> Poll<io::Result<Completion>> {
+        let mut s = self.lock();
+        match s.result.take() {
+            Some(r) => Poll::Ready(r),
+            None => {
+                match &mut s.waker {
+                    Some(w) => w.clone_from(cx.waker()),
+                    w @ None => *w = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        self.lock().result.is_some()
+    }
+}
+
+/// The backend's half of an operation: completes it exactly once. Dropped without
+/// completing (a worker that died, a backend torn down), it completes the future with an
+/// error, so no future ever hangs.
+#[derive(Debug)]
+pub(crate) struct Completer {
+    slot: Arc<Slot>,
+    permit: Option<Permit>,
+    done: bool,
+}
+
+impl Completer {
+    pub(crate) fn complete(mut self, r: io::Result<Completion>) {
+        // Give the in-flight slot back first, so the woken task can start its next
+        // operation at once.
+        self.permit.take();
+        self.slot.set(r);
+        self.done = true;
+    }
+}
+
+impl Drop for Completer {
+    fn drop(&mut self) {
+        if !self.done {
+            self.permit.take();
+            self.slot.set(Err(io::Error::other(
+                "caio: the operation was abandoned by its backend (worker panicked or context torn down)",
+            )));
+        }
+    }
+}
+
+/// What an operation will do, before it has a permit.
+enum Plan {
+    Read {
+        fd: RawFd,
+        offset: u64,
+        nbytes: usize,
+    },
+    Write {
+        fd: RawFd,
+        offset: u64,
+        buf: Buffer,
+    },
+    Fsync {
+        fd: RawFd,
+    },
+    Fdsync {
+        fd: RawFd,
+    },
+}
+
+enum State {
+    Failed(io::Error),
+    Waiting(Plan),
+    /// Handed to a backend that batches: flushed on the next poll.
+    Queued(Arc<Slot>),
+    InFlight(Arc<Slot>),
+    Done,
+}
+
+/// A file operation in progress; resolves to `io::Result<T>`.
+///
+/// Works on any executor. Dropping it before it completes is always safe: the backend keeps
+/// the buffer alive until the kernel or worker is done with it, then frees it.
+#[must_use = "an operation does nothing until it is awaited or polled"]
+pub struct Operation<T> {
+    shared: Arc<Shared>,
+    state: State,
+    wait_id: Option<u64>,
+    output: fn(Completion) -> T,
+    _t: PhantomData<fn() -> T>,
+}
+
+/// The future of [`Context::read`](crate::Context::read).
+pub type ReadFuture = Operation<Buffer>;
+/// The future of [`Context::write`](crate::Context::write).
+pub type WriteFuture = Operation<usize>;
+/// The future of [`Context::fsync`](crate::Context::fsync) and
+/// [`Context::fdsync`](crate::Context::fdsync).
+pub type SyncFuture = Operation<()>;
+
+impl<T> fmt::Debug for Operation<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Failed(_) => "failed",
+            State::Waiting(_) => "waiting for a slot",
+            State::Queued(_) => "queued",
+            State::InFlight(_) => "in flight",
+            State::Done => "done",
+        };
+        f.debug_struct("Operation").field("state", &state).finish()
+    }
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg)
+}
+
+/// Checks what every backend would reject the same way, so all report it alike.
+fn check(fd: RawFd, offset: u64, len: usize) -> io::Result<()> {
+    if fd < 0 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    if offset > i64::MAX as u64 {
+        return Err(invalid(format!(
+            "offset {offset} is beyond the largest file offset"
+        )));
+    }
+    if len > isize::MAX as usize {
+        return Err(invalid(format!(
+            "{len} bytes is more than one operation can transfer"
+        )));
+    }
+    Ok(())
+}
+
+impl<T> Operation<T> {
+    fn new(shared: Arc<Shared>, plan: io::Result<Plan>, output: fn(Completion) -> T) -> Self {
+        Operation {
+            shared,
+            state: match plan {
+                Ok(p) => State::Waiting(p),
+                Err(e) => State::Failed(e),
+            },
+            wait_id: None,
+            output,
+            _t: PhantomData,
+        }
+    }
+}
+
+pub(crate) fn read(shared: Arc<Shared>, nbytes: usize, fd: RawFd, offset: u64) -> ReadFuture {
+    let plan = check(fd, offset, nbytes).map(|()| Plan::Read { fd, offset, nbytes });
+    Operation::new(shared, plan, |c| c.buf.unwrap_or_default())
+}
+
+pub(crate) fn write(shared: Arc<Shared>, buf: Buffer, fd: RawFd, offset: u64) -> WriteFuture {
+    let plan = check(fd, offset, buf.len()).map(|()| Plan::Write { fd, offset, buf });
+    Operation::new(shared, plan, |c| c.n)
+}
+
+pub(crate) fn fsync(shared: Arc<Shared>, fd: RawFd, data_only: bool) -> SyncFuture {
+    let plan = check(fd, 0, 0).map(|()| {
+        if data_only {
+            Plan::Fdsync { fd }
+        } else {
+            Plan::Fsync { fd }
+        }
+    });
+    Operation::new(shared, plan, |_| ())
+}
+
+/// Builds the request once a permit is held: allocates the read buffer (only now, so
+/// waiting operations cost no memory) and bounces unaligned memory for O_DIRECT writes.
+fn build(plan: Plan, done: Completer) -> io::Result<Request> {
+    let (fd, offset, kind) = match plan {
+        Plan::Read { fd, offset, nbytes } => (
+            fd,
+            offset,
+            Kind::Read(Buffer::with_capacity_aligned(nbytes)?),
+        ),
+        Plan::Write { fd, offset, buf } => {
+            let buf = if !buf.is_aligned_to(ALIGNMENT) && sys::is_direct(fd).unwrap_or(false) {
+                Buffer::from(&buf[..])
+            } else {
+                buf
+            };
+            (fd, offset, Kind::Write(buf))
+        }
+        Plan::Fsync { fd } => (fd, 0, Kind::Fsync),
+        Plan::Fdsync { fd } => (fd, 0, Kind::Fdsync),
+    };
+    Ok(Request {
+        fd,
+        offset,
+        kind,
+        done,
+    })
+}
+
+impl<T> Future for Operation<T> {
+    type Output = io::Result<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        let this = self.get_mut();
+        loop {
+            match std::mem::replace(&mut this.state, State::Done) {
+                State::Failed(e) => return Poll::Ready(Err(e)),
+                State::Waiting(plan) => {
+                    let permit = match this.shared.limiter.poll_acquire(cx, &mut this.wait_id) {
+                        Poll::Ready(p) => p,
+                        Poll::Pending => {
+                            this.state = State::Waiting(plan);
+                            return Poll::Pending;
+                        }
+                    };
+                    let slot = Arc::new(Slot::default());
+                    let done = Completer {
+                        slot: Arc::clone(&slot),
+                        permit: Some(permit),
+                        done: false,
+                    };
+                    let req = match build(plan, done) {
+                        Ok(r) => r,
+                        Err(e) => return Poll::Ready(Err(e)),
+                    };
+                    match this.shared.backend.submit(req) {
+                        Submit::Started => this.state = State::InFlight(slot),
+                        Submit::Queued => {
+                            // Let every other ready operation queue up too; the next poll
+                            // sends them to the kernel together.
+                            this.state = State::Queued(slot);
+                            cx.waker().wake_by_ref();
+                            return Poll::Pending;
+                        }
+                    }
+                }
+                State::Queued(slot) => {
+                    if !slot.is_done() {
+                        this.shared.backend.flush();
+                    }
+                    this.state = State::InFlight(slot);
+                }
+                State::InFlight(slot) => {
+                    return match slot.poll(cx) {
+                        Poll::Ready(r) => Poll::Ready(r.map(this.output)),
+                        Poll::Pending => {
+                            this.state = State::InFlight(slot);
+                            Poll::Pending
+                        }
+                    };
+                }
+                State::Done => {
+                    return Poll::Ready(Err(io::Error::other(
+                        "caio: operation polled after it completed",
+                    )))
+                }
+            }
+        }
+    }
+}
+
+impl<T> Drop for Operation<T> {
+    fn drop(&mut self) {
+        if let (State::Waiting(_), Some(id)) = (&self.state, self.wait_id) {
+            self.shared.limiter.cancel(id);
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn test_request(kind: Kind) -> (Request, Arc<Slot>) {
+    let slot = Arc::new(Slot::default());
+    let done = Completer {
+        slot: Arc::clone(&slot),
+        permit: None,
+        done: false,
+    };
+    (
+        Request {
+            fd: -1,
+            offset: 0,
+            kind,
+            done,
+        },
+        slot,
+    )
+}
+
+#[cfg(test)]
+pub(crate) fn take_result(slot: &Slot) -> Option<io::Result<Completion>> {
+    slot.lock().result.take()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dropped_completer_reports_an_error() {
+        let (req, slot) = test_request(Kind::Fsync);
+        drop(req);
+        let e = take_result(&slot).expect("completed").unwrap_err();
+        assert!(e.to_string().contains("abandoned"), "{e}");
+    }
+
+    #[test]
+    fn finish_returns_the_read_buffer() {
+        let (req, slot) = test_request(Kind::Read(Buffer::from(&b"abc"[..])));
+        req.finish(Ok(3));
+        let c = take_result(&slot).unwrap().unwrap();
+        assert_eq!((c.n, &c.buf.unwrap()[..]), (3, &b"abc"[..]));
+    }
+}

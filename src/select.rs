@@ -1,0 +1,401 @@
+//! Which implementation runs: `CAIO_IMPL`, else the packager's `default_implementation`
+//! file, else the first available of linux, thread, blocking.
+
+use std::{env, ffi::OsString, fmt, str::FromStr};
+
+use once_cell::sync::Lazy;
+
+use crate::{parse, Error};
+
+/// The compiled-in `default_implementation` file (see `build.rs`).
+const DEFAULT_FILE: &str = include_str!(concat!(env!("OUT_DIR"), "/default_implementation"));
+
+/// The environment variable that overrides everything else.
+pub const ENV_VAR: &str = "CAIO_IMPL";
+
+/// A way of running file operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Implementation {
+    /// Linux kernel AIO (`io_submit`), with one completion thread per context.
+    Linux,
+    /// A pool of worker threads doing `pread`/`pwrite`.
+    Thread,
+    /// The operation runs inline, blocking the polling thread.
+    Blocking,
+}
+
+impl Implementation {
+    /// Every implementation, in the built-in order of preference.
+    pub const ALL: [Implementation; 3] = [Self::Linux, Self::Thread, Self::Blocking];
+
+    /// `linux`, `thread` or `blocking`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Linux => "linux",
+            Self::Thread => "thread",
+            Self::Blocking => "blocking",
+        }
+    }
+
+    /// Whether this process can use the implementation now. For Linux this really probes
+    /// the kernel (`io_setup` may fail with ENOSYS, EPERM under seccomp, or EAGAIN when
+    /// `fs.aio-max-nr` is spent).
+    pub fn is_available(self) -> bool {
+        self.probe().is_ok()
+    }
+
+    /// `Ok` when available, else the reason it is not.
+    pub(crate) fn probe(self) -> Result<(), String> {
+        match self {
+            Self::Linux => crate::backend::linux_probe(),
+            Self::Thread | Self::Blocking => Ok(()),
+        }
+    }
+}
+
+impl fmt::Display for Implementation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Implementation {
+    type Err = Error;
+
+    /// Accepts exactly `linux`, `thread`, `python` (the plain fallback, as in Python caio)
+    /// and `blocking`, surrounding whitespace ignored.
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match parse::canonical_name(s) {
+            Some("linux") => Ok(Self::Linux),
+            Some("thread") => Ok(Self::Thread),
+            Some(_) => Ok(Self::Blocking),
+            None => Err(Error::UnknownImplementation(s.to_string())),
+        }
+    }
+}
+
+/// Where the selected implementation came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Source {
+    /// The `CAIO_IMPL` environment variable.
+    Env,
+    /// The `default_implementation` file compiled into the crate.
+    File,
+    /// The built-in order: linux, thread, blocking, by availability.
+    Default,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Source::Env => "environment (CAIO_IMPL)",
+            Source::File => "default_implementation file",
+            Source::Default => "built-in order",
+        })
+    }
+}
+
+/// The implementation chosen for this process, where from, and every warning met.
+///
+/// The fields and the accessor methods of the same names say the same thing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Selection {
+    /// The implementation chosen.
+    pub implementation: Implementation,
+    /// Where the choice came from.
+    pub source: Source,
+    /// Every warning met on the way (also logged through `log::warn!`).
+    pub warnings: Vec<String>,
+}
+
+impl Selection {
+    /// The implementation chosen.
+    pub fn implementation(&self) -> Implementation {
+        self.implementation
+    }
+
+    /// Where the choice came from.
+    pub fn source(&self) -> Source {
+        self.source
+    }
+
+    /// Every warning met on the way.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+}
+
+/// The selection for this process, made once, the first time it is needed.
+pub fn selection() -> &'static Selection {
+    static SELECTION: Lazy<Selection> = Lazy::new(|| {
+        let s = select(env::var_os(ENV_VAR), DEFAULT_FILE, |i| i.probe());
+        for w in &s.warnings {
+            log::warn!("caio: {w}");
+        }
+        log::debug!("caio: selected {} from {}", s.implementation, s.source);
+        s
+    });
+    &SELECTION
+}
+
+/// The compiled-in text of the `default_implementation` file.
+pub fn default_implementation_file() -> &'static str {
+    DEFAULT_FILE
+}
+
+/// The selection rules, with the environment, the file and availability passed in.
+pub(crate) fn select(
+    env_value: Option<OsString>,
+    file: &str,
+    probe: impl Fn(Implementation) -> Result<(), String>,
+) -> Selection {
+    let mut warnings = Vec::new();
+    let env_value = env_value.filter(|v| !v.is_empty());
+    if let Some(value) = env_value {
+        match value.to_str().map(str::parse::<Implementation>) {
+            Some(Ok(i)) => match probe(i) {
+                Ok(()) => {
+                    return Selection {
+                        implementation: i,
+                        source: Source::Env,
+                        warnings,
+                    }
+                }
+                Err(reason) => warnings.push(format!(
+                    "{ENV_VAR}={i} is unavailable ({reason}); using the built-in order"
+                )),
+            },
+            Some(Err(e)) => warnings.push(format!("{ENV_VAR}: {e}; using the built-in order")),
+            None => warnings.push(format!(
+                "{ENV_VAR}={value:?} is not valid UTF-8; using the built-in order"
+            )),
+        }
+        return by_availability(Source::Default, warnings, probe);
+    }
+    for line in parse::default_file_lines(file) {
+        let Some(name) = line.name else {
+            warnings.push(format!(
+                "default_implementation line {}: {:?} names no implementation; skipped",
+                line.number, line.text
+            ));
+            continue;
+        };
+        let i: Implementation = name.parse().expect("canonical names parse");
+        match probe(i) {
+            Ok(()) => {
+                return Selection {
+                    implementation: i,
+                    source: Source::File,
+                    warnings,
+                }
+            }
+            Err(reason) => warnings.push(format!(
+                "default_implementation line {}: {i} is unavailable ({reason}); skipped",
+                line.number
+            )),
+        }
+    }
+    by_availability(Source::Default, warnings, probe)
+}
+
+fn by_availability(
+    source: Source,
+    mut warnings: Vec<String>,
+    probe: impl Fn(Implementation) -> Result<(), String>,
+) -> Selection {
+    for i in Implementation::ALL {
+        match probe(i) {
+            Ok(()) => {
+                return Selection {
+                    implementation: i,
+                    source,
+                    warnings,
+                }
+            }
+            // Off Linux, kernel AIO is never expected: skipping it is no news.
+            Err(reason) if cfg!(target_os = "linux") || i != Implementation::Linux => {
+                warnings.push(format!("{i} is unavailable ({reason}); trying the next"))
+            }
+            Err(_) => {}
+        }
+    }
+    // Blocking is always available; this is reached only if a probe lies.
+    Selection {
+        implementation: Implementation::Blocking,
+        source,
+        warnings,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_up(_: Implementation) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn no_linux(i: Implementation) -> Result<(), String> {
+        match i {
+            Implementation::Linux => Err("io_setup: EAGAIN".into()),
+            _ => Ok(()),
+        }
+    }
+
+    fn env(v: &str) -> Option<OsString> {
+        Some(OsString::from(v))
+    }
+
+    #[test]
+    fn names_parse_exactly() {
+        for (s, want) in [
+            ("linux", Implementation::Linux),
+            (" thread\n", Implementation::Thread),
+            ("\tpython ", Implementation::Blocking),
+            ("blocking", Implementation::Blocking),
+        ] {
+            assert_eq!(s.parse::<Implementation>().unwrap(), want, "{s:?}");
+        }
+        for bad in [
+            "",
+            " ",
+            "Linux",
+            "THREAD",
+            "threads",
+            "py",
+            "linux thread",
+            "linux\0",
+            "#linux",
+        ] {
+            match bad.parse::<Implementation>() {
+                Err(Error::UnknownImplementation(v)) => assert_eq!(v, bad),
+                other => panic!("{bad:?} gave {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for i in Implementation::ALL {
+            assert_eq!(i.to_string(), i.as_str());
+            assert_eq!(i.as_str().parse::<Implementation>().unwrap(), i);
+        }
+    }
+
+    #[test]
+    fn env_wins_and_file_is_not_read() {
+        let s = select(env("thread"), "blocking\n", all_up);
+        assert_eq!(
+            (s.implementation, s.source),
+            (Implementation::Thread, Source::Env)
+        );
+        assert!(s.warnings.is_empty());
+        let s = select(env(" python "), "linux", all_up);
+        assert_eq!(
+            (s.implementation, s.source),
+            (Implementation::Blocking, Source::Env)
+        );
+    }
+
+    #[test]
+    fn bad_or_unavailable_env_warns_and_uses_builtin_order_not_file() {
+        let s = select(env("fast"), "blocking", all_up);
+        assert_eq!(
+            (s.implementation, s.source),
+            (Implementation::Linux, Source::Default)
+        );
+        assert_eq!(s.warnings.len(), 1);
+        assert!(s.warnings[0].contains("\"fast\""), "{:?}", s.warnings);
+
+        let s = select(env("linux"), "blocking", no_linux);
+        assert_eq!(
+            (s.implementation, s.source),
+            (Implementation::Thread, Source::Default)
+        );
+        assert!(s.warnings[0].contains("EAGAIN"), "{:?}", s.warnings);
+    }
+
+    #[test]
+    fn empty_env_is_unset() {
+        let s = select(env(""), "thread", all_up);
+        assert_eq!(
+            (s.implementation, s.source),
+            (Implementation::Thread, Source::File)
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn non_utf8_env_warns() {
+        use std::os::unix::ffi::OsStringExt;
+        let s = select(Some(OsString::from_vec(vec![0xff, b'x'])), "thread", all_up);
+        assert_eq!(s.source, Source::Default);
+        assert!(s.warnings[0].contains("UTF-8"));
+    }
+
+    #[test]
+    fn file_first_available_line_wins() {
+        let file = "# comment\n\n   \n  # indented comment\nnonsense\n linux \nthread\nblocking\n";
+        let s = select(None, file, no_linux);
+        assert_eq!(
+            (s.implementation, s.source),
+            (Implementation::Thread, Source::File)
+        );
+        assert_eq!(s.warnings.len(), 2, "{:?}", s.warnings);
+        assert!(s.warnings[0].contains("line 5") && s.warnings[0].contains("nonsense"));
+        assert!(s.warnings[1].contains("line 6") && s.warnings[1].contains("EAGAIN"));
+        let s = select(None, "python\r\nthread\r\n", all_up);
+        assert_eq!(
+            (s.implementation, s.source),
+            (Implementation::Blocking, Source::File)
+        );
+    }
+
+    #[test]
+    fn file_without_usable_line_falls_to_default() {
+        for file in ["", "# only comments\n", "linux\n", "garbage\n\n"] {
+            let s = select(None, file, no_linux);
+            assert_eq!(
+                (s.implementation, s.source),
+                (Implementation::Thread, Source::Default),
+                "{file:?}"
+            );
+        }
+        let s = select(None, "", all_up);
+        assert_eq!(
+            (s.implementation, s.source),
+            (Implementation::Linux, Source::Default)
+        );
+        assert!(s.warnings.is_empty());
+    }
+
+    #[test]
+    fn file_lines_parse() {
+        let lines = parse::default_file_lines("#x\n thread \n\nbogus\n#linux\npython");
+        let got: Vec<_> = lines
+            .iter()
+            .map(|l| (l.number, l.text.as_str(), l.name))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (2, "thread", Some("thread")),
+                (4, "bogus", None),
+                (6, "python", Some("blocking"))
+            ]
+        );
+    }
+
+    #[test]
+    fn shipped_file_parses_cleanly() {
+        for line in parse::default_file_lines(DEFAULT_FILE) {
+            assert!(
+                line.name.is_some(),
+                "shipped default_implementation has a bad line: {line:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::{
+    fs::{File, OpenOptions},
+    os::unix::{fs::OpenOptionsExt, io::AsRawFd, io::RawFd},
+    path::PathBuf,
+};
+
+use caio::{Context, Implementation};
+
+/// Every implementation this machine can run; prints why any other is skipped.
+pub fn backends() -> Vec<Implementation> {
+    Implementation::ALL
+        .into_iter()
+        .filter(|i| {
+            let ok = i.is_available();
+            if !ok {
+                eprintln!("SKIP {i}: not available on this machine");
+            }
+            ok
+        })
+        .collect()
+}
+
+pub fn ctx(i: Implementation) -> Context {
+    Context::builder()
+        .implementation(i)
+        .build()
+        .unwrap_or_else(|e| panic!("{i}: {e}"))
+}
+
+pub fn ctx_with(i: Implementation, max_requests: usize) -> Context {
+    Context::builder()
+        .implementation(i)
+        .max_requests(max_requests)
+        .build()
+        .unwrap_or_else(|e| panic!("{i}: {e}"))
+}
+
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    futures::executor::block_on(f)
+}
+
+/// Deterministic bytes: different for every offset and seed.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A file in a fresh temporary directory on the target's disk (not tmpfs, so O_DIRECT
+/// works), removed on drop.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+    pub file: File,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        Self::with(|o| o)
+    }
+
+    pub fn direct() -> Scratch {
+        Self::with(|o| o.custom_flags(libc::O_DIRECT))
+    }
+
+    pub fn with(f: impl FnOnce(&mut OpenOptions) -> &mut OpenOptions) -> Scratch {
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let path = dir.path().join("data");
+        let mut o = OpenOptions::new();
+        o.read(true).write(true).create(true);
+        let file = f(&mut o).open(&path).unwrap();
+        Scratch { dir, path, file }
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+
+    pub fn contents(&self) -> Vec<u8> {
+        std::fs::read(&self.path).unwrap()
+    }
+}
