@@ -218,11 +218,19 @@ impl Builder {
 
 fn start(
     i: Implementation,
-    _max_requests: usize,
+    max_requests: usize,
     threads: usize,
 ) -> Result<Box<dyn FileIo>, String> {
     match i {
-        Implementation::Linux => Err(crate::backend::linux_probe().err().unwrap_or_default()),
+        #[cfg(target_os = "linux")]
+        Implementation::Linux => crate::backend::linux::Linux::new(max_requests, threads)
+            .map(|b| Box::new(b) as Box<dyn FileIo>)
+            .map_err(|e| e.to_string()),
+        #[cfg(not(target_os = "linux"))]
+        Implementation::Linux => {
+            let _ = max_requests;
+            Err(crate::backend::linux_probe().err().unwrap_or_default())
+        }
         Implementation::Thread => ThreadPool::new(threads)
             .map(|p| Box::new(p) as Box<dyn FileIo>)
             .map_err(|e| format!("cannot spawn worker threads: {e}")),

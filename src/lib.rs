@@ -50,6 +50,7 @@
 #![cfg(unix)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+mod align;
 mod backend;
 mod buffer;
 mod context;
@@ -60,6 +61,7 @@ mod parse;
 mod select;
 mod sys;
 
+pub use align::{direct_alignment, AlignmentSource, DirectAlignment, DEFAULT_DIRECT_ALIGNMENT};
 pub use buffer::{Buffer, ALIGNMENT};
 pub use context::{
     default_threads, Builder, Context, DEFAULT_MAX_REQUESTS, MAX_MAX_REQUESTS, MAX_THREADS,

@@ -52,6 +52,9 @@ pub(crate) struct Request {
     pub offset: u64,
     pub kind: Kind,
     pub done: Completer,
+    /// Bytes an earlier attempt already wrote (a write continued elsewhere after a
+    /// short kernel AIO completion). Reads keep their progress in the buffer's length.
+    pub written: usize,
 }
 
 impl fmt::Debug for Request {
@@ -69,44 +72,39 @@ impl fmt::Debug for Request {
 }
 
 impl Request {
-    /// Performs the operation on the calling thread with positional syscalls: reads until
-    /// the buffer is full or EOF, writes until everything is written. An error after some
-    /// bytes moved reports those bytes, as `read(2)` and `write(2)` do.
+    /// Performs (or continues) the operation on the calling thread with positional
+    /// syscalls: reads until the buffer is full or EOF, writes until everything is
+    /// written. An error after some bytes moved reports those bytes, as `read(2)` and
+    /// `write(2)` do. Returns the total bytes moved, earlier attempts included.
     pub(crate) fn run_blocking(&mut self) -> io::Result<usize> {
         let (fd, offset) = (self.fd, self.offset);
         match &mut self.kind {
-            Kind::Read(buf) => {
-                let mut total = 0usize;
-                loop {
-                    let (ptr, room) = buf.spare_ptr();
-                    if room == 0 {
-                        return Ok(total);
-                    }
-                    // SAFETY: `ptr` points at `room` writable bytes owned by `buf`, which
-                    // this request owns for the whole call.
-                    match unsafe { sys::pread(fd, ptr, room, offset + total as u64) } {
-                        Ok(0) => return Ok(total),
-                        Ok(n) => {
-                            // SAFETY: pread wrote `n <= room` bytes at `ptr`.
-                            unsafe { buf.advance(n) };
-                            total += n;
-                        }
-                        Err(_) if total > 0 => return Ok(total),
-                        Err(e) => return Err(e),
-                    }
+            Kind::Read(buf) => loop {
+                let (ptr, room) = buf.spare_ptr();
+                if room == 0 {
+                    return Ok(buf.len());
                 }
-            }
+                // SAFETY: `ptr` points at `room` writable bytes owned by `buf`, which this
+                // request owns for the whole call.
+                match unsafe { sys::pread(fd, ptr, room, offset + buf.len() as u64) } {
+                    Ok(0) => return Ok(buf.len()),
+                    // SAFETY: pread wrote `n <= room` bytes at `ptr`.
+                    Ok(n) => unsafe { buf.advance(n) },
+                    Err(_) if !buf.is_empty() => return Ok(buf.len()),
+                    Err(e) => return Err(e),
+                }
+            },
             Kind::Write(buf) => {
-                let mut total = 0usize;
-                while total < buf.len() {
-                    match sys::pwrite(fd, &buf[total..], offset + total as u64) {
+                while self.written < buf.len() {
+                    let at = self.written;
+                    match sys::pwrite(fd, &buf[at..], offset + at as u64) {
                         Ok(0) => break,
-                        Ok(n) => total += n,
-                        Err(_) if total > 0 => break,
+                        Ok(n) => self.written += n,
+                        Err(_) if at > 0 => break,
                         Err(e) => return Err(e),
                     }
                 }
-                Ok(total)
+                Ok(self.written)
             }
             Kind::Fsync => sys::fsync(fd).map(|()| 0),
             Kind::Fdsync => sys::fdatasync(fd).map(|()| 0),
@@ -350,6 +348,7 @@ fn build(plan: Plan, done: Completer) -> io::Result<Request> {
         offset,
         kind,
         done,
+        written: 0,
     })
 }
 
@@ -417,8 +416,11 @@ impl<T> Future for Operation<T> {
 
 impl<T> Drop for Operation<T> {
     fn drop(&mut self) {
-        if let (State::Waiting(_), Some(id)) = (&self.state, self.wait_id) {
-            self.shared.limiter.cancel(id);
+        match (&self.state, self.wait_id) {
+            (State::Waiting(_), Some(id)) => self.shared.limiter.cancel(id),
+            // Started is started: send it on, as the thread backend would run it.
+            (State::Queued(_), _) => self.shared.backend.flush(),
+            _ => {}
         }
     }
 }
@@ -437,6 +439,7 @@ pub(crate) fn test_request(kind: Kind) -> (Request, Arc<Slot>) {
             offset: 0,
             kind,
             done,
+            written: 0,
         },
         slot,
     )

@@ -97,3 +97,206 @@ pub(crate) fn is_direct(fd: RawFd) -> io::Result<bool> {
         status_flags(fd).map(|_| false)
     }
 }
+
+/// The file type bits (`st_mode & S_IFMT`) of a descriptor.
+pub(crate) fn file_type(fd: RawFd) -> io::Result<libc::mode_t> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` is writable memory of the right size for fstat to fill.
+    let r = unsafe { libc::fstat(fd, st.as_mut_ptr()) };
+    cvt(r as libc::ssize_t)?;
+    // SAFETY: fstat succeeded, so it initialised `st`.
+    Ok(unsafe { st.assume_init() }.st_mode & libc::S_IFMT)
+}
+
+#[cfg(target_os = "linux")]
+pub(crate) use self::linux::*;
+
+/// Linux kernel AIO (`linux/aio_abi.h`), eventfd and statx.
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::{io, os::unix::io::RawFd, ptr, time::Duration};
+
+    use super::{cvt, retry};
+
+    /// The kernel's `aio_context_t`.
+    pub(crate) type AioContext = libc::c_ulong;
+
+    pub(crate) const IOCB_CMD_PREAD: u16 = 0;
+    pub(crate) const IOCB_CMD_PWRITE: u16 = 1;
+    pub(crate) const IOCB_CMD_FSYNC: u16 = 2;
+    pub(crate) const IOCB_CMD_FDSYNC: u16 = 3;
+    pub(crate) const IOCB_CMD_POLL: u16 = 5;
+
+    /// `struct iocb` from `linux/aio_abi.h`.
+    #[repr(C)]
+    #[derive(Debug, Default, Clone, Copy)]
+    pub(crate) struct Iocb {
+        pub aio_data: u64,
+        #[cfg(target_endian = "little")]
+        pub aio_key: u32,
+        pub aio_rw_flags: i32,
+        #[cfg(target_endian = "big")]
+        pub aio_key: u32,
+        pub aio_lio_opcode: u16,
+        pub aio_reqprio: i16,
+        pub aio_fildes: u32,
+        pub aio_buf: u64,
+        pub aio_nbytes: u64,
+        pub aio_offset: i64,
+        pub aio_reserved2: u64,
+        pub aio_flags: u32,
+        pub aio_resfd: u32,
+    }
+
+    /// `struct io_event` from `linux/aio_abi.h`.
+    #[repr(C)]
+    #[derive(Debug, Default, Clone, Copy)]
+    pub(crate) struct IoEvent {
+        pub data: u64,
+        pub obj: u64,
+        pub res: i64,
+        pub res2: i64,
+    }
+
+    fn cvt_long(r: libc::c_long) -> io::Result<usize> {
+        cvt(r as libc::ssize_t)
+    }
+
+    /// `io_setup(2)`: a kernel AIO context for `nr_events` operations in flight.
+    pub(crate) fn io_setup(nr_events: u32) -> io::Result<AioContext> {
+        let mut ctx: AioContext = 0;
+        // SAFETY: `ctx` is a valid, zeroed aio_context_t for the kernel to fill.
+        cvt_long(unsafe {
+            libc::syscall(libc::SYS_io_setup, nr_events, &mut ctx as *mut AioContext)
+        })?;
+        Ok(ctx)
+    }
+
+    /// `io_destroy(2)`. Waits for operations in flight and an RCU grace period (tens of
+    /// milliseconds): never call it on a caller's thread.
+    pub(crate) fn io_destroy(ctx: AioContext) -> io::Result<()> {
+        // SAFETY: io_destroy takes the context by value; an invalid one is EINVAL.
+        cvt_long(unsafe { libc::syscall(libc::SYS_io_destroy, ctx) }).map(drop)
+    }
+
+    /// `io_submit(2)`: how many of `iocbs` the kernel accepted (from the front). An error
+    /// is the error of `iocbs[0]`, which was not submitted.
+    ///
+    /// # Safety
+    /// Every pointer must point at a valid `Iocb` whose buffer (`aio_buf`, `aio_nbytes`)
+    /// stays valid, and unmoved, until its completion is reaped with `io_getevents`.
+    pub(crate) unsafe fn io_submit(ctx: AioContext, iocbs: &mut [*mut Iocb]) -> io::Result<usize> {
+        // SAFETY: the slice is valid for `len` pointers; the caller vouches for each iocb.
+        retry(|| {
+            cvt_long(unsafe {
+                libc::syscall(
+                    libc::SYS_io_submit,
+                    ctx,
+                    iocbs.len() as libc::c_long,
+                    iocbs.as_mut_ptr(),
+                )
+            })
+        })
+    }
+
+    /// `io_getevents(2)`: waits for at least `min_nr` completions (up to `timeout`),
+    /// returns how many were written into `events`. `EINTR` is reported as 0 events.
+    pub(crate) fn io_getevents(
+        ctx: AioContext,
+        min_nr: usize,
+        events: &mut [IoEvent],
+        timeout: Option<Duration>,
+    ) -> io::Result<usize> {
+        let mut ts = timeout.map(|t| libc::timespec {
+            tv_sec: t.as_secs() as libc::time_t,
+            tv_nsec: t.subsec_nanos() as libc::c_long,
+        });
+        let ts_ptr = ts
+            .as_mut()
+            .map_or(ptr::null_mut(), |t| t as *mut libc::timespec);
+        // SAFETY: `events` is writable for `len` io_events; `ts_ptr` is null or a valid timespec.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_io_getevents,
+                ctx,
+                min_nr as libc::c_long,
+                events.len() as libc::c_long,
+                events.as_mut_ptr(),
+                ts_ptr,
+            )
+        };
+        match cvt_long(r) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+            r => r,
+        }
+    }
+
+    /// `io_cancel(2)`: asks the kernel to cancel `iocb`; its completion is still delivered
+    /// through `io_getevents` (`EINPROGRESS` is success).
+    ///
+    /// # Safety
+    /// `iocb` must be the address of an iocb submitted to `ctx` that is still alive.
+    pub(crate) unsafe fn io_cancel(ctx: AioContext, iocb: *mut Iocb) -> io::Result<()> {
+        let mut ev = IoEvent::default();
+        // SAFETY: the caller vouches for `iocb`; `ev` is writable.
+        match cvt_long(unsafe {
+            libc::syscall(libc::SYS_io_cancel, ctx, iocb, &mut ev as *mut IoEvent)
+        }) {
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(()),
+            r => r.map(drop),
+        }
+    }
+
+    /// A non-blocking, close-on-exec `eventfd(2)`.
+    pub(crate) fn eventfd() -> io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: eventfd takes no pointers.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        cvt(fd as libc::ssize_t)?;
+        // SAFETY: `fd` is a new descriptor that nothing else owns.
+        Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// Adds 1 to an eventfd's counter.
+    pub(crate) fn eventfd_signal(fd: RawFd) -> io::Result<()> {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a live array.
+        cvt(unsafe { libc::write(fd, one.as_ptr().cast(), one.len()) }).map(drop)
+    }
+
+    /// O_DIRECT alignment from `statx(STATX_DIOALIGN)`: (memory, offset), or `None` when
+    /// the kernel or filesystem does not report it (or reports that O_DIRECT is unsupported).
+    pub(crate) fn dio_alignment(fd: RawFd) -> io::Result<Option<(u32, u32)>> {
+        let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+        let empty = b"\0";
+        // SAFETY: `empty` is a NUL-terminated path and `stx` writable memory for statx.
+        let r = unsafe {
+            libc::statx(
+                fd,
+                empty.as_ptr().cast(),
+                libc::AT_EMPTY_PATH,
+                libc::STATX_DIOALIGN,
+                stx.as_mut_ptr(),
+            )
+        };
+        cvt(r as libc::ssize_t)?;
+        // SAFETY: zero-initialised, then filled by a successful statx.
+        let stx = unsafe { stx.assume_init() };
+        if stx.stx_mask & libc::STATX_DIOALIGN == 0 || stx.stx_dio_mem_align == 0 {
+            return Ok(None);
+        }
+        Ok(Some((stx.stx_dio_mem_align, stx.stx_dio_offset_align)))
+    }
+
+    /// `_IO(0x12, 104)` from `linux/fs.h`.
+    const BLKSSZGET: libc::Ioctl = 0x1268;
+
+    /// The logical block size of a block device (`BLKSSZGET`).
+    pub(crate) fn block_size(fd: RawFd) -> io::Result<u32> {
+        let mut size: libc::c_int = 0;
+        // SAFETY: BLKSSZGET writes one int into `size`.
+        let r = unsafe { libc::ioctl(fd, BLKSSZGET, &mut size as *mut libc::c_int) };
+        cvt(r as libc::ssize_t)?;
+        Ok(size as u32)
+    }
+}

@@ -34,6 +34,8 @@ use std::fmt;
 use crate::{op::Request, Implementation};
 
 pub(crate) mod blocking;
+#[cfg(target_os = "linux")]
+pub(crate) mod linux;
 pub(crate) mod thread;
 
 /// What `submit` did with a request.
@@ -42,7 +44,7 @@ pub(crate) enum Submit {
     /// Running (or already finished): just wait for completion.
     Started,
     /// Queued for a batched submission: call `flush` on the next poll.
-    #[allow(dead_code)] // until a batching backend (Linux AIO) lands
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     Queued,
 }
 
@@ -58,5 +60,12 @@ pub(crate) trait FileIo: Send + Sync + fmt::Debug {
 
 /// Whether kernel AIO can be used by this process now, or why not.
 pub(crate) fn linux_probe() -> Result<(), String> {
-    Err("the Linux kernel AIO backend is not part of this build yet".into())
+    #[cfg(target_os = "linux")]
+    {
+        linux::probe()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Err("kernel AIO exists only on Linux".into())
+    }
 }

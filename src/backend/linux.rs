@@ -1,0 +1,489 @@
+//! The Linux kernel AIO backend: raw `io_submit`, one reaper thread per context.
+//!
+//! # How an operation runs
+//!
+//! - **Submission is batched.** `submit` only queues the operation; the operation's next
+//!   poll calls `flush`, which takes everything queued by then and hands it to the kernel
+//!   in one `io_submit`. A burst of N ready operations (a `join_all`, a `FuturesUnordered`,
+//!   N tasks woken together) therefore costs a handful of `io_submit` calls, not N.
+//! - **Completion is one thread per context** (`caio-aio-reaper`), blocked in
+//!   `io_getevents`, which stores each result and wakes the waiting future. No thread is
+//!   ever started per operation.
+//! - **O_DIRECT reads and writes** go to the kernel as they are: this is where kernel AIO
+//!   is truly asynchronous. Writes carry `RWF_NOWAIT`, so a write that would block inside
+//!   `io_submit` (block allocation on ext4, for one) is handed to a small fallback pool
+//!   instead of stalling the caller.
+//! - **Buffered reads** go to the kernel with `RWF_NOWAIT`: a page-cache hit completes at
+//!   once; a miss comes back as `EAGAIN` without touching the disk, and is handed to the
+//!   fallback pool. Without this, kernel AIO on a buffered file silently performs the whole
+//!   read inside `io_submit`, blocking the submitting thread on a cold cache.
+//! - **Buffered writes** go to the fallback pool: the kernel writes to the page cache
+//!   synchronously inside `io_submit` (and ext4 refuses `RWF_NOWAIT` for them).
+//! - **fsync/fdatasync** use `IOCB_CMD_FSYNC`/`IOCB_CMD_FDSYNC`, which the kernel runs on
+//!   its own workqueue.
+//! - Descriptors that are not regular files or block devices (pipes, directories,
+//!   sockets) go to the fallback pool, whose positional syscalls report the same errno the
+//!   thread backend does (ESPIPE, EISDIR).
+//!
+//! The fallback pool is started on first use, so a context that only does O_DIRECT runs
+//! on exactly one extra thread.
+//!
+//! # Ownership and shutdown
+//!
+//! At submission the request is leaked into the kernel (`Box::into_raw`; its address is
+//! the iocb's `aio_data`) and reclaimed by the reaper when its completion arrives, so the
+//! buffer outlives any dropped future. When the last handle goes, `Drop` only raises a
+//! flag and cancels the reaper's wake-up poll (`io_cancel`); the reaper keeps reaping until
+//! nothing is in flight, then calls `io_destroy` itself (it waits for an RCU grace period,
+//! ~30 ms, which no caller should pay) and exits.
+
+use std::{
+    cell::UnsafeCell,
+    fmt, io,
+    os::fd::{AsRawFd, OwnedFd},
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Condvar, Mutex, MutexGuard,
+    },
+    thread,
+    time::Duration,
+};
+
+use once_cell::sync::{Lazy, OnceCell};
+
+use crate::{
+    backend::{thread::ThreadPool, FileIo, Submit},
+    op::{Kind, Request},
+    sys::{self, AioContext, IoEvent, Iocb},
+    Implementation,
+};
+
+/// `aio_data` of the reaper's wake-up poll (a request's is its non-null address).
+const WAKE_TOKEN: u64 = 0;
+/// Events reaped per `io_getevents`.
+const EVENTS: usize = 256;
+/// How often a reaper without a wake-up poll checks for shutdown.
+const POLL_FALLBACK: Duration = Duration::from_millis(100);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here moves values in or out whole: poison carries no
+    // broken invariant.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+// ---------------------------------------------------------------------------------------
+// Kernel contexts: creation that survives our own pending destroys, destruction off the
+// caller's thread.
+
+/// Kernel contexts being destroyed right now, and a condvar signalled as each finishes.
+static DESTROYS: Lazy<(Mutex<usize>, Condvar)> = Lazy::new(|| (Mutex::new(0), Condvar::new()));
+
+fn destroy_started() {
+    *lock(&DESTROYS.0) += 1;
+}
+
+fn destroy_now(ctx: AioContext) {
+    if let Err(e) = sys::io_destroy(ctx) {
+        log::error!("caio: io_destroy failed: {e}");
+    }
+    let mut n = lock(&DESTROYS.0);
+    *n -= 1;
+    DESTROYS.1.notify_all();
+}
+
+/// Destroys `ctx` on a short-lived thread (never on the caller's).
+fn destroy_in_background(ctx: AioContext) {
+    destroy_started();
+    let spawned = thread::Builder::new()
+        .name("caio-aio-destroy".into())
+        .spawn(move || destroy_now(ctx));
+    if let Err(e) = spawned {
+        log::warn!(
+            "caio: cannot spawn a thread to destroy an AIO context ({e}); destroying inline"
+        );
+        destroy_now(ctx);
+    }
+}
+
+/// `io_setup`, retried once our own pending destroys have given their share of
+/// `fs.aio-max-nr` back (EAGAIN while they are under way is not exhaustion).
+fn setup(nr_events: u32) -> io::Result<AioContext> {
+    match sys::io_setup(nr_events) {
+        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+            let (m, cv) = &*DESTROYS;
+            let pending = lock(m);
+            if *pending == 0 {
+                return Err(e);
+            }
+            drop(cv.wait_timeout_while(pending, Duration::from_secs(5), |n| *n > 0));
+            sys::io_setup(nr_events)
+        }
+        r => r,
+    }
+}
+
+fn read_sysctl(name: &str) -> String {
+    std::fs::read_to_string(format!("/proc/sys/fs/{name}"))
+        .map_or_else(|_| "?".into(), |s| s.trim().to_string())
+}
+
+/// Why `io_setup` failed, in words a user can act on.
+fn describe_setup_error(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::ENOSYS) => format!("io_setup: {e}: the kernel is built without AIO"),
+        Some(libc::EPERM) => format!("io_setup: {e}: denied by seccomp or container policy"),
+        Some(libc::EAGAIN) => format!(
+            "io_setup: {e}: fs.aio-max-nr is spent (aio-nr {} of aio-max-nr {})",
+            read_sysctl("aio-nr"),
+            read_sysctl("aio-max-nr")
+        ),
+        _ => format!("io_setup: {e}"),
+    }
+}
+
+/// Whether this process can create a kernel AIO context now.
+pub(crate) fn probe() -> Result<(), String> {
+    match setup(1) {
+        Ok(ctx) => {
+            destroy_in_background(ctx);
+            Ok(())
+        }
+        Err(e) => Err(describe_setup_error(&e)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Requests in the kernel.
+
+/// A request on its way through the kernel: the iocb the kernel reads and the request
+/// that owns the memory it points into.
+struct AioOp {
+    iocb: Iocb,
+    req: Request,
+    /// Submitted with RWF_NOWAIT: EAGAIN/EOPNOTSUPP mean "run it elsewhere".
+    nowait: bool,
+    /// Bytes asked of the kernel in this attempt.
+    len: usize,
+}
+
+impl AioOp {
+    fn new(mut req: Request, nowait: bool) -> Box<AioOp> {
+        let mut iocb = Iocb {
+            aio_fildes: req.fd as u32,
+            aio_rw_flags: if nowait { libc::RWF_NOWAIT } else { 0 },
+            ..Iocb::default()
+        };
+        let mut len = 0;
+        match &mut req.kind {
+            Kind::Read(buf) => {
+                let (ptr, room) = buf.spare_ptr();
+                iocb.aio_lio_opcode = sys::IOCB_CMD_PREAD;
+                iocb.aio_buf = ptr as u64;
+                iocb.aio_offset = (req.offset + buf.len() as u64) as i64;
+                len = room;
+            }
+            Kind::Write(buf) => {
+                let rest = &buf[req.written..];
+                iocb.aio_lio_opcode = sys::IOCB_CMD_PWRITE;
+                iocb.aio_buf = rest.as_ptr() as u64;
+                iocb.aio_offset = (req.offset + req.written as u64) as i64;
+                len = rest.len();
+            }
+            Kind::Fsync => iocb.aio_lio_opcode = sys::IOCB_CMD_FSYNC,
+            Kind::Fdsync => iocb.aio_lio_opcode = sys::IOCB_CMD_FDSYNC,
+            #[cfg(test)]
+            Kind::Panic => unreachable!("panic requests are for the thread pool"),
+        }
+        iocb.aio_nbytes = len as u64;
+        Box::new(AioOp {
+            iocb,
+            req,
+            nowait,
+            len,
+        })
+    }
+}
+
+/// The reaper's wake-up: a poll on an eventfd nobody writes to, cancelled at shutdown.
+struct Wake {
+    efd: OwnedFd,
+    iocb: Box<UnsafeCell<Iocb>>,
+}
+
+/// What the backend and its reaper share.
+struct Ring {
+    ctx: AioContext,
+    /// Requests handed to the kernel and not reaped yet.
+    inflight: AtomicUsize,
+    shutdown: AtomicBool,
+    wake: Option<Wake>,
+    /// Started on first use, for what the kernel cannot do without blocking.
+    pool: OnceCell<ThreadPool>,
+    threads: usize,
+}
+
+// SAFETY: the only non-Sync part is the wake-up iocb in an UnsafeCell, which Rust code
+// never reads or writes after arming it: only the kernel touches it (in io_submit and
+// io_cancel). Everything else is atomics or Sync types.
+unsafe impl Sync for Ring {}
+
+impl Ring {
+    fn pool(&self) -> io::Result<&ThreadPool> {
+        self.pool.get_or_try_init(|| ThreadPool::new(self.threads))
+    }
+
+    /// Runs `req` (or what is left of it) on the fallback pool.
+    fn to_pool(&self, req: Request) {
+        match self.pool() {
+            Ok(p) => p.send(req),
+            Err(e) => req.finish(Err(io::Error::other(format!(
+                "caio: cannot start fallback threads: {e}"
+            )))),
+        }
+    }
+
+    /// Hands a batch to the kernel; what it refuses is completed or rerouted here.
+    // Boxed: the kernel is given each op's address, which must not move.
+    #[allow(clippy::vec_box)]
+    fn submit(&self, batch: Vec<Box<AioOp>>) {
+        let raws: Vec<*mut AioOp> = batch.into_iter().map(Box::into_raw).collect();
+        let mut iocbs: Vec<*mut Iocb> = raws
+            .iter()
+            .map(|&p| {
+                // SAFETY: `p` comes from Box::into_raw just above: valid and unaliased.
+                // Its address is how the completion finds its way back.
+                unsafe {
+                    (*p).iocb.aio_data = p as u64;
+                    &raw mut (*p).iocb
+                }
+            })
+            .collect();
+        self.inflight.fetch_add(raws.len(), Ordering::AcqRel);
+        let mut i = 0;
+        while i < raws.len() {
+            // SAFETY: every iocb points into its own leaked AioOp, whose request owns the
+            // buffer; both stay alive and unmoved until the reaper reclaims the op.
+            match unsafe { sys::io_submit(self.ctx, &mut iocbs[i..]) } {
+                Ok(n) if n > 0 => i += n,
+                r => {
+                    // raws[i] was not submitted: reclaim it.
+                    // SAFETY: the kernel did not take raws[i]; we still own it, once.
+                    let op = unsafe { Box::from_raw(raws[i]) };
+                    self.inflight.fetch_sub(1, Ordering::AcqRel);
+                    i += 1;
+                    match r {
+                        // The kernel is out of resources for now: run it on threads.
+                        Ok(_) => self.to_pool(op.req),
+                        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && !op.nowait => {
+                            self.to_pool(op.req)
+                        }
+                        Err(e) => {
+                            self.complete(*op, -i64::from(e.raw_os_error().unwrap_or(libc::EIO)))
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one completion (`res` is bytes or a negative errno).
+    fn complete(&self, op: AioOp, res: i64) {
+        let AioOp {
+            mut req,
+            nowait,
+            len,
+            ..
+        } = op;
+        if res < 0 {
+            let errno = (-res) as i32;
+            if nowait && (errno == libc::EAGAIN || errno == libc::EOPNOTSUPP) {
+                return self.to_pool(req);
+            }
+            return req.finish(Err(io::Error::from_raw_os_error(errno)));
+        }
+        let n = (res as usize).min(len);
+        let total = match &mut req.kind {
+            Kind::Read(buf) => {
+                // SAFETY: the kernel wrote `n <= len` bytes at the spare pointer the iocb
+                // was built with, and nothing has touched the buffer since.
+                unsafe { buf.advance(n) };
+                buf.len()
+            }
+            Kind::Write(_) => {
+                req.written += n;
+                req.written
+            }
+            _ => 0,
+        };
+        if n > 0 && n < len {
+            // Short but not at an error: a partly cached NOWAIT read, a transfer over the
+            // kernel's per-call limit, or end of file. The pool finishes (or confirms) it.
+            return self.to_pool(req);
+        }
+        req.finish(Ok(total));
+    }
+}
+
+fn reaper(ring: Arc<Ring>) {
+    let mut events = vec![IoEvent::default(); EVENTS];
+    let timeout = if ring.wake.is_some() {
+        None
+    } else {
+        Some(POLL_FALLBACK)
+    };
+    loop {
+        match sys::io_getevents(ring.ctx, 1, &mut events, timeout) {
+            Ok(n) => {
+                for ev in &events[..n] {
+                    if ev.data == WAKE_TOKEN {
+                        continue;
+                    }
+                    // SAFETY: `data` is the address leaked by Box::into_raw at submission;
+                    // the kernel reports each submitted iocb exactly once.
+                    let op = unsafe { Box::from_raw(ev.data as *mut AioOp) };
+                    ring.complete(*op, ev.res);
+                    ring.inflight.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+            Err(e) => {
+                // Only a destroyed or corrupt context gets here: leaking what is in
+                // flight is safe, spinning is not.
+                log::error!("caio: io_getevents failed ({e}); the reaper stops");
+                return;
+            }
+        }
+        if ring.shutdown.load(Ordering::Acquire) && ring.inflight.load(Ordering::Acquire) == 0 {
+            break;
+        }
+    }
+    destroy_now(ring.ctx);
+}
+
+/// The Linux kernel AIO backend.
+pub(crate) struct Linux {
+    ring: Arc<Ring>,
+    /// Boxed: each op's address goes to the kernel at submission and must not move.
+    #[allow(clippy::vec_box)]
+    queue: Mutex<Vec<Box<AioOp>>>,
+}
+
+// SAFETY: `AioOp`s in the queue hold raw pointers (inside the iocb, as integers) into
+// buffers their own `Request` owns; moving them between threads moves that ownership whole.
+unsafe impl Send for Linux {}
+// SAFETY: the queue is behind a mutex; the ring is Sync.
+unsafe impl Sync for Linux {}
+
+impl fmt::Debug for Linux {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Linux")
+            .field("inflight", &self.ring.inflight.load(Ordering::Relaxed))
+            .field("wake_poll", &self.ring.wake.is_some())
+            .finish()
+    }
+}
+
+impl Linux {
+    /// A kernel context with room for `max_requests` operations, and its reaper.
+    pub(crate) fn new(max_requests: usize, threads: usize) -> io::Result<Linux> {
+        let ctx = setup(max_requests as u32 + 1)
+            .map_err(|e| io::Error::new(e.kind(), describe_setup_error(&e)))?;
+        let wake = sys::eventfd().ok().and_then(|efd| {
+            let iocb = Box::new(UnsafeCell::new(Iocb {
+                aio_data: WAKE_TOKEN,
+                aio_lio_opcode: sys::IOCB_CMD_POLL,
+                aio_fildes: efd.as_raw_fd() as u32,
+                aio_buf: libc::POLLIN as u64,
+                ..Iocb::default()
+            }));
+            // SAFETY: the iocb is boxed (stable address) and lives in the ring until the
+            // reaper has destroyed the context; it carries no buffer.
+            match unsafe { sys::io_submit(ctx, &mut [iocb.get()]) } {
+                Ok(1) => Some(Wake { efd, iocb }),
+                _ => None, // no IOCB_CMD_POLL (before Linux 4.18): poll for shutdown instead
+            }
+        });
+        let ring = Arc::new(Ring {
+            ctx,
+            inflight: AtomicUsize::new(0),
+            shutdown: AtomicBool::new(false),
+            wake,
+            pool: OnceCell::new(),
+            threads,
+        });
+        let r = Arc::clone(&ring);
+        if let Err(e) = thread::Builder::new()
+            .name("caio-aio-reaper".into())
+            .spawn(move || reaper(r))
+        {
+            destroy_in_background(ctx);
+            return Err(e);
+        }
+        Ok(Linux {
+            ring,
+            queue: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+impl FileIo for Linux {
+    fn implementation(&self) -> Implementation {
+        Implementation::Linux
+    }
+
+    fn submit(&self, req: Request) -> Submit {
+        let (write, fd) = match &req.kind {
+            Kind::Fsync | Kind::Fdsync => {
+                lock(&self.queue).push(AioOp::new(req, false));
+                return Submit::Queued;
+            }
+            Kind::Read(_) => (false, req.fd),
+            Kind::Write(_) => (true, req.fd),
+            #[cfg(test)]
+            Kind::Panic => (false, req.fd),
+        };
+        let direct = match sys::file_type(fd).and_then(|t| Ok((t, sys::is_direct(fd)?))) {
+            Err(e) => {
+                req.finish(Err(e));
+                return Submit::Started;
+            }
+            Ok((t, direct)) if t == libc::S_IFREG || t == libc::S_IFBLK => direct,
+            Ok(_) => {
+                self.ring.to_pool(req);
+                return Submit::Started;
+            }
+        };
+        if !direct && write {
+            self.ring.to_pool(req);
+            return Submit::Started;
+        }
+        // O_DIRECT writes and buffered reads must not block in io_submit; O_DIRECT reads
+        // are what the kernel queues.
+        let nowait = write || !direct;
+        lock(&self.queue).push(AioOp::new(req, nowait));
+        Submit::Queued
+    }
+
+    fn flush(&self) {
+        let batch = std::mem::take(&mut *lock(&self.queue));
+        if !batch.is_empty() {
+            self.ring.submit(batch);
+        }
+    }
+}
+
+impl Drop for Linux {
+    fn drop(&mut self) {
+        // Operations hold the context alive, so nothing can still be queued; be sure.
+        self.flush();
+        destroy_started();
+        self.ring.shutdown.store(true, Ordering::Release);
+        if let Some(w) = &self.ring.wake {
+            // SAFETY: the wake-up iocb was submitted to this context and lives as long as
+            // the ring, which the reaper keeps until after io_destroy.
+            if unsafe { sys::io_cancel(self.ring.ctx, w.iocb.get()) }.is_err() {
+                // Make the poll fire instead.
+                let _ = sys::eventfd_signal(w.efd.as_raw_fd());
+            }
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! Proof that the Linux backend is really asynchronous, read off `strace -f`:
+//! `io_submit` carries the reads (batched), no `pread`-family call touches the file, the
+//! number of threads does not grow with the number of operations, and on a cold page
+//! cache the submitting thread never performs a blocking read itself.
+#![cfg(target_os = "linux")]
+
+mod util;
+
+use std::{collections::HashMap, fs, os::unix::io::AsRawFd, path::Path, process::Command};
+
+use caio::{Context, Implementation};
+use futures::{stream::FuturesUnordered, StreamExt};
+use util::{block_on, pattern, Scratch};
+
+const CHILD: &str = "CAIO_ASYNC_TEST_CHILD";
+const FILE_SIZE: usize = 8 << 20;
+
+/// In the child: `mode` `direct:N` does N 4 KiB O_DIRECT reads at once; `cold:N` does N
+/// 64 KiB buffered reads at once. Prints the data descriptor and the thread id.
+#[test]
+fn child_reads() {
+    let Ok(spec) = std::env::var(CHILD) else {
+        return;
+    };
+    let (mode, n) = spec.split_once(':').unwrap();
+    let (path, n): (String, usize) = (
+        std::env::var("CAIO_ASYNC_TEST_FILE").unwrap(),
+        n.parse().unwrap(),
+    );
+    let direct = mode == "direct";
+    let mut o = fs::OpenOptions::new();
+    o.read(true);
+    if direct {
+        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut o, libc::O_DIRECT);
+    }
+    let file = o.open(&path).unwrap();
+    // A number no other descriptor of the process (loader, harness) ever has, so the trace
+    // can tell this file's syscalls apart.
+    // SAFETY: dup2 onto an unused descriptor number.
+    let fd = unsafe { libc::dup2(file.as_raw_fd(), 777) };
+    assert_eq!(fd, 777);
+    // SAFETY: gettid has no arguments and cannot fail.
+    let tid = unsafe { libc::gettid() };
+    println!("CHILD fd={fd} tid={tid}");
+    let ctx = Context::builder()
+        .implementation(Implementation::Linux)
+        .max_requests(64)
+        .build()
+        .unwrap();
+    let expected = pattern(FILE_SIZE, 11);
+    let size = if direct { 4096 } else { 65536 };
+    let slots = FILE_SIZE / size;
+    block_on(async {
+        let mut reads: FuturesUnordered<_> = (0..n)
+            .map(|k| {
+                let off = ((k * 7919) % slots * size) as u64;
+                let f = ctx.read(size, fd, off);
+                async move { (off, f.await) }
+            })
+            .collect();
+        while let Some((off, r)) = reads.next().await {
+            let got = r.unwrap();
+            assert!(
+                got[..] == expected[off as usize..off as usize + size],
+                "data at {off}"
+            );
+        }
+    });
+    println!("CHILD done {n}");
+}
+
+struct Trace {
+    /// (tid, syscall, args-and-result) per completed call.
+    calls: Vec<(u32, String, String)>,
+    fd: i32,
+    tid: u32,
+}
+
+impl Trace {
+    fn count(&self, name: &str) -> usize {
+        self.calls.iter().filter(|(_, n, _)| n == name).count()
+    }
+
+    fn on_fd<'a>(
+        &'a self,
+        names: &'a [&str],
+    ) -> impl Iterator<Item = &'a (u32, String, String)> + 'a {
+        let prefix = format!("{},", self.fd);
+        self.calls
+            .iter()
+            .filter(move |(_, n, a)| names.contains(&n.as_str()) && a.starts_with(&prefix))
+    }
+}
+
+fn have_strace() -> bool {
+    Command::new("strace")
+        .arg("-V")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Runs the child under `strace -f` and parses what it did.
+fn trace(mode: &str, n: usize, file: &Path) -> Trace {
+    let out_path = file.with_extension(format!("strace-{mode}-{n}"));
+    let out = Command::new("strace")
+        .args(["-f", "-qq", "-o"])
+        .arg(&out_path)
+        .args([
+            "-e",
+            "trace=io_submit,io_getevents,pread64,preadv,preadv2,read,clone,clone3,vfork,fork",
+        ])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", "child_reads", "--nocapture", "--test-threads=1"])
+        .env(CHILD, format!("{mode}:{n}"))
+        .env("CAIO_ASYNC_TEST_FILE", file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(&format!("CHILD done {n}")), "{stdout}");
+    let field = |k: &str| -> i64 {
+        let s = stdout.split(&format!("{k}=")).nth(1).unwrap();
+        s.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let text = fs::read_to_string(&out_path).unwrap();
+    // Join "<unfinished ...>" / "<... resumed>" halves per thread.
+    let mut open: HashMap<u32, String> = HashMap::new();
+    let mut calls = Vec::new();
+    for line in text.lines() {
+        let (tid, rest) = line.split_once(char::is_whitespace).unwrap();
+        let Ok(tid) = tid.parse::<u32>() else {
+            continue;
+        };
+        let rest = rest.trim_start();
+        let full = if let Some(head) = rest.strip_suffix(" <unfinished ...>") {
+            open.insert(tid, head.to_string());
+            continue;
+        } else if rest.starts_with("<... ") {
+            let tail = rest.split_once("resumed>").map_or("", |(_, t)| t);
+            format!("{}{}", open.remove(&tid).unwrap_or_default(), tail)
+        } else {
+            rest.to_string()
+        };
+        if let Some((name, args)) = full.split_once('(') {
+            if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                calls.push((tid, name.to_string(), args.to_string()));
+            }
+        }
+    }
+    Trace {
+        calls,
+        fd: field("fd") as i32,
+        tid: field("tid") as u32,
+    }
+}
+
+fn data_file() -> Scratch {
+    let s = Scratch::new();
+    fs::write(&s.path, pattern(FILE_SIZE, 11)).unwrap();
+    s.file.sync_all().unwrap();
+    s
+}
+
+#[test]
+fn o_direct_reads_go_through_io_submit_in_batches_on_a_fixed_set_of_threads() {
+    if !Implementation::Linux.is_available() {
+        eprintln!("SKIP: kernel AIO is not available here");
+        return;
+    }
+    if !have_strace() {
+        eprintln!("SKIP: strace is not installed (.ci/run installs it)");
+        return;
+    }
+    let s = data_file();
+    let small = trace("direct", 64, &s.path);
+    let large = trace("direct", 2048, &s.path);
+    for (t, n) in [(&small, 64usize), (&large, 2048)] {
+        let submits: Vec<_> = t
+            .calls
+            .iter()
+            .filter(|(_, name, _)| name == "io_submit")
+            .collect();
+        let reads_submitted: usize = submits
+            .iter()
+            .filter(|(_, _, a)| a.contains("IOCB_CMD_PREAD"))
+            .map(|(_, _, a)| {
+                a.split(", ")
+                    .nth(1)
+                    .unwrap()
+                    .trim()
+                    .parse::<usize>()
+                    .unwrap()
+            })
+            .sum();
+        assert_eq!(
+            reads_submitted, n,
+            "every read went to the kernel through io_submit"
+        );
+        let read_submits = submits
+            .iter()
+            .filter(|(_, _, a)| a.contains("IOCB_CMD_PREAD"))
+            .count();
+        assert!(
+            read_submits * 4 <= n,
+            "{n} reads took {read_submits} io_submit calls: submissions are not batched"
+        );
+        let preads: Vec<_> = t.on_fd(&["pread64", "preadv", "preadv2", "read"]).collect();
+        assert!(
+            preads.is_empty(),
+            "the data file was read by a syscall: {preads:?}"
+        );
+        println!(
+            "{n} O_DIRECT reads: {read_submits} io_submit calls, {} threads started",
+            t.count("clone3") + t.count("clone")
+        );
+    }
+    let threads = |t: &Trace| t.count("clone") + t.count("clone3");
+    assert_eq!(
+        threads(&small),
+        threads(&large),
+        "the thread count grew with the number of operations"
+    );
+    assert!(
+        threads(&large) <= 2,
+        "more than the reaper was started: {}",
+        threads(&large)
+    );
+}
+
+/// Fraction of the file's pages in the page cache (mincore).
+fn resident_fraction(path: &Path) -> f64 {
+    let f = fs::File::open(path).unwrap();
+    let len = f.metadata().unwrap().len() as usize;
+    // SAFETY: maps the whole file read-only; unmapped below.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(addr, libc::MAP_FAILED);
+    let pages = len.div_ceil(4096);
+    let mut vec = vec![0u8; pages];
+    // SAFETY: `addr` maps `len` bytes; `vec` has one byte per page.
+    let r = unsafe { libc::mincore(addr, len, vec.as_mut_ptr()) };
+    // SAFETY: unmapping exactly what was mapped.
+    unsafe { libc::munmap(addr, len) };
+    assert_eq!(r, 0);
+    vec.iter().filter(|&&b| b & 1 == 1).count() as f64 / pages as f64
+}
+
+#[test]
+fn cold_cache_buffered_reads_never_block_the_submitting_thread() {
+    if !Implementation::Linux.is_available() {
+        eprintln!("SKIP: kernel AIO is not available here");
+        return;
+    }
+    if !have_strace() {
+        eprintln!("SKIP: strace is not installed (.ci/run installs it)");
+        return;
+    }
+    let s = data_file();
+    // SAFETY: fadvise on an open descriptor; drops the clean (synced) pages from the cache.
+    assert_eq!(
+        unsafe { libc::posix_fadvise(s.fd(), 0, 0, libc::POSIX_FADV_DONTNEED) },
+        0
+    );
+    let resident = resident_fraction(&s.path);
+    if resident > 0.05 {
+        eprintln!(
+            "SKIP: cannot evict the file from the page cache ({:.0}% still resident)",
+            resident * 100.0
+        );
+        return;
+    }
+    let t = trace("cold", 128, &s.path);
+    let submits = t
+        .calls
+        .iter()
+        .filter(|(tid, name, a)| *tid == t.tid && name == "io_submit" && a.contains("RWF_NOWAIT"));
+    assert!(
+        submits.count() > 0,
+        "the buffered reads were not offered to the kernel with RWF_NOWAIT"
+    );
+    let by_submitter: Vec<_> = t
+        .on_fd(&["pread64", "preadv", "preadv2", "read"])
+        .filter(|(tid, _, _)| *tid == t.tid)
+        .collect();
+    assert!(
+        by_submitter.is_empty(),
+        "the submitting thread read the cold file itself: {by_submitter:?}"
+    );
+    let again = t
+        .calls
+        .iter()
+        .filter(|(_, n, a)| n == "io_getevents" && a.contains("res=-11"))
+        .count();
+    let handed_off = t.on_fd(&["pread64"]).count();
+    assert!(
+        handed_off > 0,
+        "cache misses must be read by the fallback pool, off the submitting thread"
+    );
+    println!("cold cache: {again} EAGAIN completions, {handed_off} preads on pool threads, none on the submitter");
+}
