@@ -23,11 +23,14 @@ pub struct Buffer {
 }
 
 enum Repr {
-    /// Memory from `alloc(Layout(cap, ALIGNMENT))`; `len <= cap`, `[0, len)` initialised.
+    /// Memory from `alloc(Layout(size, ALIGNMENT))` (or the cache of such blocks);
+    /// `len <= cap <= size`, `[0, len)` initialised. `cap` is what was asked for,
+    /// `size` what was allocated.
     Aligned {
         ptr: NonNull<u8>,
         len: usize,
         cap: usize,
+        size: usize,
     },
     Vec(Vec<u8>),
 }
@@ -68,8 +71,8 @@ impl Buffer {
     /// `InvalidInput` when `len` exceeds `isize::MAX` or the allocator refuses it.
     pub fn try_zeroed(len: usize) -> io::Result<Buffer> {
         let mut b = Self::alloc(len, true)?;
-        if let Repr::Aligned { len: l, cap, .. } = &mut b.repr {
-            *l = *cap;
+        if let Repr::Aligned { len: l, .. } = &mut b.repr {
+            *l = len;
         }
         Ok(b)
     }
@@ -83,8 +86,31 @@ impl Buffer {
         if cap == 0 {
             return Ok(Buffer::new());
         }
-        let layout = Layout::from_size_align(cap, ALIGNMENT).map_err(|_| too_large(cap))?;
-        // SAFETY: `layout` has a non-zero size (cap > 0).
+        let Some((class, size)) = size_class(cap) else {
+            return Self::alloc_fresh(cap, cap, zero);
+        };
+        match cache::take(class) {
+            Some(ptr) => {
+                if zero {
+                    // SAFETY: a cached block is `size` writable bytes we own.
+                    unsafe { ptr::write_bytes(ptr.as_ptr(), 0, size) };
+                }
+                Ok(Buffer {
+                    repr: Repr::Aligned {
+                        ptr,
+                        len: 0,
+                        cap,
+                        size,
+                    },
+                })
+            }
+            None => Self::alloc_fresh(cap, size, zero),
+        }
+    }
+
+    fn alloc_fresh(cap: usize, size: usize, zero: bool) -> io::Result<Buffer> {
+        let layout = Layout::from_size_align(size, ALIGNMENT).map_err(|_| too_large(cap))?;
+        // SAFETY: `layout` has a non-zero size (size >= cap > 0).
         let raw = unsafe {
             if zero {
                 alloc::alloc_zeroed(layout)
@@ -94,7 +120,12 @@ impl Buffer {
         };
         let ptr = NonNull::new(raw).ok_or_else(|| too_large(cap))?;
         Ok(Buffer {
-            repr: Repr::Aligned { ptr, len: 0, cap },
+            repr: Repr::Aligned {
+                ptr,
+                len: 0,
+                cap,
+                size,
+            },
         })
     }
 
@@ -131,7 +162,7 @@ impl Buffer {
     /// or a worker to fill.
     pub(crate) fn spare_ptr(&mut self) -> (*mut u8, usize) {
         match &mut self.repr {
-            Repr::Aligned { ptr, len, cap } => {
+            Repr::Aligned { ptr, len, cap, .. } => {
                 // SAFETY: `len <= cap`, so the result stays inside (or one past) the allocation.
                 (unsafe { ptr.as_ptr().add(*len) }, *cap - *len)
             }
@@ -170,15 +201,74 @@ impl Default for Buffer {
 
 impl Drop for Buffer {
     fn drop(&mut self) {
-        if let Repr::Aligned { ptr, cap, .. } = self.repr {
-            // SAFETY: allocated in `alloc` with exactly this layout, freed once.
+        if let Repr::Aligned { ptr, size, .. } = self.repr {
+            if matches!(size_class(size), Some((class, s)) if s == size && cache::give(class, ptr))
+            {
+                return;
+            }
+            // SAFETY: allocated in `alloc_fresh` with exactly this layout, freed once.
             unsafe {
                 alloc::dealloc(
                     ptr.as_ptr(),
-                    Layout::from_size_align_unchecked(cap, ALIGNMENT),
+                    Layout::from_size_align_unchecked(size, ALIGNMENT),
                 )
             }
         }
+    }
+}
+
+/// Capacities up to 1 MiB are rounded up to a power of two from 4 KiB, and freed blocks
+/// of those sizes are kept for reuse (at most 4 MiB per size): aligned allocation is slow
+/// in most allocators, and an I/O loop frees and allocates the same sizes all the time.
+const CLASSES: usize = 9; // 4 KiB ..= 1 MiB
+
+fn size_class(cap: usize) -> Option<(usize, usize)> {
+    let size = cap.max(ALIGNMENT).checked_next_power_of_two()?;
+    let class = (size.trailing_zeros() - ALIGNMENT.trailing_zeros()) as usize;
+    (class < CLASSES).then_some((class, size))
+}
+
+mod cache {
+    use std::{
+        ptr::NonNull,
+        sync::{Mutex, MutexGuard},
+    };
+
+    use super::CLASSES;
+
+    /// At most this many bytes are kept per size class.
+    const BYTES_PER_CLASS: usize = 4 << 20;
+
+    struct Block(NonNull<u8>);
+    // SAFETY: a cached block is owned by the cache alone; no reference to it exists.
+    unsafe impl Send for Block {}
+
+    static CACHE: [Mutex<Vec<Block>>; CLASSES] = [const { Mutex::new(Vec::new()) }; CLASSES];
+
+    fn class(class: usize) -> MutexGuard<'static, Vec<Block>> {
+        // Push and pop leave the vector valid whatever panicked: poison carries nothing.
+        CACHE[class].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn limit(class: usize) -> usize {
+        BYTES_PER_CLASS >> (class + 12)
+    }
+
+    pub(super) fn take(c: usize) -> Option<NonNull<u8>> {
+        class(c).pop().map(|b| b.0)
+    }
+
+    /// Keeps `ptr` (a block of this class's size); false when the class is full.
+    pub(super) fn give(c: usize, ptr: NonNull<u8>) -> bool {
+        let mut v = class(c);
+        if v.len() >= limit(c) {
+            return false;
+        }
+        if v.capacity() == 0 {
+            v.reserve_exact(limit(c));
+        }
+        v.push(Block(ptr));
+        true
     }
 }
 
@@ -317,6 +407,30 @@ impl From<Buffer> for Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn size_classes_round_up_to_powers_of_two() {
+        assert_eq!(size_class(1), Some((0, 4096)));
+        assert_eq!(size_class(4096), Some((0, 4096)));
+        assert_eq!(size_class(4097), Some((1, 8192)));
+        assert_eq!(size_class(1 << 20), Some((8, 1 << 20)));
+        assert_eq!(size_class((1 << 20) + 1), None);
+        assert_eq!(size_class(usize::MAX), None);
+    }
+
+    #[test]
+    fn recycled_blocks_are_zeroed_when_asked() {
+        for _ in 0..3 {
+            let mut b = Buffer::zeroed(5000);
+            assert_eq!((b.len(), b.capacity()), (5000, 5000));
+            assert!(b.iter().all(|&x| x == 0));
+            b.fill(0xEE);
+        }
+        let mut b = Buffer::with_capacity_aligned(100).unwrap();
+        assert!(b.capacity() == 100 && b.is_empty());
+        let (_, room) = b.spare_ptr();
+        assert_eq!(room, b.capacity());
+    }
 
     #[test]
     fn crate_allocations_are_aligned() {

@@ -640,3 +640,23 @@ fn errors_convert_into_io_errors() {
     }
     assert!(uses_question_mark().is_err());
 }
+
+#[test]
+fn direct_alignment_is_discovered_and_sane() {
+    let s = Scratch::direct();
+    let a = caio::direct_alignment(s.fd()).unwrap();
+    for v in [a.memory, a.offset] {
+        assert!(
+            v.is_power_of_two() && (1..=caio::ALIGNMENT).contains(&v),
+            "{a:?}"
+        );
+    }
+    assert!(a.allows(0, a.offset) && !a.allows(1, a.offset) && !a.allows(0, a.offset + 1));
+    if cfg!(target_os = "linux") && a.source != caio::AlignmentSource::Statx {
+        eprintln!("NOTE: statx STATX_DIOALIGN not reported here; using {a:?}");
+    }
+    assert_eq!(
+        caio::direct_alignment(-1).unwrap_err().raw_os_error(),
+        Some(libc::EBADF)
+    );
+}

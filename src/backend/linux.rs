@@ -9,21 +9,24 @@
 //! - **Completion is one thread per context** (`caio-aio-reaper`), blocked in
 //!   `io_getevents`, which stores each result and wakes the waiting future. No thread is
 //!   ever started per operation.
-//! - **O_DIRECT reads and writes** go to the kernel as they are: this is where kernel AIO
-//!   is truly asynchronous. Writes carry `RWF_NOWAIT`, so a write that would block inside
-//!   `io_submit` (block allocation on ext4, for one) is handed to a small fallback pool
-//!   instead of stalling the caller.
-//! - **Buffered reads** go to the kernel with `RWF_NOWAIT`: a page-cache hit completes at
-//!   once; a miss comes back as `EAGAIN` without touching the disk, and is handed to the
-//!   fallback pool. Without this, kernel AIO on a buffered file silently performs the whole
-//!   read inside `io_submit`, blocking the submitting thread on a cold cache.
+//! - **Reads** go to the kernel with `RWF_NOWAIT`, whatever the descriptor: an O_DIRECT
+//!   read is queued to the device, a page-cache hit completes at once, and anything that
+//!   would block comes back as `EAGAIN` without touching the disk. Only then is the
+//!   descriptor examined: an O_DIRECT read is resubmitted without the flag (the kernel
+//!   queues it asynchronously), a page-cache miss is handed to the fallback pool. Without
+//!   this, kernel AIO on a buffered file silently performs the whole read inside
+//!   `io_submit`, blocking the submitting thread on a cold cache.
+//! - **O_DIRECT writes** carry `RWF_NOWAIT` too, so a write that would block inside
+//!   `io_submit` (block allocation on ext4, for one) is handed to the pool instead.
 //! - **Buffered writes** go to the fallback pool: the kernel writes to the page cache
 //!   synchronously inside `io_submit` (and ext4 refuses `RWF_NOWAIT` for them).
 //! - **fsync/fdatasync** use `IOCB_CMD_FSYNC`/`IOCB_CMD_FDSYNC`, which the kernel runs on
 //!   its own workqueue.
 //! - Descriptors that are not regular files or block devices (pipes, directories,
 //!   sockets) go to the fallback pool, whose positional syscalls report the same errno the
-//!   thread backend does (ESPIPE, EISDIR).
+//!   thread backend does (ESPIPE, EISDIR). This costs one `fstat` per read or write, and
+//!   it is not optional: kernel AIO would consume a pipe's or a socket's data, ignoring
+//!   the offset.
 //!
 //! The fallback pool is started on first use, so a context that only does O_DIRECT runs
 //! on exactly one extra thread.
@@ -246,39 +249,43 @@ impl Ring {
     // Boxed: the kernel is given each op's address, which must not move.
     #[allow(clippy::vec_box)]
     fn submit(&self, batch: Vec<Box<AioOp>>) {
-        let raws: Vec<*mut AioOp> = batch.into_iter().map(Box::into_raw).collect();
-        let mut iocbs: Vec<*mut Iocb> = raws
-            .iter()
-            .map(|&p| {
+        const CHUNK: usize = 128;
+        let mut iocbs = [std::ptr::null_mut::<Iocb>(); CHUNK];
+        let mut ops = batch.into_iter().peekable();
+        while ops.peek().is_some() {
+            let mut n = 0;
+            for op in ops.by_ref().take(CHUNK) {
+                let p = Box::into_raw(op);
                 // SAFETY: `p` comes from Box::into_raw just above: valid and unaliased.
                 // Its address is how the completion finds its way back.
                 unsafe {
                     (*p).iocb.aio_data = p as u64;
-                    &raw mut (*p).iocb
+                    iocbs[n] = &raw mut (*p).iocb;
                 }
-            })
-            .collect();
-        self.inflight.fetch_add(raws.len(), Ordering::AcqRel);
-        let mut i = 0;
-        while i < raws.len() {
-            // SAFETY: every iocb points into its own leaked AioOp, whose request owns the
-            // buffer; both stay alive and unmoved until the reaper reclaims the op.
-            match unsafe { sys::io_submit(self.ctx, &mut iocbs[i..]) } {
-                Ok(n) if n > 0 => i += n,
-                r => {
-                    // raws[i] was not submitted: reclaim it.
-                    // SAFETY: the kernel did not take raws[i]; we still own it, once.
-                    let op = unsafe { Box::from_raw(raws[i]) };
-                    self.inflight.fetch_sub(1, Ordering::AcqRel);
-                    i += 1;
-                    match r {
-                        // The kernel is out of resources for now: run it on threads.
-                        Ok(_) => self.to_pool(op.req),
-                        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && !op.nowait => {
-                            self.to_pool(op.req)
-                        }
-                        Err(e) => {
-                            self.complete(*op, -i64::from(e.raw_os_error().unwrap_or(libc::EIO)))
+                n += 1;
+            }
+            self.inflight.fetch_add(n, Ordering::AcqRel);
+            let mut i = 0;
+            while i < n {
+                // SAFETY: every iocb points into its own leaked AioOp, whose request owns
+                // the buffer; both stay alive and unmoved until the reaper reclaims the op.
+                match unsafe { sys::io_submit(self.ctx, &mut iocbs[i..n]) } {
+                    Ok(k) if k > 0 => i += k,
+                    r => {
+                        // iocbs[i] was not submitted: reclaim it.
+                        // SAFETY: the kernel did not take it; its aio_data is the leaked
+                        // AioOp's address, which we still own, once.
+                        let op = unsafe { Box::from_raw((*iocbs[i]).aio_data as *mut AioOp) };
+                        self.inflight.fetch_sub(1, Ordering::AcqRel);
+                        i += 1;
+                        match r {
+                            // The kernel is out of resources for now: run it on threads.
+                            Ok(_) => self.to_pool(op.req),
+                            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && !op.nowait => {
+                                self.to_pool(op.req)
+                            }
+                            Err(e) => self
+                                .complete(*op, -i64::from(e.raw_os_error().unwrap_or(libc::EIO))),
                         }
                     }
                 }
@@ -297,6 +304,12 @@ impl Ring {
         if res < 0 {
             let errno = (-res) as i32;
             if nowait && (errno == libc::EAGAIN || errno == libc::EOPNOTSUPP) {
+                // It would have blocked. An O_DIRECT transfer is what the kernel queues
+                // without blocking the caller: resubmit it plainly. A buffered one (a page
+                // cache miss) is read by the pool, off every caller's thread.
+                if matches!(req.kind, Kind::Read(_)) && sys::is_direct(req.fd).unwrap_or(false) {
+                    return self.submit(vec![AioOp::new(req, false)]);
+                }
                 return self.to_pool(req);
             }
             return req.finish(Err(io::Error::from_raw_os_error(errno)));
@@ -441,25 +454,37 @@ impl FileIo for Linux {
             #[cfg(test)]
             Kind::Panic => (false, req.fd),
         };
-        let direct = match sys::file_type(fd).and_then(|t| Ok((t, sys::is_direct(fd)?))) {
+        // Only regular files and block devices may go to the kernel: it would happily
+        // consume a pipe's or a socket's data, ignoring the offset.
+        match sys::file_type(fd) {
             Err(e) => {
                 req.finish(Err(e));
                 return Submit::Started;
             }
-            Ok((t, direct)) if t == libc::S_IFREG || t == libc::S_IFBLK => direct,
+            Ok(t) if t == libc::S_IFREG || t == libc::S_IFBLK => {}
             Ok(_) => {
                 self.ring.to_pool(req);
                 return Submit::Started;
             }
-        };
-        if !direct && write {
-            self.ring.to_pool(req);
-            return Submit::Started;
         }
-        // O_DIRECT writes and buffered reads must not block in io_submit; O_DIRECT reads
-        // are what the kernel queues.
-        let nowait = write || !direct;
-        lock(&self.queue).push(AioOp::new(req, nowait));
+        if write {
+            match sys::is_direct(fd) {
+                Err(e) => {
+                    req.finish(Err(e));
+                    return Submit::Started;
+                }
+                Ok(false) => {
+                    self.ring.to_pool(req);
+                    return Submit::Started;
+                }
+                Ok(true) => {}
+            }
+        }
+        // Reads: RWF_NOWAIT first whatever the descriptor (a page-cache hit or an O_DIRECT
+        // read completes; what would block comes back EAGAIN and is rerouted then, so the
+        // common case costs one fstat). O_DIRECT writes: RWF_NOWAIT so that a write needing
+        // block allocation goes to the pool instead of blocking in io_submit.
+        lock(&self.queue).push(AioOp::new(req, true));
         Submit::Queued
     }
 
