@@ -43,11 +43,16 @@ impl DirectAlignment {
 /// the safe default of 4096.
 ///
 /// # Errors
-/// The OS error of `statx`/`fstat` (EBADF for a bad descriptor).
+/// The OS error of `statx`/`fstat` (EBADF for a bad descriptor); `Unsupported` when the
+/// filesystem reports that the file cannot do O_DIRECT.
 pub fn direct_alignment(fd: RawFd) -> io::Result<DirectAlignment> {
     #[cfg(target_os = "linux")]
     {
         match sys::dio_alignment(fd) {
+            Ok(Some((0, _))) => return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "O_DIRECT is not supported for this file (statx reports no direct I/O alignment)",
+            )),
             Ok(Some((memory, offset))) => {
                 return Ok(DirectAlignment {
                     memory: memory as usize,

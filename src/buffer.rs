@@ -158,6 +158,24 @@ impl Buffer {
         }
     }
 
+    /// Copies as much of `data` as fits in the spare capacity; returns how much.
+    pub(crate) fn extend_from_slice(&mut self, data: &[u8]) -> usize {
+        let (dst, room) = self.spare_ptr();
+        let n = room.min(data.len());
+        // SAFETY: `dst` has `room >= n` writable bytes owned by `self`, disjoint from `data`
+        // (which `&mut self` cannot alias); they are written before `advance(n)`.
+        unsafe {
+            ptr::copy_nonoverlapping(data.as_ptr(), dst, n);
+            self.advance(n);
+        }
+        n
+    }
+
+    /// Empties the buffer, keeping its memory.
+    pub(crate) fn clear(&mut self) {
+        self.truncate(0);
+    }
+
     /// Pointer to the start of the spare capacity (`capacity - len` bytes), for the kernel
     /// or a worker to fill.
     pub(crate) fn spare_ptr(&mut self) -> (*mut u8, usize) {

@@ -104,7 +104,7 @@ impl Context {
     /// The OS error (EBADF, EISDIR, EINVAL for misaligned O_DIRECT...); `InvalidInput`
     /// for an `nbytes` no allocation can hold.
     pub fn read(&self, nbytes: usize, fd: RawFd, offset: u64) -> ReadFuture {
-        op::read(Arc::clone(&self.shared), nbytes, fd, offset)
+        op::read(Arc::clone(&self.shared), nbytes, fd, offset, None)
     }
 
     /// Writes all of `data` at `offset`; resolves to the number of bytes written (fewer
@@ -113,7 +113,7 @@ impl Context {
     /// # Errors
     /// The OS error (EBADF, ENOSPC, EINVAL for misaligned O_DIRECT offsets...).
     pub fn write(&self, data: impl Into<Buffer>, fd: RawFd, offset: u64) -> WriteFuture {
-        op::write(Arc::clone(&self.shared), data.into(), fd, offset)
+        op::write(Arc::clone(&self.shared), data.into(), fd, offset, None)
     }
 
     /// Flushes the file's data and metadata to the device (`fsync`).
@@ -121,7 +121,7 @@ impl Context {
     /// # Errors
     /// The OS error.
     pub fn fsync(&self, fd: RawFd) -> SyncFuture {
-        op::fsync(Arc::clone(&self.shared), fd, false)
+        op::fsync(Arc::clone(&self.shared), fd, false, None)
     }
 
     /// Flushes the file's data (`fdatasync`, or `fsync` where there is none).
@@ -129,7 +129,47 @@ impl Context {
     /// # Errors
     /// The OS error.
     pub fn fdsync(&self, fd: RawFd) -> SyncFuture {
-        op::fsync(Arc::clone(&self.shared), fd, true)
+        op::fsync(Arc::clone(&self.shared), fd, true, None)
+    }
+}
+
+/// Operations for the file layer: they carry what it knows of the descriptor and keep it
+/// open until the backend is done.
+impl Context {
+    pub(crate) fn read_file(
+        &self,
+        nbytes: usize,
+        fd: RawFd,
+        offset: u64,
+        file: &op::FdInfo,
+    ) -> ReadFuture {
+        op::read(
+            Arc::clone(&self.shared),
+            nbytes,
+            fd,
+            offset,
+            Some(file.clone()),
+        )
+    }
+
+    pub(crate) fn write_file(
+        &self,
+        data: Buffer,
+        fd: RawFd,
+        offset: u64,
+        file: &op::FdInfo,
+    ) -> op::Operation<(usize, Buffer)> {
+        op::write_returning(
+            Arc::clone(&self.shared),
+            data,
+            fd,
+            offset,
+            Some(file.clone()),
+        )
+    }
+
+    pub(crate) fn sync_file(&self, fd: RawFd, data_only: bool, file: &op::FdInfo) -> SyncFuture {
+        op::fsync(Arc::clone(&self.shared), fd, data_only, Some(file.clone()))
     }
 }
 

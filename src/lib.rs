@@ -55,6 +55,7 @@ mod backend;
 mod buffer;
 mod context;
 mod error;
+pub mod fs;
 mod limit;
 mod op;
 mod parse;
@@ -67,6 +68,7 @@ pub use context::{
     default_threads, Builder, Context, DEFAULT_MAX_REQUESTS, MAX_MAX_REQUESTS, MAX_THREADS,
 };
 pub use error::Error;
+pub use fs::{File, OpenOptions};
 pub use op::{Operation, ReadFuture, SyncFuture, WriteFuture};
 pub use select::{
     default_implementation_file, selection, Implementation, Selection, Source, ENV_VAR,

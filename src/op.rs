@@ -55,6 +55,8 @@ pub(crate) struct Request {
     /// Bytes an earlier attempt already wrote (a write continued elsewhere after a
     /// short kernel AIO completion). Reads keep their progress in the buffer's length.
     pub written: usize,
+    /// Set by the file layer: keeps the descriptor open until the request is dropped.
+    pub file: Option<FdInfo>,
 }
 
 impl fmt::Debug for Request {
@@ -113,10 +115,10 @@ impl Request {
         }
     }
 
-    /// Delivers the result (with the read buffer) to the waiting future, if any.
+    /// Delivers the result (with the buffer) to the waiting future, if any.
     pub(crate) fn finish(self, result: io::Result<usize>) {
         let buf = match self.kind {
-            Kind::Read(b) => Some(b),
+            Kind::Read(b) | Kind::Write(b) => Some(b),
             _ => None,
         };
         self.done.complete(result.map(|n| Completion { n, buf }));
@@ -203,23 +205,29 @@ impl Drop for Completer {
 }
 
 /// What an operation will do, before it has a permit.
-enum Plan {
-    Read {
-        fd: RawFd,
-        offset: u64,
-        nbytes: usize,
-    },
-    Write {
-        fd: RawFd,
-        offset: u64,
-        buf: Buffer,
-    },
-    Fsync {
-        fd: RawFd,
-    },
-    Fdsync {
-        fd: RawFd,
-    },
+struct Plan {
+    fd: RawFd,
+    offset: u64,
+    what: What,
+    file: Option<FdInfo>,
+}
+
+enum What {
+    Read(usize),
+    Write(Buffer),
+    Fsync,
+    Fdsync,
+}
+
+/// What the file layer knows about its descriptor, and the owner that keeps it open until
+/// every request on it is finished.
+#[derive(Clone)]
+pub(crate) struct FdInfo {
+    pub _owner: Arc<dyn std::any::Any + Send + Sync>,
+    /// A regular file or block device (positional I/O makes sense).
+    pub seekable: bool,
+    /// Opened with O_DIRECT.
+    pub direct: bool,
 }
 
 enum State {
@@ -302,23 +310,68 @@ impl<T> Operation<T> {
     }
 }
 
-pub(crate) fn read(shared: Arc<Shared>, nbytes: usize, fd: RawFd, offset: u64) -> ReadFuture {
-    let plan = check(fd, offset, nbytes).map(|()| Plan::Read { fd, offset, nbytes });
+pub(crate) fn read(
+    shared: Arc<Shared>,
+    nbytes: usize,
+    fd: RawFd,
+    offset: u64,
+    file: Option<FdInfo>,
+) -> ReadFuture {
+    let plan = check(fd, offset, nbytes).map(|()| Plan {
+        fd,
+        offset,
+        what: What::Read(nbytes),
+        file,
+    });
     Operation::new(shared, plan, |c| c.buf.unwrap_or_default())
 }
 
-pub(crate) fn write(shared: Arc<Shared>, buf: Buffer, fd: RawFd, offset: u64) -> WriteFuture {
-    let plan = check(fd, offset, buf.len()).map(|()| Plan::Write { fd, offset, buf });
+pub(crate) fn write(
+    shared: Arc<Shared>,
+    buf: Buffer,
+    fd: RawFd,
+    offset: u64,
+    file: Option<FdInfo>,
+) -> WriteFuture {
+    let plan = check(fd, offset, buf.len()).map(|()| Plan {
+        fd,
+        offset,
+        what: What::Write(buf),
+        file,
+    });
     Operation::new(shared, plan, |c| c.n)
 }
 
-pub(crate) fn fsync(shared: Arc<Shared>, fd: RawFd, data_only: bool) -> SyncFuture {
-    let plan = check(fd, 0, 0).map(|()| {
-        if data_only {
-            Plan::Fdsync { fd }
-        } else {
-            Plan::Fsync { fd }
-        }
+/// A write that gives its buffer back with the count (for reuse, and to finish a short
+/// write).
+pub(crate) fn write_returning(
+    shared: Arc<Shared>,
+    buf: Buffer,
+    fd: RawFd,
+    offset: u64,
+    file: Option<FdInfo>,
+) -> Operation<(usize, Buffer)> {
+    let plan = check(fd, offset, buf.len()).map(|()| Plan {
+        fd,
+        offset,
+        what: What::Write(buf),
+        file,
+    });
+    Operation::new(shared, plan, |c| (c.n, c.buf.unwrap_or_default()))
+}
+
+pub(crate) fn fsync(
+    shared: Arc<Shared>,
+    fd: RawFd,
+    data_only: bool,
+    file: Option<FdInfo>,
+) -> SyncFuture {
+    let what = if data_only { What::Fdsync } else { What::Fsync };
+    let plan = check(fd, 0, 0).map(|()| Plan {
+        fd,
+        offset: 0,
+        what,
+        file,
     });
     Operation::new(shared, plan, |_| ())
 }
@@ -326,22 +379,27 @@ pub(crate) fn fsync(shared: Arc<Shared>, fd: RawFd, data_only: bool) -> SyncFutu
 /// Builds the request once a permit is held: allocates the read buffer (only now, so
 /// waiting operations cost no memory) and bounces unaligned memory for O_DIRECT writes.
 fn build(plan: Plan, done: Completer) -> io::Result<Request> {
-    let (fd, offset, kind) = match plan {
-        Plan::Read { fd, offset, nbytes } => (
-            fd,
-            offset,
-            Kind::Read(Buffer::with_capacity_aligned(nbytes)?),
-        ),
-        Plan::Write { fd, offset, buf } => {
-            let buf = if !buf.is_aligned_to(ALIGNMENT) && sys::is_direct(fd).unwrap_or(false) {
-                Buffer::from(&buf[..])
-            } else {
-                buf
+    let Plan {
+        fd,
+        offset,
+        what,
+        file,
+    } = plan;
+    let kind = match what {
+        What::Read(nbytes) => Kind::Read(Buffer::with_capacity_aligned(nbytes)?),
+        What::Write(buf) => {
+            let direct = || match &file {
+                Some(f) => f.direct,
+                None => sys::is_direct(fd).unwrap_or(false),
             };
-            (fd, offset, Kind::Write(buf))
+            if !buf.is_aligned_to(ALIGNMENT) && direct() {
+                Kind::Write(Buffer::from(&buf[..]))
+            } else {
+                Kind::Write(buf)
+            }
         }
-        Plan::Fsync { fd } => (fd, 0, Kind::Fsync),
-        Plan::Fdsync { fd } => (fd, 0, Kind::Fdsync),
+        What::Fsync => Kind::Fsync,
+        What::Fdsync => Kind::Fdsync,
     };
     Ok(Request {
         fd,
@@ -349,6 +407,7 @@ fn build(plan: Plan, done: Completer) -> io::Result<Request> {
         kind,
         done,
         written: 0,
+        file,
     })
 }
 
@@ -440,6 +499,7 @@ pub(crate) fn test_request(kind: Kind) -> (Request, Arc<Slot>) {
             kind,
             done,
             written: 0,
+            file: None,
         },
         slot,
     )

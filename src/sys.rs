@@ -108,6 +108,40 @@ pub(crate) fn file_type(fd: RawFd) -> io::Result<libc::mode_t> {
     Ok(unsafe { st.assume_init() }.st_mode & libc::S_IFMT)
 }
 
+/// `ftruncate(2)`.
+pub(crate) fn ftruncate(fd: RawFd, len: u64) -> io::Result<()> {
+    let len = offset(len)?;
+    // SAFETY: ftruncate takes no pointers.
+    retry(|| cvt(unsafe { libc::ftruncate(fd, len) } as libc::ssize_t)).map(drop)
+}
+
+/// The size of a file, or of a block device (where `st_size` is 0).
+pub(crate) fn file_len(fd: RawFd) -> io::Result<u64> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` is writable memory of the right size for fstat to fill.
+    cvt(unsafe { libc::fstat(fd, st.as_mut_ptr()) } as libc::ssize_t)?;
+    // SAFETY: fstat succeeded, so it initialised `st`.
+    let st = unsafe { st.assume_init() };
+    if st.st_mode & libc::S_IFMT == libc::S_IFBLK {
+        // SAFETY: lseek takes no pointers; only positional I/O is done on our descriptors,
+        // so moving the file position disturbs nothing.
+        let end = unsafe { libc::lseek(fd, 0, libc::SEEK_END) };
+        return cvt(end as libc::ssize_t).map(|n| n as u64);
+    }
+    Ok(st.st_size as u64)
+}
+
+/// `(st_dev, st_ino)`: whether two descriptors are the same file.
+pub(crate) fn file_id(fd: RawFd) -> io::Result<(u64, u64)> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` is writable memory of the right size for fstat to fill.
+    cvt(unsafe { libc::fstat(fd, st.as_mut_ptr()) } as libc::ssize_t)?;
+    // SAFETY: fstat succeeded, so it initialised `st`.
+    let st = unsafe { st.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
+    Ok((st.st_dev as u64, st.st_ino as u64))
+}
+
 #[cfg(target_os = "linux")]
 pub(crate) use self::linux::*;
 
@@ -264,8 +298,8 @@ mod linux {
         cvt(unsafe { libc::write(fd, one.as_ptr().cast(), one.len()) }).map(drop)
     }
 
-    /// O_DIRECT alignment from `statx(STATX_DIOALIGN)`: (memory, offset), or `None` when
-    /// the kernel or filesystem does not report it (or reports that O_DIRECT is unsupported).
+    /// O_DIRECT alignment from `statx(STATX_DIOALIGN)`: (memory, offset), `(0, 0)` when
+    /// the file does not support O_DIRECT, `None` when the kernel or filesystem does not say.
     pub(crate) fn dio_alignment(fd: RawFd) -> io::Result<Option<(u32, u32)>> {
         let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
         let empty = b"\0";
@@ -282,9 +316,10 @@ mod linux {
         cvt(r as libc::ssize_t)?;
         // SAFETY: zero-initialised, then filled by a successful statx.
         let stx = unsafe { stx.assume_init() };
-        if stx.stx_mask & libc::STATX_DIOALIGN == 0 || stx.stx_dio_mem_align == 0 {
+        if stx.stx_mask & libc::STATX_DIOALIGN == 0 {
             return Ok(None);
         }
+        // Reported as (0, 0) when the file does not support O_DIRECT.
         Ok(Some((stx.stx_dio_mem_align, stx.stx_dio_offset_align)))
     }
 

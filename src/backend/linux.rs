@@ -455,20 +455,24 @@ impl FileIo for Linux {
             Kind::Panic => (false, req.fd),
         };
         // Only regular files and block devices may go to the kernel: it would happily
-        // consume a pipe's or a socket's data, ignoring the offset.
-        match sys::file_type(fd) {
-            Err(e) => {
-                req.finish(Err(e));
-                return Submit::Started;
-            }
-            Ok(t) if t == libc::S_IFREG || t == libc::S_IFBLK => {}
-            Ok(_) => {
-                self.ring.to_pool(req);
-                return Submit::Started;
-            }
+        // consume a pipe's or a socket's data, ignoring the offset. The file layer knows;
+        // for a raw descriptor it costs one fstat.
+        let (seekable, direct) = match &req.file {
+            Some(f) => (f.seekable, Some(f.direct)),
+            None => match sys::file_type(fd) {
+                Err(e) => {
+                    req.finish(Err(e));
+                    return Submit::Started;
+                }
+                Ok(t) => (t == libc::S_IFREG || t == libc::S_IFBLK, None),
+            },
+        };
+        if !seekable {
+            self.ring.to_pool(req);
+            return Submit::Started;
         }
         if write {
-            match sys::is_direct(fd) {
+            match direct.map_or_else(|| sys::is_direct(fd), Ok) {
                 Err(e) => {
                     req.finish(Err(e));
                     return Submit::Started;
@@ -479,6 +483,10 @@ impl FileIo for Linux {
                 }
                 Ok(true) => {}
             }
+        } else if direct == Some(true) {
+            // Known O_DIRECT: the kernel queues it without blocking the caller.
+            lock(&self.queue).push(AioOp::new(req, false));
+            return Submit::Queued;
         }
         // Reads: RWF_NOWAIT first whatever the descriptor (a page-cache hit or an O_DIRECT
         // read completes; what would block comes back EAGAIN and is rerouted then, so the

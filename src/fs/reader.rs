@@ -1,0 +1,216 @@
+//! [`Reader`]: `AsyncRead + AsyncBufRead + AsyncSeek` with read-ahead.
+
+use std::{
+    collections::VecDeque,
+    fmt,
+    future::Future,
+    io::{self, SeekFrom},
+    pin::Pin,
+    task::{Context as TaskContext, Poll},
+};
+
+use futures::io::{AsyncBufRead, AsyncRead, AsyncSeek};
+
+use crate::{fs::File, sys, Buffer};
+
+/// Bytes per read.
+pub const READ_CHUNK: usize = 256 << 10;
+/// Reads kept in flight ahead of the consumer.
+pub const READ_AHEAD: usize = 4;
+
+type ReadFut = Pin<Box<dyn Future<Output = io::Result<Buffer>> + Send>>;
+
+/// A buffered, seekable reader over a [`File`] that keeps several chunk reads in flight
+/// ahead of the consumer, so sequential reading runs at the device's pace rather than one
+/// operation at a time.
+pub struct Reader {
+    file: File,
+    chunk: usize,
+    depth: usize,
+    /// Offsets must be multiples of this (O_DIRECT), else 1.
+    unit: u64,
+    buf: Buffer,
+    /// File offset of `buf[0]`.
+    buf_start: u64,
+    /// Logical position: the next byte the consumer gets.
+    pos: u64,
+    /// Where the next scheduled read starts.
+    next: u64,
+    ahead: VecDeque<(u64, ReadFut)>,
+    /// A short read was seen: schedule nothing more until the consumer catches up.
+    eof: bool,
+}
+
+impl fmt::Debug for Reader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reader")
+            .field("file", &self.file)
+            .field("pos", &self.pos)
+            .field("in_flight", &self.ahead.len())
+            .finish()
+    }
+}
+
+impl Reader {
+    pub(crate) fn new(file: File) -> Reader {
+        Self::with_read_ahead(file, READ_CHUNK, READ_AHEAD)
+    }
+
+    /// A reader issuing reads of `chunk` bytes (rounded up to the O_DIRECT alignment),
+    /// `depth` of them in flight.
+    pub fn with_read_ahead(file: File, chunk: usize, depth: usize) -> Reader {
+        let unit = file.direct_alignment().map_or(1, |a| a.offset.max(1)) as u64;
+        let chunk = (chunk.max(1) as u64).next_multiple_of(unit) as usize;
+        Reader {
+            file,
+            chunk,
+            depth: depth.max(1),
+            unit,
+            buf: Buffer::new(),
+            buf_start: 0,
+            pos: 0,
+            next: 0,
+            ahead: VecDeque::new(),
+            eof: false,
+        }
+    }
+
+    /// The current position.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// The file being read.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Forgets the buffer and reads in flight; the next read starts at `pos`.
+    fn restart(&mut self, pos: u64) {
+        self.ahead.clear();
+        self.buf = Buffer::new();
+        self.buf_start = pos;
+        self.pos = pos;
+        self.next = pos - pos % self.unit;
+        self.eof = false;
+    }
+
+    fn fill(&mut self) {
+        while !self.eof && self.ahead.len() < self.depth {
+            let off = self.next;
+            self.ahead
+                .push_back((off, Box::pin(self.file.read_at(self.chunk, off))));
+            self.next += self.chunk as u64;
+        }
+    }
+
+    fn buffered(&self) -> usize {
+        let start = (self.pos - self.buf_start) as usize;
+        self.buf.len().saturating_sub(start)
+    }
+}
+
+impl AsyncBufRead for Reader {
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<&[u8]>> {
+        let this = self.get_mut();
+        while this.buffered() == 0 {
+            if this.eof && this.ahead.is_empty() {
+                // End of file, as far as we know: report it, and look again next time (the
+                // file may grow).
+                let pos = this.pos;
+                this.restart(pos);
+                return Poll::Ready(Ok(&[]));
+            }
+            this.fill();
+            let (off, fut) = this.ahead.front_mut().expect("fill scheduled a read");
+            let off = *off;
+            match fut.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => {
+                    let pos = this.pos;
+                    this.restart(pos);
+                    return Poll::Ready(Err(e));
+                }
+                Poll::Ready(Ok(b)) => {
+                    this.ahead.pop_front();
+                    if b.len() < this.chunk {
+                        this.eof = true;
+                        this.ahead.clear();
+                    }
+                    this.buf = b;
+                    this.buf_start = off;
+                }
+            }
+        }
+        let start = (this.pos - this.buf_start) as usize;
+        Poll::Ready(Ok(&this.buf[start..]))
+    }
+
+    fn consume(self: Pin<&mut Self>, amt: usize) {
+        let this = self.get_mut();
+        this.pos += amt.min(this.buffered()) as u64;
+    }
+}
+
+impl AsyncRead for Reader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        out: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        if out.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let n = match self.as_mut().poll_fill_buf(cx) {
+            Poll::Ready(Ok(data)) => {
+                let n = data.len().min(out.len());
+                out[..n].copy_from_slice(&data[..n]);
+                n
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        };
+        self.consume(n);
+        Poll::Ready(Ok(n))
+    }
+}
+
+pub(crate) fn seek_target(
+    current: u64,
+    to: SeekFrom,
+    len: impl FnOnce() -> io::Result<u64>,
+) -> io::Result<u64> {
+    let (base, delta) = match to {
+        SeekFrom::Start(n) => return Ok(n),
+        SeekFrom::Current(d) => (current, d),
+        SeekFrom::End(d) => (len()?, d),
+    };
+    base.checked_add_signed(delta).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "seek to a negative or overflowing position",
+        )
+    })
+}
+
+impl AsyncSeek for Reader {
+    fn poll_seek(
+        self: Pin<&mut Self>,
+        _cx: &mut TaskContext<'_>,
+        to: SeekFrom,
+    ) -> Poll<io::Result<u64>> {
+        let this = self.get_mut();
+        let target = match seek_target(this.pos, to, || {
+            sys::file_len(std::os::fd::AsRawFd::as_raw_fd(&this.file))
+        }) {
+            Ok(t) => t,
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        if target >= this.buf_start && target <= this.buf_start + this.buf.len() as u64 {
+            this.pos = target; // inside what is buffered: keep the read-ahead
+        } else {
+            this.restart(target);
+        }
+        Poll::Ready(Ok(target))
+    }
+}

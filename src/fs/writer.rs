@@ -1,0 +1,268 @@
+//! [`Writer`]: `AsyncWrite + AsyncSeek` with write-behind.
+
+use std::{
+    collections::VecDeque,
+    fmt,
+    future::Future,
+    io::{self, SeekFrom},
+    os::fd::AsRawFd,
+    pin::Pin,
+    task::{Context as TaskContext, Poll},
+};
+
+use futures::io::{AsyncSeek, AsyncWrite};
+
+use crate::{
+    fs::{reader::seek_target, File},
+    sys, Buffer,
+};
+
+/// Bytes per write.
+pub const WRITE_CHUNK: usize = 256 << 10;
+/// Writes kept in flight behind the producer.
+pub const WRITE_BEHIND: usize = 4;
+
+type WriteFut = Pin<Box<dyn Future<Output = io::Result<Buffer>> + Send>>;
+
+/// A buffered, seekable writer over a [`File`] that keeps several chunk writes in flight
+/// behind the producer.
+///
+/// `flush` waits until everything written so far is written; `close` is `flush`. Errors of
+/// writes in flight are reported by the next call. In append mode one write is in flight at
+/// a time, so the order of the data is kept.
+///
+/// Dropped without `close`, a writer still writes what it holds, on a thread of its own,
+/// and logs (through `log`) that it did and any error; call `close` to see errors.
+pub struct Writer {
+    file: File,
+    chunk: usize,
+    depth: usize,
+    /// Bytes not yet handed to a write; they go at `pos`.
+    buf: Buffer,
+    pos: u64,
+    inflight: VecDeque<WriteFut>,
+    spare: Vec<Buffer>,
+    error: Option<io::Error>,
+}
+
+impl fmt::Debug for Writer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Writer")
+            .field("file", &self.file)
+            .field("pos", &self.pos)
+            .field("buffered", &self.buf.len())
+            .field("in_flight", &self.inflight.len())
+            .finish()
+    }
+}
+
+impl Writer {
+    pub(crate) fn new(file: File) -> Writer {
+        Self::with_write_behind(file, WRITE_CHUNK, WRITE_BEHIND)
+    }
+
+    /// A writer issuing writes of `chunk` bytes, `depth` of them in flight (one in append
+    /// mode).
+    pub fn with_write_behind(file: File, chunk: usize, depth: usize) -> Writer {
+        let unit = file.direct_alignment().map_or(1, |a| a.offset.max(1));
+        let chunk = chunk.max(1).next_multiple_of(unit);
+        let pos = if file.is_append() {
+            sys::file_len(file.as_raw_fd()).unwrap_or(0)
+        } else {
+            0
+        };
+        let depth = if file.is_append() { 1 } else { depth.max(1) };
+        Writer {
+            file,
+            chunk,
+            depth,
+            buf: Buffer::new(),
+            pos,
+            inflight: VecDeque::new(),
+            spare: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// The position the next byte will be written at (ignored by the OS in append mode).
+    pub fn position(&self) -> u64 {
+        self.pos + self.buf.len() as u64
+    }
+
+    /// The file being written.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    fn fresh_buffer(&mut self) -> io::Result<Buffer> {
+        match self.spare.pop() {
+            Some(mut b) => {
+                b.clear();
+                Ok(b)
+            }
+            None => Buffer::with_capacity_aligned(self.chunk),
+        }
+    }
+
+    /// Hands the buffered bytes to a write.
+    fn launch(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let next = self.fresh_buffer()?;
+        let data = std::mem::replace(&mut self.buf, next);
+        let (file, off) = (self.file.clone(), self.pos);
+        self.pos += data.len() as u64;
+        self.inflight
+            .push_back(Box::pin(async move { file.write_all_now(data, off).await }));
+        Ok(())
+    }
+
+    /// Polls the oldest write; `Ready(())` when it finished (its error kept for the caller).
+    fn poll_oldest(&mut self, cx: &mut TaskContext<'_>) -> Poll<()> {
+        let Some(f) = self.inflight.front_mut() else {
+            return Poll::Ready(());
+        };
+        match f.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(r) => {
+                self.inflight.pop_front();
+                match r {
+                    Ok(b) if b.capacity() == self.chunk && self.spare.len() < self.depth => {
+                        self.spare.push(b)
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        self.error.get_or_insert(e);
+                    }
+                }
+                Poll::Ready(())
+            }
+        }
+    }
+
+    /// Waits for every write in flight; the first error, if any.
+    fn poll_drain(&mut self, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        while !self.inflight.is_empty() {
+            if self.poll_oldest(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+        Poll::Ready(self.error.take().map_or(Ok(()), Err))
+    }
+}
+
+impl AsyncWrite for Writer {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        // Collect what finished already, without waiting.
+        while !this.inflight.is_empty() && this.poll_oldest(cx).is_ready() {}
+        if let Some(e) = this.error.take() {
+            return Poll::Ready(Err(e));
+        }
+        if data.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        if this.buf.capacity() == 0 {
+            match this.fresh_buffer() {
+                Ok(b) => this.buf = b,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        if this.buf.len() == this.chunk {
+            while this.inflight.len() >= this.depth {
+                if this.poll_oldest(cx).is_pending() {
+                    return Poll::Pending;
+                }
+            }
+            if let Some(e) = this.error.take() {
+                return Poll::Ready(Err(e));
+            }
+            if let Err(e) = this.launch() {
+                return Poll::Ready(Err(e));
+            }
+        }
+        Poll::Ready(Ok(this.buf.extend_from_slice(data)))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.depth == 1 && !this.buf.is_empty() {
+            // Append mode: one write at a time, in order.
+            while !this.inflight.is_empty() {
+                if this.poll_oldest(cx).is_pending() {
+                    return Poll::Pending;
+                }
+            }
+        }
+        if let Err(e) = this.launch() {
+            return Poll::Ready(Err(e));
+        }
+        this.poll_drain(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        self.poll_flush(cx)
+    }
+}
+
+impl AsyncSeek for Writer {
+    fn poll_seek(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        to: SeekFrom,
+    ) -> Poll<io::Result<u64>> {
+        match self.as_mut().poll_flush(cx) {
+            Poll::Ready(Ok(())) => {}
+            other => return other.map(|r| r.map(|()| 0)),
+        }
+        let this = self.get_mut();
+        let fd = this.file.as_raw_fd();
+        let target = match seek_target(this.pos, to, || sys::file_len(fd)) {
+            Ok(t) => t,
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        this.pos = target;
+        Poll::Ready(Ok(target))
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if self.buf.is_empty() && self.inflight.is_empty() {
+            return;
+        }
+        let pending = self.buf.len();
+        if let Err(e) = self.launch() {
+            log::error!("caio: a writer dropped without close lost {pending} bytes: {e}");
+            return;
+        }
+        let mut inflight = std::mem::take(&mut self.inflight);
+        let path = self.file.path().to_path_buf();
+        log::warn!(
+            "caio: writer for {} dropped without close; finishing its writes in the background",
+            path.display()
+        );
+        let spawned = std::thread::Builder::new()
+            .name("caio-writer-drop".into())
+            .spawn(move || {
+                futures::executor::block_on(async {
+                    while let Some(f) = inflight.pop_front() {
+                        if let Err(e) = f.await {
+                            log::error!(
+                                "caio: a write of a writer dropped without close failed ({}): {e}",
+                                path.display()
+                            );
+                        }
+                    }
+                })
+            });
+        if let Err(e) = spawned {
+            log::error!("caio: cannot finish the writes of a dropped writer: {e}");
+        }
+    }
+}
