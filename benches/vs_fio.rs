@@ -4,13 +4,11 @@
 //! 5 s per point, a 1 GiB file under target/). Needs `fio` on PATH for its column.
 
 #[path = "../src/bin/caio/workload.rs"]
-#[allow(dead_code)]
 mod workload;
 
 use std::{
-    fs::{self, File, OpenOptions},
+    fs::{self, File},
     io::Write,
-    os::unix::{fs::OpenOptionsExt, io::AsRawFd},
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
@@ -114,23 +112,22 @@ fn fio(path: &Path, rw: &str, bs: usize, depth: usize, direct: bool, secs: u64) 
     })
 }
 
-fn open(path: &Path, direct: bool) -> File {
-    let mut o = OpenOptions::new();
-    o.read(true).write(true);
-    if direct {
-        o.custom_flags(libc::O_DIRECT);
-    }
-    o.open(path).unwrap()
-}
-
 fn caio(i: Implementation, path: &Path, w: Workload, direct: bool) -> Option<workload::Outcome> {
     let ctx = Context::builder()
         .implementation(i)
         .max_requests(w.depth.max(1))
         .build()
         .ok()?;
-    let f = open(path, direct);
-    Some(workload::run(&ctx, f.as_raw_fd(), GIB, &w).expect("workload"))
+    let f = futures::executor::block_on(
+        caio::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .direct(direct)
+            .context(ctx)
+            .open(path),
+    )
+    .expect("open the bench file");
+    Some(workload::run(&f, GIB, &w).expect("workload"))
 }
 
 fn main() {

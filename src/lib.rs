@@ -23,6 +23,15 @@
 //!    line naming an available implementation wins (for distribution packagers).
 //! 3. Else the first available of linux, thread, blocking.
 //!
+//! ## Two layers
+//!
+//! - [`Context`]: reads, writes and syncs on raw descriptors, each a `Send + 'static`
+//!   future resolving to a [`Buffer`] (aligned for O_DIRECT), a byte count or `()`.
+//! - [`File`] and [`fs`]: what `aiofile` gives Python users. Positional reads and writes
+//!   at any alignment (O_DIRECT too), a [`fs::Reader`] and [`fs::Writer`] implementing
+//!   `futures::io`'s traits with read-ahead and write-behind, [`File::lines`],
+//!   [`File::chunks`], and [`fs::read`], [`fs::write`], [`fs::copy`].
+//!
 //! ## Example
 //!
 //! ```
@@ -73,3 +82,8 @@ pub use op::{Operation, ReadFuture, SyncFuture, WriteFuture};
 pub use select::{
     default_implementation_file, selection, Implementation, Selection, Source, ENV_VAR,
 };
+
+/// The README's examples, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

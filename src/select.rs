@@ -45,6 +45,18 @@ impl Implementation {
         self.probe().is_ok()
     }
 
+    /// `Ok` when this process can use the implementation now, else
+    /// [`Error::Unavailable`] with the reason (the errno of `io_setup`, for Linux).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    pub fn check(self) -> Result<(), Error> {
+        self.probe().map_err(|reason| Error::Unavailable {
+            implementation: self,
+            reason,
+        })
+    }
+
     /// `Ok` when available, else the reason it is not.
     pub(crate) fn probe(self) -> Result<(), String> {
         match self {

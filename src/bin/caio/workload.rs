@@ -2,13 +2,17 @@
 //! in flight for a fixed time, on one thread (`futures::executor`), counting operations,
 //! bytes and CPU time. Shared by `caio bench` and `benches/`.
 
+// Each user takes a part (the benches write randomly and count CPU time, the CLI doesn't).
+#![allow(dead_code)]
+
 use std::{
+    future::Future,
     io,
-    os::unix::io::RawFd,
+    pin::Pin,
     time::{Duration, Instant},
 };
 
-use caio::{Buffer, Context};
+use caio::{Buffer, File};
 use futures::{stream::FuturesUnordered, StreamExt};
 
 /// What one workload does.
@@ -25,15 +29,6 @@ pub enum Pattern {
 }
 
 impl Pattern {
-    pub fn name(self) -> &'static str {
-        match self {
-            Pattern::RandRead => "randread",
-            Pattern::RandWrite => "randwrite",
-            Pattern::SeqRead => "read",
-            Pattern::SeqWrite => "write",
-        }
-    }
-
     fn is_write(self) -> bool {
         matches!(self, Pattern::RandWrite | Pattern::SeqWrite)
     }
@@ -100,11 +95,11 @@ impl Rng {
     }
 }
 
-/// Runs `w` on `fd` (a file of `file_len` bytes) through `ctx`.
+/// Runs `w` on `file` (of `file_len` bytes), through the file's context.
 ///
 /// # Errors
 /// The first failed operation, or `InvalidInput` for a file smaller than one block.
-pub fn run(ctx: &Context, fd: RawFd, file_len: u64, w: &Workload) -> io::Result<Outcome> {
+pub fn run(file: &File, file_len: u64, w: &Workload) -> io::Result<Outcome> {
     let blocks = file_len / w.block as u64;
     if blocks == 0 || w.depth == 0 {
         return Err(io::Error::new(
@@ -129,14 +124,14 @@ pub fn run(ctx: &Context, fd: RawFd, file_len: u64, w: &Workload) -> io::Result<
         block * w.block as u64
     };
     let payload = Buffer::from(&vec![0xA5u8; w.block][..]);
-    let submit = |off: u64| {
+    type Op = Pin<Box<dyn Future<Output = io::Result<usize>> + Send>>;
+    let submit = |off: u64| -> Op {
         if w.pattern.is_write() {
-            futures::future::Either::Left(ctx.write(payload.clone(), fd, off))
+            Box::pin(file.write_at(payload.clone(), off))
         } else {
-            futures::future::Either::Right(futures::FutureExt::map(
-                ctx.read(w.block, fd, off),
-                |r| r.map(|b| b.len()),
-            ))
+            Box::pin(futures::FutureExt::map(file.read_at(w.block, off), |r| {
+                r.map(|b| b.len())
+            }))
         }
     };
     let cpu0 = process_cpu();

@@ -1,0 +1,529 @@
+//! `caio`: see which implementation runs and what this machine supports, copy files
+//! asynchronously, and measure every backend on your own disk.
+
+mod workload;
+
+use std::{
+    fs,
+    io::{self, IsTerminal},
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use caio::{fs::CopyOptions, Context, Implementation, OpenOptions, Source};
+use clap::{Parser, Subcommand};
+use workload::{Outcome, Pattern, Workload};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "caio",
+    version,
+    about = "Asynchronous file I/O that is really asynchronous: inspect, copy, measure"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// The selected implementation, where the choice came from, and what this machine
+    /// supports (kernel AIO; O_DIRECT on PATH with its alignment).
+    Info {
+        /// A file or directory to check O_DIRECT on.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+    },
+    /// Copy SRC to DST with reads and writes in flight together.
+    Copy {
+        src: PathBuf,
+        dst: PathBuf,
+        /// Bypass the page cache (O_DIRECT); falls back, with a note, where refused.
+        #[arg(long)]
+        direct: bool,
+        /// linux, thread, python or blocking (default: the selected one).
+        #[arg(long = "implementation", short = 'i')]
+        implementation: Option<String>,
+    },
+    /// A short fio-like measurement of every available implementation.
+    Bench {
+        /// A directory to create a test file in, or an existing file to read.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// Size of the test file created in a directory (K, M, G suffixes).
+        #[arg(long, default_value = "256M")]
+        size: String,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 1.0)]
+        secs: f64,
+        /// Only these implementations (repeatable).
+        #[arg(long = "implementation", short = 'i')]
+        implementations: Vec<String>,
+    },
+}
+
+/// Prints `log` warnings (caio's fallbacks) as `caio: warning: ...` on stderr.
+struct StderrLog;
+
+impl log::Log for StderrLog {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::Level::Warn
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        if self.enabled(r.metadata()) {
+            let msg = r.args().to_string();
+            eprintln!(
+                "caio: {}: {}",
+                r.level().as_str().to_lowercase(),
+                msg.trim_start_matches("caio: ")
+            );
+        }
+    }
+    fn flush(&self) {}
+}
+
+type Result<T> = std::result::Result<T, String>;
+
+fn main() -> ExitCode {
+    static LOG: StderrLog = StderrLog;
+    let _ = log::set_logger(&LOG).map(|()| log::set_max_level(log::LevelFilter::Warn));
+    let cli = Cli::parse();
+    let r = match cli.command {
+        Command::Info { path } => info(&path),
+        Command::Copy {
+            src,
+            dst,
+            direct,
+            implementation,
+        } => copy(&src, &dst, direct, implementation.as_deref()),
+        Command::Bench {
+            path,
+            size,
+            secs,
+            implementations,
+        } => bench(&path, &size, secs, &implementations),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("caio: error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn context_for(name: Option<&str>, max_requests: Option<usize>) -> Result<Context> {
+    let mut b = Context::builder();
+    if let Some(name) = name {
+        b = b.implementation(name.parse::<Implementation>().map_err(|e| e.to_string())?);
+    }
+    if let Some(n) = max_requests {
+        b = b.max_requests(n);
+    }
+    b.build().map_err(|e| e.to_string())
+}
+
+// ---------------------------------------------------------------------------------------
+// info
+
+fn info(path: &Path) -> Result<()> {
+    let s = caio::selection();
+    println!("caio {}", env!("CARGO_PKG_VERSION"));
+    println!("selected implementation: {}", s.implementation());
+    let from = match s.source() {
+        Source::Env => format!(
+            "CAIO_IMPL={}",
+            std::env::var("CAIO_IMPL").unwrap_or_default().trim()
+        ),
+        Source::File => "the default_implementation file compiled into this build".to_string(),
+        _ => "the built-in order (linux, thread, blocking: first available)".to_string(),
+    };
+    println!("  chosen by: {from}");
+    if s.warnings().is_empty() {
+        println!("  warnings: none");
+    } else {
+        for w in s.warnings() {
+            println!("  warning: {w}");
+        }
+    }
+    println!("implementations:");
+    for i in Implementation::ALL {
+        match i.check() {
+            Ok(()) => println!("  {:<9} available", i.as_str()),
+            Err(caio::Error::Unavailable { reason, .. }) => {
+                println!("  {:<9} unavailable: {reason}", i.as_str())
+            }
+            Err(e) => println!("  {:<9} unavailable: {e}", i.as_str()),
+        }
+    }
+    if let (Ok(nr), Ok(max)) = (
+        fs::read_to_string("/proc/sys/fs/aio-nr"),
+        fs::read_to_string("/proc/sys/fs/aio-max-nr"),
+    ) {
+        println!(
+            "kernel AIO: fs.aio-nr {} of fs.aio-max-nr {}",
+            nr.trim(),
+            max.trim()
+        );
+    }
+    println!(
+        "defaults: max_requests {}, thread pool {} threads",
+        caio::DEFAULT_MAX_REQUESTS,
+        caio::default_threads()
+    );
+    println!(
+        "path: {}{}",
+        path.display(),
+        fs_type(path).map(|t| format!(" ({t})")).unwrap_or_default()
+    );
+    match direct_support(path) {
+        Ok(a) => println!(
+            "  O_DIRECT: supported; memory alignment {} B, offset/length alignment {} B ({:?})",
+            a.memory, a.offset, a.source
+        ),
+        Err(e) => println!("  O_DIRECT: not available here: {e}"),
+    }
+    Ok(())
+}
+
+/// The filesystem type of `path`, by `statfs` magic number.
+fn fs_type(path: &Path) -> Option<&'static str> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: `c` is a NUL-terminated path and `st` writable memory for statfs.
+    if unsafe { libc::statfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statfs succeeded and filled `st`.
+    #[allow(clippy::unnecessary_cast)] // f_type's width differs between platforms
+    let magic = unsafe { st.assume_init() }.f_type as i64;
+    Some(match magic {
+        0xEF53 => "ext4",
+        0x5846_5342 => "xfs",
+        0x9123_683E => "btrfs",
+        0x0102_1994 => "tmpfs",
+        0x794C_7630 => "overlayfs",
+        0x6969 => "nfs",
+        0x6573_5546 => "fuse",
+        0x2FC1_2FC1 => "zfs",
+        0xF2F5_2010 => "f2fs",
+        _ => "other filesystem",
+    })
+}
+
+fn direct_support(path: &Path) -> io::Result<caio::DirectAlignment> {
+    use std::os::unix::io::AsRawFd;
+    let meta = fs::metadata(path)?;
+    if meta.is_dir() {
+        let probe = path.join(format!(".caio-info-probe-{}", std::process::id()));
+        let r = futures::executor::block_on(
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .direct(true)
+                .open(&probe),
+        );
+        let _ = fs::remove_file(&probe);
+        return r.and_then(|f| {
+            f.direct_alignment()
+                .ok_or_else(|| io::Error::other("no alignment"))
+        });
+    }
+    let f = futures::executor::block_on(OpenOptions::new().read(true).direct(true).open(path))?;
+    caio::direct_alignment(f.as_raw_fd())
+}
+
+// ---------------------------------------------------------------------------------------
+// copy
+
+fn copy(src: &Path, dst: &Path, direct: bool, implementation: Option<&str>) -> Result<()> {
+    let meta = fs::metadata(src).map_err(|e| format!("cannot read {}: {e}", src.display()))?;
+    if meta.is_dir() {
+        return Err(format!("cannot copy {}: it is a directory", src.display()));
+    }
+    let ctx = context_for(implementation, None)?;
+    let total = meta.len();
+    let bar = progress_bar(total);
+    let b = bar.clone();
+    let mut opts = CopyOptions {
+        direct,
+        context: Some(ctx.clone()),
+        progress: b
+            .map(|b| Arc::new(move |n: u64| b.set_position(n)) as Arc<dyn Fn(u64) + Send + Sync>),
+        ..CopyOptions::default()
+    };
+    let started = Instant::now();
+    let mut r = futures::executor::block_on(caio::fs::copy_with(src, dst, opts.clone()));
+    if direct {
+        if let Err(e) = &r {
+            if e.to_string().contains("O_DIRECT is not supported") {
+                eprintln!("caio: note: {e}; copying through the page cache instead");
+                opts.direct = false;
+                r = futures::executor::block_on(caio::fs::copy_with(src, dst, opts));
+            }
+        }
+    }
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let n = r.map_err(|e| format!("copying {} to {} failed: {e}", src.display(), dst.display()))?;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "copied {n} bytes ({}) in {secs:.3} s: {:.1} MiB/s via {}{}",
+        human_bytes(n),
+        n as f64 / secs.max(1e-9) / (1 << 20) as f64,
+        ctx.implementation(),
+        if direct { ", O_DIRECT" } else { "" }
+    );
+    Ok(())
+}
+
+fn progress_bar(total: u64) -> Option<indicatif::ProgressBar> {
+    if !io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    Some(bar)
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let (mut v, mut u) = (n as f64, 0);
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn parse_size(s: &str) -> Result<u64> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("size {s:?}: unknown unit {c:?} (use K, M, G or T)")),
+            };
+            (&s[..i], m)
+        }
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("size {s:?} is not a number with an optional K/M/G/T"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+// ---------------------------------------------------------------------------------------
+// bench
+
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+fn bench(path: &Path, size: &str, secs: f64, only: &[String]) -> Result<()> {
+    if !(secs.is_finite() && secs > 0.0 && secs <= 3600.0) {
+        return Err(format!("--secs {secs} must be between 0 and 3600"));
+    }
+    let duration = Duration::from_secs_f64(secs);
+    let mut impls = Vec::new();
+    for name in only {
+        impls.push(name.parse::<Implementation>().map_err(|e| e.to_string())?);
+    }
+    if impls.is_empty() {
+        impls = Implementation::ALL.to_vec();
+    }
+    let mut available = Vec::new();
+    for i in impls {
+        match i.check() {
+            Ok(()) => available.push(i),
+            Err(e) => eprintln!("caio: note: skipping {e}"),
+        }
+    }
+    let meta = fs::metadata(path).map_err(|e| format!("cannot use {}: {e}", path.display()))?;
+    let (file, len, _temp, writable) = if meta.is_dir() {
+        let len = parse_size(size)?;
+        if len < 4 << 20 {
+            return Err(format!("--size {size}: the test file needs at least 4 MiB"));
+        }
+        let file = path.join(format!(".caio-bench-{}.dat", std::process::id()));
+        let temp = TempFile(file.clone());
+        eprintln!("caio: laying out {} ({})", file.display(), human_bytes(len));
+        lay_out(&file, len)
+            .map_err(|e| format!("cannot create the test file {}: {e}", file.display()))?;
+        (file, len, Some(temp), true)
+    } else if meta.is_file() {
+        (path.to_path_buf(), meta.len(), None, false)
+    } else {
+        return Err(format!(
+            "{} is neither a directory nor a regular file",
+            path.display()
+        ));
+    };
+    if len < 1 << 20 {
+        return Err(format!(
+            "{} is smaller than 1 MiB: too small to measure",
+            file.display()
+        ));
+    }
+    let direct_ok = match direct_support(&file) {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("caio: note: O_DIRECT rows skipped: {e}");
+            false
+        }
+    };
+    let rand = |block, depth, pattern| Workload {
+        pattern,
+        block,
+        depth,
+        duration,
+    };
+    let mut rows: Vec<(&str, bool, Workload)> = vec![
+        (
+            "4 KiB random read, page cache",
+            false,
+            rand(4096, 1, Pattern::RandRead),
+        ),
+        (
+            "4 KiB random read, page cache",
+            false,
+            rand(4096, 32, Pattern::RandRead),
+        ),
+        (
+            "4 KiB random read, O_DIRECT",
+            true,
+            rand(4096, 1, Pattern::RandRead),
+        ),
+        (
+            "4 KiB random read, O_DIRECT",
+            true,
+            rand(4096, 32, Pattern::RandRead),
+        ),
+        (
+            "4 KiB random read, O_DIRECT",
+            true,
+            rand(4096, 128, Pattern::RandRead),
+        ),
+        (
+            "1 MiB sequential read, O_DIRECT",
+            true,
+            rand(1 << 20, 4, Pattern::SeqRead),
+        ),
+    ];
+    if writable {
+        rows.push((
+            "1 MiB sequential write, O_DIRECT",
+            true,
+            rand(1 << 20, 4, Pattern::SeqWrite),
+        ));
+    }
+    println!(
+        "caio bench: {} ({}), {secs} s per cell, {} cores",
+        file.display(),
+        human_bytes(len),
+        cores()
+    );
+    print!("{:<34} {:>4}", "workload", "qd");
+    for i in &available {
+        print!(" {:>16}", i.as_str());
+    }
+    println!();
+    // Warm the page cache for the buffered rows.
+    let _ = fs::read(&file);
+    for (name, direct, w) in rows {
+        print!("{name:<34} {:>4}", w.depth);
+        for &i in &available {
+            let cell = if direct && !direct_ok {
+                "n/a".to_string()
+            } else {
+                match measure(i, &file, len, direct, &w, writable) {
+                    Ok(o) if w.block >= 1 << 20 => format!("{:.0} MiB/s", o.mib_per_sec()),
+                    Ok(o) => format!("{} IOPS", human_count(o.iops())),
+                    Err(e) => {
+                        eprintln!("\ncaio: {i} {name} qd {}: {e}", w.depth);
+                        "error".to_string()
+                    }
+                }
+            };
+            print!(" {cell:>16}");
+            use std::io::Write;
+            let _ = io::stdout().flush();
+        }
+        println!();
+    }
+    println!("(the blocking implementation runs one operation at a time whatever the queue depth)");
+    Ok(())
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn human_count(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2}M", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1}k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+fn lay_out(path: &Path, len: u64) -> io::Result<()> {
+    use std::io::Write;
+    let mut f = fs::File::create(path)?;
+    let mut rng = workload::Rng::new(7);
+    let block: Vec<u8> = (0..1 << 20).map(|_| rng.next() as u8).collect();
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(block.len() as u64) as usize;
+        f.write_all(&block[..n])?;
+        left -= n as u64;
+    }
+    f.sync_all()
+}
+
+fn measure(
+    i: Implementation,
+    path: &Path,
+    len: u64,
+    direct: bool,
+    w: &Workload,
+    writable: bool,
+) -> io::Result<Outcome> {
+    let ctx = Context::builder()
+        .implementation(i)
+        .max_requests(w.depth)
+        .build()?;
+    let file = futures::executor::block_on(
+        OpenOptions::new()
+            .read(true)
+            .write(writable)
+            .direct(direct)
+            .context(ctx)
+            .open(path),
+    )?;
+    workload::run(&file, len, w)
+}

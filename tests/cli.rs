@@ -1,0 +1,289 @@
+//! The `caio` command: info, copy, bench, and one clear line for every error.
+#![cfg(feature = "cli")]
+
+mod util;
+
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::Path,
+    process::{Command, Output},
+};
+
+use util::pattern;
+
+fn caio(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_caio"))
+        .args(args)
+        .env_remove("CAIO_IMPL")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into(),
+        String::from_utf8_lossy(&o.stderr).into(),
+    )
+}
+
+/// Fails unless the command failed with exactly one clear `caio: error:` line.
+fn assert_clean_failure(o: &Output, mentions: &str) {
+    let (out, err) = text(o);
+    assert_eq!(o.status.code(), Some(1), "stdout: {out}\nstderr: {err}");
+    let lines: Vec<_> = err
+        .lines()
+        .filter(|l| l.starts_with("caio: error:"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one error line expected: {err}");
+    assert!(
+        lines[0].contains(mentions),
+        "{:?} should mention {mentions:?}",
+        lines[0]
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "{err}"
+    );
+}
+
+fn dir() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[test]
+fn info_reports_selection_implementations_and_direct_io() {
+    let d = dir();
+    let o = caio(&["info", d.path().to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    for want in [
+        "selected implementation:",
+        "chosen by:",
+        "  linux",
+        "  thread",
+        "  blocking",
+        "O_DIRECT:",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_caio"))
+        .arg("info")
+        .env("CAIO_IMPL", "thread")
+        .output()
+        .unwrap();
+    let (out, _) = text(&o);
+    assert!(
+        out.contains("selected implementation: thread")
+            && out.contains("chosen by: CAIO_IMPL=thread"),
+        "{out}"
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_caio"))
+        .arg("info")
+        .env("CAIO_IMPL", "warp")
+        .output()
+        .unwrap();
+    let (out, _) = text(&o);
+    assert!(
+        out.contains("warning: CAIO_IMPL") && out.contains("\"warp\""),
+        "{out}"
+    );
+}
+
+#[test]
+fn copy_copies_and_summarises() {
+    let d = dir();
+    let (a, b) = (d.path().join("a"), d.path().join("b"));
+    let data = pattern((3 << 20) + 5, 1);
+    std::fs::write(&a, &data).unwrap();
+    for extra in [
+        &[][..],
+        &["--direct"][..],
+        &["-i", "thread"][..],
+        &["-i", "python"][..],
+    ] {
+        let mut args = vec!["copy", a.to_str().unwrap(), b.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let o = caio(&args);
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{extra:?}: {out}{err}");
+        assert!(
+            out.contains(&format!("copied {} bytes", data.len())) && out.contains("MiB/s"),
+            "{out}"
+        );
+        assert!(std::fs::read(&b).unwrap() == data, "{extra:?}");
+        std::fs::remove_file(&b).unwrap();
+    }
+}
+
+#[test]
+fn copy_errors_are_one_clear_line() {
+    let d = dir();
+    let a = d.path().join("a");
+    std::fs::write(&a, b"data").unwrap();
+    let p = |x: &Path| x.to_str().unwrap().to_string();
+    assert_clean_failure(
+        &caio(&[
+            "copy",
+            &p(&d.path().join("missing")),
+            &p(&d.path().join("x")),
+        ]),
+        "No such file",
+    );
+    assert_clean_failure(
+        &caio(&["copy", &p(d.path()), &p(&d.path().join("x"))]),
+        "is a directory",
+    );
+    assert_clean_failure(
+        &caio(&["copy", &p(&a), &p(&d.path().join("no/dir/x"))]),
+        "No such file",
+    );
+    assert_clean_failure(&caio(&["copy", &p(&a), &p(&a)]), "same file");
+    assert_clean_failure(
+        &caio(&["copy", &p(&a), &p(&d.path().join("y")), "-i", "fast"]),
+        "unknown caio implementation",
+    );
+}
+
+#[test]
+fn copy_permission_denied_is_one_clear_line() {
+    let d = dir();
+    let a = d.path().join("secret");
+    std::fs::write(&a, b"data").unwrap();
+    std::fs::set_permissions(&a, std::fs::Permissions::from_mode(0o000)).unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let dst = d.path().join("copy");
+    let o = if is_root() {
+        // Root reads anything: run the command as nobody.
+        let r = Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                env!("CARGO_BIN_EXE_caio"),
+                "copy",
+            ])
+            .args([&a, &dst])
+            .output();
+        match r {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("SKIP: cannot drop root to test permissions: {e}");
+                return;
+            }
+        }
+    } else {
+        caio(&["copy", a.to_str().unwrap(), dst.to_str().unwrap()])
+    };
+    if text(&o).1.contains("setpriv:") {
+        eprintln!("SKIP: setpriv failed: {}", text(&o).1);
+        return;
+    }
+    assert_clean_failure(&o, "Permission denied");
+    assert!(!dst.exists());
+}
+
+#[test]
+fn copy_onto_a_full_disk_is_one_clear_line_and_leaves_nothing() {
+    if !is_root() {
+        eprintln!("SKIP: mounting a small filesystem needs root");
+        return;
+    }
+    let d = dir();
+    let mnt = d.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "caio-test"])
+        .arg(&mnt)
+        .status();
+    if !matches!(ok, Ok(s) if s.success()) {
+        eprintln!("SKIP: cannot mount a tmpfs here");
+        return;
+    }
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _guard = Unmount(&mnt);
+    let src = d.path().join("big");
+    std::fs::write(&src, pattern(4 << 20, 2)).unwrap();
+    let o = caio(&[
+        "copy",
+        src.to_str().unwrap(),
+        mnt.join("big").to_str().unwrap(),
+    ]);
+    assert_clean_failure(&o, "No space left on device");
+    assert_eq!(
+        std::fs::read_dir(&mnt).unwrap().count(),
+        0,
+        "the failed copy left files behind"
+    );
+}
+
+#[test]
+fn bench_prints_a_table_for_every_backend() {
+    let d = dir();
+    let o = caio(&[
+        "bench",
+        d.path().to_str().unwrap(),
+        "--size",
+        "8M",
+        "--secs",
+        "0.05",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    for want in [
+        "workload",
+        "linux",
+        "thread",
+        "blocking",
+        "4 KiB random read, page cache",
+        "O_DIRECT",
+        "MiB/s",
+        "IOPS",
+    ] {
+        assert!(out.contains(want), "missing {want:?}:\n{out}");
+    }
+    assert!(!out.contains("error"), "{out}{err}");
+    assert_eq!(
+        std::fs::read_dir(d.path()).unwrap().count(),
+        0,
+        "the test file is removed"
+    );
+    // On an existing file: read-only rows only.
+    let f = d.path().join("existing");
+    std::fs::write(&f, pattern(2 << 20, 3)).unwrap();
+    let o = caio(&[
+        "bench",
+        f.to_str().unwrap(),
+        "--secs",
+        "0.05",
+        "-i",
+        "thread",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success() && !out.contains("write"), "{out}{err}");
+}
+
+#[test]
+fn bench_rejects_bad_arguments_clearly() {
+    let d = dir();
+    let p = d.path().to_str().unwrap();
+    assert_clean_failure(&caio(&["bench", p, "--size", "12X"]), "unknown unit");
+    assert_clean_failure(&caio(&["bench", p, "--size", "1M"]), "at least 4 MiB");
+    assert_clean_failure(&caio(&["bench", p, "--secs", "0"]), "--secs");
+    assert_clean_failure(&caio(&["bench", &format!("{p}/missing")]), "No such file");
+    assert_clean_failure(
+        &caio(&["bench", p, "-i", "turbo"]),
+        "unknown caio implementation",
+    );
+    let o = caio(&["frobnicate"]);
+    assert_eq!(o.status.code(), Some(2), "usage errors exit 2 (clap)");
+}
