@@ -178,21 +178,97 @@ fn o_direct_files_take_any_offset_and_length() {
 
 #[test]
 fn o_direct_refused_by_the_filesystem_is_a_clear_error() {
-    let shm = Path::new("/dev/shm");
-    if !shm.is_dir() {
-        eprintln!("SKIP: no /dev/shm");
+    // ramfs has no direct I/O at all; mounting it needs root (CI is root).
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIP: mounting ramfs needs root");
         return;
     }
-    let d = tempfile::tempdir_in(shm).unwrap();
-    match block_on(
+    let d = dir();
+    let mnt = d.path().join("ramfs");
+    std::fs::create_dir(&mnt).unwrap();
+    if !Command::new("mount")
+        .args(["-t", "ramfs", "caio-test"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        eprintln!("SKIP: cannot mount ramfs here");
+        return;
+    }
+    let r = block_on(
         OpenOptions::new()
+            .read(true)
             .write(true)
             .create(true)
             .direct(true)
-            .open(d.path().join("x")),
-    ) {
-        Ok(_) => eprintln!("SKIP: tmpfs here accepts O_DIRECT"),
-        Err(e) => assert!(e.to_string().contains("O_DIRECT"), "{e}"),
+            .open(mnt.join("x")),
+    );
+    let fallback = block_on(
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .open(mnt.join("x")),
+    )
+    .map(drop);
+    let unmounted = Command::new("umount").arg(&mnt).status();
+    assert!(
+        unmounted.is_ok_and(|s| s.success()),
+        "the test mount must go"
+    );
+    let e = r.expect_err("ramfs cannot do O_DIRECT");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("O_DIRECT is not supported") && msg.contains("without direct(true)"),
+        "{msg}"
+    );
+    assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    assert!(fallback.is_ok(), "opening without O_DIRECT is the fallback");
+}
+
+#[test]
+fn sequential_readers_and_writers_keep_several_operations_in_flight() {
+    use std::{future::Future, pin::Pin, task::Context as Cx};
+    for i in backends() {
+        let (c, d) = (ctx(i), dir());
+        let p = d.path().join("big");
+        std::fs::write(&p, pattern(8 << 20, 9)).unwrap();
+        let f = block_on(opts(&c).read(true).write(true).open(&p)).unwrap();
+        let mut r = f.reader();
+        block_on(r.fill_buf()).unwrap();
+        assert_eq!(
+            r.in_flight(),
+            caio::fs::READ_AHEAD - 1,
+            "{i}: read-ahead after the first chunk"
+        );
+
+        // Three chunks handed over without waiting: several writes in flight at once.
+        let mut w = f.writer();
+        let chunk = vec![7u8; caio::fs::WRITE_CHUNK];
+        let waker = futures::task::noop_waker();
+        let mut cx = Cx::from_waker(&waker);
+        let mut max_in_flight = 0;
+        for _ in 0..4 {
+            let mut write = w.write_all(&chunk);
+            while Pin::new(&mut write).poll(&mut cx).is_pending() {
+                std::thread::yield_now();
+            }
+            drop(write);
+            max_in_flight = max_in_flight.max(w.in_flight());
+        }
+        if i == caio::Implementation::Blocking {
+            assert!(max_in_flight >= 1, "{i}");
+        } else {
+            assert!(
+                max_in_flight >= 2,
+                "{i}: write-behind kept only {max_in_flight} in flight"
+            );
+        }
+        block_on(w.close()).unwrap();
+        assert!(std::fs::read(&p).unwrap()[..4 * caio::fs::WRITE_CHUNK]
+            .iter()
+            .all(|&b| b == 7));
     }
 }
 

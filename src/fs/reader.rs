@@ -75,6 +75,11 @@ impl Reader {
         }
     }
 
+    /// Reads in flight ahead of the consumer.
+    pub fn in_flight(&self) -> usize {
+        self.ahead.len()
+    }
+
     /// The current position.
     pub fn position(&self) -> u64 {
         self.pos

@@ -89,6 +89,11 @@ impl Writer {
         self.pos + self.buf.len() as u64
     }
 
+    /// Writes in flight behind the producer.
+    pub fn in_flight(&self) -> usize {
+        self.inflight.len()
+    }
+
     /// The file being written.
     pub fn file(&self) -> &File {
         &self.file
