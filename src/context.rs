@@ -96,6 +96,13 @@ impl Context {
         self.shared.max_requests
     }
 
+    /// How many operations hold one of the `max_requests` slots now: started and not yet
+    /// finished by the backend, including those whose futures were dropped (they keep their
+    /// slot and buffer until the kernel or worker is done).
+    pub fn in_flight(&self) -> usize {
+        self.shared.max_requests - self.shared.limiter.available()
+    }
+
     /// Reads up to `nbytes` at `offset`. Fewer bytes come back only at end of file; at or
     /// past it, an empty buffer. The buffer is allocated by the crate, aligned for
     /// O_DIRECT, and only once the operation's turn comes.

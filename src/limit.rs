@@ -95,8 +95,8 @@ impl Limiter {
         }
     }
 
-    #[cfg(test)]
-    fn available(&self) -> usize {
+    /// Permits not currently held.
+    pub(crate) fn available(&self) -> usize {
         self.lock().permits
     }
 }

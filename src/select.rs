@@ -401,6 +401,79 @@ mod tests {
         );
     }
 
+    mod prop {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        const NAMES: [&str; 4] = ["linux", "thread", "python", "blocking"];
+
+        fn availability(mask: u8) -> impl Fn(Implementation) -> Result<(), String> {
+            move |i| {
+                let bit = match i {
+                    Implementation::Linux => 1,
+                    Implementation::Thread => 2,
+                    Implementation::Blocking => 4,
+                };
+                if mask & bit != 0 {
+                    Ok(())
+                } else {
+                    Err(format!("{i} is off"))
+                }
+            }
+        }
+
+        fn line() -> impl Strategy<Value = String> {
+            prop_oneof![
+                prop::sample::select(NAMES.to_vec()).prop_map(String::from),
+                prop::sample::select(NAMES.to_vec()).prop_map(|n| format!("  {n}\t")),
+                "#[ -~]{0,12}".prop_map(String::from),
+                "[ \t]{0,3}".prop_map(String::from),
+                any::<String>(),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn any_caio_impl_value_parses_iff_it_is_a_name(v in any::<String>()) {
+                let known = NAMES.contains(&v.trim());
+                prop_assert_eq!(v.parse::<Implementation>().is_ok(), known);
+            }
+
+            #[test]
+            fn selection_never_panics_and_follows_the_rules(
+                env in prop::option::of(prop_oneof![any::<String>(), prop::sample::select(NAMES.to_vec()).prop_map(String::from)]),
+                lines in prop::collection::vec(line(), 0..8),
+                mask in 4u8..8, // blocking is always available
+            ) {
+                let file = lines.join("\n");
+                let s = select(env.clone().map(OsString::from), &file, availability(mask));
+                prop_assert!(availability(mask)(s.implementation).is_ok(), "chose an unavailable one");
+                let env = env.filter(|e| !e.is_empty());
+                match env.as_deref().map(str::parse::<Implementation>) {
+                    Some(Ok(i)) if availability(mask)(i).is_ok() => {
+                        prop_assert_eq!((s.implementation, s.source), (i, Source::Env));
+                    }
+                    Some(_) => {
+                        prop_assert_eq!(s.source, Source::Default);
+                        prop_assert!(!s.warnings.is_empty());
+                    }
+                    None => {
+                        let first = parse::default_file_lines(&file)
+                            .into_iter()
+                            .filter_map(|l| l.name)
+                            .map(|n| n.parse::<Implementation>().unwrap())
+                            .find(|&i| availability(mask)(i).is_ok());
+                        match first {
+                            Some(i) => prop_assert_eq!((s.implementation, s.source), (i, Source::File)),
+                            None => prop_assert_eq!(s.source, Source::Default),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn shipped_file_parses_cleanly() {
         for line in parse::default_file_lines(DEFAULT_FILE) {

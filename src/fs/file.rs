@@ -322,8 +322,8 @@ impl File {
                     .ctx
                     .read_file((end - start) as usize, i.fd, start, &i.info)
                     .await?;
-                let skip = (offset - start) as usize;
-                let take = block.len().saturating_sub(skip).min(nbytes);
+                let skip = ((offset - start) as usize).min(block.len());
+                let take = (block.len() - skip).min(nbytes);
                 Ok(Buffer::from(&block[skip..skip + take]))
             }
             _ => i.ctx.read_file(nbytes, i.fd, offset, &i.info).await,
