@@ -401,7 +401,7 @@ mod tests {
         );
     }
 
-    mod prop {
+    mod properties {
         use proptest::prelude::*;
 
         use super::*;
