@@ -239,7 +239,7 @@ async fn worker(
     let mut slots: Vec<Slot> = (0..SLOTS_PER_WORKER)
         .map(|_| Slot::Known(vec![0u8; SLOT]))
         .collect();
-    let mut busy = vec![false; SLOTS_PER_WORKER];
+    let mut busy = [false; SLOTS_PER_WORKER];
     let mut reads: Vec<Option<Vec<u8>>> = vec![None; SLOTS_PER_WORKER];
     let mut stats = Stats::default();
     let mut inflight: FuturesUnordered<OpFut> = FuturesUnordered::new();
