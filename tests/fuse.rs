@@ -1,0 +1,432 @@
+//! Faults from storage, through a FUSE filesystem of our own: I/O errors on demand (EIO
+//! must reach the caller on every backend while healthy files keep working) and injected
+//! latency (the Linux backend's buffered path must not block the submitting thread;
+//! abandoned slow operations free everything once they finish).
+#![cfg(target_os = "linux")]
+
+mod util;
+
+use std::{
+    ffi::OsStr,
+    future::Future,
+    path::Path,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    task::Context as Cx,
+    time::{Duration, Instant, UNIX_EPOCH},
+};
+
+use caio::{Context, File, Implementation, OpenOptions};
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
+    MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyWrite, Request, WriteFlags,
+};
+use util::{backends, block_on, pattern};
+
+const GOOD: u64 = 2;
+const BAD: u64 = 3;
+const SLOW: u64 = 4;
+const NAMES: [(&str, u64); 3] = [("good", GOOD), ("bad", BAD), ("slow", SLOW)];
+const SIZE: usize = 1 << 20;
+
+#[derive(Default)]
+struct Control {
+    /// Reads, writes and fsyncs of "bad" fail with EIO.
+    fail: AtomicBool,
+    /// Every read and write of "slow" sleeps this long first.
+    delay_ms: AtomicU64,
+    faults: AtomicU64,
+}
+
+struct FaultFs {
+    ctl: Arc<Control>,
+    files: Vec<Mutex<Vec<u8>>>, // by inode - 2
+}
+
+fn attr(ino: u64, size: u64) -> FileAttr {
+    let dir = ino == 1;
+    FileAttr {
+        ino: INodeNo(ino),
+        size,
+        blocks: size.div_ceil(512),
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind: if dir {
+            FileType::Directory
+        } else {
+            FileType::RegularFile
+        },
+        perm: if dir { 0o755 } else { 0o644 },
+        nlink: if dir { 2 } else { 1 },
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        flags: 0,
+        blksize: 4096,
+    }
+}
+
+impl FaultFs {
+    fn file(&self, ino: INodeNo) -> Option<&Mutex<Vec<u8>>> {
+        let i = u64::from(ino);
+        (GOOD..=SLOW)
+            .contains(&i)
+            .then(|| &self.files[(i - GOOD) as usize])
+    }
+
+    /// The fault for an operation on `ino`, after any injected delay.
+    fn fault(&self, ino: INodeNo) -> Option<Errno> {
+        match u64::from(ino) {
+            BAD if self.ctl.fail.load(Ordering::SeqCst) => {
+                self.ctl.faults.fetch_add(1, Ordering::SeqCst);
+                Some(Errno::EIO)
+            }
+            SLOW => {
+                std::thread::sleep(Duration::from_millis(
+                    self.ctl.delay_ms.load(Ordering::SeqCst),
+                ));
+                None
+            }
+            _ => None,
+        }
+    }
+}
+
+const TTL: Duration = Duration::ZERO;
+
+impl Filesystem for FaultFs {
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match NAMES
+            .iter()
+            .find(|(n, _)| u64::from(parent) == 1 && OsStr::new(n) == name)
+        {
+            Some(&(_, ino)) => {
+                let size = self.file(INodeNo(ino)).unwrap().lock().unwrap().len() as u64;
+                reply.entry(&TTL, &attr(ino, size), Generation(0));
+            }
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match (u64::from(ino), self.file(ino)) {
+            (1, _) => reply.attr(&TTL, &attr(1, 0)),
+            (i, Some(f)) => reply.attr(&TTL, &attr(i, f.lock().unwrap().len() as u64)),
+            _ => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // Bypass the page cache: every read and write reaches us.
+        reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO);
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        if let Some(e) = self.fault(ino) {
+            return reply.error(e);
+        }
+        let Some(f) = self.file(ino) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let data = f.lock().unwrap();
+        let start = (offset as usize).min(data.len());
+        let end = (start + size as usize).min(data.len());
+        reply.data(&data[start..end]);
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        bytes: &[u8],
+        _wflags: WriteFlags,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        if let Some(e) = self.fault(ino) {
+            return reply.error(e);
+        }
+        let Some(f) = self.file(ino) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let mut data = f.lock().unwrap();
+        let end = offset as usize + bytes.len();
+        if data.len() < end {
+            data.resize(end, 0);
+        }
+        data[offset as usize..end].copy_from_slice(bytes);
+        reply.written(bytes.len() as u32);
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.fault(ino) {
+            Some(e) => reply.error(e),
+            None => reply.ok(),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        if u64::from(ino) != 1 {
+            return reply.error(Errno::ENOENT);
+        }
+        let mut entries = vec![
+            (1, FileType::Directory, "."),
+            (1, FileType::Directory, ".."),
+        ];
+        entries.extend(NAMES.iter().map(|&(n, i)| (i, FileType::RegularFile, n)));
+        for (k, (i, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(i), (k + 1) as u64, kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+}
+
+/// A mounted FaultFs, unmounted on drop.
+struct Mounted {
+    ctl: Arc<Control>,
+    dir: tempfile::TempDir,
+    session: Option<fuser::BackgroundSession>,
+}
+
+impl Mounted {
+    fn new() -> Option<Mounted> {
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 || !Path::new("/dev/fuse").exists() {
+            eprintln!("SKIP: mounting FUSE needs root and /dev/fuse");
+            return None;
+        }
+        let ctl = Arc::new(Control::default());
+        let fs = FaultFs {
+            ctl: Arc::clone(&ctl),
+            files: (0..3).map(|k| Mutex::new(pattern(SIZE, k))).collect(),
+        };
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let mut cfg = fuser::Config::default();
+        cfg.mount_options
+            .push(MountOption::FSName("caio-faultfs".into()));
+        cfg.n_threads = Some(8);
+        match fuser::spawn_mount(fs, dir.path(), &cfg) {
+            Ok(s) => Some(Mounted {
+                ctl,
+                dir,
+                session: Some(s),
+            }),
+            Err(e) => {
+                eprintln!("SKIP: cannot mount FUSE here: {e}");
+                None
+            }
+        }
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Some(s) = self.session.take() {
+            let _ = s.umount_and_join();
+        }
+    }
+}
+
+fn open(c: &Context, p: &Path) -> File {
+    block_on(
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .context(c.clone())
+            .open(p),
+    )
+    .unwrap()
+}
+
+#[test]
+fn io_errors_reach_the_caller_and_spare_healthy_files() {
+    let Some(m) = Mounted::new() else { return };
+    for i in backends() {
+        let c = Context::builder()
+            .implementation(i)
+            .max_requests(16)
+            .build()
+            .unwrap();
+        let (good, bad) = (open(&c, &m.path("good")), open(&c, &m.path("bad")));
+        m.ctl.fail.store(true, Ordering::SeqCst);
+        let faults_before = m.ctl.faults.load(Ordering::SeqCst);
+        block_on(async {
+            // Bad and good operations in flight together.
+            let bad_ops: Vec<Pin<Box<dyn Future<Output = std::io::Result<usize>> + Send>>> = vec![
+                Box::pin(futures::FutureExt::map(bad.read_at(4096, 0), |r| {
+                    r.map(|b| b.len())
+                })),
+                Box::pin(bad.write_at(vec![1u8; 4096], 8192)),
+                Box::pin(futures::FutureExt::map(bad.sync_all(), |r| r.map(|()| 0))),
+            ];
+            let good_reads: Vec<_> = (0..8u64).map(|k| good.read_at(4096, k * 4096)).collect();
+            let (bad_results, good_results) = futures::join!(
+                futures::future::join_all(bad_ops),
+                futures::future::join_all(good_reads)
+            );
+            for r in bad_results {
+                assert_eq!(
+                    r.unwrap_err().raw_os_error(),
+                    Some(libc::EIO),
+                    "{i}: the fault reaches the caller"
+                );
+            }
+            let want = pattern(SIZE, 0);
+            for (k, r) in good_results.into_iter().enumerate() {
+                assert_eq!(
+                    &r.unwrap()[..],
+                    &want[k * 4096..(k + 1) * 4096],
+                    "{i}: healthy file"
+                );
+            }
+        });
+        assert!(
+            m.ctl.faults.load(Ordering::SeqCst) >= faults_before + 3,
+            "{i}: faults were injected"
+        );
+        // Healed: the same context and file work again.
+        m.ctl.fail.store(false, Ordering::SeqCst);
+        assert_eq!(
+            &block_on(bad.read_at(4, 0)).unwrap()[..],
+            &pattern(SIZE, 1)[..4],
+            "{i}: after the fault"
+        );
+        println!(
+            "{i}: {} faults injected and reported",
+            m.ctl.faults.load(Ordering::SeqCst) - faults_before
+        );
+    }
+}
+
+#[test]
+fn slow_storage_blocks_no_submitter_and_abandoned_operations_are_freed() {
+    let Some(m) = Mounted::new() else { return };
+    let delay = Duration::from_millis(400);
+    m.ctl
+        .delay_ms
+        .store(delay.as_millis() as u64, Ordering::SeqCst);
+    let impls: Vec<_> = backends()
+        .into_iter()
+        .filter(|&i| i != Implementation::Blocking)
+        .collect();
+    for i in impls {
+        let c = Context::builder()
+            .implementation(i)
+            .max_requests(8)
+            .build()
+            .unwrap();
+        let slow = open(&c, &m.path("slow"));
+        // Submitting must not wait for the storage: every poll returns at once.
+        let waker = futures::task::noop_waker();
+        let mut cx = Cx::from_waker(&waker);
+        let mut reads: Vec<_> = (0..8u64)
+            .map(|k| Box::pin(slow.read_at(4096, k * 4096)))
+            .collect();
+        let started = Instant::now();
+        for _ in 0..2 {
+            for r in reads.iter_mut() {
+                let t = Instant::now();
+                assert!(
+                    r.as_mut().poll(&mut cx).is_pending(),
+                    "{i}: a slow read finished at once"
+                );
+                assert!(
+                    t.elapsed() < delay / 4,
+                    "{i}: a poll blocked for {:?}",
+                    t.elapsed()
+                );
+            }
+        }
+        assert_eq!(c.in_flight(), 8, "{i}: all eight are under way");
+        // Abandon them all; they finish on their own and give everything back.
+        drop(reads);
+        let t = Instant::now();
+        while c.in_flight() > 0 {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "{i}: abandoned reads never finished"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(started.elapsed() >= delay, "{i}: they really were slow");
+        // The slots came back: a full window works again.
+        let want = pattern(SIZE, 2);
+        let again: Vec<_> = (0..8u64).map(|k| slow.read_at(4096, k * 4096)).collect();
+        for (k, r) in block_on(futures::future::join_all(again))
+            .into_iter()
+            .enumerate()
+        {
+            assert_eq!(&r.unwrap()[..], &want[k * 4096..(k + 1) * 4096], "{i}");
+        }
+        println!("{i}: 8 reads of {delay:?} each submitted without blocking, abandoned, freed");
+    }
+    m.ctl.delay_ms.store(0, Ordering::SeqCst);
+}
+
+#[test]
+fn fuse_reads_under_the_linux_backend_match() {
+    // Buffered reads on a FUSE file: the kernel refuses RWF_NOWAIT there and the backend
+    // must hand them to its pool, with the right data.
+    let Some(m) = Mounted::new() else { return };
+    if !Implementation::Linux.is_available() {
+        eprintln!("SKIP: no kernel AIO");
+        return;
+    }
+    let c = Context::builder()
+        .implementation(Implementation::Linux)
+        .build()
+        .unwrap();
+    let f = open(&c, &m.path("good"));
+    let all = block_on(f.read_to_end()).unwrap();
+    assert!(all == pattern(SIZE, 0));
+}
