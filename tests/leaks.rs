@@ -1,0 +1,129 @@
+//! valgrind finds no leak: a short mixed run on every backend (dropped futures, contexts
+//! dropped with work in flight), under `valgrind --leak-check=full`.
+#![cfg(target_os = "linux")]
+
+mod util;
+
+use std::{
+    future::Future,
+    pin::Pin,
+    process::Command,
+    task::Context as Cx,
+    time::{Duration, Instant},
+};
+
+use caio::{Context, OpenOptions};
+use util::{backends, block_on, pattern};
+
+const CHILD: &str = "CAIO_LEAKS_TEST_CHILD";
+
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+#[test]
+fn child_workload() {
+    let Ok(dir) = std::env::var(CHILD) else {
+        return;
+    };
+    let before = threads();
+    let waker = futures::task::noop_waker();
+    for i in backends() {
+        for direct in [false, true] {
+            let c = Context::builder()
+                .implementation(i)
+                .max_requests(8)
+                .build()
+                .unwrap();
+            let path = std::path::Path::new(&dir).join(format!("{i}-{direct}"));
+            let f = block_on(
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .direct(direct)
+                    .context(c.clone())
+                    .open(&path),
+            )
+            .unwrap();
+            block_on(f.write_all_at(pattern(1 << 20, 1), 0)).unwrap();
+            for k in 0..200u64 {
+                let off = (k * 7919 % 256) * 4096;
+                assert_eq!(block_on(f.read_at(4096, off)).unwrap().len(), 4096);
+                block_on(f.write_at(pattern(5000, k), off + 100)).unwrap();
+            }
+            // Started, then dropped mid-flight.
+            let mut dropped: Vec<
+                Pin<Box<dyn Future<Output = std::io::Result<caio::Buffer>> + Send>>,
+            > = (0..16u64)
+                .map(|k| Box::pin(f.read_at(65536, k * 65536)) as _)
+                .collect();
+            for d in dropped.iter_mut() {
+                let _ = d.as_mut().poll(&mut Cx::from_waker(&waker));
+            }
+            drop(dropped);
+            // Every handle dropped with work in flight.
+            let mut last: Vec<_> = (0..8u64)
+                .map(|k| Box::pin(f.write_at(vec![3u8; 8192], k * 8192)))
+                .collect();
+            for w in last.iter_mut() {
+                let _ = w.as_mut().poll(&mut Cx::from_waker(&waker));
+            }
+            drop((c, f, last));
+        }
+    }
+    // Every backend thread (workers, reapers) exits on its own once its context is gone.
+    let start = Instant::now();
+    while threads() > before {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "threads left: {} of {before}",
+            threads()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("CHILD done");
+}
+
+#[test]
+fn valgrind_finds_no_leak() {
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        eprintln!("SKIP: valgrind is not installed (.ci/run installs it)");
+        return;
+    }
+    let d = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let out = Command::new("valgrind")
+        .args([
+            "--leak-check=full",
+            "--errors-for-leak-kinds=definite,indirect",
+            "--error-exitcode=99",
+            "--quiet",
+        ])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_workload",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, d.path())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        stdout.contains("CHILD done"),
+        "the child did not finish:\n{stdout}\n{stderr}"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "valgrind found errors or leaks:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("definitely lost: ") || stderr.contains("definitely lost: 0 bytes"),
+        "{stderr}"
+    );
+}
