@@ -281,6 +281,46 @@ mod linux {
         }
     }
 
+    /// `preadv2(2)` with `RWF_NOWAIT`: copies what the page cache holds, and fails with
+    /// `EAGAIN` rather than wait for the device (or `EOPNOTSUPP` where the filesystem cannot
+    /// say). Never use it on an O_DIRECT descriptor: there it waits for the device.
+    ///
+    /// # Safety
+    /// `buf` must be valid for writes of `len` bytes for the duration of the call.
+    pub(crate) unsafe fn pread_nowait(
+        fd: RawFd,
+        buf: *mut u8,
+        len: usize,
+        off: u64,
+    ) -> io::Result<usize> {
+        let off = super::offset(off)? as u64;
+        let iov = libc::iovec {
+            iov_base: buf.cast(),
+            iov_len: len,
+        };
+        // The syscall takes the offset as two longs, low then high (on 64-bit targets the
+        // low one holds it all): split it as glibc does, by halves of the word size.
+        let half = libc::c_ulong::BITS / 2;
+        let (lo, hi) = (
+            off as libc::c_ulong,
+            ((off >> half) >> half) as libc::c_ulong,
+        );
+        // SAFETY: one iovec over memory the caller vouches for.
+        retry(|| {
+            cvt_long(unsafe {
+                libc::syscall(
+                    libc::SYS_preadv2,
+                    fd,
+                    &iov as *const libc::iovec,
+                    1,
+                    lo,
+                    hi,
+                    libc::RWF_NOWAIT,
+                )
+            })
+        })
+    }
+
     /// A non-blocking, close-on-exec `eventfd(2)`.
     pub(crate) fn eventfd() -> io::Result<std::os::fd::OwnedFd> {
         use std::os::fd::FromRawFd;

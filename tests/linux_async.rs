@@ -50,11 +50,28 @@ fn child_reads() {
     let expected = pattern(FILE_SIZE, 11);
     let size = if direct { 4096 } else { 65536 };
     let slots = FILE_SIZE / size;
+    // "coldfile" reads through the file layer, which knows the descriptor is buffered.
+    let file = (mode == "coldfile").then(|| {
+        let f = block_on(
+            caio::OpenOptions::new()
+                .read(true)
+                .context(ctx.clone())
+                .open(&path),
+        )
+        .unwrap();
+        println!("CHILD filefd={}", f.as_raw_fd());
+        f
+    });
     block_on(async {
         let mut reads: FuturesUnordered<_> = (0..n)
             .map(|k| {
                 let off = ((k * 7919) % slots * size) as u64;
-                let f = ctx.read(size, fd, off);
+                let f: std::pin::Pin<
+                    Box<dyn std::future::Future<Output = std::io::Result<caio::Buffer>>>,
+                > = match &file {
+                    Some(file) => Box::pin(file.read_at(size, off)),
+                    None => Box::pin(ctx.read(size, fd, off)),
+                };
                 async move { (off, f.await) }
             })
             .collect();
@@ -108,7 +125,7 @@ fn trace(mode: &str, n: usize, file: &Path) -> Trace {
         .arg(&out_path)
         .args([
             "-e",
-            "trace=io_submit,io_getevents,pread64,preadv,preadv2,read,clone,clone3,vfork,fork",
+            "trace=io_setup,io_submit,io_getevents,pread64,preadv,preadv2,read,clone,clone3,vfork,fork",
         ])
         .arg(std::env::current_exe().unwrap())
         .args(["--exact", "child_reads", "--nocapture", "--test-threads=1"])
@@ -124,7 +141,7 @@ fn trace(mode: &str, n: usize, file: &Path) -> Trace {
     );
     assert!(stdout.contains(&format!("CHILD done {n}")), "{stdout}");
     let field = |k: &str| -> i64 {
-        let s = stdout.split(&format!("{k}=")).nth(1).unwrap();
+        let s = stdout.split(&format!(" {k}=")).nth(1).unwrap();
         s.split_whitespace().next().unwrap().parse().unwrap()
     };
     let text = fs::read_to_string(&out_path).unwrap();
@@ -152,9 +169,20 @@ fn trace(mode: &str, n: usize, file: &Path) -> Trace {
             }
         }
     }
+    // Only what happened once caio started (the loader and the harness read files too).
+    let start = calls
+        .iter()
+        .position(|(_, n, _)| n == "io_setup")
+        .unwrap_or(0);
+    calls.drain(..start);
+    let fd = if stdout.contains(" filefd=") {
+        field("filefd")
+    } else {
+        field("fd")
+    };
     Trace {
         calls,
-        fd: field("fd") as i32,
+        fd: fd as i32,
         tid: field("tid") as u32,
     }
 }
@@ -310,4 +338,55 @@ fn cold_cache_buffered_reads_never_block_the_submitting_thread() {
         "cache misses must be read by the fallback pool, off the submitting thread"
     );
     println!("cold cache: {again} EAGAIN completions, {handed_off} preads on pool threads, none on the submitter");
+}
+
+#[test]
+fn cold_cache_file_reads_never_block_the_submitting_thread() {
+    // Through the file layer, a buffered read is first tried with preadv2(RWF_NOWAIT) on
+    // the submitting thread: a miss returns EAGAIN at once and the pool reads it.
+    if !Implementation::Linux.is_available() || !have_strace() {
+        eprintln!("SKIP: needs kernel AIO and strace");
+        return;
+    }
+    let s = data_file();
+    // SAFETY: fadvise on an open descriptor; drops the clean (synced) pages from the cache.
+    assert_eq!(
+        unsafe { libc::posix_fadvise(s.fd(), 0, 0, libc::POSIX_FADV_DONTNEED) },
+        0
+    );
+    if resident_fraction(&s.path) > 0.05 {
+        eprintln!("SKIP: cannot evict the file from the page cache");
+        return;
+    }
+    let t = trace("coldfile", 128, &s.path);
+    let on_submitter: Vec<_> = t
+        .on_fd(&["pread64", "preadv", "preadv2", "read"])
+        .filter(|(tid, _, _)| *tid == t.tid)
+        .collect();
+    assert!(
+        !on_submitter.is_empty(),
+        "the submitter never tried the page cache"
+    );
+    for (_, name, args) in &on_submitter {
+        assert!(
+            name == "preadv2" && args.contains("RWF_NOWAIT"),
+            "a read that may block on the submitter: {name}({args}"
+        );
+    }
+    let misses = on_submitter
+        .iter()
+        .filter(|(_, _, a)| a.contains("EAGAIN"))
+        .count();
+    let by_pool = t
+        .on_fd(&["pread64"])
+        .filter(|(tid, _, _)| *tid != t.tid)
+        .count();
+    assert!(
+        misses > 0 && by_pool > 0,
+        "misses ({misses}) must go to the pool ({by_pool} preads there)"
+    );
+    println!(
+        "cold cache through File: {} RWF_NOWAIT tries on the submitter ({misses} EAGAIN), {by_pool} preads on pool threads",
+        on_submitter.len()
+    );
 }

@@ -9,13 +9,19 @@
 //! - **Completion is one thread per context** (`caio-aio-reaper`), blocked in
 //!   `io_getevents`, which stores each result and wakes the waiting future. No thread is
 //!   ever started per operation.
-//! - **Reads** go to the kernel with `RWF_NOWAIT`, whatever the descriptor: an O_DIRECT
-//!   read is queued to the device, a page-cache hit completes at once, and anything that
-//!   would block comes back as `EAGAIN` without touching the disk. Only then is the
-//!   descriptor examined: an O_DIRECT read is resubmitted without the flag (the kernel
-//!   queues it asynchronously), a page-cache miss is handed to the fallback pool. Without
-//!   this, kernel AIO on a buffered file silently performs the whole read inside
-//!   `io_submit`, blocking the submitting thread on a cold cache.
+//! - **Reads on a descriptor the file layer knows is buffered** are tried on the submitting
+//!   thread with `preadv2(RWF_NOWAIT)`: a page-cache hit is a memcpy done at once (no ring,
+//!   no reaper, no thread hop); a miss fails with `EAGAIN` without touching the disk and is
+//!   handed to the fallback pool.
+//! - **Other reads** go to the kernel with `RWF_NOWAIT`, whatever the descriptor: an
+//!   O_DIRECT read is queued to the device, a page-cache hit completes inside `io_submit`
+//!   (and the submitting thread collects it right there with a zero-timeout
+//!   `io_getevents`), and anything that would block comes back as `EAGAIN` without touching
+//!   the disk. Only then is the descriptor examined: an O_DIRECT read is resubmitted without
+//!   the flag (the kernel queues it asynchronously), a page-cache miss is handed to the
+//!   fallback pool. Without this, kernel AIO on a buffered file silently performs the whole
+//!   read inside `io_submit`, blocking the submitting thread on a cold cache. Reads the
+//!   file layer knows are O_DIRECT skip the flag.
 //! - **O_DIRECT writes** carry `RWF_NOWAIT` too, so a write that would block inside
 //!   `io_submit` (block allocation on ext4, for one) is handed to the pool instead.
 //! - **Buffered writes** go to the fallback pool: the kernel writes to the page cache
@@ -293,6 +299,30 @@ impl Ring {
         }
     }
 
+    /// Completes reaped events (the wake-up poll's is skipped).
+    fn complete_events(&self, events: &[IoEvent]) {
+        for ev in events {
+            if ev.data == WAKE_TOKEN {
+                continue;
+            }
+            // SAFETY: `data` is the address leaked by Box::into_raw at submission; the
+            // kernel reports each submitted iocb exactly once, to exactly one reaper.
+            let op = unsafe { Box::from_raw(ev.data as *mut AioOp) };
+            self.complete(*op, ev.res);
+            self.inflight.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Completes, on the calling thread, what the kernel already finished (page-cache hits
+    /// complete inside `io_submit`), with no hop through the reaper. Never waits. The wake-up poll cannot be among them: it only fires once the
+    /// backend is gone, and with it every submitter.
+    fn reap_ready(&self) {
+        let mut events = [IoEvent::default(); 64];
+        if let Ok(n) = sys::io_getevents(self.ctx, 0, &mut events, Some(Duration::ZERO)) {
+            self.complete_events(&events[..n]);
+        }
+    }
+
     /// Handles one completion (`res` is bytes or a negative errno).
     fn complete(&self, op: AioOp, res: i64) {
         let AioOp {
@@ -346,18 +376,7 @@ fn reaper(ring: Arc<Ring>) {
     };
     loop {
         match sys::io_getevents(ring.ctx, 1, &mut events, timeout) {
-            Ok(n) => {
-                for ev in &events[..n] {
-                    if ev.data == WAKE_TOKEN {
-                        continue;
-                    }
-                    // SAFETY: `data` is the address leaked by Box::into_raw at submission;
-                    // the kernel reports each submitted iocb exactly once.
-                    let op = unsafe { Box::from_raw(ev.data as *mut AioOp) };
-                    ring.complete(*op, ev.res);
-                    ring.inflight.fetch_sub(1, Ordering::AcqRel);
-                }
-            }
+            Ok(n) => ring.complete_events(&events[..n]),
             Err(e) => {
                 // Only a destroyed or corrupt context gets here: leaking what is in
                 // flight is safe, spinning is not.
@@ -438,6 +457,41 @@ impl Linux {
     }
 }
 
+impl Linux {
+    /// A read on a descriptor known to be buffered: `preadv2(RWF_NOWAIT)` until the buffer
+    /// is full, the file ends, or the page cache runs out (then the pool finishes it).
+    fn read_cached(&self, mut req: Request) -> Submit {
+        let (fd, offset) = (req.fd, req.offset);
+        let Kind::Read(buf) = &mut req.kind else {
+            unreachable!("reads only")
+        };
+        loop {
+            let (ptr, room) = buf.spare_ptr();
+            if room == 0 {
+                break;
+            }
+            // SAFETY: `ptr` points at `room` writable bytes owned by the request's buffer.
+            match unsafe { sys::pread_nowait(fd, ptr, room, offset + buf.len() as u64) } {
+                Ok(0) => break,
+                // SAFETY: the kernel wrote `n <= room` bytes at `ptr`.
+                Ok(n) => unsafe { buf.advance(n) },
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EOPNOTSUPP)) => {
+                    self.ring.to_pool(req);
+                    return Submit::Started;
+                }
+                Err(_) if !buf.is_empty() => break,
+                Err(e) => {
+                    req.finish(Err(e));
+                    return Submit::Started;
+                }
+            }
+        }
+        let n = buf.len();
+        req.finish(Ok(n));
+        Submit::Started
+    }
+}
+
 impl FileIo for Linux {
     fn implementation(&self) -> Implementation {
         Implementation::Linux
@@ -487,6 +541,10 @@ impl FileIo for Linux {
             // Known O_DIRECT: the kernel queues it without blocking the caller.
             lock(&self.queue).push(AioOp::new(req, false));
             return Submit::Queued;
+        } else if direct == Some(false) {
+            // Known buffered: copy what the page cache holds right here; a miss goes to
+            // the pool. No ring, no reaper, no thread hop for a hit.
+            return self.read_cached(req);
         }
         // Reads: RWF_NOWAIT first whatever the descriptor (a page-cache hit or an O_DIRECT
         // read completes; what would block comes back EAGAIN and is rerouted then, so the
@@ -498,8 +556,17 @@ impl FileIo for Linux {
 
     fn flush(&self) {
         let batch = std::mem::take(&mut *lock(&self.queue));
-        if !batch.is_empty() {
-            self.ring.submit(batch);
+        if batch.is_empty() {
+            return;
+        }
+        // Buffered reads tried with RWF_NOWAIT are done (or refused) by the time
+        // io_submit returns: collect them here rather than through the reaper.
+        let inline = batch
+            .iter()
+            .any(|op| op.nowait && matches!(op.req.kind, Kind::Read(_)));
+        self.ring.submit(batch);
+        if inline {
+            self.ring.reap_ready();
         }
     }
 }
