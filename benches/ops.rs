@@ -50,7 +50,7 @@ fn cached_read(c: &mut Criterion) {
     g.bench_function("tokio spawn_blocking + pread", |b| {
         b.iter(|| {
             let (f, off) = (Arc::clone(&std_file), next());
-            rt.block_on(tokio::task::spawn_blocking(move || {
+            rt.block_on(rt.spawn_blocking(move || {
                 let mut buf = vec![0u8; 4096];
                 f.read_at(&mut buf, off)
                     .map(|n| buf.truncate(n))
