@@ -95,14 +95,7 @@ impl Buffer {
                     // SAFETY: a cached block is `size` writable bytes we own.
                     unsafe { ptr::write_bytes(ptr.as_ptr(), 0, size) };
                 }
-                Ok(Buffer {
-                    repr: Repr::Aligned {
-                        ptr,
-                        len: 0,
-                        cap,
-                        size,
-                    },
-                })
+                Ok(Self::aligned(ptr, cap, size))
             }
             None => Self::alloc_fresh(cap, size, zero),
         }
@@ -119,14 +112,19 @@ impl Buffer {
             }
         };
         let ptr = NonNull::new(raw).ok_or_else(|| too_large(cap))?;
-        Ok(Buffer {
+        Ok(Self::aligned(ptr, cap, size))
+    }
+
+    /// An empty buffer over an aligned block of `size >= cap` bytes.
+    fn aligned(ptr: NonNull<u8>, cap: usize, size: usize) -> Buffer {
+        Buffer {
             repr: Repr::Aligned {
                 ptr,
                 len: 0,
                 cap,
                 size,
             },
-        })
+        }
     }
 
     /// The bytes as a `Vec<u8>` (without copying when the buffer was made from one).

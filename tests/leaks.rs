@@ -4,22 +4,12 @@
 
 mod util;
 
-use std::{
-    future::Future,
-    pin::Pin,
-    process::Command,
-    task::Context as Cx,
-    time::{Duration, Instant},
-};
+use std::{future::Future, pin::Pin, process::Command, task::Context as Cx, time::Duration};
 
-use caio::{Context, OpenOptions};
-use util::{backends, block_on, pattern};
+use caio::Context;
+use util::{backends, block_on, open_rw, pattern, threads, wait_for_threads};
 
 const CHILD: &str = "CAIO_LEAKS_TEST_CHILD";
-
-fn threads() -> usize {
-    std::fs::read_dir("/proc/self/task").unwrap().count()
-}
 
 #[test]
 fn child_workload() {
@@ -36,16 +26,7 @@ fn child_workload() {
                 .build()
                 .unwrap();
             let path = std::path::Path::new(&dir).join(format!("{i}-{direct}"));
-            let f = block_on(
-                OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .direct(direct)
-                    .context(c.clone())
-                    .open(&path),
-            )
-            .unwrap();
+            let f = open_rw(&c, &path, direct);
             block_on(f.write_all_at(pattern(1 << 20, 1), 0)).unwrap();
             for k in 0..200u64 {
                 let off = (k * 7919 % 256) * 4096;
@@ -73,15 +54,11 @@ fn child_workload() {
         }
     }
     // Every backend thread (workers, reapers) exits on its own once its context is gone.
-    let start = Instant::now();
-    while threads() > before {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "threads left: {} of {before}",
-            threads()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_threads(
+        before,
+        Duration::from_secs(60),
+        "after every context is dropped",
+    );
     println!("CHILD done");
 }
 

@@ -109,12 +109,18 @@ impl Trace {
     }
 }
 
-fn have_strace() -> bool {
-    Command::new("strace")
-        .arg("-V")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+/// Kernel AIO and strace are both here; otherwise prints why the test is skipped.
+fn can_trace() -> bool {
+    if !Implementation::Linux.is_available() {
+        eprintln!("SKIP: kernel AIO is not available here");
+        return false;
+    }
+    let strace = Command::new("strace").arg("-V").output();
+    if !strace.map(|o| o.status.success()).unwrap_or(false) {
+        eprintln!("SKIP: strace is not installed (.ci/run installs it)");
+        return false;
+    }
+    true
 }
 
 /// Runs the child under `strace -f` and parses what it did.
@@ -196,12 +202,7 @@ fn data_file() -> Scratch {
 
 #[test]
 fn o_direct_reads_go_through_io_submit_in_batches_on_a_fixed_set_of_threads() {
-    if !Implementation::Linux.is_available() {
-        eprintln!("SKIP: kernel AIO is not available here");
-        return;
-    }
-    if !have_strace() {
-        eprintln!("SKIP: strace is not installed (.ci/run installs it)");
+    if !can_trace() {
         return;
     }
     let s = data_file();
@@ -288,12 +289,7 @@ fn resident_fraction(path: &Path) -> f64 {
 
 #[test]
 fn cold_cache_buffered_reads_never_block_the_submitting_thread() {
-    if !Implementation::Linux.is_available() {
-        eprintln!("SKIP: kernel AIO is not available here");
-        return;
-    }
-    if !have_strace() {
-        eprintln!("SKIP: strace is not installed (.ci/run installs it)");
+    if !can_trace() {
         return;
     }
     let s = data_file();
@@ -344,8 +340,7 @@ fn cold_cache_buffered_reads_never_block_the_submitting_thread() {
 fn cold_cache_file_reads_never_block_the_submitting_thread() {
     // Through the file layer, a buffered read is first tried with preadv2(RWF_NOWAIT) on
     // the submitting thread: a miss returns EAGAIN at once and the pool reads it.
-    if !Implementation::Linux.is_available() || !have_strace() {
-        eprintln!("SKIP: needs kernel AIO and strace");
+    if !can_trace() {
         return;
     }
     let s = data_file();

@@ -13,7 +13,7 @@ use std::{
 };
 
 use caio::{Context, Error, Implementation};
-use util::{block_on, pattern, Scratch};
+use util::{block_on, pattern, threads, wait_for_threads, Scratch};
 
 const MAX_NR: &str = "/proc/sys/fs/aio-max-nr";
 const NR: &str = "/proc/sys/fs/aio-nr";
@@ -31,10 +31,6 @@ impl Drop for RestoreMaxNr {
         fs::write(MAX_NR, self.0.to_string()).expect("restore fs.aio-max-nr");
         eprintln!("restored fs.aio-max-nr to {}", self.0);
     }
-}
-
-fn threads_of_this_process() -> usize {
-    fs::read_dir("/proc/self/task").unwrap().count()
 }
 
 fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
@@ -186,7 +182,7 @@ fn spent_aio_max_nr_falls_back_and_hundreds_of_contexts_leak_nothing() {
     // Let the probe's context (destroyed in the background) go first.
     std::thread::sleep(Duration::from_millis(200));
     let baseline = read_num(NR);
-    let threads_before = threads_of_this_process();
+    let threads_before = threads();
 
     // Room for three contexts of 32 (+1 for the reaper's wake-up) and nothing more.
     let per_ctx = 33;
@@ -214,9 +210,11 @@ fn spent_aio_max_nr_falls_back_and_hundreds_of_contexts_leak_nothing() {
     wait_until("every kernel context is destroyed", || {
         read_num(NR) == baseline
     });
-    wait_until("every reaper thread has exited", || {
-        threads_of_this_process() <= threads_before
-    });
+    wait_for_threads(
+        threads_before,
+        Duration::from_secs(10),
+        "reapers of 200 contexts",
+    );
 
     // Spend it: one context takes all that is left.
     fs::write(MAX_NR, (baseline + per_ctx).to_string()).unwrap();

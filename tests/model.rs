@@ -3,9 +3,9 @@
 
 mod util;
 
-use caio::{Implementation, OpenOptions};
+use caio::Implementation;
 use proptest::prelude::*;
-use util::{block_on, ctx, pattern};
+use util::{block_on, ctx, open_rw, pattern};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -28,16 +28,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 fn run(i: Implementation, direct: bool, ops: &[Op]) -> Result<(), TestCaseError> {
     let d = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let f = block_on(
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .direct(direct)
-            .context(ctx(i))
-            .open(d.path().join("m")),
-    )
-    .unwrap();
+    let f = open_rw(&ctx(i), &d.path().join("m"), direct);
     let mut model: Vec<u8> = Vec::new();
     for (k, op) in ops.iter().enumerate() {
         match *op {

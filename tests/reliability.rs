@@ -15,9 +15,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use caio::{Context, File, Implementation, OpenOptions};
+use caio::{Context, File, Implementation};
 use futures::{stream::FuturesUnordered, StreamExt};
-use util::{backends, block_on, ctx, pattern};
+use util::{backends, block_on, ctx, open_rw, pattern, threads, wait_for_threads};
 
 fn is_root() -> bool {
     // SAFETY: geteuid cannot fail.
@@ -75,16 +75,7 @@ impl Drop for LoopFs {
 }
 
 fn open(c: &Context, path: &Path, direct: bool) -> File {
-    block_on(
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .direct(direct)
-            .context(c.clone())
-            .open(path),
-    )
-    .unwrap()
+    open_rw(c, path, direct)
 }
 
 #[test]
@@ -459,7 +450,6 @@ fn soak_long() {
 
 #[test]
 fn hundreds_of_contexts_leave_no_threads() {
-    let threads = || std::fs::read_dir("/proc/self/task").unwrap().count();
     for i in backends() {
         let d = dir();
         std::fs::write(d.path().join("f"), b"some bytes").unwrap();
@@ -469,14 +459,6 @@ fn hundreds_of_contexts_leave_no_threads() {
             let f = open(&c, &d.path().join("f"), false);
             assert_eq!(&block_on(f.read_at(4, 5)).unwrap()[..], b"byte");
         }
-        let start = Instant::now();
-        while threads() > before {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "{i}: {} threads left of {before}",
-                threads()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_for_threads(before, Duration::from_secs(10), i.as_str());
     }
 }

@@ -89,3 +89,36 @@ impl Scratch {
         std::fs::read(&self.path).unwrap()
     }
 }
+
+/// Opens `path` for reading and writing (created if missing) on `ctx`.
+pub fn open_rw(ctx: &Context, path: &std::path::Path, direct: bool) -> caio::File {
+    block_on(
+        caio::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .direct(direct)
+            .context(ctx.clone())
+            .open(path),
+    )
+    .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
+}
+
+/// Threads of this process now.
+pub fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
+}
+
+/// Waits until the process has no more than `before` threads: every worker and reaper of
+/// dropped contexts exits on its own.
+pub fn wait_for_threads(before: usize, limit: std::time::Duration, what: &str) {
+    let start = std::time::Instant::now();
+    while threads() > before {
+        assert!(
+            start.elapsed() < limit,
+            "{what}: {} threads left of {before}",
+            threads()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
