@@ -529,6 +529,7 @@ fn futures_run_on_a_futures_thread_pool() {
     }
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 fn o_direct_works_with_any_buffer() {
     for i in backends() {
@@ -641,6 +642,7 @@ fn errors_convert_into_io_errors() {
     assert!(uses_question_mark().is_err());
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 fn direct_alignment_is_discovered_and_sane() {
     let s = Scratch::direct();

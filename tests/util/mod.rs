@@ -68,6 +68,7 @@ impl Scratch {
         Self::with(|o| o)
     }
 
+    #[cfg(target_os = "linux")]
     pub fn direct() -> Scratch {
         Self::with(|o| o.custom_flags(libc::O_DIRECT))
     }
