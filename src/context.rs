@@ -27,7 +27,7 @@ pub fn default_threads() -> usize {
 
 pub(crate) struct Shared {
     pub(crate) backend: Box<dyn FileIo>,
-    pub(crate) limiter: Arc<Limiter>,
+    pub(crate) limiter: Limiter<op::Waiter>,
     max_requests: usize,
 }
 

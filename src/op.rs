@@ -1,13 +1,15 @@
 //! The one completion future every backend resolves, and the request a backend executes.
 //!
-//! An [`Operation`] is lazy: nothing happens until it is polled. Its first poll waits for
-//! a permit (at most `max_requests` operations in flight), then builds a [`Request`] that
-//! owns every byte the kernel or a worker may touch and hands it to the backend. From then
+//! An [`Operation`] is lazy: nothing happens until it is polled. Its first poll takes one
+//! of the context's `max_requests` slots, builds a [`Request`] that owns every byte the
+//! kernel or a worker may touch, and hands it to the backend; with no slot free, it queues
+//! in the context instead, and the operation that frees a slot admits it. From then
 //! on the backend owns the request; the future only holds an `Arc<Slot>` where the result
 //! lands. Dropping the future drops that `Arc` and nothing else, so the buffer stays alive
 //! until the backend is done with it, however late that is.
 
 use std::{
+    cell::{Cell, RefCell},
     fmt,
     future::Future,
     io,
@@ -22,7 +24,6 @@ use crate::{
     backend::Submit,
     buffer::{Buffer, ALIGNMENT},
     context::Shared,
-    limit::Permit,
     sys,
 };
 
@@ -135,6 +136,10 @@ pub(crate) struct Slot {
 struct SlotInner {
     result: Option<io::Result<Completion>>,
     waker: Option<Waker>,
+    /// Admitted from the queue into a batching backend: the future flushes on its next poll.
+    needs_flush: bool,
+    /// The future is gone.
+    abandoned: bool,
 }
 
 impl Slot {
@@ -154,9 +159,12 @@ impl Slot {
         }
     }
 
-    fn poll(&self, cx: &mut Context<'_>) -> Poll<io::Result<Completion>> {
+    /// The result if it is there, else registers the waker; and whether the future owes
+    /// the backend a flush.
+    fn poll(&self, cx: &mut Context<'_>) -> (Poll<io::Result<Completion>>, bool) {
         let mut s = self.lock();
-        match s.result.take() {
+        let flush = std::mem::take(&mut s.needs_flush);
+        let poll = match s.result.take() {
             Some(r) => Poll::Ready(r),
             None => {
                 match &mut s.waker {
@@ -165,11 +173,37 @@ impl Slot {
                 }
                 Poll::Pending
             }
-        }
+        };
+        (poll, flush)
     }
 
     fn is_done(&self) -> bool {
         self.lock().result.is_some()
+    }
+
+    /// After admission into a batching backend: asks the future to flush and wakes it.
+    /// `true` when the future is gone, so the caller must flush instead.
+    fn request_flush(&self) -> bool {
+        let (waker, gone) = {
+            let mut s = self.lock();
+            s.needs_flush = true;
+            (s.waker.clone(), s.abandoned)
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        gone
+    }
+
+    /// The future goes away; `true` when it owed a flush (which the caller then does).
+    fn abandon(&self) -> bool {
+        let mut s = self.lock();
+        s.abandoned = true;
+        std::mem::take(&mut s.needs_flush)
+    }
+
+    fn is_abandoned(&self) -> bool {
+        self.lock().abandoned
     }
 }
 
@@ -201,6 +235,91 @@ impl Drop for Completer {
                 "caio: the operation was abandoned by its backend (worker panicked or context torn down)",
             )));
         }
+    }
+}
+
+/// One of the `max_requests` slots, held by a request until the backend is done with it.
+/// Dropping it hands the slot to the oldest queued operation, or frees it.
+pub(crate) struct Permit {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Permit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Permit")
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        release(&self.shared);
+    }
+}
+
+/// An operation queued for a slot: what to do and where its result goes.
+pub(crate) struct Waiter {
+    plan: Plan,
+    slot: Arc<Slot>,
+}
+
+thread_local! {
+    /// Set while this thread admits queued operations: a slot freed meanwhile (an admitted
+    /// operation that finished inline, or failed) is handed over through `HANDED`, not by
+    /// recursion, so the stack stays flat however long the queue.
+    static ADMITTING: Cell<bool> = const { Cell::new(false) };
+    static HANDED: RefCell<Vec<(Arc<Shared>, Waiter)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A slot leaves flight: admit the oldest queued operation with it, if any.
+fn release(shared: &Arc<Shared>) {
+    let Some(w) = shared.limiter.release() else {
+        return;
+    };
+    if ADMITTING.with(|a| a.replace(true)) {
+        HANDED.with(|h| h.borrow_mut().push((Arc::clone(shared), w)));
+        return;
+    }
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            ADMITTING.with(|a| a.set(false));
+        }
+    }
+    let _reset = Reset;
+    admit(Arc::clone(shared), w);
+    while let Some((s, w)) = HANDED.with(|h| h.borrow_mut().pop()) {
+        admit(s, w);
+    }
+}
+
+/// Starts a queued operation with the slot just handed to it, on this thread.
+fn admit(shared: Arc<Shared>, w: Waiter) {
+    let permit = Permit {
+        shared: Arc::clone(&shared),
+    };
+    if w.slot.is_abandoned() {
+        // Its future is gone and it never started: nothing waits for it. The slot moves on
+        // (dropping the permit).
+        return;
+    }
+    let done = Completer {
+        slot: w.slot,
+        permit: Some(permit),
+        done: false,
+    };
+    let slot = Arc::clone(&done.slot);
+    match build(w.plan, done) {
+        Ok(req) => {
+            if shared.backend.submit(req) == Submit::Queued {
+                // Its future flushes on its next poll, together with every other operation
+                // admitted and woken now: one batch, not one io_submit each.
+                if slot.request_flush() {
+                    // Its future went away meanwhile: nobody will flush for it.
+                    shared.backend.flush();
+                }
+            }
+        }
+        Err((e, done)) => done.complete(Err(e)),
     }
 }
 
@@ -247,7 +366,6 @@ enum State {
 pub struct Operation<T> {
     shared: Arc<Shared>,
     state: State,
-    wait_id: Option<u64>,
     output: fn(Completion) -> T,
     _t: PhantomData<fn() -> T>,
 }
@@ -303,7 +421,6 @@ impl<T> Operation<T> {
                 Ok(p) => State::Waiting(p),
                 Err(e) => State::Failed(e),
             },
-            wait_id: None,
             output,
             _t: PhantomData,
         }
@@ -378,7 +495,7 @@ pub(crate) fn fsync(
 
 /// Builds the request once a permit is held: allocates the read buffer (only now, so
 /// waiting operations cost no memory) and bounces unaligned memory for O_DIRECT writes.
-fn build(plan: Plan, done: Completer) -> io::Result<Request> {
+fn build(plan: Plan, done: Completer) -> Result<Request, (io::Error, Completer)> {
     let Plan {
         fd,
         offset,
@@ -386,7 +503,10 @@ fn build(plan: Plan, done: Completer) -> io::Result<Request> {
         file,
     } = plan;
     let kind = match what {
-        What::Read(nbytes) => Kind::Read(Buffer::with_capacity_aligned(nbytes)?),
+        What::Read(nbytes) => match Buffer::with_capacity_aligned(nbytes) {
+            Ok(b) => Kind::Read(b),
+            Err(e) => return Err((e, done)),
+        },
         What::Write(buf) => {
             let direct = || match &file {
                 Some(f) => f.direct,
@@ -420,22 +540,27 @@ impl<T> Future for Operation<T> {
             match std::mem::replace(&mut this.state, State::Done) {
                 State::Failed(e) => return Poll::Ready(Err(e)),
                 State::Waiting(plan) => {
-                    let permit = match this.shared.limiter.poll_acquire(cx, &mut this.wait_id) {
-                        Poll::Ready(p) => p,
-                        Poll::Pending => {
-                            this.state = State::Waiting(plan);
-                            return Poll::Pending;
-                        }
-                    };
                     let slot = Arc::new(Slot::default());
+                    let mut plan = Some(plan);
+                    let admitted = this.shared.limiter.acquire_or_wait(|| Waiter {
+                        plan: plan.take().expect("taken once"),
+                        slot: Arc::clone(&slot),
+                    });
+                    let Some(plan) = plan.filter(|_| admitted) else {
+                        // Queued: an operation leaving flight admits it; just wait.
+                        this.state = State::InFlight(slot);
+                        continue;
+                    };
                     let done = Completer {
                         slot: Arc::clone(&slot),
-                        permit: Some(permit),
+                        permit: Some(Permit {
+                            shared: Arc::clone(&this.shared),
+                        }),
                         done: false,
                     };
                     let req = match build(plan, done) {
                         Ok(r) => r,
-                        Err(e) => return Poll::Ready(Err(e)),
+                        Err((e, _done)) => return Poll::Ready(Err(e)),
                     };
                     match this.shared.backend.submit(req) {
                         Submit::Started => this.state = State::InFlight(slot),
@@ -455,7 +580,11 @@ impl<T> Future for Operation<T> {
                     this.state = State::InFlight(slot);
                 }
                 State::InFlight(slot) => {
-                    return match slot.poll(cx) {
+                    let (poll, flush) = slot.poll(cx);
+                    if flush {
+                        this.shared.backend.flush();
+                    }
+                    return match poll {
                         Poll::Ready(r) => Poll::Ready(r.map(this.output)),
                         Poll::Pending => {
                             this.state = State::InFlight(slot);
@@ -475,10 +604,10 @@ impl<T> Future for Operation<T> {
 
 impl<T> Drop for Operation<T> {
     fn drop(&mut self) {
-        match (&self.state, self.wait_id) {
-            (State::Waiting(_), Some(id)) => self.shared.limiter.cancel(id),
-            // Started is started: send it on, as the thread backend would run it.
-            (State::Queued(_), _) => self.shared.backend.flush(),
+        // Started is started: send it on, as the thread backend would run it.
+        match &self.state {
+            State::Queued(_) => self.shared.backend.flush(),
+            State::InFlight(slot) if slot.abandon() => self.shared.backend.flush(),
             _ => {}
         }
     }

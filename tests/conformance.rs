@@ -366,6 +366,16 @@ fn futures_dropped_mid_flight_do_not_disturb_the_others() {
             poll_once(f);
         }
         drop(w);
+        // They still run (dropping a started write does not undo it): wait them out, then
+        // the same range takes new data.
+        let start = std::time::Instant::now();
+        while c.in_flight() > 0 {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(10),
+                "{i}: dropped writes never finished"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         block_on(c.write(vec![9u8; 10], s.fd(), 0)).unwrap();
         block_on(c.fdsync(s.fd())).unwrap();
         assert_eq!(
@@ -398,11 +408,12 @@ fn dropping_every_handle_with_work_in_flight_blocks_nobody() {
                 started.elapsed()
             );
         }
-        // The operations that started finish on their own; a fresh context works.
+        // The operations that started finish on their own (still writing the first 32 MiB
+        // for a while); a fresh context works meanwhile, past their range.
         let c = ctx(i);
-        block_on(c.write("fresh", s.fd(), 0)).unwrap();
+        block_on(c.write("fresh", s.fd(), 64 << 20)).unwrap();
         assert_eq!(
-            &block_on(c.read(5, s.fd(), 0)).unwrap()[..],
+            &block_on(c.read(5, s.fd(), 64 << 20)).unwrap()[..],
             b"fresh",
             "{i}"
         );
