@@ -177,8 +177,9 @@ impl Slot {
         (poll, flush)
     }
 
-    fn is_done(&self) -> bool {
-        self.lock().result.is_some()
+    /// The future owes the backend a flush on its next poll (it just queued a request).
+    fn defer_flush(&self) {
+        self.lock().needs_flush = true;
     }
 
     /// After admission into a batching backend: asks the future to flush and wakes it.
@@ -351,9 +352,9 @@ pub(crate) struct FdInfo {
 
 enum State {
     Failed(io::Error),
+    /// Not polled yet.
     Waiting(Plan),
-    /// Handed to a backend that batches: flushed on the next poll.
-    Queued(Arc<Slot>),
+    /// Handed to the backend, or queued for a slot: waits on the slot for its result.
     InFlight(Arc<Slot>),
     Done,
 }
@@ -382,9 +383,8 @@ impl<T> fmt::Debug for Operation<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Failed(_) => "failed",
-            State::Waiting(_) => "waiting for a slot",
-            State::Queued(_) => "queued",
-            State::InFlight(_) => "in flight",
+            State::Waiting(_) => "not started",
+            State::InFlight(_) => "started (in flight or waiting for a slot)",
             State::Done => "done",
         };
         f.debug_struct("Operation").field("state", &state).finish()
@@ -567,17 +567,12 @@ impl<T> Future for Operation<T> {
                         Submit::Queued => {
                             // Let every other ready operation queue up too; the next poll
                             // sends them to the kernel together.
-                            this.state = State::Queued(slot);
+                            slot.defer_flush();
+                            this.state = State::InFlight(slot);
                             cx.waker().wake_by_ref();
                             return Poll::Pending;
                         }
                     }
-                }
-                State::Queued(slot) => {
-                    if !slot.is_done() {
-                        this.shared.backend.flush();
-                    }
-                    this.state = State::InFlight(slot);
                 }
                 State::InFlight(slot) => {
                     let (poll, flush) = slot.poll(cx);
@@ -604,11 +599,12 @@ impl<T> Future for Operation<T> {
 
 impl<T> Drop for Operation<T> {
     fn drop(&mut self) {
-        // Started is started: send it on, as the thread backend would run it.
-        match &self.state {
-            State::Queued(_) => self.shared.backend.flush(),
-            State::InFlight(slot) if slot.abandon() => self.shared.backend.flush(),
-            _ => {}
+        // Started is started: send on what this future still owed a flush, as the thread
+        // backend would run it; one still waiting for a slot will not start.
+        if let State::InFlight(slot) = &self.state {
+            if slot.abandon() {
+                self.shared.backend.flush();
+            }
         }
     }
 }
