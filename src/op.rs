@@ -450,13 +450,16 @@ pub(crate) fn write(
     offset: u64,
     file: Option<FdInfo>,
 ) -> WriteFuture {
-    let plan = check(fd, offset, buf.len()).map(|()| Plan {
+    Operation::new(shared, write_plan(buf, fd, offset, file), |c| c.n)
+}
+
+fn write_plan(buf: Buffer, fd: RawFd, offset: u64, file: Option<FdInfo>) -> io::Result<Plan> {
+    check(fd, offset, buf.len()).map(|()| Plan {
         fd,
         offset,
         what: What::Write(buf),
         file,
-    });
-    Operation::new(shared, plan, |c| c.n)
+    })
 }
 
 /// A write that gives its buffer back with the count (for reuse, and to finish a short
@@ -468,13 +471,9 @@ pub(crate) fn write_returning(
     offset: u64,
     file: Option<FdInfo>,
 ) -> Operation<(usize, Buffer)> {
-    let plan = check(fd, offset, buf.len()).map(|()| Plan {
-        fd,
-        offset,
-        what: What::Write(buf),
-        file,
-    });
-    Operation::new(shared, plan, |c| (c.n, c.buf.unwrap_or_default()))
+    Operation::new(shared, write_plan(buf, fd, offset, file), |c| {
+        (c.n, c.buf.unwrap_or_default())
+    })
 }
 
 pub(crate) fn fsync(
