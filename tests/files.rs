@@ -229,7 +229,6 @@ fn o_direct_refused_by_the_filesystem_is_a_clear_error() {
 
 #[test]
 fn sequential_readers_and_writers_keep_several_operations_in_flight() {
-    use std::{future::Future, pin::Pin, task::Context as Cx};
     for i in backends() {
         let (c, d) = (ctx(i), dir());
         let p = d.path().join("big");
@@ -243,27 +242,13 @@ fn sequential_readers_and_writers_keep_several_operations_in_flight() {
             "{i}: read-ahead after the first chunk"
         );
 
-        // Three chunks handed over without waiting: several writes in flight at once.
+        // Write-behind on fast storage: the data lands. (That several writes are in flight
+        // at once is shown on slow storage, where it does not depend on timing:
+        // tests/fuse.rs, slow_storage_keeps_several_writes_behind.)
         let mut w = f.writer();
         let chunk = vec![7u8; caio::fs::WRITE_CHUNK];
-        let waker = futures::task::noop_waker();
-        let mut cx = Cx::from_waker(&waker);
-        let mut max_in_flight = 0;
         for _ in 0..4 {
-            let mut write = w.write_all(&chunk);
-            while Pin::new(&mut write).poll(&mut cx).is_pending() {
-                std::thread::yield_now();
-            }
-            drop(write);
-            max_in_flight = max_in_flight.max(w.in_flight());
-        }
-        if i == caio::Implementation::Blocking {
-            assert!(max_in_flight >= 1, "{i}");
-        } else {
-            assert!(
-                max_in_flight >= 2,
-                "{i}: write-behind kept only {max_in_flight} in flight"
-            );
+            block_on(w.write_all(&chunk)).unwrap();
         }
         block_on(w.close()).unwrap();
         assert!(std::fs::read(&p).unwrap()[..4 * caio::fs::WRITE_CHUNK]

@@ -414,6 +414,46 @@ fn slow_storage_blocks_no_submitter_and_abandoned_operations_are_freed() {
 }
 
 #[test]
+fn slow_storage_keeps_several_writes_behind() {
+    // With 200 ms per write, a writer that really writes behind holds several writes at
+    // once while the producer goes on.
+    let Some(m) = Mounted::new() else { return };
+    m.ctl.delay_ms.store(200, Ordering::SeqCst);
+    for i in backends()
+        .into_iter()
+        .filter(|&i| i != Implementation::Blocking)
+    {
+        let c = Context::builder().implementation(i).build().unwrap();
+        let f = open(&c, &m.path("slow"));
+        let mut w = f.writer();
+        let chunk = vec![7u8; caio::fs::WRITE_CHUNK];
+        let mut max_in_flight = 0;
+        block_on(async {
+            for _ in 0..4 {
+                futures::AsyncWriteExt::write_all(&mut w, &chunk)
+                    .await
+                    .unwrap();
+                max_in_flight = max_in_flight.max(w.in_flight());
+            }
+            futures::AsyncWriteExt::close(&mut w).await.unwrap();
+        });
+        assert!(
+            max_in_flight >= 2,
+            "{i}: write-behind kept only {max_in_flight} in flight"
+        );
+        assert!(
+            block_on(f.read_at(4 * caio::fs::WRITE_CHUNK, 0))
+                .unwrap()
+                .iter()
+                .all(|&b| b == 7),
+            "{i}"
+        );
+        println!("{i}: {max_in_flight} writes in flight behind the producer");
+    }
+    m.ctl.delay_ms.store(0, Ordering::SeqCst);
+}
+
+#[test]
 fn fuse_reads_under_the_linux_backend_match() {
     // Buffered reads on a FUSE file: the kernel refuses RWF_NOWAIT there and the backend
     // must hand them to its pool, with the right data.
