@@ -28,8 +28,10 @@ fn main() {
     for line in parse::default_file_lines(&text) {
         if line.name.is_none() {
             println!(
-                "cargo:warning=default_implementation line {}: {:?} is not one of linux, thread, python, blocking; it will be skipped",
-                line.number, line.text
+                "cargo:warning=default_implementation line {}: {:?} is not one of {}; it will be skipped",
+                line.number,
+                line.text,
+                parse::all_spellings()
             );
         }
     }

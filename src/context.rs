@@ -5,8 +5,8 @@ use std::{fmt, os::unix::io::RawFd, sync::Arc};
 use once_cell::sync::OnceCell;
 
 use crate::{
-    backend::{blocking::Blocking, thread::ThreadPool, FileIo},
-    limit::Limiter,
+    admission::{Limiter, Shared},
+    backend::{Config, FdInfo},
     op::{self, ReadFuture, SyncFuture, WriteFuture},
     select::selection,
     Buffer, Error, Implementation,
@@ -23,12 +23,6 @@ pub const MAX_THREADS: usize = 1024;
 pub fn default_threads() -> usize {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     (cores * 2).clamp(4, 16)
-}
-
-pub(crate) struct Shared {
-    pub(crate) backend: Box<dyn FileIo>,
-    pub(crate) limiter: Limiter<op::Waiter>,
-    max_requests: usize,
 }
 
 /// A handle to one backend instance: submits reads, writes and syncs on raw descriptors.
@@ -148,7 +142,7 @@ impl Context {
         nbytes: usize,
         fd: RawFd,
         offset: u64,
-        file: &op::FdInfo,
+        file: &FdInfo,
     ) -> ReadFuture {
         op::read(
             Arc::clone(&self.shared),
@@ -164,7 +158,7 @@ impl Context {
         data: Buffer,
         fd: RawFd,
         offset: u64,
-        file: &op::FdInfo,
+        file: &FdInfo,
     ) -> op::Operation<(usize, Buffer)> {
         op::write_returning(
             Arc::clone(&self.shared),
@@ -175,7 +169,7 @@ impl Context {
         )
     }
 
-    pub(crate) fn sync_file(&self, fd: RawFd, data_only: bool, file: &op::FdInfo) -> SyncFuture {
+    pub(crate) fn sync_file(&self, fd: RawFd, data_only: bool, file: &FdInfo) -> SyncFuture {
         op::fsync(Arc::clone(&self.shared), fd, data_only, Some(file.clone()))
     }
 }
@@ -232,7 +226,11 @@ impl Builder {
             Some(i) => (i, true),
             None => (selection().implementation, false),
         };
-        let backend = match start(implementation, max_requests, threads) {
+        let config = Config {
+            max_requests,
+            threads,
+        };
+        let backend = match implementation.start(config) {
             Ok(b) => b,
             Err(reason) if explicit => {
                 return Err(Error::Unavailable {
@@ -245,12 +243,12 @@ impl Builder {
                 log::warn!(
                     "caio: {implementation} is unavailable ({reason}); using the thread pool"
                 );
-                start(Implementation::Thread, max_requests, threads).map_err(|r| {
-                    Error::Unavailable {
+                Implementation::Thread
+                    .start(config)
+                    .map_err(|r| Error::Unavailable {
                         implementation: Implementation::Thread,
                         reason: r,
-                    }
-                })?
+                    })?
             }
         };
         Ok(Context {
@@ -260,27 +258,5 @@ impl Builder {
                 max_requests,
             }),
         })
-    }
-}
-
-fn start(
-    i: Implementation,
-    max_requests: usize,
-    threads: usize,
-) -> Result<Box<dyn FileIo>, String> {
-    match i {
-        #[cfg(target_os = "linux")]
-        Implementation::Linux => crate::backend::linux::Linux::new(max_requests, threads)
-            .map(|b| Box::new(b) as Box<dyn FileIo>)
-            .map_err(|e| e.to_string()),
-        #[cfg(not(target_os = "linux"))]
-        Implementation::Linux => {
-            let _ = max_requests;
-            Err(crate::backend::linux_probe().err().unwrap_or_default())
-        }
-        Implementation::Thread => ThreadPool::new(threads)
-            .map(|p| Box::new(p) as Box<dyn FileIo>)
-            .map_err(|e| format!("cannot spawn worker threads: {e}")),
-        Implementation::Blocking => Ok(Box::new(Blocking)),
     }
 }

@@ -11,8 +11,9 @@ use crate::Implementation;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A name that is not `linux`, `thread`, `python` or `blocking`.
-    #[error("unknown caio implementation {0:?}: expected one of linux, thread, python, blocking")]
+    /// A name that is not one of the implementations' (`linux`, `thread`, `blocking`) or
+    /// their aliases (`python`).
+    #[error("unknown caio implementation {0:?}: expected one of {names}", names = crate::parse::all_spellings())]
     UnknownImplementation(String),
     /// The implementation exists but this process cannot use it now.
     #[error("caio implementation {implementation} is unavailable: {reason}")]

@@ -59,13 +59,13 @@
 #![cfg(unix)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+mod admission;
 mod align;
 mod backend;
 mod buffer;
 mod context;
 mod error;
 pub mod fs;
-mod limit;
 mod op;
 mod parse;
 mod select;

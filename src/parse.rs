@@ -4,16 +4,29 @@
 //! `core`/`std`: `build.rs` uses it to warn about lines it cannot parse, the library to
 //! choose the implementation at run time.
 
-/// The canonical name (`linux`, `thread` or `blocking`) for one spelling, surrounding
-/// whitespace ignored. `python` is Python caio's name for its plain fallback and means
-/// `blocking`. Matching is exact: `Linux` or `threads` are not names.
+/// The name column of the implementation table (`backend::TABLE`, which takes its names
+/// from here, row for row): each implementation's canonical name and the other spellings
+/// that select it, in the built-in order of preference. It lives here because `build.rs`
+/// needs the names and cannot compile the backends.
+pub const NAMES: [(&str, &[&str]); 3] =
+    [("linux", &[]), ("thread", &[]), ("blocking", &["python"])];
+
+/// The canonical name for one spelling, surrounding whitespace ignored. `python` is
+/// Python caio's name for its plain fallback and means `blocking`. Matching is exact:
+/// `Linux` or `threads` are not names.
 pub fn canonical_name(value: &str) -> Option<&'static str> {
-    match value.trim() {
-        "linux" => Some("linux"),
-        "thread" => Some("thread"),
-        "python" | "blocking" => Some("blocking"),
-        _ => None,
-    }
+    let value = value.trim();
+    NAMES
+        .iter()
+        .find(|(name, aliases)| *name == value || aliases.contains(&value))
+        .map(|(name, _)| *name)
+}
+
+/// Every accepted spelling, canonical names first, for messages: "linux, thread, ...".
+pub fn all_spellings() -> String {
+    let names = NAMES.iter().map(|(n, _)| *n);
+    let aliases = NAMES.iter().flat_map(|(_, a)| a.iter().copied());
+    names.chain(aliases).collect::<Vec<_>>().join(", ")
 }
 
 /// One meaningful line of a `default_implementation` file.

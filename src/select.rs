@@ -5,7 +5,8 @@ use std::{env, ffi::OsString, fmt, str::FromStr};
 
 use once_cell::sync::Lazy;
 
-use crate::{parse, Error};
+pub use crate::backend::Implementation;
+use crate::{backend::TABLE, parse, Error};
 
 /// The compiled-in `default_implementation` file (see `build.rs`).
 const DEFAULT_FILE: &str = include_str!(concat!(env!("OUT_DIR"), "/default_implementation"));
@@ -13,38 +14,7 @@ const DEFAULT_FILE: &str = include_str!(concat!(env!("OUT_DIR"), "/default_imple
 /// The environment variable that overrides everything else.
 pub const ENV_VAR: &str = "CAIO_IMPL";
 
-/// A way of running file operations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
-pub enum Implementation {
-    /// Linux kernel AIO (`io_submit`), with one completion thread per context.
-    Linux,
-    /// A pool of worker threads doing `pread`/`pwrite`.
-    Thread,
-    /// The operation runs inline, blocking the polling thread.
-    Blocking,
-}
-
 impl Implementation {
-    /// Every implementation, in the built-in order of preference.
-    pub const ALL: [Implementation; 3] = [Self::Linux, Self::Thread, Self::Blocking];
-
-    /// `linux`, `thread` or `blocking`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Linux => "linux",
-            Self::Thread => "thread",
-            Self::Blocking => "blocking",
-        }
-    }
-
-    /// Whether this process can use the implementation now. For Linux this really probes
-    /// the kernel (`io_setup` may fail with ENOSYS, EPERM under seccomp, or EAGAIN when
-    /// `fs.aio-max-nr` is spent).
-    pub fn is_available(self) -> bool {
-        self.probe().is_ok()
-    }
-
     /// `Ok` when this process can use the implementation now, else
     /// [`Error::Unavailable`] with the reason (the errno of `io_setup`, for Linux).
     ///
@@ -56,34 +26,21 @@ impl Implementation {
             reason,
         })
     }
-
-    /// `Ok` when available, else the reason it is not.
-    pub(crate) fn probe(self) -> Result<(), String> {
-        match self {
-            Self::Linux => crate::backend::linux_probe(),
-            Self::Thread | Self::Blocking => Ok(()),
-        }
-    }
-}
-
-impl fmt::Display for Implementation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 impl FromStr for Implementation {
     type Err = Error;
 
-    /// Accepts exactly `linux`, `thread`, `python` (the plain fallback, as in Python caio)
-    /// and `blocking`, surrounding whitespace ignored.
+    /// Accepts exactly the names of the table (`linux`, `thread`, `blocking`) and their
+    /// aliases (`python`, the plain fallback, as in Python caio), surrounding whitespace
+    /// ignored.
     fn from_str(s: &str) -> Result<Self, Error> {
-        match parse::canonical_name(s) {
-            Some("linux") => Ok(Self::Linux),
-            Some("thread") => Ok(Self::Thread),
-            Some(_) => Ok(Self::Blocking),
-            None => Err(Error::UnknownImplementation(s.to_string())),
-        }
+        let name = parse::canonical_name(s);
+        TABLE
+            .iter()
+            .find(|row| Some(row.names.0) == name)
+            .map(|row| row.implementation)
+            .ok_or_else(|| Error::UnknownImplementation(s.to_string()))
     }
 }
 

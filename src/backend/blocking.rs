@@ -4,8 +4,7 @@
 //! what it is: the `await` blocks the executor thread for the length of the syscall.
 
 use crate::{
-    backend::{FileIo, Submit},
-    op::Request,
+    backend::{FileIo, Request, Submit},
     Implementation,
 };
 

@@ -61,8 +61,7 @@ use std::{
 use once_cell::sync::{Lazy, OnceCell};
 
 use crate::{
-    backend::{thread::ThreadPool, FileIo, Submit},
-    op::{Kind, Request},
+    backend::{thread::ThreadPool, FileIo, Kind, Request, Submit},
     sys::{self, AioContext, IoEvent, Iocb},
     Implementation,
 };

@@ -1,8 +1,10 @@
-//! The backends, and the contract every one of them meets.
+//! The backends, the contract every one of them meets, and the table of implementations.
 //!
 //! # The `FileIo` contract
 //!
-//! A backend receives [`Request`]s from [`Operation`](crate::Operation) futures and must:
+//! A backend receives [`Request`]s (the nouns of the contract are in `request.rs`: the
+//! request, its [`Completion`], the [`Slot`] the future waits on) from
+//! [`Operation`](crate::Operation) futures and must:
 //!
 //! - **Complete every request exactly once**, from any thread, by calling
 //!   [`Request::finish`] with the number of bytes moved or the `io::Error`. Completion
@@ -29,14 +31,28 @@
 //! queue that the next [`FileIo::flush`] (from any operation's next poll) sends to the
 //! kernel together with every other queued operation.
 
+//!
+//! # Adding a backend
+//!
+//! A backend is one file in this folder and one row of [`TABLE`]: its [`Implementation`]
+//! variant, its names (the column in `parse.rs`, shared with `build.rs`), a summary, an
+//! availability probe that gives the reason when it fails, and a constructor. Parsing,
+//! selection, `Display`, `caio info` and the CLI help all read the table.
 use std::fmt;
 
-use crate::{op::Request, Implementation};
+use crate::parse;
 
 pub(crate) mod blocking;
 #[cfg(target_os = "linux")]
 pub(crate) mod linux;
+mod request;
 pub(crate) mod thread;
+
+#[cfg(test)]
+pub(crate) use request::{take_result, test_request};
+pub(crate) use request::{
+    Admission, Completer, Completion, FdInfo, Kind, Permit, Plan, Request, Slot, What,
+};
 
 /// What `submit` did with a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,14 +74,169 @@ pub(crate) trait FileIo: Send + Sync + fmt::Debug {
     fn flush(&self) {}
 }
 
-/// Whether kernel AIO can be used by this process now, or why not.
-pub(crate) fn linux_probe() -> Result<(), String> {
-    #[cfg(target_os = "linux")]
-    {
-        linux::probe()
+/// A way of running file operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Implementation {
+    /// Linux kernel AIO (`io_submit`), with one completion thread per context.
+    Linux,
+    /// A pool of worker threads doing `pread`/`pwrite`.
+    Thread,
+    /// The operation runs inline, blocking the polling thread.
+    Blocking,
+}
+
+/// What a backend is built with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Config {
+    pub max_requests: usize,
+    pub threads: usize,
+}
+
+/// One implementation: everything the crate needs to know of it.
+pub(crate) struct Row {
+    pub implementation: Implementation,
+    /// The canonical name and the other spellings that select it.
+    pub names: (&'static str, &'static [&'static str]),
+    /// One line for `caio info` and the command-line help.
+    pub summary: &'static str,
+    /// `Ok` when this process can use it now, else why not.
+    pub probe: fn() -> Result<(), String>,
+    /// Starts an instance, or says why it cannot.
+    pub start: fn(Config) -> Result<Box<dyn FileIo>, String>,
+}
+
+/// Every implementation, in the built-in order of preference; row `i` is the variant
+/// whose discriminant is `i`, and takes its names from `parse::NAMES[i]`.
+pub(crate) const TABLE: [Row; 3] = [
+    Row {
+        implementation: Implementation::Linux,
+        names: parse::NAMES[0],
+        summary: "Linux kernel AIO (io_submit): truly asynchronous for O_DIRECT files",
+        probe: linux_probe,
+        start: linux_start,
+    },
+    Row {
+        implementation: Implementation::Thread,
+        names: parse::NAMES[1],
+        summary: "a pool of worker threads doing pread/pwrite",
+        probe: always,
+        start: |c| {
+            thread::ThreadPool::new(c.threads)
+                .map(|p| Box::new(p) as Box<dyn FileIo>)
+                .map_err(|e| format!("cannot spawn worker threads: {e}"))
+        },
+    },
+    Row {
+        implementation: Implementation::Blocking,
+        names: parse::NAMES[2],
+        summary: "inline on the polling thread, blocking it (Python caio's `python`)",
+        probe: always,
+        start: |_| Ok(Box::new(blocking::Blocking)),
+    },
+];
+
+fn always() -> Result<(), String> {
+    Ok(())
+}
+
+#[cfg(target_os = "linux")]
+fn linux_probe() -> Result<(), String> {
+    linux::probe()
+}
+
+#[cfg(target_os = "linux")]
+fn linux_start(c: Config) -> Result<Box<dyn FileIo>, String> {
+    linux::Linux::new(c.max_requests, c.threads)
+        .map(|b| Box::new(b) as Box<dyn FileIo>)
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn linux_probe() -> Result<(), String> {
+    Err("kernel AIO exists only on Linux".into())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn linux_start(_: Config) -> Result<Box<dyn FileIo>, String> {
+    linux_probe().map(|()| unreachable!("the probe always fails off Linux"))
+}
+
+impl Implementation {
+    /// Every implementation, in the built-in order of preference.
+    pub const ALL: [Implementation; TABLE.len()] = {
+        let mut all = [Implementation::Blocking; TABLE.len()];
+        let mut i = 0;
+        while i < TABLE.len() {
+            all[i] = TABLE[i].implementation;
+            i += 1;
+        }
+        all
+    };
+
+    pub(crate) fn row(self) -> &'static Row {
+        &TABLE[self as usize]
     }
-    #[cfg(not(target_os = "linux"))]
-    {
-        Err("kernel AIO exists only on Linux".into())
+
+    /// The canonical name: `linux`, `thread` or `blocking`.
+    pub fn as_str(self) -> &'static str {
+        self.row().names.0
+    }
+
+    /// Other names that select it (`python` for `blocking`, as in Python caio).
+    pub fn aliases(self) -> &'static [&'static str] {
+        self.row().names.1
+    }
+
+    /// One line saying how it runs operations.
+    pub fn summary(self) -> &'static str {
+        self.row().summary
+    }
+
+    /// Whether this process can use the implementation now. For Linux this really probes
+    /// the kernel (`io_setup` may fail with ENOSYS, EPERM under seccomp, or EAGAIN when
+    /// `fs.aio-max-nr` is spent).
+    pub fn is_available(self) -> bool {
+        self.probe().is_ok()
+    }
+
+    /// `Ok` when available, else the reason it is not.
+    pub(crate) fn probe(self) -> Result<(), String> {
+        (self.row().probe)()
+    }
+
+    /// Starts an instance of this implementation.
+    pub(crate) fn start(self, config: Config) -> Result<Box<dyn FileIo>, String> {
+        (self.row().start)(config)
+    }
+}
+
+impl fmt::Display for Implementation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_is_in_discriminant_order_and_names_come_from_parse() {
+        for (i, row) in TABLE.iter().enumerate() {
+            assert_eq!(row.implementation as usize, i, "{}", row.names.0);
+            assert_eq!(row.names, parse::NAMES[i]);
+            assert_eq!(Implementation::ALL[i], row.implementation);
+        }
+        assert_eq!(TABLE.len(), parse::NAMES.len());
+    }
+
+    #[test]
+    fn every_spelling_parses_to_its_row() {
+        for row in &TABLE {
+            for name in std::iter::once(&row.names.0).chain(row.names.1) {
+                assert_eq!(name.parse::<Implementation>().unwrap(), row.implementation);
+            }
+        }
     }
 }

@@ -16,8 +16,7 @@ use std::{
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::{
-    backend::{FileIo, Submit},
-    op::Request,
+    backend::{FileIo, Request, Submit},
     Implementation,
 };
 
@@ -84,7 +83,7 @@ impl FileIo for ThreadPool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::op::{take_result, test_request, Kind};
+    use crate::backend::{take_result, test_request, Kind};
 
     #[test]
     fn a_panicking_operation_fails_its_future_and_the_worker_survives() {

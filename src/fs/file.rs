@@ -16,8 +16,8 @@ use once_cell::sync::OnceCell;
 
 use crate::{
     align::DirectAlignment,
+    backend::FdInfo,
     fs::{Chunks, Lines, Reader, Writer},
-    op::FdInfo,
     sys, Buffer, Context,
 };
 

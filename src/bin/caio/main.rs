@@ -43,8 +43,8 @@ enum Command {
         /// Bypass the page cache (O_DIRECT); falls back, with a note, where refused.
         #[arg(long)]
         direct: bool,
-        /// linux, thread, python or blocking (default: the selected one).
-        #[arg(long = "implementation", short = 'i')]
+        /// The implementation to copy with (default: the selected one).
+        #[arg(long = "implementation", short = 'i', long_help = implementation_help())]
         implementation: Option<String>,
     },
     /// A short fio-like measurement of every available implementation.
@@ -59,9 +59,21 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         secs: f64,
         /// Only these implementations (repeatable).
-        #[arg(long = "implementation", short = 'i')]
+        #[arg(long = "implementation", short = 'i', long_help = implementation_help())]
         implementations: Vec<String>,
     },
+}
+
+/// The implementations, one line each, for `--help`.
+fn implementation_help() -> String {
+    let mut help = String::from("One of:");
+    for i in Implementation::ALL {
+        help.push_str(&format!("\n  {:<9} {}", i.as_str(), i.summary()));
+        for alias in i.aliases() {
+            help.push_str(&format!("\n  {alias:<9} the same as {i}"));
+        }
+    }
+    help
 }
 
 /// Prints `log` warnings (caio's fallbacks) as `caio: warning: ...` on stderr.
@@ -138,7 +150,10 @@ fn info(path: &Path) -> Result<()> {
             std::env::var("CAIO_IMPL").unwrap_or_default().trim()
         ),
         Source::File => "the default_implementation file compiled into this build".to_string(),
-        _ => "the built-in order (linux, thread, blocking: first available)".to_string(),
+        _ => format!(
+            "the built-in order ({}: first available)",
+            Implementation::ALL.map(Implementation::as_str).join(", ")
+        ),
     };
     println!("  chosen by: {from}");
     if s.warnings().is_empty() {
@@ -151,7 +166,7 @@ fn info(path: &Path) -> Result<()> {
     println!("implementations:");
     for i in Implementation::ALL {
         match i.check() {
-            Ok(()) => println!("  {:<9} available", i.as_str()),
+            Ok(()) => println!("  {:<9} available: {}", i.as_str(), i.summary()),
             Err(caio::Error::Unavailable { reason, .. }) => {
                 println!("  {:<9} unavailable: {reason}", i.as_str())
             }
