@@ -161,6 +161,109 @@ pub(crate) fn probe() -> Result<(), String> {
 }
 
 // ---------------------------------------------------------------------------------------
+// Routing: how each request runs, decided in one place.
+
+/// What kind of operation, as far as routing cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Read,
+    Write,
+    Sync,
+}
+
+impl Class {
+    fn of(kind: &Kind) -> Class {
+        match kind {
+            Kind::Read(_) => Class::Read,
+            Kind::Write(_) => Class::Write,
+            Kind::Fsync | Kind::Fdsync => Class::Sync,
+            #[cfg(test)]
+            Kind::Panic => Class::Read,
+        }
+    }
+}
+
+/// What routing needs to know of a descriptor, gathered once per request: from the file
+/// layer when it knows, else from the kernel (one `fstat`, and for a write one `fcntl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Facts {
+    /// A regular file or block device: kernel AIO may take it. It would consume a pipe's
+    /// or a socket's data, ignoring the offset.
+    seekable: bool,
+    /// Opened with O_DIRECT; `None` when not known (a raw descriptor's read).
+    direct: Option<bool>,
+}
+
+impl Facts {
+    fn gather(req: &Request) -> io::Result<Facts> {
+        if let Some(f) = &req.file {
+            return Ok(Facts {
+                seekable: f.seekable,
+                direct: Some(f.direct),
+            });
+        }
+        if matches!(req.kind, Kind::Fsync | Kind::Fdsync) {
+            // Any descriptor can be synced by the kernel's workqueue.
+            return Ok(Facts {
+                seekable: true,
+                direct: None,
+            });
+        }
+        let t = sys::file_type(req.fd)?;
+        let seekable = t == libc::S_IFREG || t == libc::S_IFBLK;
+        let direct = if seekable && matches!(req.kind, Kind::Write(_)) {
+            Some(sys::is_direct(req.fd)?)
+        } else {
+            None
+        };
+        Ok(Facts { seekable, direct })
+    }
+}
+
+/// Where a request runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// Kernel AIO as it is: O_DIRECT reads the file layer knows, and syncs
+    /// (`IOCB_CMD_FSYNC`/`FDSYNC` run on the kernel's workqueue).
+    Kernel,
+    /// Kernel AIO with `RWF_NOWAIT`: O_DIRECT writes (block allocation would block inside
+    /// `io_submit`), and reads on a raw descriptor (a page-cache hit completes inside
+    /// `io_submit`, an O_DIRECT read is queued, what would block comes back EAGAIN and is
+    /// routed by [`route_would_block`]).
+    KernelNowait,
+    /// `preadv2(RWF_NOWAIT)` on the submitting thread, a miss to the pool: reads the file
+    /// layer knows are buffered.
+    InlineCached,
+    /// The fallback pool: buffered writes (the kernel would copy them inside `io_submit`),
+    /// and anything that is not a regular file or block device.
+    Pool,
+}
+
+/// How a request runs, from what it is and what its descriptor is.
+fn route(class: Class, facts: Facts) -> Route {
+    match (class, facts.seekable, facts.direct) {
+        (Class::Sync, _, _) => Route::Kernel,
+        (_, false, _) => Route::Pool,
+        (Class::Read, true, Some(true)) => Route::Kernel,
+        (Class::Read, true, Some(false)) => Route::InlineCached,
+        (Class::Read, true, None) => Route::KernelNowait,
+        (Class::Write, true, Some(true)) => Route::KernelNowait,
+        (Class::Write, true, _) => Route::Pool,
+    }
+}
+
+/// Where a request submitted with `RWF_NOWAIT` goes when the kernel says it would block
+/// (EAGAIN, or EOPNOTSUPP where the filesystem has no NOWAIT path): an O_DIRECT read is
+/// what the kernel queues without blocking, so it is resubmitted plainly; anything else (a
+/// page-cache miss, a write needing block allocation) is run by the pool.
+fn route_would_block(class: Class, direct: bool) -> Route {
+    match (class, direct) {
+        (Class::Read, true) => Route::Kernel,
+        _ => Route::Pool,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Requests in the kernel.
 
 /// A request on its way through the kernel: the iocb the kernel reads and the request
@@ -333,13 +436,15 @@ impl Ring {
         if res < 0 {
             let errno = (-res) as i32;
             if nowait && (errno == libc::EAGAIN || errno == libc::EOPNOTSUPP) {
-                // It would have blocked. An O_DIRECT transfer is what the kernel queues
-                // without blocking the caller: resubmit it plainly. A buffered one (a page
-                // cache miss) is read by the pool, off every caller's thread.
-                if matches!(req.kind, Kind::Read(_)) && sys::is_direct(req.fd).unwrap_or(false) {
-                    return self.submit(vec![AioOp::new(req, false)]);
-                }
-                return self.to_pool(req);
+                // It would have blocked: run it where it will not.
+                let direct = match &req.file {
+                    Some(f) => f.direct,
+                    None => sys::is_direct(req.fd).unwrap_or(false),
+                };
+                return match route_would_block(Class::of(&req.kind), direct) {
+                    Route::Kernel => self.submit(vec![AioOp::new(req, false)]),
+                    _ => self.to_pool(req),
+                };
             }
             return req.finish(Err(io::Error::from_raw_os_error(errno)));
         }
@@ -457,6 +562,12 @@ impl Linux {
 }
 
 impl Linux {
+    /// Queues an operation for the next flush's batched `io_submit`.
+    fn queue(&self, op: Box<AioOp>) -> Submit {
+        lock(&self.queue).push(op);
+        Submit::Queued
+    }
+
     /// A read on a descriptor known to be buffered: `preadv2(RWF_NOWAIT)` until the buffer
     /// is full, the file ends, or the page cache runs out (then the pool finishes it).
     fn read_cached(&self, mut req: Request) -> Submit {
@@ -497,60 +608,22 @@ impl FileIo for Linux {
     }
 
     fn submit(&self, req: Request) -> Submit {
-        let (write, fd) = match &req.kind {
-            Kind::Fsync | Kind::Fdsync => {
-                lock(&self.queue).push(AioOp::new(req, false));
-                return Submit::Queued;
+        let facts = match Facts::gather(&req) {
+            Ok(f) => f,
+            Err(e) => {
+                req.finish(Err(e));
+                return Submit::Started;
             }
-            Kind::Read(_) => (false, req.fd),
-            Kind::Write(_) => (true, req.fd),
-            #[cfg(test)]
-            Kind::Panic => (false, req.fd),
         };
-        // Only regular files and block devices may go to the kernel: it would happily
-        // consume a pipe's or a socket's data, ignoring the offset. The file layer knows;
-        // for a raw descriptor it costs one fstat.
-        let (seekable, direct) = match &req.file {
-            Some(f) => (f.seekable, Some(f.direct)),
-            None => match sys::file_type(fd) {
-                Err(e) => {
-                    req.finish(Err(e));
-                    return Submit::Started;
-                }
-                Ok(t) => (t == libc::S_IFREG || t == libc::S_IFBLK, None),
-            },
-        };
-        if !seekable {
-            self.ring.to_pool(req);
-            return Submit::Started;
-        }
-        if write {
-            match direct.map_or_else(|| sys::is_direct(fd), Ok) {
-                Err(e) => {
-                    req.finish(Err(e));
-                    return Submit::Started;
-                }
-                Ok(false) => {
-                    self.ring.to_pool(req);
-                    return Submit::Started;
-                }
-                Ok(true) => {}
+        match route(Class::of(&req.kind), facts) {
+            Route::Kernel => self.queue(AioOp::new(req, false)),
+            Route::KernelNowait => self.queue(AioOp::new(req, true)),
+            Route::InlineCached => self.read_cached(req),
+            Route::Pool => {
+                self.ring.to_pool(req);
+                Submit::Started
             }
-        } else if direct == Some(true) {
-            // Known O_DIRECT: the kernel queues it without blocking the caller.
-            lock(&self.queue).push(AioOp::new(req, false));
-            return Submit::Queued;
-        } else if direct == Some(false) {
-            // Known buffered: copy what the page cache holds right here; a miss goes to
-            // the pool. No ring, no reaper, no thread hop for a hit.
-            return self.read_cached(req);
         }
-        // Reads: RWF_NOWAIT first whatever the descriptor (a page-cache hit or an O_DIRECT
-        // read completes; what would block comes back EAGAIN and is rerouted then, so the
-        // common case costs one fstat). O_DIRECT writes: RWF_NOWAIT so that a write needing
-        // block allocation goes to the pool instead of blocking in io_submit.
-        lock(&self.queue).push(AioOp::new(req, true));
-        Submit::Queued
     }
 
     fn flush(&self) {
@@ -583,6 +656,53 @@ impl Drop for Linux {
                 // Make the poll fire instead.
                 let _ = sys::eventfd_signal(w.efd.as_raw_fd());
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_request_has_one_route() {
+        use {Class::*, Route::*};
+        let f = |seekable, direct| Facts { seekable, direct };
+        let table = [
+            // Syncs always go to the kernel's workqueue.
+            (Sync, f(true, None), Kernel),
+            (Sync, f(true, Some(true)), Kernel),
+            (Sync, f(false, Some(false)), Kernel),
+            // Pipes, sockets, directories: never to kernel AIO.
+            (Read, f(false, None), Pool),
+            (Read, f(false, Some(false)), Pool),
+            (Write, f(false, None), Pool),
+            (Write, f(false, Some(false)), Pool),
+            // Reads.
+            (Read, f(true, Some(true)), Kernel),
+            (Read, f(true, Some(false)), InlineCached),
+            (Read, f(true, None), KernelNowait),
+            // Writes.
+            (Write, f(true, Some(true)), KernelNowait),
+            (Write, f(true, Some(false)), Pool),
+            (Write, f(true, None), Pool),
+        ];
+        for (class, facts, want) in table {
+            assert_eq!(route(class, facts), want, "{class:?} {facts:?}");
+        }
+    }
+
+    #[test]
+    fn what_would_block_goes_where_it_will_not() {
+        use {Class::*, Route::*};
+        for (class, direct, want) in [
+            (Read, true, Kernel),
+            (Read, false, Pool),
+            (Write, true, Pool),
+            (Write, false, Pool),
+            (Sync, false, Pool),
+        ] {
+            assert_eq!(route_would_block(class, direct), want, "{class:?} {direct}");
         }
     }
 }
