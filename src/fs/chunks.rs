@@ -1,19 +1,17 @@
 //! [`Chunks`]: a file as a stream of buffers.
 
 use std::{
-    collections::VecDeque,
-    fmt,
-    future::Future,
-    io,
+    fmt, io,
     pin::Pin,
     task::{Context as TaskContext, Poll},
 };
 
 use futures::Stream;
 
-use crate::{fs::File, Buffer};
-
-type ReadFut = Pin<Box<dyn Future<Output = io::Result<Buffer>> + Send>>;
+use crate::{
+    fs::{ahead::ReadAhead, File},
+    Buffer,
+};
 
 /// Chunks kept in flight ahead of the consumer.
 pub const CHUNKS_AHEAD: usize = 4;
@@ -21,20 +19,17 @@ pub const CHUNKS_AHEAD: usize = 4;
 /// The chunks of a file from its start: `n` bytes each, the last one shorter, several read
 /// ahead. Ends after the first error.
 pub struct Chunks {
-    file: File,
+    reads: ReadAhead,
     size: usize,
-    next: u64,
-    ahead: VecDeque<ReadFut>,
-    eof: bool,
     done: bool,
 }
 
 impl fmt::Debug for Chunks {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Chunks")
-            .field("file", &self.file)
+            .field("file", self.reads.file())
             .field("size", &self.size)
-            .field("next", &self.next)
+            .field("in_flight", &self.reads.in_flight())
             .finish()
     }
 }
@@ -42,11 +37,8 @@ impl fmt::Debug for Chunks {
 impl Chunks {
     pub(crate) fn new(file: File, size: usize) -> Chunks {
         Chunks {
-            file,
+            reads: ReadAhead::new(file, size, CHUNKS_AHEAD, 0),
             size,
-            next: 0,
-            ahead: VecDeque::new(),
-            eof: false,
             done: false,
         }
     }
@@ -70,39 +62,16 @@ impl Stream for Chunks {
                 "chunk size must be at least 1",
             ))));
         }
-        while !this.eof && this.ahead.len() < CHUNKS_AHEAD {
-            this.ahead
-                .push_back(Box::pin(this.file.read_at(this.size, this.next)));
-            this.next += this.size as u64;
-        }
-        let Some(front) = this.ahead.front_mut() else {
-            this.done = true;
-            return Poll::Ready(None);
+        let item = match this.reads.poll_next(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Ok((_, b)))) if !b.is_empty() => Some(Ok(b)),
+            Poll::Ready(Some(Err(e))) => Some(Err(e)),
+            Poll::Ready(_) => None,
         };
-        match front.as_mut().poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(r) => {
-                this.ahead.pop_front();
-                match r {
-                    Err(e) => {
-                        this.done = true;
-                        this.ahead.clear();
-                        Poll::Ready(Some(Err(e)))
-                    }
-                    Ok(b) if b.is_empty() => {
-                        this.done = true;
-                        this.ahead.clear();
-                        Poll::Ready(None)
-                    }
-                    Ok(b) => {
-                        if b.len() < this.size {
-                            this.eof = true;
-                            this.ahead.clear();
-                        }
-                        Poll::Ready(Some(Ok(b)))
-                    }
-                }
-            }
+        if !matches!(item, Some(Ok(_))) {
+            this.done = true;
+            this.reads.stop();
         }
+        Poll::Ready(item)
     }
 }

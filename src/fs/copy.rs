@@ -1,7 +1,6 @@
 //! Whole-file copy with reads and writes in flight together.
 
 use std::{
-    collections::VecDeque,
     fmt,
     future::Future,
     io,
@@ -18,7 +17,7 @@ use std::{
 use futures::{stream::FuturesUnordered, StreamExt};
 
 use crate::{
-    fs::{File, OpenOptions, COPY_CHUNK},
+    fs::{ahead::ReadAhead, File, OpenOptions, COPY_CHUNK},
     sys, Buffer, Context,
 };
 
@@ -150,38 +149,29 @@ async fn copy_now(src: &Path, dst: &Path, opts: CopyOptions) -> io::Result<u64> 
     Ok(copied)
 }
 
-type ReadFut = Pin<Box<dyn Future<Output = io::Result<Buffer>> + Send>>;
 type WriteFut = Pin<Box<dyn Future<Output = io::Result<usize>> + Send>>;
 
 /// Reads ahead and writes behind, `depth` of each in flight.
 async fn pump(input: &File, output: &File, opts: &CopyOptions) -> io::Result<u64> {
-    let mut reads: VecDeque<(u64, ReadFut)> = VecDeque::new();
+    let mut reads = ReadAhead::new(input.clone(), opts.chunk, opts.depth, 0);
     let mut writes: FuturesUnordered<WriteFut> = FuturesUnordered::new();
-    let (mut next, mut eof, mut copied) = (0u64, false, 0u64);
+    let (mut reading, mut copied) = (true, 0u64);
     loop {
-        while !eof && reads.len() < opts.depth {
-            reads.push_back((next, Box::pin(input.read_at(opts.chunk, next))));
-            next += opts.chunk as u64;
-        }
-        if reads.is_empty() && writes.is_empty() {
-            return Ok(copied);
-        }
         enum Event {
-            Read(u64, io::Result<Buffer>),
+            Read(Option<io::Result<(u64, Buffer)>>),
             Wrote(io::Result<usize>),
         }
         let event = futures::future::poll_fn(|cx| {
             if let Poll::Ready(Some(r)) = writes.poll_next_unpin(cx) {
                 return Poll::Ready(Event::Wrote(r));
             }
-            if writes.len() < opts.depth {
-                if let Some((off, f)) = reads.front_mut() {
-                    if let Poll::Ready(r) = f.as_mut().poll(cx) {
-                        let off = *off;
-                        reads.pop_front();
-                        return Poll::Ready(Event::Read(off, r));
-                    }
+            if reading && writes.len() < opts.depth {
+                if let Poll::Ready(r) = reads.poll_next(cx) {
+                    return Poll::Ready(Event::Read(r));
                 }
+            }
+            if !reading && writes.is_empty() {
+                return Poll::Ready(Event::Read(None));
             }
             Poll::Pending
         })
@@ -193,12 +183,10 @@ async fn pump(input: &File, output: &File, opts: &CopyOptions) -> io::Result<u64
                     p(copied);
                 }
             }
-            Event::Read(off, r) => {
-                let b = r?;
-                if b.len() < opts.chunk {
-                    eof = true;
-                    reads.clear();
-                }
+            Event::Read(None) if writes.is_empty() => return Ok(copied),
+            Event::Read(None) => reading = false,
+            Event::Read(Some(r)) => {
+                let (off, b) = r?;
                 if !b.is_empty() {
                     let (out, n) = (output.clone(), b.len());
                     writes.push(Box::pin(async move {

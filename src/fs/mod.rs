@@ -4,6 +4,7 @@
 //! Sequential readers, writers and copies keep several operations in flight (read-ahead,
 //! write-behind), so streaming runs near the device's bandwidth.
 
+mod ahead;
 mod chunks;
 mod copy;
 mod file;

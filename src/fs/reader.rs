@@ -1,9 +1,7 @@
 //! [`Reader`]: `AsyncRead + AsyncBufRead + AsyncSeek` with read-ahead.
 
 use std::{
-    collections::VecDeque,
     fmt,
-    future::Future,
     io::{self, SeekFrom},
     pin::Pin,
     task::{Context as TaskContext, Poll},
@@ -11,22 +9,21 @@ use std::{
 
 use futures::io::{AsyncBufRead, AsyncRead, AsyncSeek};
 
-use crate::{fs::File, sys, Buffer};
+use crate::{
+    fs::{ahead::ReadAhead, File},
+    sys, Buffer,
+};
 
 /// Bytes per read.
 pub const READ_CHUNK: usize = 256 << 10;
 /// Reads kept in flight ahead of the consumer.
 pub const READ_AHEAD: usize = 4;
 
-type ReadFut = Pin<Box<dyn Future<Output = io::Result<Buffer>> + Send>>;
-
 /// A buffered, seekable reader over a [`File`] that keeps several chunk reads in flight
 /// ahead of the consumer, so sequential reading runs at the device's pace rather than one
 /// operation at a time.
 pub struct Reader {
-    file: File,
-    chunk: usize,
-    depth: usize,
+    reads: ReadAhead,
     /// Offsets must be multiples of this (O_DIRECT), else 1.
     unit: u64,
     buf: Buffer,
@@ -34,19 +31,14 @@ pub struct Reader {
     buf_start: u64,
     /// Logical position: the next byte the consumer gets.
     pos: u64,
-    /// Where the next scheduled read starts.
-    next: u64,
-    ahead: VecDeque<(u64, ReadFut)>,
-    /// A short read was seen: schedule nothing more until the consumer catches up.
-    eof: bool,
 }
 
 impl fmt::Debug for Reader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Reader")
-            .field("file", &self.file)
+            .field("file", self.reads.file())
             .field("pos", &self.pos)
-            .field("in_flight", &self.ahead.len())
+            .field("in_flight", &self.reads.in_flight())
             .finish()
     }
 }
@@ -62,22 +54,17 @@ impl Reader {
         let unit = file.direct_alignment().map_or(1, |a| a.offset.max(1)) as u64;
         let chunk = (chunk.max(1) as u64).next_multiple_of(unit) as usize;
         Reader {
-            file,
-            chunk,
-            depth: depth.max(1),
+            reads: ReadAhead::new(file, chunk, depth, 0),
             unit,
             buf: Buffer::new(),
             buf_start: 0,
             pos: 0,
-            next: 0,
-            ahead: VecDeque::new(),
-            eof: false,
         }
     }
 
     /// Reads in flight ahead of the consumer.
     pub fn in_flight(&self) -> usize {
-        self.ahead.len()
+        self.reads.in_flight()
     }
 
     /// The current position.
@@ -87,26 +74,15 @@ impl Reader {
 
     /// The file being read.
     pub fn file(&self) -> &File {
-        &self.file
+        self.reads.file()
     }
 
     /// Forgets the buffer and reads in flight; the next read starts at `pos`.
     fn restart(&mut self, pos: u64) {
-        self.ahead.clear();
         self.buf = Buffer::new();
         self.buf_start = pos;
         self.pos = pos;
-        self.next = pos - pos % self.unit;
-        self.eof = false;
-    }
-
-    fn fill(&mut self) {
-        while !self.eof && self.ahead.len() < self.depth {
-            let off = self.next;
-            self.ahead
-                .push_back((off, Box::pin(self.file.read_at(self.chunk, off))));
-            self.next += self.chunk as u64;
-        }
+        self.reads.restart(pos - pos % self.unit);
     }
 
     fn buffered(&self) -> usize {
@@ -119,29 +95,21 @@ impl AsyncBufRead for Reader {
     fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<&[u8]>> {
         let this = self.get_mut();
         while this.buffered() == 0 {
-            if this.eof && this.ahead.is_empty() {
-                // End of file, as far as we know: report it, and look again next time (the
-                // file may grow).
-                let pos = this.pos;
-                this.restart(pos);
-                return Poll::Ready(Ok(&[]));
-            }
-            this.fill();
-            let (off, fut) = this.ahead.front_mut().expect("fill scheduled a read");
-            let off = *off;
-            match fut.as_mut().poll(cx) {
+            match this.reads.poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => {
+                Poll::Ready(None) => {
+                    // End of file, as far as we know: report it, and look again next time
+                    // (the file may grow).
+                    let pos = this.pos;
+                    this.restart(pos);
+                    return Poll::Ready(Ok(&[]));
+                }
+                Poll::Ready(Some(Err(e))) => {
                     let pos = this.pos;
                     this.restart(pos);
                     return Poll::Ready(Err(e));
                 }
-                Poll::Ready(Ok(b)) => {
-                    this.ahead.pop_front();
-                    if b.len() < this.chunk {
-                        this.eof = true;
-                        this.ahead.clear();
-                    }
+                Poll::Ready(Some(Ok((off, b)))) => {
                     this.buf = b;
                     this.buf_start = off;
                 }
@@ -206,7 +174,7 @@ impl AsyncSeek for Reader {
     ) -> Poll<io::Result<u64>> {
         let this = self.get_mut();
         let target = match seek_target(this.pos, to, || {
-            sys::file_len(std::os::fd::AsRawFd::as_raw_fd(&this.file))
+            sys::file_len(std::os::fd::AsRawFd::as_raw_fd(this.reads.file()))
         }) {
             Ok(t) => t,
             Err(e) => return Poll::Ready(Err(e)),

@@ -1,0 +1,91 @@
+//! The one read-ahead engine: sequential reads of a fixed chunk size, several in flight,
+//! delivered in order. [`Reader`](crate::fs::Reader), [`Chunks`](crate::fs::Chunks) and
+//! `copy` all read through it.
+
+use std::{
+    collections::VecDeque,
+    future::Future,
+    io,
+    pin::Pin,
+    task::{Context as TaskContext, Poll},
+};
+
+use crate::{fs::File, Buffer};
+
+type ReadFut = Pin<Box<dyn Future<Output = io::Result<Buffer>> + Send>>;
+
+/// Reads of `chunk` bytes from `next` on, `depth` of them in flight.
+pub(crate) struct ReadAhead {
+    file: File,
+    chunk: usize,
+    depth: usize,
+    /// Where the next scheduled read starts.
+    next: u64,
+    ahead: VecDeque<(u64, ReadFut)>,
+    /// A short read was seen: nothing more is scheduled until `restart`.
+    eof: bool,
+}
+
+impl ReadAhead {
+    pub(crate) fn new(file: File, chunk: usize, depth: usize, start: u64) -> ReadAhead {
+        ReadAhead {
+            file,
+            chunk: chunk.max(1),
+            depth: depth.max(1),
+            next: start,
+            ahead: VecDeque::new(),
+            eof: false,
+        }
+    }
+
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Reads in flight.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.ahead.len()
+    }
+
+    /// Forgets the reads in flight (their futures are dropped; see the contract) and starts
+    /// again at `at`.
+    pub(crate) fn restart(&mut self, at: u64) {
+        self.ahead.clear();
+        self.next = at;
+        self.eof = false;
+    }
+
+    /// Stops scheduling: what is in flight is dropped.
+    pub(crate) fn stop(&mut self) {
+        self.ahead.clear();
+        self.eof = true;
+    }
+
+    /// The next chunk in file order with its offset; `None` once a short read has been
+    /// delivered (end of file, as far as is known). A short chunk ends the read-ahead:
+    /// the reads scheduled past it are dropped.
+    pub(crate) fn poll_next(
+        &mut self,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<io::Result<(u64, Buffer)>>> {
+        while !self.eof && self.ahead.len() < self.depth {
+            let off = self.next;
+            self.ahead
+                .push_back((off, Box::pin(self.file.read_at(self.chunk, off))));
+            self.next += self.chunk as u64;
+        }
+        let Some((off, fut)) = self.ahead.front_mut() else {
+            return Poll::Ready(None);
+        };
+        let off = *off;
+        let r = match fut.as_mut().poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(r) => r,
+        };
+        self.ahead.pop_front();
+        if matches!(&r, Ok(b) if b.len() < self.chunk) {
+            self.stop();
+        }
+        Poll::Ready(Some(r.map(|b| (off, b))))
+    }
+}
