@@ -139,6 +139,41 @@ fn release(shared: &Arc<Shared>) {
     }
 }
 
+/// Starts `plan` with nobody waiting for its result (a close after the last handle of a
+/// file went): it takes a slot like any operation, waits its turn for one, and runs
+/// whatever happens; an error is logged. `what` names it in that log.
+pub(crate) fn detach(shared: &Arc<Shared>, plan: Plan, what: &'static str) {
+    let slot = Arc::new(Slot::detached(what));
+    let mut plan = Some(plan);
+    let admitted = shared.limiter.acquire_or_wait(|| Waiter {
+        plan: plan.take().expect("taken once"),
+        slot: Arc::clone(&slot),
+    });
+    // Queued: whoever frees a slot starts it (a detached slot is never abandoned).
+    if let Some(plan) = plan.filter(|_| admitted) {
+        start(shared, plan, Completer::new(slot, Some(shared.permit())));
+    }
+}
+
+/// Hands a request with its permit to the backend; a detached or abandoned one that the
+/// backend queues is flushed at once, since no future will poll for it.
+fn start(shared: &Arc<Shared>, plan: Plan, done: Completer) {
+    let slot = Arc::clone(done.slot());
+    match plan.build(done) {
+        Ok(req) => {
+            if shared.backend.submit(req) == Submit::Queued {
+                // Its future flushes on its next poll, together with every other operation
+                // admitted and woken now: one batch, not one io_submit each.
+                if slot.request_flush() {
+                    // Nobody will poll for it.
+                    shared.backend.flush();
+                }
+            }
+        }
+        Err((e, done)) => done.complete(Err(e)),
+    }
+}
+
 /// Starts a queued operation with the slot just handed to it, on this thread.
 fn admit(shared: Arc<Shared>, w: Waiter) {
     let permit = shared.permit();
@@ -147,21 +182,7 @@ fn admit(shared: Arc<Shared>, w: Waiter) {
         // (dropping the permit).
         return;
     }
-    let slot = Arc::clone(&w.slot);
-    let done = Completer::new(w.slot, Some(permit));
-    match w.plan.build(done) {
-        Ok(req) => {
-            if shared.backend.submit(req) == Submit::Queued {
-                // Its future flushes on its next poll, together with every other operation
-                // admitted and woken now: one batch, not one io_submit each.
-                if slot.request_flush() {
-                    // Its future went away meanwhile: nobody will flush for it.
-                    shared.backend.flush();
-                }
-            }
-        }
-        Err((e, done)) => done.complete(Err(e)),
-    }
+    start(&shared, w.plan, Completer::new(w.slot, Some(permit)));
 }
 
 #[cfg(test)]

@@ -1,12 +1,12 @@
 //! [`Context`] and its [`Builder`].
 
-use std::{fmt, os::unix::io::RawFd, sync::Arc};
+use std::{any::Any, fmt, io, os::unix::io::RawFd, sync::Arc};
 
 use once_cell::sync::OnceCell;
 
 use crate::{
-    admission::{Limiter, Shared},
-    backend::{Config, FdInfo},
+    admission::{self, Limiter, Shared},
+    backend::{Call, Completion, Config, FdInfo, Meta, Out, Plan, What},
     op::{self, ReadFuture, SyncFuture, WriteFuture},
     select::selection,
     Buffer, Error, Implementation,
@@ -171,6 +171,54 @@ impl Context {
 
     pub(crate) fn sync_file(&self, fd: RawFd, data_only: bool, file: &FdInfo) -> SyncFuture {
         op::fsync(Arc::clone(&self.shared), fd, data_only, Some(file.clone()))
+    }
+}
+
+/// Metadata operations for the file layer: each runs through the backend, never on the
+/// thread that polls it (but for the blocking implementation, whose point that is).
+impl Context {
+    /// A metadata operation; `file` keeps the descriptor open while it runs.
+    pub(crate) fn meta<T>(
+        &self,
+        fd: RawFd,
+        meta: Meta,
+        file: Option<&FdInfo>,
+        output: fn(Completion) -> T,
+    ) -> op::Operation<T> {
+        op::meta(Arc::clone(&self.shared), fd, meta, file.cloned(), output)
+    }
+
+    /// A metadata operation whose result is nothing but success.
+    pub(crate) fn meta_unit(&self, fd: RawFd, meta: Meta, file: Option<&FdInfo>) -> SyncFuture {
+        self.meta(fd, meta, file, |_| ())
+    }
+
+    /// Runs `f` through the backend: on its threads, or inline for `blocking`. `file`, if
+    /// any, keeps its descriptor open while `f` runs.
+    pub(crate) fn run<T: Send + 'static>(
+        &self,
+        file: Option<&FdInfo>,
+        f: impl FnOnce() -> io::Result<T> + Send + 'static,
+    ) -> op::Operation<T> {
+        let call: Call = Box::new(move || f().map(|t| Box::new(t) as Box<dyn Any + Send>));
+        self.meta(-1, Meta::Call(call), file, |c| match c.out {
+            Out::Any(b) => *b
+                .downcast::<T>()
+                .expect("a call's output has the type it was made with"),
+            _ => unreachable!("a call completes with its output"),
+        })
+    }
+
+    /// Starts a metadata operation that nobody waits for (a close once the last handle
+    /// of a file is gone); an error is logged.
+    pub(crate) fn detach(&self, fd: RawFd, meta: Meta, what: &'static str) {
+        let plan = Plan {
+            fd,
+            offset: 0,
+            what: What::Meta(meta),
+            file: None,
+        };
+        admission::detach(&self.shared, plan, what);
     }
 }
 

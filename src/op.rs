@@ -21,7 +21,7 @@ use std::{
 
 use crate::{
     admission::{Shared, Waiter},
-    backend::{Completer, Completion, FdInfo, Plan, Slot, Submit, What},
+    backend::{Completer, Completion, FdInfo, Meta, Plan, Slot, Submit, What},
     buffer::Buffer,
 };
 
@@ -165,6 +165,24 @@ pub(crate) fn fsync(
         file,
     });
     Operation::new(shared, plan, |_| ())
+}
+
+/// A metadata operation on `fd` (or on a path, with `fd` -1), whose result `output` makes
+/// from the completion.
+pub(crate) fn meta<T>(
+    shared: Arc<Shared>,
+    fd: RawFd,
+    meta: Meta,
+    file: Option<FdInfo>,
+    output: fn(Completion) -> T,
+) -> Operation<T> {
+    let plan = Plan {
+        fd,
+        offset: 0,
+        what: What::Meta(meta),
+        file,
+    };
+    Operation::new(shared, Ok(plan), output)
 }
 
 impl<T> Future for Operation<T> {

@@ -3,7 +3,11 @@
 //! Nothing else in the crate calls `libc` functions that touch descriptors or memory the
 //! kernel writes into. `EINTR` is retried here, in one place; errors carry the OS errno.
 
-use std::{io, os::unix::io::RawFd};
+use std::{
+    ffi::CStr,
+    io,
+    os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd},
+};
 
 /// Converts a `-1`-on-error return into `io::Result`.
 fn cvt(r: libc::ssize_t) -> io::Result<usize> {
@@ -131,15 +135,95 @@ pub(crate) fn file_len(fd: RawFd) -> io::Result<u64> {
     Ok(st.st_size as u64)
 }
 
-/// `(st_dev, st_ino)`: whether two descriptors are the same file.
-pub(crate) fn file_id(fd: RawFd) -> io::Result<(u64, u64)> {
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `st` is writable memory of the right size for fstat to fill.
-    cvt(unsafe { libc::fstat(fd, st.as_mut_ptr()) } as libc::ssize_t)?;
-    // SAFETY: fstat succeeded, so it initialised `st`.
-    let st = unsafe { st.assume_init() };
-    #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
-    Ok((st.st_dev as u64, st.st_ino as u64))
+/// `open(2)` relative to the working directory, always with `O_CLOEXEC`.
+pub(crate) fn open(path: &CStr, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {
+    // SAFETY: `path` is NUL-terminated; `mode` is passed as the variadic unsigned int.
+    let fd = retry(|| {
+        cvt(
+            unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::c_uint) }
+                as libc::ssize_t,
+        )
+    })?;
+    // SAFETY: `fd` is a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `close(2)`, reporting its error (NFS reports write-back errors here). The descriptor
+/// is gone afterwards whatever the result, as POSIX leaves it on Linux: no retry on EINTR.
+pub(crate) fn close(fd: OwnedFd) -> io::Result<()> {
+    let raw = fd.into_raw_fd();
+    // SAFETY: `raw` was owned by `fd`, which gave it up; it is closed exactly once.
+    cvt(unsafe { libc::close(raw) } as libc::ssize_t).map(drop)
+}
+
+/// `fcntl(F_DUPFD_CLOEXEC)`: a second descriptor for the same open file.
+pub(crate) fn dup(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC takes an integer argument, no pointer.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    cvt(new as libc::ssize_t)?;
+    // SAFETY: `new` is a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// `rename(2)`.
+pub(crate) fn rename(from: &CStr, to: &CStr) -> io::Result<()> {
+    // SAFETY: both paths are NUL-terminated.
+    cvt(unsafe { libc::rename(from.as_ptr(), to.as_ptr()) } as libc::ssize_t).map(drop)
+}
+
+/// `unlink(2)`, or `rmdir(2)` when `dir`.
+pub(crate) fn unlink(path: &CStr, dir: bool) -> io::Result<()> {
+    // SAFETY: `path` is NUL-terminated.
+    let r = unsafe {
+        if dir {
+            libc::rmdir(path.as_ptr())
+        } else {
+            libc::unlink(path.as_ptr())
+        }
+    };
+    cvt(r as libc::ssize_t).map(drop)
+}
+
+/// `mkdir(2)`.
+pub(crate) fn mkdir(path: &CStr, mode: libc::mode_t) -> io::Result<()> {
+    // SAFETY: `path` is NUL-terminated.
+    cvt(unsafe { libc::mkdir(path.as_ptr(), mode) } as libc::ssize_t).map(drop)
+}
+
+/// Gives the unnamed file `fd` (opened with `O_TMPFILE`) the name `to`:
+/// `linkat(/proc/self/fd/N, to, AT_SYMLINK_FOLLOW)`, which needs no capability.
+#[cfg(target_os = "linux")]
+pub(crate) fn link_fd(fd: RawFd, to: &CStr) -> io::Result<()> {
+    let from = std::ffi::CString::new(format!("/proc/self/fd/{fd}")).expect("no NUL inside");
+    // SAFETY: both paths are NUL-terminated.
+    let r = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    cvt(r as libc::ssize_t).map(drop)
+}
+
+/// `fallocate(2)` with mode 0 (allocate, extending the size), where it exists.
+pub(crate) fn fallocate(fd: RawFd, off: u64, len: u64) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let (off, len) = (offset(off)?, offset(len)?);
+        // SAFETY: fallocate takes no pointers.
+        retry(|| cvt(unsafe { libc::fallocate(fd, 0, off, len) } as libc::ssize_t)).map(drop)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (fd, off, len);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "fallocate exists only on Linux",
+        ))
+    }
 }
 
 #[cfg(target_os = "linux")]
@@ -361,6 +445,28 @@ mod linux {
         }
         // Reported as (0, 0) when the file does not support O_DIRECT.
         Ok(Some((stx.stx_dio_mem_align, stx.stx_dio_offset_align)))
+    }
+
+    /// The file type bits of a descriptor from `statx(STATX_TYPE, AT_STATX_DONT_SYNC)`: the
+    /// type of an open file never changes, so the cached inode answers and no network or
+    /// FUSE filesystem is asked (an `fstat` there may wait for the server).
+    pub(crate) fn cached_file_type(fd: RawFd) -> io::Result<libc::mode_t> {
+        let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+        let empty = b"\0";
+        // SAFETY: `empty` is a NUL-terminated path and `stx` writable memory for statx.
+        let r = unsafe {
+            libc::statx(
+                fd,
+                empty.as_ptr().cast(),
+                libc::AT_EMPTY_PATH | libc::AT_STATX_DONT_SYNC,
+                libc::STATX_TYPE,
+                stx.as_mut_ptr(),
+            )
+        };
+        cvt(r as libc::ssize_t)?;
+        // SAFETY: zero-initialised, then filled by a successful statx.
+        let stx = unsafe { stx.assume_init() };
+        Ok(libc::mode_t::from(stx.stx_mode) & libc::S_IFMT)
     }
 
     /// `_IO(0x12, 104)` from `linux/fs.h`.

@@ -188,7 +188,7 @@ fn copy_permission_denied_is_one_clear_line() {
 }
 
 #[test]
-fn copy_onto_a_full_disk_is_one_clear_line_and_leaves_nothing() {
+fn copy_onto_a_full_disk_is_one_clear_line_and_atomic_leaves_nothing() {
     if !is_root() {
         eprintln!("SKIP: mounting a small filesystem needs root");
         return;
@@ -215,6 +215,7 @@ fn copy_onto_a_full_disk_is_one_clear_line_and_leaves_nothing() {
     std::fs::write(&src, pattern(4 << 20, 2)).unwrap();
     let o = caio(&[
         "copy",
+        "--atomic",
         src.to_str().unwrap(),
         mnt.join("big").to_str().unwrap(),
     ]);
@@ -222,8 +223,20 @@ fn copy_onto_a_full_disk_is_one_clear_line_and_leaves_nothing() {
     assert_eq!(
         std::fs::read_dir(&mnt).unwrap().count(),
         0,
-        "the failed copy left files behind"
+        "the failed atomic copy left files behind"
     );
+    // In place, as cp: the same clear line, and what fitted stays.
+    let o = caio(&[
+        "copy",
+        src.to_str().unwrap(),
+        mnt.join("big").to_str().unwrap(),
+    ]);
+    assert_clean_failure(&o, "No space left on device");
+    let names: Vec<_> = std::fs::read_dir(&mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["big"], "only the destination itself");
 }
 
 #[test]

@@ -515,15 +515,19 @@ fn child_copy_past_file_size_limit() {
     };
     // SAFETY: setrlimit reads the struct it is given.
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &lim) }, 0);
-    let e = block_on(fs::copy(dir.join("big"), dir.join("dst"))).unwrap_err();
-    println!("COPY ERROR errno={:?} {e}", e.raw_os_error());
+    let atomic = fs::CopyOptions::new().atomic(true);
+    let e = block_on(fs::copy_with(dir.join("big"), dir.join("dst"), atomic)).unwrap_err();
+    println!("ATOMIC COPY ERROR errno={:?} {e}", e.raw_os_error());
+    let e = block_on(fs::copy(dir.join("big"), dir.join("in-place"))).unwrap_err();
+    println!("IN-PLACE COPY ERROR errno={:?} {e}", e.raw_os_error());
 }
 
 #[test]
-fn a_failed_copy_leaves_no_half_written_destination() {
+fn a_failed_atomic_copy_keeps_the_old_destination_and_leaves_no_temporary_file() {
     let d = dir();
     std::fs::write(d.path().join("big"), pattern(8 << 20, 7)).unwrap();
     std::fs::write(d.path().join("dst"), b"the old destination").unwrap();
+    std::fs::write(d.path().join("in-place"), b"written over").unwrap();
     let out = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -540,22 +544,29 @@ fn a_failed_copy_leaves_no_half_written_destination() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        stdout.contains(&format!("errno=Some({})", libc::EFBIG)),
-        "{stdout}"
-    );
+    for which in ["ATOMIC", "IN-PLACE"] {
+        assert!(
+            stdout.contains(&format!("{which} COPY ERROR errno=Some({})", libc::EFBIG)),
+            "{stdout}"
+        );
+    }
     assert_eq!(
         std::fs::read(d.path().join("dst")).unwrap(),
         b"the old destination"
     );
-    let names: Vec<_> = std::fs::read_dir(d.path())
+    // In place, as std::fs::copy and cp: what fit under the limit is there.
+    let partial = std::fs::read(d.path().join("in-place")).unwrap();
+    assert_eq!(partial.len(), 3 << 20);
+    assert_eq!(partial, pattern(8 << 20, 7)[..3 << 20]);
+    let mut names: Vec<_> = std::fs::read_dir(d.path())
         .unwrap()
-        .map(|e| e.unwrap().file_name())
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
+    names.sort();
     assert_eq!(
-        names.len(),
-        2,
-        "only the source and the old destination remain: {names:?}"
+        names,
+        ["big", "dst", "in-place"],
+        "no temporary file remains"
     );
 }
 

@@ -7,9 +7,8 @@ mod util;
 use std::{
     future::Future,
     io,
-    path::{Path, PathBuf},
+    path::Path,
     pin::Pin,
-    process::Command,
     sync::Arc,
     task::{Context as Cx, Poll},
     time::{Duration, Instant},
@@ -17,62 +16,7 @@ use std::{
 
 use caio::{Context, File, Implementation};
 use futures::{stream::FuturesUnordered, StreamExt};
-use util::{backends, block_on, ctx, open_rw, pattern, threads, wait_for_threads};
-
-fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn dir() -> tempfile::TempDir {
-    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
-}
-
-/// A small ext4 filesystem on a loop device, unmounted on drop.
-struct LoopFs {
-    _dir: tempfile::TempDir,
-    mnt: PathBuf,
-}
-
-impl LoopFs {
-    fn new(mib: u64) -> Option<LoopFs> {
-        if !is_root() {
-            eprintln!("SKIP: a loop-mounted filesystem needs root");
-            return None;
-        }
-        let d = dir();
-        let img = d.path().join("fs.img");
-        std::fs::File::create(&img)
-            .unwrap()
-            .set_len(mib << 20)
-            .unwrap();
-        let mnt = d.path().join("mnt");
-        std::fs::create_dir(&mnt).unwrap();
-        let ok = |c: &mut Command| c.output().map(|o| o.status.success()).unwrap_or(false);
-        if !ok(Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-m", "0"])
-            .arg(&img))
-        {
-            eprintln!("SKIP: mkfs.ext4 is not available");
-            return None;
-        }
-        if !ok(Command::new("mount")
-            .args(["-o", "loop"])
-            .arg(&img)
-            .arg(&mnt))
-        {
-            eprintln!("SKIP: cannot loop-mount here");
-            return None;
-        }
-        Some(LoopFs { _dir: d, mnt })
-    }
-}
-
-impl Drop for LoopFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mnt).status();
-    }
-}
+use util::{backends, block_on, ctx, dir, open_rw, pattern, threads, wait_for_threads, LoopFs};
 
 fn open(c: &Context, path: &Path, direct: bool) -> File {
     open_rw(c, path, direct)

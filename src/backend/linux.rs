@@ -169,6 +169,8 @@ enum Class {
     Read,
     Write,
     Sync,
+    /// Open, close, stat, rename...: kernel AIO has no such commands.
+    Meta,
 }
 
 impl Class {
@@ -177,6 +179,7 @@ impl Class {
             Kind::Read(_) => Class::Read,
             Kind::Write(_) => Class::Write,
             Kind::Fsync | Kind::Fdsync => Class::Sync,
+            Kind::Meta(_) => Class::Meta,
             #[cfg(test)]
             Kind::Panic => Class::Read,
         }
@@ -202,14 +205,15 @@ impl Facts {
                 direct: Some(f.direct),
             });
         }
-        if matches!(req.kind, Kind::Fsync | Kind::Fdsync) {
-            // Any descriptor can be synced by the kernel's workqueue.
+        if matches!(req.kind, Kind::Fsync | Kind::Fdsync | Kind::Meta(_)) {
+            // Any descriptor can be synced by the kernel's workqueue, and metadata
+            // operations go to the pool whatever their descriptor.
             return Ok(Facts {
                 seekable: true,
                 direct: None,
             });
         }
-        let t = sys::file_type(req.fd)?;
+        let t = sys::cached_file_type(req.fd)?;
         let seekable = t == libc::S_IFREG || t == libc::S_IFBLK;
         let direct = if seekable && matches!(req.kind, Kind::Write(_)) {
             Some(sys::is_direct(req.fd)?)
@@ -242,6 +246,7 @@ enum Route {
 /// How a request runs, from what it is and what its descriptor is.
 fn route(class: Class, facts: Facts) -> Route {
     match (class, facts.seekable, facts.direct) {
+        (Class::Meta, _, _) => Route::Pool,
         (Class::Sync, _, _) => Route::Kernel,
         (_, false, _) => Route::Pool,
         (Class::Read, true, Some(true)) => Route::Kernel,
@@ -302,6 +307,7 @@ impl AioOp {
             }
             Kind::Fsync => iocb.aio_lio_opcode = sys::IOCB_CMD_FSYNC,
             Kind::Fdsync => iocb.aio_lio_opcode = sys::IOCB_CMD_FDSYNC,
+            Kind::Meta(_) => unreachable!("metadata operations are routed to the pool"),
             #[cfg(test)]
             Kind::Panic => unreachable!("panic requests are for the thread pool"),
         }
@@ -669,6 +675,10 @@ mod tests {
         use {Class::*, Route::*};
         let f = |seekable, direct| Facts { seekable, direct };
         let table = [
+            // Metadata operations: the pool, whatever the descriptor.
+            (Meta, f(true, Some(true)), Pool),
+            (Meta, f(true, None), Pool),
+            (Meta, f(false, None), Pool),
             // Syncs always go to the kernel's workqueue.
             (Sync, f(true, None), Kernel),
             (Sync, f(true, Some(true)), Kernel),
@@ -701,6 +711,7 @@ mod tests {
             (Write, true, Pool),
             (Write, false, Pool),
             (Sync, false, Pool),
+            (Meta, true, Pool),
         ] {
             assert_eq!(route_would_block(class, direct), want, "{class:?} {direct}");
         }

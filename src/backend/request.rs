@@ -6,8 +6,10 @@
 //! the result and wakes the future.
 
 use std::{
+    any::Any,
+    ffi::CString,
     fmt, io,
-    os::unix::io::RawFd,
+    os::fd::{OwnedFd, RawFd},
     sync::{Arc, Mutex, MutexGuard},
     task::{Context, Poll, Waker},
 };
@@ -17,11 +19,98 @@ use crate::{
     sys,
 };
 
-/// What a finished operation produced: a byte count and, for reads, the buffer.
+/// What a finished operation produced: a byte count, the buffer of a read or write, and
+/// what a metadata operation made.
 #[derive(Debug)]
 pub(crate) struct Completion {
     pub n: usize,
     pub buf: Option<Buffer>,
+    pub out: Out,
+}
+
+/// What a metadata operation made.
+#[derive(Default)]
+pub(crate) enum Out {
+    #[default]
+    Nothing,
+    /// The descriptor `Meta::Open` opened.
+    Fd(OwnedFd),
+    /// What a `Meta::Call` returned.
+    Any(Box<dyn Any + Send>),
+}
+
+impl fmt::Debug for Out {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Out::Nothing => f.write_str("Nothing"),
+            Out::Fd(fd) => write!(f, "Fd({fd:?})"),
+            Out::Any(_) => f.write_str("Any"),
+        }
+    }
+}
+
+/// A closure run off the polling thread by [`Meta::Call`].
+pub(crate) type Call = Box<dyn FnOnce() -> io::Result<Box<dyn Any + Send>> + Send>;
+
+/// A metadata operation. The typed ones are those a backend may run natively (io_uring has
+/// an opcode for each); `Call` is everything else (stat, readdir, chmod, links...), which
+/// a backend runs on a thread, or inline for `blocking`.
+pub(crate) enum Meta {
+    /// `open(2)` of a path (`O_CLOEXEC` is added); the result is `Out::Fd`.
+    Open {
+        path: CString,
+        flags: libc::c_int,
+        mode: libc::mode_t,
+    },
+    /// `close(2)`, reporting its error.
+    Close(OwnedFd),
+    /// `ftruncate(2)` of the request's descriptor.
+    Truncate(u64),
+    /// `fallocate(2)` (mode 0) of the request's descriptor.
+    Allocate { offset: u64, len: u64 },
+    /// `rename(2)`.
+    Rename { from: CString, to: CString },
+    /// `unlink(2)`, or `rmdir(2)` when `dir`.
+    Unlink { path: CString, dir: bool },
+    /// `mkdir(2)`.
+    Mkdir { path: CString, mode: libc::mode_t },
+    /// Any other blocking work; its result is `Out::Any`.
+    Call(Call),
+    /// Already run (what `run_blocking` leaves behind).
+    Taken,
+}
+
+impl Meta {
+    fn name(&self) -> &'static str {
+        match self {
+            Meta::Open { .. } => "open",
+            Meta::Close(_) => "close",
+            Meta::Truncate(_) => "ftruncate",
+            Meta::Allocate { .. } => "fallocate",
+            Meta::Rename { .. } => "rename",
+            Meta::Unlink { dir: false, .. } => "unlink",
+            Meta::Unlink { dir: true, .. } => "rmdir",
+            Meta::Mkdir { .. } => "mkdir",
+            Meta::Call(_) => "call",
+            Meta::Taken => "done",
+        }
+    }
+
+    /// Runs it on the calling thread.
+    fn run(self, fd: RawFd) -> io::Result<Out> {
+        let nothing = |()| Out::Nothing;
+        match self {
+            Meta::Open { path, flags, mode } => sys::open(&path, flags, mode).map(Out::Fd),
+            Meta::Close(owned) => sys::close(owned).map(nothing),
+            Meta::Truncate(len) => sys::ftruncate(fd, len).map(nothing),
+            Meta::Allocate { offset, len } => sys::fallocate(fd, offset, len).map(nothing),
+            Meta::Rename { from, to } => sys::rename(&from, &to).map(nothing),
+            Meta::Unlink { path, dir } => sys::unlink(&path, dir).map(nothing),
+            Meta::Mkdir { path, mode } => sys::mkdir(&path, mode).map(nothing),
+            Meta::Call(f) => f().map(Out::Any),
+            Meta::Taken => Err(io::Error::other("caio: a metadata operation ran twice")),
+        }
+    }
 }
 
 /// What to do.
@@ -32,6 +121,8 @@ pub(crate) enum Kind {
     Write(Buffer),
     Fsync,
     Fdsync,
+    /// A metadata operation.
+    Meta(Meta),
     /// Panics in the worker (tests of panic containment).
     #[cfg(test)]
     Panic,
@@ -48,6 +139,8 @@ pub(crate) struct Request {
     pub written: usize,
     /// Set by the file layer: keeps the descriptor open until the request is dropped.
     pub file: Option<FdInfo>,
+    /// What a metadata operation made, once it has run.
+    pub out: Out,
 }
 
 impl fmt::Debug for Request {
@@ -57,6 +150,7 @@ impl fmt::Debug for Request {
             Kind::Write(b) => format!("write {}", b.len()),
             Kind::Fsync => "fsync".into(),
             Kind::Fdsync => "fdsync".into(),
+            Kind::Meta(m) => m.name().into(),
             #[cfg(test)]
             Kind::Panic => "panic".into(),
         };
@@ -101,6 +195,10 @@ impl Request {
             }
             Kind::Fsync => sys::fsync(fd).map(|()| 0),
             Kind::Fdsync => sys::fdatasync(fd).map(|()| 0),
+            Kind::Meta(m) => {
+                self.out = std::mem::replace(m, Meta::Taken).run(fd)?;
+                Ok(0)
+            }
             #[cfg(test)]
             Kind::Panic => panic!("injected worker panic"),
         }
@@ -112,7 +210,9 @@ impl Request {
             Kind::Read(b) | Kind::Write(b) => Some(b),
             _ => None,
         };
-        self.done.complete(result.map(|n| Completion { n, buf }));
+        let out = self.out;
+        self.done
+            .complete(result.map(|n| Completion { n, buf, out }));
     }
 }
 
@@ -130,6 +230,9 @@ struct SlotInner {
     needs_flush: bool,
     /// The future is gone.
     abandoned: bool,
+    /// Nobody ever waits for it (a close after a drop): it flushes for itself, and an
+    /// error is logged rather than lost.
+    detached: Option<&'static str>,
 }
 
 impl Slot {
@@ -138,7 +241,24 @@ impl Slot {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A slot nobody will poll, for an operation that must run anyway; `what` names it in
+    /// the log if it fails.
+    pub(crate) fn detached(what: &'static str) -> Slot {
+        Slot {
+            inner: Mutex::new(SlotInner {
+                detached: Some(what),
+                ..SlotInner::default()
+            }),
+        }
+    }
+
     pub(crate) fn set(&self, r: io::Result<Completion>) {
+        if let Some(what) = self.lock().detached {
+            if let Err(e) = &r {
+                log::warn!("caio: {what} failed with nobody waiting for it: {e}");
+            }
+            return;
+        }
         let waker = {
             let mut s = self.lock();
             s.result = Some(r);
@@ -178,7 +298,7 @@ impl Slot {
         let (waker, gone) = {
             let mut s = self.lock();
             s.needs_flush = true;
-            (s.waker.clone(), s.abandoned)
+            (s.waker.clone(), s.abandoned || s.detached.is_some())
         };
         if let Some(w) = waker {
             w.wake();
@@ -215,6 +335,11 @@ impl Completer {
             permit,
             done: false,
         }
+    }
+
+    /// The slot the result goes to.
+    pub(crate) fn slot(&self) -> &Arc<Slot> {
+        &self.slot
     }
 
     pub(crate) fn complete(mut self, r: io::Result<Completion>) {
@@ -280,6 +405,7 @@ pub(crate) enum What {
     Write(Buffer),
     Fsync,
     Fdsync,
+    Meta(Meta),
 }
 
 /// What the file layer knows about its descriptor, and the owner that keeps it open until
@@ -321,6 +447,7 @@ impl Plan {
             }
             What::Fsync => Kind::Fsync,
             What::Fdsync => Kind::Fdsync,
+            What::Meta(m) => Kind::Meta(m),
         };
         Ok(Request {
             fd,
@@ -329,6 +456,7 @@ impl Plan {
             done,
             written: 0,
             file,
+            out: Out::Nothing,
         })
     }
 }
@@ -345,6 +473,7 @@ pub(crate) fn test_request(kind: Kind) -> (Request, Arc<Slot>) {
             done,
             written: 0,
             file: None,
+            out: Out::Nothing,
         },
         slot,
     )

@@ -4,21 +4,18 @@ use std::{
     fmt,
     future::Future,
     io,
-    os::fd::AsRawFd,
+    os::unix::fs::{MetadataExt, PermissionsExt},
     path::{Path, PathBuf},
     pin::Pin,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
+    sync::Arc,
     task::Poll,
 };
 
 use futures::{stream::FuturesUnordered, StreamExt};
 
 use crate::{
-    fs::{ahead::ReadAhead, File, OpenOptions, COPY_CHUNK},
-    sys, Buffer, Context,
+    fs::{ahead::ReadAhead, atomic::Replacement, File, OpenOptions, COPY_CHUNK},
+    Buffer, Context,
 };
 
 type Progress = Arc<dyn Fn(u64) + Send + Sync>;
@@ -36,6 +33,43 @@ pub struct CopyOptions {
     pub depth: usize,
     /// Called with the bytes copied so far after every write.
     pub progress: Option<Progress>,
+    /// Replace the destination atomically (default off): see [`CopyOptions::atomic`].
+    pub atomic: bool,
+}
+
+impl CopyOptions {
+    /// The defaults: in place, page cache, the process-wide context, 1 MiB chunks, 8 of
+    /// each in flight.
+    pub fn new() -> CopyOptions {
+        CopyOptions::default()
+    }
+
+    /// Atomic replacement instead of writing in place. The copy goes to a new file beside
+    /// the destination (unnamed until the end, with `O_TMPFILE`, where the filesystem can),
+    /// which is flushed (`fsync`), renamed over the destination, and the directory is
+    /// flushed: after a crash the destination is either the old file or the whole copy,
+    /// and a failed or dropped copy leaves the old file and no temporary one.
+    ///
+    /// The destination must be a regular file or not exist: a device, FIFO or directory is
+    /// refused (an error of kind `InvalidInput`). A symlink is followed and its target
+    /// replaced. The replacement is a new file: hard links to the old one keep the old
+    /// contents, and its owner is the caller.
+    pub fn atomic(mut self, on: bool) -> CopyOptions {
+        self.atomic = on;
+        self
+    }
+
+    /// Open both files with O_DIRECT.
+    pub fn direct(mut self, on: bool) -> CopyOptions {
+        self.direct = on;
+        self
+    }
+
+    /// Run on `ctx` rather than the process-wide context.
+    pub fn context(mut self, ctx: Context) -> CopyOptions {
+        self.context = Some(ctx);
+        self
+    }
 }
 
 impl Default for CopyOptions {
@@ -46,6 +80,7 @@ impl Default for CopyOptions {
             chunk: COPY_CHUNK,
             depth: 8,
             progress: None,
+            atomic: false,
         }
     }
 }
@@ -58,94 +93,91 @@ impl fmt::Debug for CopyOptions {
             .field("chunk", &self.chunk)
             .field("depth", &self.depth)
             .field("progress", &self.progress.is_some())
+            .field("atomic", &self.atomic)
             .finish()
     }
 }
 
-/// Removes the temporary file unless the copy succeeded.
-struct TempGuard(Option<PathBuf>);
-
-impl Drop for TempGuard {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
-static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
-
-/// [`copy`](crate::fs::copy) with options: O_DIRECT, the context, chunk size, depth and a
-/// progress callback.
+/// [`copy`](crate::fs::copy) with options: O_DIRECT, atomic replacement, the context,
+/// chunk size, depth and a progress callback.
 ///
 /// # Errors
-/// As [`copy`](crate::fs::copy); `InvalidInput` for a chunk or depth of 0.
+/// As [`copy`](crate::fs::copy); `InvalidInput` for a chunk or depth of 0; with
+/// [`atomic`](CopyOptions::atomic), `InvalidInput` for a destination that is not a regular
+/// file.
 pub fn copy_with(
     src: impl AsRef<Path>,
     dst: impl AsRef<Path>,
     opts: CopyOptions,
 ) -> impl Future<Output = io::Result<u64>> + Send + 'static {
     let (src, dst) = (src.as_ref().to_path_buf(), dst.as_ref().to_path_buf());
-    async move { copy_now(&src, &dst, opts).await }
+    async move { copy_now(src, dst, opts).await }
 }
 
-fn open_opts(opts: &CopyOptions) -> OpenOptions {
+fn open_opts(opts: &CopyOptions, ctx: &Context) -> OpenOptions {
     let mut o = OpenOptions::new();
-    o.direct(opts.direct);
-    if let Some(c) = &opts.context {
-        o.context(c.clone());
-    }
+    o.direct(opts.direct).context(ctx.clone());
     o
 }
 
-async fn copy_now(src: &Path, dst: &Path, opts: CopyOptions) -> io::Result<u64> {
+async fn copy_now(src: PathBuf, dst: PathBuf, opts: CopyOptions) -> io::Result<u64> {
     if opts.chunk == 0 || opts.depth == 0 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "copy chunk and depth must be at least 1",
         ));
     }
-    let input = open_opts(&opts).read(true).open(src).await?;
-    let perms = std::fs::metadata(src)?.permissions();
-    if let Ok(meta) = std::fs::metadata(dst) {
-        if meta.is_dir() {
+    let ctx = match &opts.context {
+        Some(c) => c.clone(),
+        None => Context::global()?,
+    };
+    let input = open_opts(&opts, &ctx).read(true).open(&src).await?;
+    let src_meta = input.metadata().await?;
+    let perm = src_meta.permissions();
+    // What the data goes into: the destination itself, through a symlink as std and cp.
+    let d = dst.clone();
+    let dst_meta = ctx
+        .run(None, move || match std::fs::metadata(d) {
+            Ok(m) => Ok(Some(m)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        })
+        .await?;
+    if let Some(m) = &dst_meta {
+        if m.is_dir() {
             return Err(io::Error::from_raw_os_error(libc::EISDIR));
         }
-        use std::os::unix::fs::MetadataExt;
-        let same = (meta.dev(), meta.ino()) == sys::file_id(input.as_raw_fd())?;
-        if same {
+        if (m.dev(), m.ino()) == (src_meta.dev(), src_meta.ino()) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("{} and {} are the same file", src.display(), dst.display()),
             ));
         }
     }
-    let name = dst.file_name().ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{} names no file", dst.display()),
-        )
-    })?;
-    let dir = dst
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let temp = dir.join(format!(
-        ".{}.caio-copy-{}-{}",
-        name.to_string_lossy(),
-        std::process::id(),
-        TEMP_SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    let output = open_opts(&opts)
+    if opts.atomic {
+        let rep = Replacement::begin(&ctx, &dst, opts.direct).await?;
+        return match pump(&input, &rep.file, &opts).await {
+            Ok(n) => rep.commit(Some(perm)).await.map(|()| n),
+            Err(e) => {
+                rep.abort().await;
+                Err(e)
+            }
+        };
+    }
+    let output = open_opts(&opts, &ctx)
         .write(true)
-        .create_new(true)
-        .open(&temp)
+        .create(true)
+        .truncate(true)
+        .mode(perm.mode())
+        .open(&dst)
         .await?;
-    let mut guard = TempGuard(Some(temp.clone()));
     let copied = pump(&input, &output, &opts).await?;
-    std::fs::set_permissions(&temp, perms)?;
-    std::fs::rename(&temp, dst)?;
-    guard.0 = None;
+    // As std: the permission bits follow the source, on a regular file only (a device or
+    // FIFO written into keeps its own).
+    if dst_meta.as_ref().is_none_or(|m| m.is_file()) {
+        output.set_permissions(perm).await?;
+    }
+    output.close().await?;
     Ok(copied)
 }
 

@@ -1,22 +1,26 @@
 //! [`File`] and [`OpenOptions`].
 
 use std::{
+    ffi::CString,
     fmt,
+    fs::{Metadata, Permissions},
     future::Future,
     io,
+    mem::ManuallyDrop,
     os::{
-        fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd},
-        unix::fs::OpenOptionsExt,
+        fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+        unix::ffi::OsStrExt,
     },
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex},
 };
 
+use futures::channel::oneshot;
 use once_cell::sync::OnceCell;
 
 use crate::{
     align::DirectAlignment,
-    backend::FdInfo,
+    backend::{Completion, FdInfo, Meta, Out},
     fs::{Chunks, Lines, Reader, Writer},
     sys, Buffer, Context,
 };
@@ -104,78 +108,214 @@ impl OpenOptions {
         self
     }
 
-    /// Opens `path`.
+    /// Opens `path`. The `open(2)`, and the `fstat` that follows it, run through the
+    /// context's backend, never on the thread that polls (but for `blocking`).
     ///
     /// # Errors
-    /// The OS error of `open(2)`; `EISDIR` for a directory; an error of kind
+    /// The OS error of `open(2)`; `EISDIR` for a directory; `InvalidInput` for options
+    /// that contradict each other (as `std`) or a path with a NUL byte; an error of kind
     /// `InvalidInput`/`Unsupported` naming O_DIRECT when the filesystem refuses it.
     pub fn open(
         &self,
         path: impl AsRef<Path>,
     ) -> impl Future<Output = io::Result<File>> + Send + 'static {
         let (opts, path) = (self.clone(), path.as_ref().to_path_buf());
-        async move { opts.open_now(path) }
+        async move { opts.open_async(path).await }
     }
 
-    fn open_now(&self, path: PathBuf) -> io::Result<File> {
-        let ctx = match &self.context {
-            Some(c) => c.clone(),
-            None => Context::global()?,
+    /// The `open(2)` flags, with the same rules as `std::fs::OpenOptions`.
+    fn flags(&self) -> io::Result<libc::c_int> {
+        let einval = || Err(io::Error::from_raw_os_error(libc::EINVAL));
+        let access = match (self.read, self.write, self.append) {
+            (true, false, false) => libc::O_RDONLY,
+            (false, true, false) => libc::O_WRONLY,
+            (true, true, false) => libc::O_RDWR,
+            (false, _, true) => libc::O_WRONLY | libc::O_APPEND,
+            (true, _, true) => libc::O_RDWR | libc::O_APPEND,
+            (false, false, false) => return einval(),
         };
-        let mut o = std::fs::OpenOptions::new();
-        o.read(self.read)
-            .write(self.write)
-            .append(self.append)
-            .create(self.create)
-            .create_new(self.create_new)
-            .truncate(self.truncate);
-        if let Some(m) = self.mode {
-            o.mode(m);
+        match (self.write, self.append) {
+            (true, false) => {}
+            (false, false) if self.truncate || self.create || self.create_new => return einval(),
+            (_, true) if self.truncate && !self.create_new => return einval(),
+            _ => {}
         }
-        if self.direct {
-            #[cfg(target_os = "linux")]
-            o.custom_flags(libc::O_DIRECT);
-            #[cfg(not(target_os = "linux"))]
+        let creation = match (self.create, self.truncate, self.create_new) {
+            (_, _, true) => libc::O_CREAT | libc::O_EXCL,
+            (true, true, false) => libc::O_CREAT | libc::O_TRUNC,
+            (true, false, false) => libc::O_CREAT,
+            (false, true, false) => libc::O_TRUNC,
+            (false, false, false) => 0,
+        };
+        #[cfg(target_os = "linux")]
+        let direct = if self.direct { libc::O_DIRECT } else { 0 };
+        #[cfg(not(target_os = "linux"))]
+        let direct = if self.direct {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "O_DIRECT exists only on Linux",
             ));
-        }
-        let file = o.open(&path).map_err(|e| {
+        } else {
+            0
+        };
+        Ok(access | creation | direct)
+    }
+
+    async fn open_async(self, path: PathBuf) -> io::Result<File> {
+        let ctx = match &self.context {
+            Some(c) => c.clone(),
+            None => Context::global()?,
+        };
+        let open = Meta::Open {
+            path: cstring(&path)?,
+            flags: self.flags()?,
+            mode: self.mode.unwrap_or(0o666) as libc::mode_t,
+        };
+        let refused = |e: io::Error, path: &Path| {
             if self.direct && e.raw_os_error() == Some(libc::EINVAL) {
-                direct_refused(&path, e)
+                direct_refused(path, e)
             } else {
                 e
             }
-        })?;
-        let fd = OwnedFd::from(file);
-        let ty = sys::file_type(fd.as_raw_fd())?;
-        if ty == libc::S_IFDIR {
-            return Err(io::Error::from_raw_os_error(libc::EISDIR));
-        }
-        let align = if self.direct {
-            Some(crate::direct_alignment(fd.as_raw_fd()).map_err(|e| direct_refused(&path, e))?)
-        } else {
-            None
         };
-        let raw = fd.as_raw_fd();
-        Ok(File {
-            inner: Arc::new(Inner {
-                fd: raw,
-                info: FdInfo {
-                    _owner: Arc::new(fd),
-                    seekable: ty == libc::S_IFREG || ty == libc::S_IFBLK,
-                    direct: self.direct,
-                },
-                ctx,
-                path,
-                append: self.append,
-                writable: self.write || self.append,
+        let fd = ctx
+            .meta(-1, open, None, opened)
+            .await
+            .map_err(|e| refused(e, &path))?;
+        File::adopt(
+            ctx,
+            fd,
+            path,
+            self.direct,
+            self.append,
+            self.write || self.append,
+        )
+        .await
+    }
+}
+
+impl File {
+    /// A `File` for a descriptor just opened: its type and O_DIRECT alignment are read
+    /// through the backend (a directory is EISDIR).
+    pub(crate) async fn adopt(
+        ctx: Context,
+        fd: OwnedFd,
+        path: PathBuf,
+        direct: bool,
+        append: bool,
+        writable: bool,
+    ) -> io::Result<File> {
+        let p = path.clone();
+        let (fd, ty, align) = ctx
+            .run(None, move || {
+                let raw = fd.as_raw_fd();
+                let ty = sys::file_type(raw)?;
+                if ty == libc::S_IFDIR {
+                    return Err(io::Error::from_raw_os_error(libc::EISDIR));
+                }
+                let align = if direct {
+                    Some(crate::direct_alignment(raw).map_err(|e| direct_refused(&p, e))?)
+                } else {
+                    None
+                };
+                Ok((fd, ty, align))
+            })
+            .await?;
+        Ok(File::from_parts(
+            ctx,
+            fd,
+            path,
+            Facts {
+                seekable: ty == libc::S_IFREG || ty == libc::S_IFBLK,
+                direct,
+                append,
+                writable,
                 align,
-                twin: OnceCell::new(),
-            }),
+            },
+        ))
+    }
+}
+
+/// The descriptor an `open` made.
+fn opened(c: Completion) -> OwnedFd {
+    match c.out {
+        Out::Fd(fd) => fd,
+        _ => unreachable!("an open completes with its descriptor"),
+    }
+}
+
+/// A path as the C string `open(2)` and friends take; a NUL byte inside is an error of
+/// kind `InvalidInput`, as in `std`.
+pub(crate) fn cstring(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("path {:?} contains a NUL byte", path),
+        )
+    })
+}
+
+/// Owns a file's descriptor. Every `File` clone and every operation in flight on it hold
+/// it; the last to let go hands the descriptor to the backend to close (or to a waiting
+/// [`File::close`]), so `close(2)` never runs on a polling thread.
+struct FdOwner {
+    fd: Option<OwnedFd>,
+    ctx: Context,
+    /// A `File::close` waiting for the descriptor, to close it and report the error.
+    closer: Mutex<Option<oneshot::Sender<OwnedFd>>>,
+}
+
+impl FdOwner {
+    fn new(fd: OwnedFd, ctx: Context) -> Arc<FdOwner> {
+        Arc::new(FdOwner {
+            fd: Some(fd),
+            ctx,
+            closer: Mutex::new(None),
         })
     }
+
+    /// Closes the descriptor once every other holder has let go, through the backend,
+    /// and reports the error of `close(2)`.
+    async fn close(self: Arc<Self>) -> io::Result<()> {
+        let (tx, rx) = oneshot::channel();
+        *self.closer.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        let ctx = self.ctx.clone();
+        drop(self);
+        let fd = rx
+            .await
+            .map_err(|_| io::Error::other("caio: the descriptor was closed elsewhere"))?;
+        ctx.meta_unit(-1, Meta::Close(fd), None).await
+    }
+}
+
+impl Drop for FdOwner {
+    fn drop(&mut self) {
+        let Some(fd) = self.fd.take() else { return };
+        let closer = self
+            .closer
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let fd = match closer {
+            Some(tx) => match tx.send(fd) {
+                Ok(()) => return,
+                // The closer went away: close it here after all.
+                Err(fd) => fd,
+            },
+            None => fd,
+        };
+        self.ctx.detach(-1, Meta::Close(fd), "close");
+    }
+}
+
+/// What a `File` knows of its descriptor, gathered once at open.
+#[derive(Debug, Clone, Copy)]
+struct Facts {
+    seekable: bool,
+    direct: bool,
+    append: bool,
+    writable: bool,
+    align: Option<DirectAlignment>,
 }
 
 fn direct_refused(path: &Path, e: io::Error) -> io::Error {
@@ -207,14 +347,41 @@ pub struct File {
 
 struct Inner {
     fd: RawFd,
+    owner: Arc<FdOwner>,
+    /// What the backend is told of the descriptor (it holds the owner too).
     info: FdInfo,
     ctx: Context,
     path: PathBuf,
-    append: bool,
-    writable: bool,
-    align: Option<DirectAlignment>,
+    facts: Facts,
     /// A buffered descriptor on the same file, for the unaligned parts of direct writes.
-    twin: OnceCell<(RawFd, FdInfo)>,
+    twin: OnceCell<Twin>,
+}
+
+/// The second, buffered descriptor of an O_DIRECT file.
+struct Twin {
+    fd: RawFd,
+    owner: Arc<FdOwner>,
+    info: FdInfo,
+}
+
+impl Inner {
+    fn new(ctx: Context, fd: OwnedFd, path: PathBuf, facts: Facts) -> Inner {
+        let raw = fd.as_raw_fd();
+        let owner = FdOwner::new(fd, ctx.clone());
+        Inner {
+            fd: raw,
+            info: FdInfo {
+                _owner: Arc::clone(&owner) as Arc<dyn std::any::Any + Send + Sync>,
+                seekable: facts.seekable,
+                direct: facts.direct,
+            },
+            owner,
+            ctx,
+            path,
+            facts,
+            twin: OnceCell::new(),
+        }
+    }
 }
 
 impl fmt::Debug for File {
@@ -222,8 +389,8 @@ impl fmt::Debug for File {
         f.debug_struct("File")
             .field("path", &self.inner.path)
             .field("fd", &self.inner.fd)
-            .field("direct", &self.inner.info.direct)
-            .field("append", &self.inner.append)
+            .field("direct", &self.inner.facts.direct)
+            .field("append", &self.inner.facts.append)
             .field("implementation", &self.inner.ctx.implementation())
             .finish()
     }
@@ -279,17 +446,28 @@ impl File {
 
     /// Whether it was opened with O_DIRECT.
     pub fn is_direct(&self) -> bool {
-        self.inner.info.direct
+        self.inner.facts.direct
     }
 
     /// Whether it was opened in append mode.
     pub fn is_append(&self) -> bool {
-        self.inner.append
+        self.inner.facts.append
     }
 
     /// The O_DIRECT alignment, for a direct file.
     pub fn direct_alignment(&self) -> Option<DirectAlignment> {
-        self.inner.align
+        self.inner.facts.align
+    }
+
+    /// The descriptor, and what keeps it open while an operation uses it.
+    pub(crate) fn fd_info(&self) -> (RawFd, &FdInfo) {
+        (self.inner.fd, &self.inner.info)
+    }
+
+    fn from_parts(ctx: Context, fd: OwnedFd, path: PathBuf, facts: Facts) -> File {
+        File {
+            inner: Arc::new(Inner::new(ctx, fd, path, facts)),
+        }
     }
 
     /// Reads up to `nbytes` at `offset`: fewer only at end of file, none past it.
@@ -307,7 +485,7 @@ impl File {
 
     async fn read_at_now(&self, nbytes: usize, offset: u64) -> io::Result<Buffer> {
         let i = &self.inner;
-        match i.align {
+        match i.facts.align {
             Some(a) if !a.allows(offset, nbytes) => {
                 let unit = a.offset as u64;
                 let start = offset - offset % unit;
@@ -391,8 +569,9 @@ impl File {
     async fn write_once(&self, data: Buffer, offset: u64) -> io::Result<(usize, Buffer)> {
         let i = &self.inner;
         let Some(a) = i
+            .facts
             .align
-            .filter(|a| !a.allows(offset, data.len()) && !i.append)
+            .filter(|a| !a.allows(offset, data.len()) && !i.facts.append)
         else {
             return i.ctx.write_file(data, i.fd, offset, &i.info).await;
         };
@@ -407,7 +586,7 @@ impl File {
         })?;
         let mid_start = offset.next_multiple_of(unit).min(end);
         let mid_end = (end - end % unit).max(mid_start);
-        let (twin_fd, twin) = self.twin()?;
+        let twin = self.twin().await?;
         let mut written = 0usize;
         for (start, stop, direct) in [
             (offset, mid_start, false),
@@ -422,7 +601,7 @@ impl File {
             let (n, _) = if direct {
                 i.ctx.write_file(part, i.fd, start, &i.info).await?
             } else {
-                i.ctx.write_file(part, *twin_fd, start, twin).await?
+                i.ctx.write_file(part, twin.fd, start, &twin.info).await?
             };
             written += n;
             if n < want {
@@ -432,27 +611,35 @@ impl File {
         Ok((written, data))
     }
 
-    fn twin(&self) -> io::Result<&(RawFd, FdInfo)> {
+    /// The buffered twin, opened (through the backend) on first use.
+    async fn twin(&self) -> io::Result<&Twin> {
         let i = &self.inner;
-        i.twin.get_or_try_init(|| {
-            if !i.writable {
-                return Err(io::Error::from_raw_os_error(libc::EBADF));
-            }
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(format!("/proc/self/fd/{}", i.fd))?;
-            let raw = f.into_raw_fd();
-            // SAFETY: `raw` was just released by a File that owned it.
-            let owned = unsafe { OwnedFd::from_raw_fd(raw) };
-            Ok((
-                raw,
-                FdInfo {
-                    _owner: Arc::new(owned),
-                    seekable: true,
-                    direct: false,
-                },
-            ))
-        })
+        if let Some(t) = i.twin.get() {
+            return Ok(t);
+        }
+        if !i.facts.writable {
+            return Err(io::Error::from_raw_os_error(libc::EBADF));
+        }
+        let open = Meta::Open {
+            path: cstring(Path::new(&format!("/proc/self/fd/{}", i.fd)))?,
+            flags: libc::O_WRONLY,
+            mode: 0,
+        };
+        let fd = i.ctx.meta(-1, open, Some(&i.info), opened).await?;
+        let raw = fd.as_raw_fd();
+        let owner = FdOwner::new(fd, i.ctx.clone());
+        let twin = Twin {
+            fd: raw,
+            info: FdInfo {
+                _owner: Arc::clone(&owner) as Arc<dyn std::any::Any + Send + Sync>,
+                seekable: true,
+                direct: false,
+            },
+            owner,
+        };
+        // Another write may have opened one meanwhile: keep the first (ours is closed).
+        let _ = i.twin.set(twin);
+        Ok(i.twin.get().expect("set just above"))
     }
 
     /// Reads the whole file from the start, several chunks in flight.
@@ -463,7 +650,8 @@ impl File {
         let f = self.clone();
         async move {
             use futures::StreamExt;
-            let mut out = Vec::with_capacity(sys::file_len(f.inner.fd).unwrap_or(0) as usize);
+            let len = f.len().await.unwrap_or(0);
+            let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0).min(1 << 30));
             let mut chunks = f.chunks(crate::fs::COPY_CHUNK);
             while let Some(c) = chunks.next().await {
                 out.extend_from_slice(&c?);
@@ -490,22 +678,143 @@ impl File {
         async move { i.ctx.sync_file(i.fd, true, &i.info).await }
     }
 
-    /// Truncates or extends the file to `len` bytes (`ftruncate`, inline).
+    /// Truncates or extends the file to `len` bytes (`ftruncate`, through the backend).
     ///
     /// # Errors
     /// The OS error (EINVAL for a file not open for writing).
     pub fn set_len(&self, len: u64) -> impl Future<Output = io::Result<()>> + Send + 'static {
-        let r = sys::ftruncate(self.inner.fd, len);
-        async move { r }
+        let i = Arc::clone(&self.inner);
+        async move {
+            i.ctx
+                .meta_unit(i.fd, Meta::Truncate(len), Some(&i.info))
+                .await
+        }
     }
 
-    /// The file's size in bytes (`fstat`, inline; a block device's size).
+    /// The file's size in bytes (`fstat`, through the backend; a block device's size).
     ///
     /// # Errors
     /// The OS error.
     pub fn len(&self) -> impl Future<Output = io::Result<u64>> + Send + 'static {
-        let r = sys::file_len(self.inner.fd);
-        async move { r }
+        let i = Arc::clone(&self.inner);
+        async move {
+            let fd = i.fd;
+            i.ctx.run(Some(&i.info), move || sys::file_len(fd)).await
+        }
+    }
+
+    /// The file's metadata, as [`std::fs::File::metadata`] (`statx`/`fstat`, through the
+    /// backend).
+    ///
+    /// # Errors
+    /// The OS error.
+    pub fn metadata(&self) -> impl Future<Output = io::Result<Metadata>> + Send + 'static {
+        self.with_std(|f| f.metadata())
+    }
+
+    /// Changes the file's permissions, as [`std::fs::File::set_permissions`] (`fchmod`,
+    /// through the backend).
+    ///
+    /// # Errors
+    /// The OS error (EPERM when not the owner).
+    pub fn set_permissions(
+        &self,
+        perm: Permissions,
+    ) -> impl Future<Output = io::Result<()>> + Send + 'static {
+        self.with_std(move |f| f.set_permissions(perm))
+    }
+
+    /// Allocates `len` bytes of storage from `offset` (`fallocate(2)` with mode 0, through
+    /// the backend), extending the file if the range ends past it, so later writes there
+    /// cannot fail for lack of space.
+    ///
+    /// # Errors
+    /// The OS error (ENOSPC; EOPNOTSUPP where the filesystem cannot); `Unsupported` off
+    /// Linux, which has no `fallocate`.
+    pub fn allocate(
+        &self,
+        offset: u64,
+        len: u64,
+    ) -> impl Future<Output = io::Result<()>> + Send + 'static {
+        let i = Arc::clone(&self.inner);
+        async move {
+            i.ctx
+                .meta_unit(i.fd, Meta::Allocate { offset, len }, Some(&i.info))
+                .await
+        }
+    }
+
+    /// A second `File` on the same open file description (`fcntl(F_DUPFD_CLOEXEC)`,
+    /// through the backend): it shares the file's status flags but has its own
+    /// descriptor, closed on its own.
+    ///
+    /// # Errors
+    /// The OS error (EMFILE).
+    pub fn try_clone(&self) -> impl Future<Output = io::Result<File>> + Send + 'static {
+        let i = Arc::clone(&self.inner);
+        async move {
+            let fd = i.fd;
+            let new = i.ctx.run(Some(&i.info), move || sys::dup(fd)).await?;
+            Ok(File::from_parts(
+                i.ctx.clone(),
+                new,
+                i.path.clone(),
+                i.facts,
+            ))
+        }
+    }
+
+    /// Closes the file and reports the error of `close(2)`: some filesystems (NFS, FUSE)
+    /// report write-back errors only there. The close runs through the backend.
+    ///
+    /// The descriptor is shared by every clone of this `File` and kept open by operations
+    /// still in flight on it (futures dropped before they finished). When this is the last
+    /// clone, `close` waits for those operations and then closes it. When other clones
+    /// remain, it only drops this one and returns `Ok(())`: the descriptor is closed, by
+    /// the backend, when the last clone goes. Dropping a `File` without `close` also
+    /// closes it through the backend, but an error is then only logged.
+    ///
+    /// `close` does not flush anything to the device: call [`sync_all`](File::sync_all)
+    /// or [`sync_data`](File::sync_data) first for durability.
+    ///
+    /// # Errors
+    /// The OS error of `close(2)` (EIO, ENOSPC, EDQUOT on network filesystems).
+    pub async fn close(self) -> io::Result<()> {
+        let Ok(inner) = Arc::try_unwrap(self.inner) else {
+            return Ok(());
+        };
+        let Inner {
+            owner, info, twin, ..
+        } = inner;
+        drop(info);
+        let twin = twin.into_inner().map(|t| {
+            drop(t.info);
+            t.owner
+        });
+        let r = owner.close().await;
+        match twin {
+            Some(t) => r.and(t.close().await),
+            None => r,
+        }
+    }
+
+    /// Runs `f` on a `std::fs::File` view of the descriptor, through the backend.
+    fn with_std<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&std::fs::File) -> io::Result<T> + Send + 'static,
+    ) -> impl Future<Output = io::Result<T>> + Send + 'static {
+        let i = Arc::clone(&self.inner);
+        async move {
+            let fd = i.fd;
+            i.ctx
+                .run(Some(&i.info), move || {
+                    // SAFETY: the request holds the descriptor's owner, so `fd` stays open
+                    // while this runs; ManuallyDrop keeps the view from closing it.
+                    let view = ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
+                    f(&view)
+                })
+                .await
+        }
     }
 
     /// A buffered reader from the start of the file, reading ahead several chunks at once.

@@ -1,22 +1,51 @@
 //! The file layer: [`File`], [`OpenOptions`], buffered readers and writers, lines,
-//! chunks, and whole-file helpers like `std::fs`'s.
+//! chunks, whole-file helpers, and the rest of the `tokio::fs` surface with the same names
+//! and semantics, so that a program can replace `tokio::fs` with `caio::fs`.
 //!
 //! Sequential readers, writers and copies keep several operations in flight (read-ahead,
 //! write-behind), so streaming runs near the device's bandwidth.
+//!
+//! # Where each call runs
+//!
+//! Every future here does its work when polled, not when created, and no function makes
+//! a blocking system call on the thread that polls it: reads, writes and syncs go to the
+//! context's backend (kernel AIO for `linux`), and every metadata call (open, close,
+//! stat, truncate, rename, readdir, chmod...) runs on the backend's threads. The one
+//! exception is the `blocking` implementation, whose point is to run everything inline.
+//! The path functions use the process-wide default context ([`Context::global`]).
+//!
+//! # Knowing that data is in the file
+//!
+//! A write's future resolving means the OS has the data (in the page cache, unless
+//! O_DIRECT). [`File::sync_data`]/[`File::sync_all`] make it durable; [`File::close`]
+//! reports the errors some filesystems only report at close. A [`Writer`] must be
+//! `close`d: dropped without it, it finishes its writes in the background and only logs
+//! an error, and a process that exits first loses them.
 
 mod ahead;
+mod atomic;
 mod chunks;
 mod copy;
+mod dir;
 mod file;
+mod path;
 mod reader;
 mod writer;
 
-use std::{future::Future, io, path::Path};
+use std::{fs::FileType, future::Future, io, os::unix::fs::FileTypeExt, path::Path};
+
+use crate::Context;
 
 pub use self::{
     chunks::{Chunks, CHUNKS_AHEAD},
     copy::{copy_with, CopyOptions},
+    dir::{read_dir, DirEntry, ReadDir, READ_DIR_BATCH},
     file::{File, OpenOptions},
+    path::{
+        canonicalize, create_dir, create_dir_all, hard_link, metadata, read_link, remove_dir,
+        remove_dir_all, remove_file, rename, set_permissions, symlink, symlink_metadata,
+        try_exists,
+    },
     reader::{Reader, READ_AHEAD, READ_CHUNK},
     writer::{Writer, WRITE_BEHIND, WRITE_CHUNK},
 };
@@ -36,7 +65,27 @@ pub fn read(path: impl AsRef<Path>) -> impl Future<Output = io::Result<Vec<u8>>>
     async move { open.await?.read_to_end().await }
 }
 
-/// Writes a whole file, creating or truncating it, like [`std::fs::write`].
+/// Reads a whole file as UTF-8, like [`std::fs::read_to_string`].
+///
+/// # Errors
+/// As [`read`]; `InvalidData` when the contents are not UTF-8.
+pub fn read_to_string(
+    path: impl AsRef<Path>,
+) -> impl Future<Output = io::Result<String>> + Send + 'static {
+    let read = read(path);
+    async move {
+        String::from_utf8(read.await?).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "stream did not contain valid UTF-8",
+            )
+        })
+    }
+}
+
+/// Writes a whole file, creating or truncating it, like [`std::fs::write`]: in place, so
+/// a failure part-way leaves a partly written file, and nothing is flushed to the device.
+/// See [`write_atomic`] for all-or-nothing.
 ///
 /// # Errors
 /// As [`File::create`] and [`File::write_all_at`].
@@ -45,13 +94,51 @@ pub fn write(
     data: impl Into<crate::Buffer>,
 ) -> impl Future<Output = io::Result<()>> + Send + 'static {
     let (create, data) = (File::create(path), data.into());
-    async move { create.await?.write_all_at(data, 0).await }
+    async move {
+        let file = create.await?;
+        file.write_all_at(data, 0).await?;
+        file.close().await
+    }
 }
 
-/// Copies a file, like [`std::fs::copy`]: the destination gets the source's permission
-/// bits, and the result is the number of bytes copied. The copy is written to a temporary
-/// file beside the destination and renamed over it at the end, so a failed copy leaves no
-/// half-written destination behind.
+/// Replaces a file's contents atomically: the data is written to a new file beside
+/// `path`, flushed to the device (`fsync`), renamed over `path`, and the directory is
+/// flushed. After a crash `path` is either the old file or the whole new one; after a
+/// failure, or if the future is dropped, it is the old file and no temporary file
+/// remains. The new file keeps the old one's permissions (a new one gets `0o666` less the
+/// umask).
+///
+/// A symlink at `path` is followed and its target replaced. Hard links to the old file
+/// keep the old contents: the replacement is a new file.
+///
+/// # Errors
+/// `InvalidInput` when `path` is a directory, device, FIFO or socket (a replace would put
+/// a regular file in its place); otherwise the OS error of the step that failed.
+pub fn write_atomic(
+    path: impl AsRef<Path>,
+    data: impl Into<crate::Buffer>,
+) -> impl Future<Output = io::Result<()>> + Send + 'static {
+    let (path, data) = (path.as_ref().to_path_buf(), data.into());
+    async move {
+        let ctx = Context::global()?;
+        let rep = atomic::Replacement::begin(&ctx, &path, false).await?;
+        match rep.file.write_all_at(data, 0).await {
+            Ok(()) => rep.commit(None).await,
+            Err(e) => {
+                rep.abort().await;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Copies a file, like [`std::fs::copy`] and `cp`: the data is written into the
+/// destination itself (created if missing, truncated if not), following a symlink there,
+/// so a hard-linked destination changes under every name and a device or FIFO stays what
+/// it is. A regular destination gets the source's permission bits; the result is the
+/// number of bytes copied. Nothing is flushed to the device, and a failure part-way
+/// leaves a partly written destination: for all-or-nothing, use [`copy_with`] with
+/// [`CopyOptions::atomic`].
 ///
 /// # Errors
 /// As opening, reading and writing; `InvalidInput` when source and destination are the
@@ -61,4 +148,23 @@ pub fn copy(
     dst: impl AsRef<Path>,
 ) -> impl Future<Output = io::Result<u64>> + Send + 'static {
     copy_with(src, dst, CopyOptions::default())
+}
+
+/// "a directory", "a FIFO"...: a file type in words, for messages.
+pub(crate) fn describe_type(t: &FileType) -> &'static str {
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else {
+        "a regular file"
+    }
 }

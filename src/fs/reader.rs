@@ -2,6 +2,7 @@
 
 use std::{
     fmt,
+    future::Future,
     io::{self, SeekFrom},
     pin::Pin,
     task::{Context as TaskContext, Poll},
@@ -11,7 +12,7 @@ use futures::io::{AsyncBufRead, AsyncRead, AsyncSeek};
 
 use crate::{
     fs::{ahead::ReadAhead, File},
-    sys, Buffer,
+    Buffer,
 };
 
 /// Bytes per read.
@@ -31,6 +32,7 @@ pub struct Reader {
     buf_start: u64,
     /// Logical position: the next byte the consumer gets.
     pos: u64,
+    len: PendingLen,
 }
 
 impl fmt::Debug for Reader {
@@ -59,6 +61,7 @@ impl Reader {
             buf: Buffer::new(),
             buf_start: 0,
             pos: 0,
+            len: PendingLen::default(),
         }
     }
 
@@ -148,15 +151,14 @@ impl AsyncRead for Reader {
     }
 }
 
-pub(crate) fn seek_target(
-    current: u64,
-    to: SeekFrom,
-    len: impl FnOnce() -> io::Result<u64>,
-) -> io::Result<u64> {
+pub(crate) fn seek_target(current: u64, to: SeekFrom, len: Option<u64>) -> io::Result<u64> {
     let (base, delta) = match to {
         SeekFrom::Start(n) => return Ok(n),
         SeekFrom::Current(d) => (current, d),
-        SeekFrom::End(d) => (len()?, d),
+        SeekFrom::End(d) => (
+            len.ok_or_else(|| io::Error::other("caio: a seek from the end needs the length"))?,
+            d,
+        ),
     };
     base.checked_add_signed(delta).ok_or_else(|| {
         io::Error::new(
@@ -166,16 +168,51 @@ pub(crate) fn seek_target(
     })
 }
 
+/// A file length being fetched through the backend, for a seek from the end (or a
+/// writer's start in append mode): never an `fstat` on the polling thread.
+#[derive(Default)]
+pub(crate) struct PendingLen(Option<Pin<Box<dyn Future<Output = io::Result<u64>> + Send>>>);
+
+impl PendingLen {
+    /// The file's length.
+    pub(crate) fn poll_len(
+        &mut self,
+        cx: &mut TaskContext<'_>,
+        file: &File,
+    ) -> Poll<io::Result<u64>> {
+        let fut = self.0.get_or_insert_with(|| Box::pin(file.len()));
+        let r = std::task::ready!(fut.as_mut().poll(cx));
+        self.0 = None;
+        Poll::Ready(r)
+    }
+
+    /// The length a seek to `to` needs: `Some` for a seek from the end, else `None`.
+    pub(crate) fn poll_for(
+        &mut self,
+        cx: &mut TaskContext<'_>,
+        file: &File,
+        to: SeekFrom,
+    ) -> Poll<io::Result<Option<u64>>> {
+        match to {
+            SeekFrom::End(_) => self.poll_len(cx, file).map(|r| r.map(Some)),
+            _ => Poll::Ready(Ok(None)),
+        }
+    }
+}
+
 impl AsyncSeek for Reader {
     fn poll_seek(
         self: Pin<&mut Self>,
-        _cx: &mut TaskContext<'_>,
+        cx: &mut TaskContext<'_>,
         to: SeekFrom,
     ) -> Poll<io::Result<u64>> {
         let this = self.get_mut();
-        let target = match seek_target(this.pos, to, || {
-            sys::file_len(std::os::fd::AsRawFd::as_raw_fd(this.reads.file()))
-        }) {
+        let len = match this.len.poll_for(cx, this.reads.file(), to) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Ready(Ok(len)) => len,
+        };
+        let target = match seek_target(this.pos, to, len) {
             Ok(t) => t,
             Err(e) => return Poll::Ready(Err(e)),
         };

@@ -5,7 +5,6 @@ use std::{
     fmt,
     future::Future,
     io::{self, SeekFrom},
-    os::fd::AsRawFd,
     pin::Pin,
     task::{Context as TaskContext, Poll},
 };
@@ -13,8 +12,11 @@ use std::{
 use futures::io::{AsyncSeek, AsyncWrite};
 
 use crate::{
-    fs::{reader::seek_target, File},
-    sys, Buffer,
+    fs::{
+        reader::{seek_target, PendingLen},
+        File,
+    },
+    Buffer,
 };
 
 /// Bytes per write.
@@ -40,6 +42,9 @@ pub struct Writer {
     /// Bytes not yet handed to a write; they go at `pos`.
     buf: Buffer,
     pos: u64,
+    /// False in append mode until the file's length (where writing starts) is known.
+    pos_known: bool,
+    len: PendingLen,
     inflight: VecDeque<WriteFut>,
     spare: Vec<Buffer>,
     error: Option<io::Error>,
@@ -66,25 +71,24 @@ impl Writer {
     pub fn with_write_behind(file: File, chunk: usize, depth: usize) -> Writer {
         let unit = file.direct_alignment().map_or(1, |a| a.offset.max(1));
         let chunk = chunk.max(1).next_multiple_of(unit);
-        let pos = if file.is_append() {
-            sys::file_len(file.as_raw_fd()).unwrap_or(0)
-        } else {
-            0
-        };
+        let pos_known = !file.is_append();
         let depth = if file.is_append() { 1 } else { depth.max(1) };
         Writer {
             file,
             chunk,
             depth,
             buf: Buffer::new(),
-            pos,
+            pos: 0,
+            pos_known,
+            len: PendingLen::default(),
             inflight: VecDeque::new(),
             spare: Vec::new(),
             error: None,
         }
     }
 
-    /// The position the next byte will be written at (ignored by the OS in append mode).
+    /// The position the next byte will be written at (ignored by the OS in append mode,
+    /// where it counts from the file's length when the writer was first polled).
     pub fn position(&self) -> u64 {
         self.pos + self.buf.len() as u64
     }
@@ -97,6 +101,16 @@ impl Writer {
     /// The file being written.
     pub fn file(&self) -> &File {
         &self.file
+    }
+
+    /// In append mode, learns where writing starts (the length, through the backend).
+    fn poll_pos(&mut self, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        if !self.pos_known {
+            let len = std::task::ready!(self.len.poll_len(cx, &self.file))?;
+            self.pos += len;
+            self.pos_known = true;
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn fresh_buffer(&mut self) -> io::Result<Buffer> {
@@ -164,6 +178,7 @@ impl AsyncWrite for Writer {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        std::task::ready!(this.poll_pos(cx))?;
         // Collect what finished already, without waiting.
         while !this.inflight.is_empty() && this.poll_oldest(cx).is_ready() {}
         if let Some(e) = this.error.take() {
@@ -196,6 +211,7 @@ impl AsyncWrite for Writer {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        std::task::ready!(this.poll_pos(cx))?;
         if this.depth == 1 && !this.buf.is_empty() {
             // Append mode: one write at a time, in order.
             while !this.inflight.is_empty() {
@@ -226,8 +242,12 @@ impl AsyncSeek for Writer {
             other => return other.map(|r| r.map(|()| 0)),
         }
         let this = self.get_mut();
-        let fd = this.file.as_raw_fd();
-        let target = match seek_target(this.pos, to, || sys::file_len(fd)) {
+        let len = match this.len.poll_for(cx, &this.file, to) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Ready(Ok(len)) => len,
+        };
+        let target = match seek_target(this.pos, to, len) {
             Ok(t) => t,
             Err(e) => return Poll::Ready(Err(e)),
         };

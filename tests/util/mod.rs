@@ -123,3 +123,59 @@ pub fn wait_for_threads(before: usize, limit: std::time::Duration, what: &str) {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+pub fn dir() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+}
+
+/// A small ext4 filesystem on a loop device, unmounted on drop.
+pub struct LoopFs {
+    _dir: tempfile::TempDir,
+    pub mnt: PathBuf,
+}
+
+impl LoopFs {
+    pub fn new(mib: u64) -> Option<LoopFs> {
+        if !is_root() {
+            eprintln!("SKIP: a loop-mounted filesystem needs root");
+            return None;
+        }
+        let d = dir();
+        let img = d.path().join("fs.img");
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(mib << 20)
+            .unwrap();
+        let mnt = d.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let ok =
+            |c: &mut std::process::Command| c.output().map(|o| o.status.success()).unwrap_or(false);
+        if !ok(std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-m", "0"])
+            .arg(&img))
+        {
+            eprintln!("SKIP: mkfs.ext4 is not available");
+            return None;
+        }
+        if !ok(std::process::Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&img)
+            .arg(&mnt))
+        {
+            eprintln!("SKIP: cannot loop-mount here");
+            return None;
+        }
+        Some(LoopFs { _dir: d, mnt })
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.mnt).status();
+    }
+}

@@ -1,6 +1,7 @@
 //! `caio`: see which implementation runs and what this machine supports, copy files
 //! asynchronously, and measure every backend on your own disk.
 
+mod signals;
 mod workload;
 
 use std::{
@@ -43,6 +44,12 @@ enum Command {
         /// Bypass the page cache (O_DIRECT); falls back, with a note, where refused.
         #[arg(long)]
         direct: bool,
+        /// Replace DST atomically: write a new file beside it, flush it, and rename it over
+        /// DST, so DST is the old file or the whole copy even after a crash or Ctrl-C. DST
+        /// must be a regular file or not exist. Without it, DST is written in place, as cp
+        /// does.
+        #[arg(long)]
+        atomic: bool,
         /// The implementation to copy with (default: the selected one).
         #[arg(long = "implementation", short = 'i', long_help = implementation_help())]
         implementation: Option<String>,
@@ -99,6 +106,7 @@ impl log::Log for StderrLog {
 type Result<T> = std::result::Result<T, String>;
 
 fn main() -> ExitCode {
+    signals::install();
     static LOG: StderrLog = StderrLog;
     let _ = log::set_logger(&LOG).map(|()| log::set_max_level(log::LevelFilter::Warn));
     let cli = Cli::parse();
@@ -108,8 +116,9 @@ fn main() -> ExitCode {
             src,
             dst,
             direct,
+            atomic,
             implementation,
-        } => copy(&src, &dst, direct, implementation.as_deref()),
+        } => copy(&src, &dst, direct, atomic, implementation.as_deref()),
         Command::Bench {
             path,
             size,
@@ -254,7 +263,13 @@ fn direct_support(path: &Path) -> io::Result<caio::DirectAlignment> {
 // ---------------------------------------------------------------------------------------
 // copy
 
-fn copy(src: &Path, dst: &Path, direct: bool, implementation: Option<&str>) -> Result<()> {
+fn copy(
+    src: &Path,
+    dst: &Path,
+    direct: bool,
+    atomic: bool,
+    implementation: Option<&str>,
+) -> Result<()> {
     let meta = fs::metadata(src).map_err(|e| format!("cannot read {}: {e}", src.display()))?;
     if meta.is_dir() {
         return Err(format!("cannot copy {}: it is a directory", src.display()));
@@ -265,19 +280,21 @@ fn copy(src: &Path, dst: &Path, direct: bool, implementation: Option<&str>) -> R
     let b = bar.clone();
     let mut opts = CopyOptions {
         direct,
+        atomic,
         context: Some(ctx.clone()),
         progress: b
             .map(|b| Arc::new(move |n: u64| b.set_position(n)) as Arc<dyn Fn(u64) + Send + Sync>),
         ..CopyOptions::default()
     };
     let started = Instant::now();
-    let mut r = futures::executor::block_on(caio::fs::copy_with(src, dst, opts.clone()));
+    let idle = || ctx.in_flight() == 0;
+    let mut r = signals::interruptible(caio::fs::copy_with(src, dst, opts.clone()), idle);
     if direct {
         if let Err(e) = &r {
             if e.to_string().contains("O_DIRECT is not supported") {
                 eprintln!("caio: note: {e}; copying through the page cache instead");
                 opts.direct = false;
-                r = futures::executor::block_on(caio::fs::copy_with(src, dst, opts));
+                r = signals::interruptible(caio::fs::copy_with(src, dst, opts), idle);
             }
         }
     }
@@ -349,14 +366,6 @@ fn parse_size(s: &str) -> Result<u64> {
 // ---------------------------------------------------------------------------------------
 // bench
 
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
-    }
-}
-
 fn bench(path: &Path, size: &str, secs: f64, only: &[String]) -> Result<()> {
     if !(secs.is_finite() && secs > 0.0 && secs <= 3600.0) {
         return Err(format!("--secs {secs} must be between 0 and 3600"));
@@ -383,7 +392,7 @@ fn bench(path: &Path, size: &str, secs: f64, only: &[String]) -> Result<()> {
             return Err(format!("--size {size}: the test file needs at least 4 MiB"));
         }
         let file = path.join(format!(".caio-bench-{}.dat", std::process::id()));
-        let temp = TempFile(file.clone());
+        let temp = signals::remove_on_signal(file.clone());
         eprintln!("caio: laying out {} ({})", file.display(), human_bytes(len));
         lay_out(&file, len)
             .map_err(|e| format!("cannot create the test file {}: {e}", file.display()))?;

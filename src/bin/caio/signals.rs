@@ -1,0 +1,120 @@
+//! Ctrl-C and SIGTERM: the command never leaves a temporary file behind.
+//!
+//! Both signals are blocked in every thread (they are blocked before any thread starts,
+//! and threads inherit the mask) and taken by one thread in `sigwait`. On a signal, the
+//! files registered with [`remove_on_signal`] are removed; work run through
+//! [`interruptible`] is abandoned (its futures dropped, so their own clean-up runs, such as
+//! an atomic copy's temporary file) and the command waits for the context to go idle
+//! before it exits; otherwise it exits at once. The exit status is 128 + the signal, as a
+//! shell reports it.
+
+use std::{
+    future::Future,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicI32, Ordering},
+        Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use futures::future::{AbortHandle, Abortable};
+
+#[derive(Default)]
+struct State {
+    cleanup: Vec<PathBuf>,
+    abort: Option<AbortHandle>,
+}
+
+static STATE: Mutex<State> = Mutex::new(State {
+    cleanup: Vec::new(),
+    abort: None,
+});
+static RECEIVED: AtomicI32 = AtomicI32::new(0);
+
+fn state() -> std::sync::MutexGuard<'static, State> {
+    STATE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn signal_set() -> libc::sigset_t {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initialises the set; sigaddset only sets bits in it.
+    unsafe {
+        libc::sigemptyset(set.as_mut_ptr());
+        libc::sigaddset(set.as_mut_ptr(), libc::SIGINT);
+        libc::sigaddset(set.as_mut_ptr(), libc::SIGTERM);
+        set.assume_init()
+    }
+}
+
+/// Takes SIGINT and SIGTERM over; call first in `main`, before any thread starts.
+pub fn install() {
+    let set = signal_set();
+    // SAFETY: `set` is an initialised signal set; the old mask is not needed.
+    let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if r != 0 {
+        return; // the default handling stays: no clean-up, but no harm
+    }
+    let spawned = std::thread::Builder::new()
+        .name("caio-signals".into())
+        .spawn(move || loop {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: `set` is initialised and `sig` is writable.
+            if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                continue;
+            }
+            on_signal(sig);
+        });
+    if spawned.is_err() {
+        // SAFETY: as above; unblocking restores the default handling.
+        unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+    }
+}
+
+fn on_signal(sig: libc::c_int) {
+    let mut st = state();
+    for p in st.cleanup.drain(..) {
+        let _ = std::fs::remove_file(p);
+    }
+    RECEIVED.store(sig, Ordering::SeqCst);
+    match st.abort.take() {
+        // The main thread drops the work, lets its clean-up finish, and exits.
+        Some(h) => h.abort(),
+        None => std::process::exit(128 + sig),
+    }
+}
+
+/// Removes `path` if a signal arrives before the guard is dropped; dropping it removes the
+/// file too.
+pub struct RemoveOnSignal(PathBuf);
+
+pub fn remove_on_signal(path: PathBuf) -> RemoveOnSignal {
+    state().cleanup.push(path.clone());
+    RemoveOnSignal(path)
+}
+
+impl Drop for RemoveOnSignal {
+    fn drop(&mut self) {
+        state().cleanup.retain(|p| p != &self.0);
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Runs `fut` to completion, or until a signal: then `fut` is dropped, `idle` is polled
+/// (for up to 10 s) until the work it started has finished, and the process exits.
+pub fn interruptible<F: Future>(fut: F, idle: impl Fn() -> bool) -> F::Output {
+    let (handle, reg) = AbortHandle::new_pair();
+    state().abort = Some(handle);
+    let r = futures::executor::block_on(Abortable::new(fut, reg));
+    state().abort = None;
+    match r {
+        Ok(v) => v,
+        Err(_) => {
+            let started = Instant::now();
+            while !idle() && started.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            std::process::exit(128 + RECEIVED.load(Ordering::SeqCst));
+        }
+    }
+}

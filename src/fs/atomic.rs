@@ -1,0 +1,296 @@
+//! Atomic replacement of a file: the new contents are written to a file beside the
+//! target, flushed, renamed over the target, and the directory is flushed, so that after a
+//! crash the target is either the old file or the whole new one.
+//!
+//! On Linux the new file is first made without a name (`O_TMPFILE`): if anything fails,
+//! or the future is dropped, or the process dies, there is nothing to clean up. It gets a
+//! name just before the rename, in the same operation. Where the filesystem cannot make
+//! unnamed files (FUSE, NFS, off Linux), a hidden named file is used instead, and removed
+//! on failure and on drop.
+
+use std::{
+    fs::{Metadata, Permissions},
+    io,
+    os::fd::OwnedFd,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+};
+
+#[cfg(target_os = "linux")]
+use crate::sys;
+use crate::{backend::Meta, fs::file::cstring, Context, File};
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A hidden name beside `target` for the new contents.
+fn temp_name(target: &Path) -> PathBuf {
+    let name = target.file_name().unwrap_or_default().to_string_lossy();
+    target.with_file_name(format!(
+        ".{name}.caio-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// What a named temporary file's creator and its guard agree on, so that a drop racing
+/// the creation still leaves nothing behind.
+#[derive(Default)]
+struct Named {
+    created: bool,
+    /// The guard went away (dropped or finished): a creation that completes now removes
+    /// its own file.
+    abandoned: bool,
+}
+
+/// Removes a named temporary file unless the replacement went through.
+struct NamedGuard {
+    path: PathBuf,
+    ctx: Context,
+    state: Arc<Mutex<Named>>,
+}
+
+impl NamedGuard {
+    /// Stops guarding; `true` when the file exists and is now the caller's to remove.
+    fn disarm(&self) -> bool {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.abandoned = true;
+        std::mem::take(&mut st.created)
+    }
+}
+
+impl Drop for NamedGuard {
+    fn drop(&mut self) {
+        if self.disarm() {
+            match cstring(&self.path) {
+                Ok(path) => self.ctx.detach(
+                    -1,
+                    Meta::Unlink { path, dir: false },
+                    "removing a temporary file",
+                ),
+                Err(e) => log::warn!("caio: cannot remove {}: {e}", self.path.display()),
+            }
+        }
+    }
+}
+
+/// A replacement under way: write into [`file`](Replacement::file), then
+/// [`commit`](Replacement::commit) or [`abort`](Replacement::abort).
+pub(crate) struct Replacement {
+    ctx: Context,
+    /// What gets replaced (a symlink resolved to its target).
+    target: PathBuf,
+    /// The target's permissions, when it exists.
+    existing: Option<Permissions>,
+    pub(crate) file: File,
+    /// `None` for an unnamed (`O_TMPFILE`) file.
+    named: Option<NamedGuard>,
+}
+
+/// Where a replacement of `path` goes, and the permissions of what is there: a symlink is
+/// followed (its target is replaced, the link stays), anything but a regular file is
+/// refused.
+fn resolve(path: &Path) -> io::Result<(PathBuf, Option<Metadata>)> {
+    let target = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path)?,
+        Ok(_) => path.to_path_buf(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((path.to_path_buf(), None)),
+        Err(e) => return Err(e),
+    };
+    let meta = std::fs::metadata(&target)?;
+    if !meta.is_file() {
+        let kind = crate::fs::describe_type(&meta.file_type());
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is {kind}, not a regular file: an atomic replace would put a file in its place",
+                path.display()
+            ),
+        ));
+    }
+    Ok((target, Some(meta)))
+}
+
+impl Replacement {
+    /// Resolves the target and makes the new, empty file beside it.
+    pub(crate) async fn begin(ctx: &Context, path: &Path, direct: bool) -> io::Result<Self> {
+        let p = path.to_path_buf();
+        let (target, meta) = ctx.run(None, move || resolve(&p)).await?;
+        if target.file_name().is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} names no file", path.display()),
+            ));
+        }
+        let existing = meta.map(|m| m.permissions());
+        let dir = match target.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        #[cfg(target_os = "linux")]
+        {
+            let flags = libc::O_TMPFILE | libc::O_WRONLY | if direct { libc::O_DIRECT } else { 0 };
+            let open = Meta::Open {
+                path: cstring(&dir)?,
+                flags,
+                mode: 0o666,
+            };
+            let opened = ctx
+                .meta(-1, open, None, |c| match c.out {
+                    crate::backend::Out::Fd(fd) => fd,
+                    _ => unreachable!("an open completes with its descriptor"),
+                })
+                .await;
+            match opened {
+                Ok(fd) => {
+                    let file =
+                        File::adopt(ctx.clone(), fd, target.clone(), direct, false, true).await?;
+                    return Ok(Replacement {
+                        ctx: ctx.clone(),
+                        target,
+                        existing,
+                        file,
+                        named: None,
+                    });
+                }
+                // No unnamed files here: fall back to a named one.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Self::begin_named(ctx, target, existing, direct).await
+    }
+
+    async fn begin_named(
+        ctx: &Context,
+        target: PathBuf,
+        existing: Option<Permissions>,
+        direct: bool,
+    ) -> io::Result<Self> {
+        let path = temp_name(&target);
+        let state = Arc::new(Mutex::new(Named::default()));
+        let guard = NamedGuard {
+            path: path.clone(),
+            ctx: ctx.clone(),
+            state: Arc::clone(&state),
+        };
+        let p = path.clone();
+        let fd: OwnedFd = ctx
+            .run(None, move || {
+                let mut o = std::fs::OpenOptions::new();
+                o.write(true).create_new(true);
+                #[cfg(target_os = "linux")]
+                if direct {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    o.custom_flags(libc::O_DIRECT);
+                }
+                let f = o.open(&p)?;
+                let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+                if st.abandoned {
+                    drop(f);
+                    let _ = std::fs::remove_file(&p);
+                    return Err(io::Error::other("caio: the replacement was abandoned"));
+                }
+                st.created = true;
+                Ok(OwnedFd::from(f))
+            })
+            .await?;
+        let file = File::adopt(ctx.clone(), fd, path, direct, false, true).await?;
+        Ok(Replacement {
+            ctx: ctx.clone(),
+            target,
+            existing,
+            file,
+            named: Some(guard),
+        })
+    }
+
+    /// Gives up: the new file is removed (a named one, through the backend).
+    pub(crate) async fn abort(self) {
+        let Replacement { ctx, named, .. } = self;
+        if let Some(g) = named {
+            if g.disarm() {
+                if let Ok(path) = cstring(&g.path) {
+                    let r = ctx
+                        .meta_unit(-1, Meta::Unlink { path, dir: false }, None)
+                        .await;
+                    if let Err(e) = r {
+                        log::warn!("caio: cannot remove {}: {e}", g.path.display());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sets the permissions (`perm`, else those of the replaced file, else the creation
+    /// mode less the umask), flushes the new file, renames it over the target, flushes the
+    /// directory, and closes the file. Any failure before the rename removes the new file.
+    pub(crate) async fn commit(self, perm: Option<Permissions>) -> io::Result<()> {
+        let r = self.finish(perm.or_else(|| self.existing.clone())).await;
+        if r.is_err() {
+            self.abort().await;
+            return r;
+        }
+        if let Some(g) = &self.named {
+            g.disarm();
+        }
+        let Replacement { file, .. } = self;
+        file.close().await
+    }
+
+    async fn finish(&self, perm: Option<Permissions>) -> io::Result<()> {
+        if let Some(p) = perm {
+            self.file.set_permissions(p).await?;
+        }
+        self.file.sync_all().await?;
+        let (fd, info) = self.file.fd_info();
+        let target = self.target.clone();
+        let named = self.named.as_ref().map(|g| g.path.clone());
+        self.ctx
+            .run(Some(info), move || {
+                let from = match named {
+                    Some(n) => n,
+                    None => link_unnamed(fd, &target)?,
+                };
+                if let Err(e) = std::fs::rename(&from, &target) {
+                    let _ = std::fs::remove_file(&from);
+                    return Err(e);
+                }
+                sync_parent(&target)
+            })
+            .await
+    }
+}
+
+/// Names the unnamed file `fd` beside `target`, under a fresh hidden name.
+#[cfg(target_os = "linux")]
+fn link_unnamed(fd: std::os::fd::RawFd, target: &Path) -> io::Result<PathBuf> {
+    loop {
+        let name = temp_name(target);
+        match sys::link_fd(fd, &cstring(&name)?) {
+            Ok(()) => return Ok(name),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn link_unnamed(_: std::os::fd::RawFd, _: &Path) -> io::Result<PathBuf> {
+    unreachable!("unnamed files exist only on Linux")
+}
+
+/// Flushes the directory holding `path`, so that a rename in it survives a crash.
+fn sync_parent(path: &Path) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)?.sync_all()
+}

@@ -1,0 +1,193 @@
+//! [`read_dir`]: a directory as a stream of [`DirEntry`], fetched in batches through the
+//! backend.
+
+use std::{
+    collections::VecDeque,
+    ffi::OsString,
+    fmt,
+    fs::{FileType, Metadata},
+    future::Future,
+    io,
+    path::{Path, PathBuf},
+    pin::Pin,
+    sync::Arc,
+    task::{Context as TaskContext, Poll},
+};
+
+use futures::Stream;
+
+use crate::{op::Operation, Context};
+
+/// Entries fetched by one operation.
+pub const READ_DIR_BATCH: usize = 128;
+
+/// Opens a directory for reading, as [`std::fs::read_dir`] (and `tokio::fs::read_dir`).
+/// The entries come as a [`Stream`] of [`DirEntry`], without `.` and `..`, fetched
+/// [`READ_DIR_BATCH`] at a time through the default context's backend, so a directory of
+/// any size is read in bounded memory and never on the polling thread.
+///
+/// # Errors
+/// As [`std::fs::read_dir`]: `NotFound`, `PermissionDenied`, ENOTDIR for a file.
+pub fn read_dir(
+    path: impl AsRef<Path>,
+) -> impl Future<Output = io::Result<ReadDir>> + Send + 'static {
+    let p = path.as_ref().to_path_buf();
+    async move {
+        let ctx = Context::global()?;
+        let inner = ctx.run(None, move || std::fs::read_dir(p)).await?;
+        Ok(ReadDir {
+            ctx,
+            inner: Some(inner),
+            ready: VecDeque::new(),
+            fetch: None,
+        })
+    }
+}
+
+type Batch = (std::fs::ReadDir, Vec<io::Result<DirEntry>>, bool);
+
+/// The entries of a directory: see [`read_dir`]. An entry that cannot be read is an `Err`
+/// item, and the stream goes on, as `std`'s iterator does.
+pub struct ReadDir {
+    ctx: Context,
+    /// Between batches; `None` while one is fetched or after the last.
+    inner: Option<std::fs::ReadDir>,
+    ready: VecDeque<io::Result<DirEntry>>,
+    fetch: Option<Operation<Batch>>,
+}
+
+impl fmt::Debug for ReadDir {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadDir")
+            .field("ready", &self.ready.len())
+            .field("fetching", &self.fetch.is_some())
+            .finish()
+    }
+}
+
+impl ReadDir {
+    /// The next entry, or `None` at the end: `tokio::fs::ReadDir::next_entry`.
+    ///
+    /// # Errors
+    /// The error of reading the directory or the entry.
+    pub async fn next_entry(&mut self) -> io::Result<Option<DirEntry>> {
+        futures::StreamExt::next(self).await.transpose()
+    }
+}
+
+/// Reads up to a batch of entries, with the type of each where it comes for free
+/// (`d_type`) or by `lstat` where it does not.
+fn fetch(mut inner: std::fs::ReadDir) -> io::Result<Batch> {
+    let mut batch = Vec::with_capacity(READ_DIR_BATCH);
+    let mut end = false;
+    while batch.len() < READ_DIR_BATCH {
+        match inner.next() {
+            None => {
+                end = true;
+                break;
+            }
+            Some(r) => batch.push(r.map(|e| {
+                let file_type = e.file_type().ok();
+                DirEntry {
+                    inner: Arc::new(e),
+                    file_type,
+                }
+            })),
+        }
+    }
+    Ok((inner, batch, end))
+}
+
+impl Stream for ReadDir {
+    type Item = io::Result<DirEntry>;
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<io::Result<DirEntry>>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(e) = this.ready.pop_front() {
+                return Poll::Ready(Some(e));
+            }
+            if this.fetch.is_none() {
+                let Some(inner) = this.inner.take() else {
+                    return Poll::Ready(None);
+                };
+                this.fetch = Some(this.ctx.run(None, move || fetch(inner)));
+            }
+            let fut = this.fetch.as_mut().expect("set above");
+            let r = match Pin::new(fut).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(r) => r,
+            };
+            this.fetch = None;
+            match r {
+                Ok((inner, batch, end)) => {
+                    if !end {
+                        this.inner = Some(inner);
+                    }
+                    this.ready.extend(batch);
+                }
+                // The backend could not run the fetch: the directory is lost with it.
+                Err(e) => return Poll::Ready(Some(Err(e))),
+            }
+        }
+    }
+}
+
+/// One entry of a directory, as `tokio::fs::DirEntry`.
+#[derive(Clone)]
+pub struct DirEntry {
+    inner: Arc<std::fs::DirEntry>,
+    /// Known when the directory said it (`d_type`) or the fetch could `lstat` it.
+    file_type: Option<FileType>,
+}
+
+impl fmt::Debug for DirEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("DirEntry").field(&self.inner.path()).finish()
+    }
+}
+
+impl DirEntry {
+    /// The directory's path joined with the entry's name.
+    pub fn path(&self) -> PathBuf {
+        self.inner.path()
+    }
+
+    /// The entry's name (any bytes but `/` and NUL; not always UTF-8).
+    pub fn file_name(&self) -> OsString {
+        self.inner.file_name()
+    }
+
+    /// The entry's inode number, as the directory reports it.
+    pub fn ino(&self) -> u64 {
+        std::os::unix::fs::DirEntryExt::ino(&*self.inner)
+    }
+
+    /// The entry's type, not following symlinks. Known from the directory in almost every
+    /// case (it came with the batch); otherwise an `lstat` through the backend.
+    ///
+    /// # Errors
+    /// The error of that `lstat` (the entry was removed meanwhile, say).
+    pub fn file_type(&self) -> impl Future<Output = io::Result<FileType>> + Send + 'static {
+        let (known, e) = (self.file_type, Arc::clone(&self.inner));
+        async move {
+            match known {
+                Some(t) => Ok(t),
+                None => Context::global()?.run(None, move || e.file_type()).await,
+            }
+        }
+    }
+
+    /// The entry's metadata, not following symlinks (`fstatat` through the backend), as
+    /// [`std::fs::DirEntry::metadata`].
+    ///
+    /// # Errors
+    /// As [`std::fs::DirEntry::metadata`].
+    pub fn metadata(&self) -> impl Future<Output = io::Result<Metadata>> + Send + 'static {
+        let e = Arc::clone(&self.inner);
+        async move { Context::global()?.run(None, move || e.metadata()).await }
+    }
+}
