@@ -4,7 +4,7 @@ use std::{
     fmt,
     future::Future,
     io,
-    os::unix::fs::{MetadataExt, PermissionsExt},
+    os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt},
     path::{Path, PathBuf},
     pin::Pin,
     sync::Arc,
@@ -131,8 +131,23 @@ async fn copy_now(src: PathBuf, dst: PathBuf, opts: CopyOptions) -> io::Result<u
         Some(c) => c.clone(),
         None => Context::global()?,
     };
-    let input = open_opts(&opts, &ctx).read(true).open(&src).await?;
-    let src_meta = input.metadata().await?;
+    // As std: only a regular file (or a symlink to one) is copied, and errors come in
+    // std's order (the open's first). A FIFO is refused before the open, which would
+    // wait for a writer.
+    let s = src.clone();
+    let pre = ctx.run(None, move || std::fs::metadata(s)).await;
+    if pre.is_ok_and(|m| m.file_type().is_fifo() || m.file_type().is_socket()) {
+        return Err(not_regular());
+    }
+    let input = open_opts(&opts, &ctx)
+        .read(true)
+        .open(&src)
+        .await
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::EISDIR) => not_regular(),
+            _ => e,
+        })?;
+    let src_meta = input.metadata().await.and_then(regular)?;
     let perm = src_meta.permissions();
     // What the data goes into: the destination itself, through a symlink as std and cp.
     let d = dst.clone();
@@ -179,6 +194,23 @@ async fn copy_now(src: PathBuf, dst: PathBuf, opts: CopyOptions) -> io::Result<u
     }
     output.close().await?;
     Ok(copied)
+}
+
+/// std's error for a copy source that is not a regular file.
+fn not_regular() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "the source path is neither a regular file nor a symlink to a regular file",
+    )
+}
+
+/// The metadata of a regular file, else std's error for a copy source.
+fn regular(m: std::fs::Metadata) -> io::Result<std::fs::Metadata> {
+    if m.is_file() {
+        Ok(m)
+    } else {
+        Err(not_regular())
+    }
 }
 
 type WriteFut = Pin<Box<dyn Future<Output = io::Result<usize>> + Send>>;

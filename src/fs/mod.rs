@@ -141,8 +141,9 @@ pub fn write_atomic(
 /// [`CopyOptions::atomic`].
 ///
 /// # Errors
-/// As opening, reading and writing; `InvalidInput` when source and destination are the
-/// same file; `EISDIR` when either is a directory.
+/// As opening, reading and writing; `InvalidInput`, as std, when the source is not a
+/// regular file (or a symlink to one), and when source and destination are the same file;
+/// `EISDIR` when the destination is a directory.
 pub fn copy(
     src: impl AsRef<Path>,
     dst: impl AsRef<Path>,
