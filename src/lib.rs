@@ -27,10 +27,16 @@
 //!
 //! - [`Context`]: reads, writes and syncs on raw descriptors, each a `Send + 'static`
 //!   future resolving to a [`Buffer`] (aligned for O_DIRECT), a byte count or `()`.
-//! - [`File`] and [`fs`]: what `aiofile` gives Python users. Positional reads and writes
-//!   at any alignment (O_DIRECT too), a [`fs::Reader`] and [`fs::Writer`] implementing
-//!   `futures::io`'s traits with read-ahead and write-behind, [`File::lines`],
-//!   [`File::chunks`], and [`fs::read`], [`fs::write`], [`fs::copy`].
+//! - [`File`] and [`fs`]: what `aiofile` gives Python users, and the `tokio::fs` surface.
+//!   Positional reads and writes at any alignment (O_DIRECT too), a [`fs::Reader`] and
+//!   [`fs::Writer`] implementing `futures::io`'s traits with read-ahead and write-behind,
+//!   [`File::lines`], [`File::chunks`], whole-file helpers ([`fs::read`], [`fs::write`],
+//!   [`fs::copy`], [`fs::write_atomic`]) and the path functions ([`fs::metadata`],
+//!   [`fs::rename`], [`fs::read_dir`]...).
+//!
+//! No function makes a blocking system call on the thread that polls it: metadata calls
+//! (open, close, stat, rename, readdir...) block as surely as reads do, so they run on the
+//! backend's threads too. Only [`Implementation::Blocking`] runs anything inline.
 //!
 //! ## Example
 //!

@@ -46,13 +46,105 @@ fn assert_clean_failure(o: &Output, mentions: &str) {
     );
 }
 
-fn dir() -> tempfile::TempDir {
-    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+use util::{dir, is_root};
+
+/// Starts the command, waits until `ready` holds (up to 20 s), sends `sig`, and returns
+/// its exit status code and stderr.
+fn interrupt(
+    args: &[&str],
+    sig: libc::c_int,
+    ready: impl Fn(u32) -> bool,
+) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_caio"))
+        .args(args)
+        .env_remove("CAIO_IMPL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !ready(child.id()) {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "the command never got going"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "it finished first");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    // SAFETY: kill sends a signal to our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, sig) }, 0);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() == 0 }
+/// Whether process `pid` has `path` open.
+fn opened(pid: u32, path: &Path) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+        fds.filter_map(Result::ok)
+            .any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == path))
+    })
+}
+
+fn names(d: &Path) -> Vec<String> {
+    let mut n: Vec<_> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    n.sort();
+    n
+}
+
+#[test]
+fn ctrl_c_during_bench_removes_its_test_file() {
+    for (sig, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
+        let d = dir();
+        let p = d.path().to_str().unwrap().to_string();
+        // Interrupted once the test file exists (while it is laid out or measured).
+        let (status, err) = interrupt(&["bench", &p, "--size", "512M", "--secs", "5"], sig, |_| {
+            !names(d.path()).is_empty()
+        });
+        assert_eq!(status, Some(code), "{err}");
+        assert_eq!(
+            names(d.path()),
+            Vec::<String>::new(),
+            "the test file is left: {err}"
+        );
+    }
+}
+
+#[test]
+fn ctrl_c_during_an_atomic_copy_keeps_the_old_file_and_leaves_nothing() {
+    let d = dir();
+    let (src, dst) = (d.path().join("src"), d.path().join("dst"));
+    // 1 GiB, sparse: quick to make, long enough to copy that the signal lands mid-way.
+    let f = std::fs::File::create(&src).unwrap();
+    f.set_len(1 << 30).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &pattern(1 << 20, 9), 0).unwrap();
+    std::fs::write(&dst, b"the old file").unwrap();
+    for i in ["linux", "thread"] {
+        let (status, err) = interrupt(
+            &[
+                "copy",
+                "--atomic",
+                "-i",
+                i,
+                src.to_str().unwrap(),
+                dst.to_str().unwrap(),
+            ],
+            libc::SIGINT,
+            // Once it has the source open: the copy is under way.
+            |pid| opened(pid, &src),
+        );
+        if err.contains("unavailable") {
+            continue;
+        }
+        assert_eq!(status, Some(130), "{i}: {err}");
+        assert_eq!(std::fs::read(&dst).unwrap(), b"the old file", "{i}");
+        assert_eq!(names(d.path()), ["dst", "src"], "{i}: {err}");
+    }
 }
 
 #[test]

@@ -334,8 +334,15 @@ fn direct_refused(path: &Path, e: io::Error) -> io::Error {
 /// the last operation on it are done (an operation in flight keeps it open even if every
 /// `File` is dropped). Every future it returns is `Send + 'static`.
 ///
-/// Opening, [`len`](File::len) and [`set_len`](File::set_len) are metadata system calls
-/// with no asynchronous kernel interface: they run inline on the calling thread.
+/// Nothing it does blocks the thread that polls: reads, writes and syncs go to the
+/// context's backend, and so do the metadata calls (opening, [`len`](File::len),
+/// [`set_len`](File::set_len), [`metadata`](File::metadata), [`close`](File::close)...),
+/// which run on the backend's threads. Dropping a `File` hands its descriptor to the
+/// backend to close. Only the `blocking` implementation runs them inline, by definition.
+///
+/// A write resolving means the OS has the data. To know it is on the device, call
+/// [`sync_data`](File::sync_data) or [`sync_all`](File::sync_all); to see the errors some
+/// filesystems (NFS, FUSE) only report when a file is closed, call [`close`](File::close).
 ///
 /// On an O_DIRECT file, reads and writes at any offset and length work: an unaligned read
 /// reads the aligned blocks around it, and the unaligned head and tail of a write (never

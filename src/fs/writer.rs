@@ -33,8 +33,11 @@ type WriteFut = Pin<Box<dyn Future<Output = io::Result<Buffer>> + Send>>;
 /// writes in flight are reported by the next call. In append mode one write is in flight at
 /// a time, so the order of the data is kept.
 ///
-/// Dropped without `close`, a writer still writes what it holds, on a thread of its own,
-/// and logs (through `log`) that it did and any error; call `close` to see errors.
+/// **Call `close().await`**: it is how you know that everything reached the file (then
+/// [`File::sync_data`] for the device, [`File::close`] for close-time errors). A writer
+/// dropped without `close` still writes what it holds, in the background on a thread of
+/// its own, and only logs (through `log`) an error: nobody can see it, and a process that
+/// exits before those writes finish loses them.
 pub struct Writer {
     file: File,
     chunk: usize,
