@@ -204,14 +204,18 @@ fn o_direct_refused_by_the_filesystem_is_a_clear_error() {
             .direct(true)
             .open(mnt.join("x")),
     );
-    let fallback = block_on(
+    // Closed, not dropped: close().await is how to know the descriptor is gone (a drop
+    // closes it on the backend, later), so the mount is not busy.
+    let fallback = block_on(async {
         OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
-            .open(mnt.join("x")),
-    )
-    .map(drop);
+            .open(mnt.join("x"))
+            .await?
+            .close()
+            .await
+    });
     let unmounted = Command::new("umount").arg(&mnt).status();
     assert!(
         unmounted.is_ok_and(|s| s.success()),

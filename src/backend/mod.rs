@@ -51,8 +51,8 @@ pub(crate) mod thread;
 #[cfg(test)]
 pub(crate) use request::{take_result, test_request};
 pub(crate) use request::{
-    Admission, Call, Completer, Completion, FdInfo, Kind, Meta, Out, Permit, Plan, Request, Slot,
-    What,
+    Admission, Call, Completer, Completion, FdInfo, Kind, Meta, Opened, Out, Permit, Plan, Request,
+    Slot, What,
 };
 
 /// What `submit` did with a request.

@@ -9,12 +9,13 @@ use std::{
     any::Any,
     ffi::CString,
     fmt, io,
-    os::fd::{OwnedFd, RawFd},
+    os::fd::{AsRawFd, OwnedFd, RawFd},
     sync::{Arc, Mutex, MutexGuard},
     task::{Context, Poll, Waker},
 };
 
 use crate::{
+    align::DirectAlignment,
     buffer::{Buffer, ALIGNMENT},
     sys,
 };
@@ -33,8 +34,8 @@ pub(crate) struct Completion {
 pub(crate) enum Out {
     #[default]
     Nothing,
-    /// The descriptor `Meta::Open` opened.
-    Fd(OwnedFd),
+    /// What `Meta::Open` opened.
+    Opened(Opened),
     /// What a `Meta::Call` returned.
     Any(Box<dyn Any + Send>),
 }
@@ -43,10 +44,20 @@ impl fmt::Debug for Out {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Out::Nothing => f.write_str("Nothing"),
-            Out::Fd(fd) => write!(f, "Fd({fd:?})"),
+            Out::Opened(o) => write!(f, "Opened({:?})", o.fd),
             Out::Any(_) => f.write_str("Any"),
         }
     }
+}
+
+/// A descriptor `Meta::Open` opened, with what the file layer needs to know of it.
+#[derive(Debug)]
+pub(crate) struct Opened {
+    pub fd: OwnedFd,
+    /// `st_mode & S_IFMT`.
+    pub file_type: libc::mode_t,
+    /// For an O_DIRECT open, the alignment it needs.
+    pub align: Option<DirectAlignment>,
 }
 
 /// A closure run off the polling thread by [`Meta::Call`].
@@ -56,7 +67,9 @@ pub(crate) type Call = Box<dyn FnOnce() -> io::Result<Box<dyn Any + Send>> + Sen
 /// an opcode for each); `Call` is everything else (stat, readdir, chmod, links...), which
 /// a backend runs on a thread, or inline for `blocking`.
 pub(crate) enum Meta {
-    /// `open(2)` of a path (`O_CLOEXEC` is added); the result is `Out::Fd`.
+    /// `open(2)` of a path (`O_CLOEXEC` is added), then the file's type and, for
+    /// `O_DIRECT`, its alignment (`fstat`/`statx`), in one operation; the result is
+    /// `Out::Opened`. A directory is EISDIR: the file layer opens none.
     Open {
         path: CString,
         flags: libc::c_int,
@@ -80,6 +93,19 @@ pub(crate) enum Meta {
     Taken,
 }
 
+/// Whether open flags ask for O_DIRECT.
+fn direct_flag(flags: libc::c_int) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        flags & libc::O_DIRECT != 0
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = flags;
+        false
+    }
+}
+
 impl Meta {
     fn name(&self) -> &'static str {
         match self {
@@ -100,7 +126,23 @@ impl Meta {
     fn run(self, fd: RawFd) -> io::Result<Out> {
         let nothing = |()| Out::Nothing;
         match self {
-            Meta::Open { path, flags, mode } => sys::open(&path, flags, mode).map(Out::Fd),
+            Meta::Open { path, flags, mode } => {
+                let fd = sys::open(&path, flags, mode)?;
+                let file_type = sys::file_type(fd.as_raw_fd())?;
+                if file_type == libc::S_IFDIR {
+                    return Err(io::Error::from_raw_os_error(libc::EISDIR));
+                }
+                let align = if direct_flag(flags) {
+                    Some(crate::direct_alignment(fd.as_raw_fd())?)
+                } else {
+                    None
+                };
+                Ok(Out::Opened(Opened {
+                    fd,
+                    file_type,
+                    align,
+                }))
+            }
             Meta::Close(owned) => sys::close(owned).map(nothing),
             Meta::Truncate(len) => sys::ftruncate(fd, len).map(nothing),
             Meta::Allocate { offset, len } => sys::fallocate(fd, offset, len).map(nothing),

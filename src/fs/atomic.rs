@@ -11,7 +11,7 @@
 use std::{
     fs::{Metadata, Permissions},
     io,
-    os::fd::OwnedFd,
+    os::fd::{AsRawFd, OwnedFd},
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -21,7 +21,11 @@ use std::{
 
 #[cfg(target_os = "linux")]
 use crate::sys;
-use crate::{backend::Meta, fs::file::cstring, Context, File};
+use crate::{
+    backend::{Meta, Opened},
+    fs::file::cstring,
+    Context, File,
+};
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
@@ -137,16 +141,10 @@ impl Replacement {
                 flags,
                 mode: 0o666,
             };
-            let opened = ctx
-                .meta(-1, open, None, |c| match c.out {
-                    crate::backend::Out::Fd(fd) => fd,
-                    _ => unreachable!("an open completes with its descriptor"),
-                })
-                .await;
-            match opened {
-                Ok(fd) => {
+            match ctx.meta(-1, open, None, crate::fs::file::opened).await {
+                Ok(o) => {
                     let file =
-                        File::adopt(ctx.clone(), fd, target.clone(), direct, false, true).await?;
+                        File::from_opened(ctx.clone(), o, target.clone(), direct, false, true);
                     return Ok(Replacement {
                         ctx: ctx.clone(),
                         target,
@@ -181,7 +179,7 @@ impl Replacement {
             state: Arc::clone(&state),
         };
         let p = path.clone();
-        let fd: OwnedFd = ctx
+        let opened: Opened = ctx
             .run(None, move || {
                 let mut o = std::fs::OpenOptions::new();
                 o.write(true).create_new(true);
@@ -198,10 +196,20 @@ impl Replacement {
                     return Err(io::Error::other("caio: the replacement was abandoned"));
                 }
                 st.created = true;
-                Ok(OwnedFd::from(f))
+                drop(st);
+                let align = if direct {
+                    Some(crate::direct_alignment(f.as_raw_fd())?)
+                } else {
+                    None
+                };
+                Ok(Opened {
+                    fd: OwnedFd::from(f),
+                    file_type: libc::S_IFREG,
+                    align,
+                })
             })
             .await?;
-        let file = File::adopt(ctx.clone(), fd, path, direct, false, true).await?;
+        let file = File::from_opened(ctx.clone(), opened, path, direct, false, true);
         Ok(Replacement {
             ctx: ctx.clone(),
             target,

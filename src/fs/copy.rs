@@ -133,10 +133,21 @@ async fn copy_now(src: PathBuf, dst: PathBuf, opts: CopyOptions) -> io::Result<u
     };
     // As std: only a regular file (or a symlink to one) is copied, and errors come in
     // std's order (the open's first). A FIFO is refused before the open, which would
-    // wait for a writer.
-    let s = src.clone();
-    let pre = ctx.run(None, move || std::fs::metadata(s)).await;
-    if pre.is_ok_and(|m| m.file_type().is_fifo() || m.file_type().is_socket()) {
+    // wait for a writer. Both paths are looked at in one operation.
+    let (s, d) = (src.clone(), dst.clone());
+    let (src_type, dst_meta) = ctx
+        .run(None, move || {
+            let src_type = std::fs::metadata(s).map(|m| m.file_type());
+            // What the data goes into: the destination itself, through a symlink, as std.
+            let dst_meta = match std::fs::metadata(d) {
+                Ok(m) => Ok(Some(m)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            };
+            Ok((src_type, dst_meta))
+        })
+        .await?;
+    if src_type.is_ok_and(|t| t.is_fifo() || t.is_socket()) {
         return Err(not_regular());
     }
     let input = open_opts(&opts, &ctx)
@@ -149,15 +160,7 @@ async fn copy_now(src: PathBuf, dst: PathBuf, opts: CopyOptions) -> io::Result<u
         })?;
     let src_meta = input.metadata().await.and_then(regular)?;
     let perm = src_meta.permissions();
-    // What the data goes into: the destination itself, through a symlink as std and cp.
-    let d = dst.clone();
-    let dst_meta = ctx
-        .run(None, move || match std::fs::metadata(d) {
-            Ok(m) => Ok(Some(m)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        })
-        .await?;
+    let dst_meta = dst_meta?;
     if let Some(m) = &dst_meta {
         if m.is_dir() {
             return Err(io::Error::from_raw_os_error(libc::EISDIR));

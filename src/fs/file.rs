@@ -20,7 +20,7 @@ use once_cell::sync::OnceCell;
 
 use crate::{
     align::DirectAlignment,
-    backend::{Completion, FdInfo, Meta, Out},
+    backend::{Completion, FdInfo, Meta, Opened, Out},
     fs::{Chunks, Lines, Reader, Writer},
     sys, Buffer, Context,
 };
@@ -171,75 +171,56 @@ impl OpenOptions {
             flags: self.flags()?,
             mode: self.mode.unwrap_or(0o666) as libc::mode_t,
         };
-        let refused = |e: io::Error, path: &Path| {
-            if self.direct && e.raw_os_error() == Some(libc::EINVAL) {
-                direct_refused(path, e)
+        let direct = self.direct;
+        let opened = ctx.meta(-1, open, None, opened).await.map_err(|e| {
+            let refused =
+                e.raw_os_error() == Some(libc::EINVAL) || e.kind() == io::ErrorKind::Unsupported;
+            if direct && refused {
+                direct_refused(&path, e)
             } else {
                 e
             }
-        };
-        let fd = ctx
-            .meta(-1, open, None, opened)
-            .await
-            .map_err(|e| refused(e, &path))?;
-        File::adopt(
+        })?;
+        Ok(File::from_opened(
             ctx,
-            fd,
+            opened,
             path,
             self.direct,
             self.append,
             self.write || self.append,
-        )
-        .await
-    }
-}
-
-impl File {
-    /// A `File` for a descriptor just opened: its type and O_DIRECT alignment are read
-    /// through the backend (a directory is EISDIR).
-    pub(crate) async fn adopt(
-        ctx: Context,
-        fd: OwnedFd,
-        path: PathBuf,
-        direct: bool,
-        append: bool,
-        writable: bool,
-    ) -> io::Result<File> {
-        let p = path.clone();
-        let (fd, ty, align) = ctx
-            .run(None, move || {
-                let raw = fd.as_raw_fd();
-                let ty = sys::file_type(raw)?;
-                if ty == libc::S_IFDIR {
-                    return Err(io::Error::from_raw_os_error(libc::EISDIR));
-                }
-                let align = if direct {
-                    Some(crate::direct_alignment(raw).map_err(|e| direct_refused(&p, e))?)
-                } else {
-                    None
-                };
-                Ok((fd, ty, align))
-            })
-            .await?;
-        Ok(File::from_parts(
-            ctx,
-            fd,
-            path,
-            Facts {
-                seekable: ty == libc::S_IFREG || ty == libc::S_IFBLK,
-                direct,
-                append,
-                writable,
-                align,
-            },
         ))
     }
 }
 
-/// The descriptor an `open` made.
-fn opened(c: Completion) -> OwnedFd {
+impl File {
+    /// A `File` for what `Meta::Open` opened.
+    pub(crate) fn from_opened(
+        ctx: Context,
+        o: Opened,
+        path: PathBuf,
+        direct: bool,
+        append: bool,
+        writable: bool,
+    ) -> File {
+        File::from_parts(
+            ctx,
+            o.fd,
+            path,
+            Facts {
+                seekable: o.file_type == libc::S_IFREG || o.file_type == libc::S_IFBLK,
+                direct,
+                append,
+                writable,
+                align: o.align,
+            },
+        )
+    }
+}
+
+/// What an `open` made.
+pub(crate) fn opened(c: Completion) -> Opened {
     match c.out {
-        Out::Fd(fd) => fd,
+        Out::Opened(o) => o,
         _ => unreachable!("an open completes with its descriptor"),
     }
 }
@@ -632,7 +613,7 @@ impl File {
             flags: libc::O_WRONLY,
             mode: 0,
         };
-        let fd = i.ctx.meta(-1, open, Some(&i.info), opened).await?;
+        let fd = i.ctx.meta(-1, open, Some(&i.info), opened).await?.fd;
         let raw = fd.as_raw_fd();
         let owner = FdOwner::new(fd, i.ctx.clone());
         let twin = Twin {

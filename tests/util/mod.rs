@@ -175,7 +175,28 @@ impl LoopFs {
 }
 
 impl Drop for LoopFs {
+    /// Always unmounts, on failure too: descriptors that dropped `File`s hand to the
+    /// backend to close may still be open for a moment, so it retries for up to 5 s, and
+    /// detaches the mount (`umount -l`) as the last resort.
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.mnt).status();
+        let umount = |lazy: bool| {
+            let mut c = std::process::Command::new("umount");
+            if lazy {
+                c.arg("-l");
+            }
+            c.arg(&self.mnt)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let start = std::time::Instant::now();
+        while !umount(false) {
+            if start.elapsed() > std::time::Duration::from_secs(5) {
+                eprintln!("{} still busy after 5 s: detaching it", self.mnt.display());
+                umount(true);
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }
