@@ -11,7 +11,11 @@ use std::{
     cell::{Cell, RefCell},
     collections::VecDeque,
     fmt,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Condvar, Mutex, MutexGuard,
+    },
+    task::Waker,
 };
 
 use crate::backend::{Admission, Completer, FileIo, Permit, Plan, Slot, Submit};
@@ -21,6 +25,16 @@ pub(crate) struct Shared {
     pub(crate) backend: Box<dyn FileIo>,
     pub(crate) limiter: Limiter<Waiter>,
     pub(crate) max_requests: usize,
+    /// Work promised but not started yet (a dropped writer's last writes): the context is
+    /// not idle while it is above 0.
+    pub(crate) held: AtomicUsize,
+    /// Who waits for the context to go idle.
+    pub(crate) idle: Mutex<Vec<Waker>>,
+    pub(crate) idle_cv: Condvar,
+    /// The fork generation it was made in (`sys::fork_generation`).
+    fork_generation: u64,
+    /// It is `Context::global()`.
+    pub(crate) global: AtomicBool,
 }
 
 impl Admission for Shared {
@@ -30,9 +44,90 @@ impl Admission for Shared {
 }
 
 impl Shared {
+    pub(crate) fn new(backend: Box<dyn FileIo>, max_requests: usize) -> Shared {
+        Shared {
+            backend,
+            limiter: Limiter::new(max_requests),
+            max_requests,
+            held: AtomicUsize::new(0),
+            idle: Mutex::new(Vec::new()),
+            idle_cv: Condvar::new(),
+            fork_generation: crate::sys::fork_generation(),
+            global: AtomicBool::new(false),
+        }
+    }
+
+    /// Made before a `fork()` of this process: its threads and kernel context stayed in
+    /// the parent, so nothing may be submitted to it here.
+    pub(crate) fn is_forked(&self) -> bool {
+        self.fork_generation != crate::sys::fork_generation()
+    }
+
     /// A permit for an operation starting now.
     pub(crate) fn permit(self: &Arc<Self>) -> Permit {
         Permit::new(Arc::clone(self) as Arc<dyn Admission>)
+    }
+
+    /// Nothing in flight, nothing waiting for a slot (a waiter only waits while every slot
+    /// is taken), nothing promised.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.is_forked()
+            || self.limiter.available() == self.max_requests
+                && self.held.load(Ordering::Acquire) == 0
+    }
+
+    fn lock_idle(&self) -> MutexGuard<'_, Vec<Waker>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wakes whoever waits for idleness, if the context is idle now.
+    pub(crate) fn notify_if_idle(&self) {
+        if self.is_idle() {
+            let wakers = std::mem::take(&mut *self.lock_idle());
+            self.idle_cv.notify_all();
+            for w in wakers {
+                w.wake();
+            }
+        }
+    }
+
+    /// `Ready` once idle; otherwise registers the waker (checked again after, so a slot
+    /// freed meanwhile is not missed).
+    pub(crate) fn poll_idle(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.is_idle() {
+            return std::task::Poll::Ready(());
+        }
+        let mut wakers = self.lock_idle();
+        if self.is_idle() {
+            return std::task::Poll::Ready(());
+        }
+        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            wakers.push(cx.waker().clone());
+        }
+        std::task::Poll::Pending
+    }
+
+    /// Blocks until idle or `timeout`; whether it went idle.
+    pub(crate) fn wait_idle_timeout(&self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut guard = self.lock_idle();
+        loop {
+            if self.is_idle() {
+                return true;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            // Short waits: a notification between the check and the wait is caught by
+            // the next check.
+            let wait = (deadline - now).min(std::time::Duration::from_millis(10));
+            guard = self
+                .idle_cv
+                .wait_timeout(guard, wait)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
     }
 }
 
@@ -120,6 +215,7 @@ thread_local! {
 /// A slot leaves flight: admit the oldest queued operation with it, if any.
 fn release(shared: &Arc<Shared>) {
     let Some(w) = shared.limiter.release() else {
+        shared.notify_if_idle();
         return;
     };
     if ADMITTING.with(|a| a.replace(true)) {
@@ -143,6 +239,11 @@ fn release(shared: &Arc<Shared>) {
 /// file went): it takes a slot like any operation, waits its turn for one, and runs
 /// whatever happens; an error is logged. `what` names it in that log.
 pub(crate) fn detach(shared: &Arc<Shared>, plan: Plan, what: &'static str) {
+    if shared.is_forked() {
+        // Its backend is in the parent: run nothing there; the plan's descriptor, if any,
+        // is closed here as it drops.
+        return;
+    }
     let slot = Arc::new(Slot::detached(what));
     let mut plan = Some(plan);
     let admitted = shared.limiter.acquire_or_wait(|| Waiter {

@@ -1,19 +1,26 @@
 //! [`Context`] and its [`Builder`].
 
-use std::{any::Any, fmt, io, os::unix::io::RawFd, sync::Arc};
-
-use once_cell::sync::OnceCell;
+use std::{
+    any::Any,
+    fmt,
+    future::Future,
+    io,
+    os::unix::io::RawFd,
+    pin::Pin,
+    sync::{atomic::Ordering, Arc, Mutex},
+    task::{Context as TaskContext, Poll},
+    time::Duration,
+};
 
 use crate::{
-    admission::{self, Limiter, Shared},
+    admission::{self, Shared},
     backend::{Call, Completion, Config, FdInfo, Meta, Out, Plan, What},
     op::{self, ReadFuture, SyncFuture, WriteFuture},
     select::selection,
     Buffer, Error, Implementation,
 };
 
-/// Default number of operations in flight per context.
-pub const DEFAULT_MAX_REQUESTS: usize = 256;
+pub use crate::backend::DEFAULT_MAX_REQUESTS;
 /// The largest `max_requests` a context accepts.
 pub const MAX_MAX_REQUESTS: usize = 65_536;
 /// The largest thread pool a context accepts.
@@ -30,6 +37,30 @@ pub fn default_threads() -> usize {
 /// Cheap to clone (an `Arc`), `Send + Sync`; every clone shares the same backend and the
 /// same `max_requests` window. The returned futures are `Send + 'static` and run on any
 /// executor.
+///
+/// # Descriptors
+///
+/// The raw operations take a descriptor number, and the kernel or a worker uses that
+/// number when the operation starts. Keep the descriptor open until the future has
+/// completed or been dropped: an operation whose future is dropped before it started is
+/// never started (so a number closed and reused by another file after the drop is safe),
+/// but one started before the descriptor is closed may act on whatever file the number
+/// names by then. [`File`](crate::File) owns its descriptor and keeps it open until its
+/// last operation is done, so it has no such rule.
+///
+/// # Before the program ends
+///
+/// Operations whose futures were dropped, descriptors that dropped `File`s handed to the
+/// backend to close, and the writes of a `Writer` dropped without `close` finish in the
+/// background. Call [`wait_idle`](Context::wait_idle) (or
+/// [`wait_idle_timeout`](Context::wait_idle_timeout)) before returning from `main`, or
+/// that work dies with the process.
+///
+/// # fork
+///
+/// A context belongs to the process that made it: in a child after `fork()`, every
+/// operation on it fails at once with an error that says so. [`Context::global`], and
+/// files opened without `.context(..)`, build a fresh context in the child by themselves.
 ///
 /// ```no_run
 /// # fn main() -> std::io::Result<()> {
@@ -71,13 +102,38 @@ impl Context {
     }
 
     /// The process-wide default context, built on first use (used by the file layer
-    /// when no context is given).
+    /// when no context is given). In a child after `fork()`, a fresh one is built: the
+    /// parent's threads and kernel context are not in the child.
     ///
     /// # Errors
     /// When the first attempt to build it fails; later calls try again.
     pub fn global() -> Result<Context, Error> {
-        static GLOBAL: OnceCell<Context> = OnceCell::new();
-        GLOBAL.get_or_try_init(Context::new).cloned()
+        static GLOBAL: Mutex<Option<Context>> = Mutex::new(None);
+        let mut g = GLOBAL.lock().unwrap_or_else(|p| p.into_inner());
+        match &*g {
+            Some(c) if !c.shared.is_forked() => Ok(c.clone()),
+            _ => {
+                let c = Context::new()?;
+                c.shared.global.store(true, Ordering::Relaxed);
+                // The parent's context is dropped with its handles; here it must not be
+                // torn down (it is not ours), so it is forgotten.
+                if let Some(old) = g.replace(c.clone()) {
+                    std::mem::forget(old);
+                }
+                Ok(c)
+            }
+        }
+    }
+
+    /// Whether this is the process-wide default context.
+    pub(crate) fn is_global(&self) -> bool {
+        self.shared.global.load(Ordering::Relaxed)
+    }
+
+    /// Whether this context was made before a `fork()` of this process (then every
+    /// operation on it fails at once with an error that says so).
+    pub fn is_forked(&self) -> bool {
+        self.shared.is_forked()
     }
 
     /// Which implementation this context runs on.
@@ -95,6 +151,42 @@ impl Context {
     /// slot and buffer until the kernel or worker is done).
     pub fn in_flight(&self) -> usize {
         self.shared.max_requests - self.shared.limiter.available()
+    }
+
+    /// Resolves once nothing is in flight on this context: every operation finished,
+    /// those whose futures were dropped included, every descriptor a dropped `File` handed
+    /// over closed, and the writes of a [`Writer`](crate::fs::Writer) dropped without
+    /// `close` done. Operations started meanwhile are waited for too.
+    ///
+    /// Call it before a program exits, or before unmounting a filesystem it used: work
+    /// still in flight when `main` returns is lost.
+    ///
+    /// ```no_run
+    /// # async fn f() -> std::io::Result<()> {
+    /// let ctx = caio::Context::global()?;
+    /// // ... files opened without .context(..) run on it ...
+    /// ctx.wait_idle().await;
+    /// # Ok(()) }
+    /// ```
+    pub fn wait_idle(&self) -> WaitIdle {
+        WaitIdle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// [`wait_idle`](Context::wait_idle) for code that is not async: blocks the calling
+    /// thread until nothing is in flight, or `timeout` passes. Whether it went idle.
+    pub fn wait_idle_timeout(&self, timeout: Duration) -> bool {
+        self.shared.wait_idle_timeout(timeout)
+    }
+
+    /// Keeps the context from being idle until the guard is dropped: for work that is
+    /// promised but not started yet.
+    pub(crate) fn hold(&self) -> Hold {
+        self.shared.held.fetch_add(1, Ordering::AcqRel);
+        Hold {
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     /// Reads up to `nbytes` at `offset`. Fewer bytes come back only at end of file; at or
@@ -222,6 +314,40 @@ impl Context {
     }
 }
 
+/// The future of [`Context::wait_idle`].
+#[must_use = "it waits only when awaited"]
+pub struct WaitIdle {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for WaitIdle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WaitIdle")
+            .field("idle", &self.shared.is_idle())
+            .finish()
+    }
+}
+
+impl Future for WaitIdle {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        self.shared.poll_idle(cx)
+    }
+}
+
+/// See [`Context::hold`].
+pub(crate) struct Hold {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.shared.held.fetch_sub(1, Ordering::AcqRel);
+        self.shared.notify_if_idle();
+    }
+}
+
 /// Settings for a [`Context`].
 #[derive(Debug, Clone, Default)]
 pub struct Builder {
@@ -238,7 +364,10 @@ impl Builder {
     }
 
     /// Operations in flight at once (the kernel queue depth for Linux AIO). Default 256;
-    /// 0 or more than 65536 is [`Error::InvalidConfig`] at `build`.
+    /// 0 or more than 65536 is [`Error::InvalidConfig`] at `build`. For the linux
+    /// implementation, `max_requests + 1` AIO events must fit in `fs.aio-max-nr` less the
+    /// system's `fs.aio-nr` (65536 in all by default, so at most 65535 on an idle system);
+    /// `build` says so when they do not.
     pub fn max_requests(mut self, n: usize) -> Self {
         self.max_requests = Some(n);
         self
@@ -300,11 +429,7 @@ impl Builder {
             }
         };
         Ok(Context {
-            shared: Arc::new(Shared {
-                backend,
-                limiter: Limiter::new(max_requests),
-                max_requests,
-            }),
+            shared: Arc::new(Shared::new(backend, max_requests)),
         })
     }
 }

@@ -80,7 +80,8 @@ mod sys;
 pub use align::{direct_alignment, AlignmentSource, DirectAlignment, DEFAULT_DIRECT_ALIGNMENT};
 pub use buffer::{Buffer, ALIGNMENT};
 pub use context::{
-    default_threads, Builder, Context, DEFAULT_MAX_REQUESTS, MAX_MAX_REQUESTS, MAX_THREADS,
+    default_threads, Builder, Context, WaitIdle, DEFAULT_MAX_REQUESTS, MAX_MAX_REQUESTS,
+    MAX_THREADS,
 };
 pub use error::Error;
 pub use fs::{File, OpenOptions};

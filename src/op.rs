@@ -66,6 +66,15 @@ impl<T> fmt::Debug for Operation<T> {
     }
 }
 
+/// The error of an operation on a context made before `fork()`.
+pub(crate) fn forked() -> io::Error {
+    io::Error::other(
+        "caio: this context was made before fork(): its threads and kernel context stayed in \
+         the parent; make a new Context in the child (Context::global() and files opened \
+         without .context(..) do so by themselves)",
+    )
+}
+
 fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg)
 }
@@ -194,6 +203,9 @@ impl<T> Future for Operation<T> {
             match std::mem::replace(&mut this.state, State::Done) {
                 State::Failed(e) => return Poll::Ready(Err(e)),
                 State::Waiting(plan) => {
+                    if this.shared.is_forked() {
+                        return Poll::Ready(Err(forked()));
+                    }
                     let slot = Arc::new(Slot::default());
                     let mut plan = Some(plan);
                     let admitted = this.shared.limiter.acquire_or_wait(|| Waiter {

@@ -115,6 +115,19 @@ pub fn default_implementation_file() -> &'static str {
     DEFAULT_FILE
 }
 
+/// At most 64 characters of a value a user set, for a warning.
+fn quote(value: &str) -> String {
+    const MAX: usize = 64;
+    match value.char_indices().nth(MAX) {
+        None => format!("{value:?}"),
+        Some((cut, _)) => format!(
+            "{:?}... ({} characters)",
+            &value[..cut],
+            value.chars().count()
+        ),
+    }
+}
+
 /// The selection rules, with the environment, the file and availability passed in.
 pub(crate) fn select(
     env_value: Option<OsString>,
@@ -137,9 +150,14 @@ pub(crate) fn select(
                     "{ENV_VAR}={i} is unavailable ({reason}); using the built-in order"
                 )),
             },
-            Some(Err(e)) => warnings.push(format!("{ENV_VAR}: {e}; using the built-in order")),
+            Some(Err(_)) => warnings.push(format!(
+                "{ENV_VAR}={} is not one of {}; using the built-in order",
+                quote(&value.to_string_lossy()),
+                parse::all_spellings()
+            )),
             None => warnings.push(format!(
-                "{ENV_VAR}={value:?} is not valid UTF-8; using the built-in order"
+                "{ENV_VAR}={} is not valid UTF-8; using the built-in order",
+                quote(&value.to_string_lossy())
             )),
         }
         return by_availability(Source::Default, warnings, probe);
@@ -285,6 +303,17 @@ mod tests {
             (Implementation::Thread, Source::Default)
         );
         assert!(s.warnings[0].contains("EAGAIN"), "{:?}", s.warnings);
+    }
+
+    #[test]
+    fn warnings_quote_at_most_64_characters() {
+        assert_eq!(quote("linx"), "\"linx\"");
+        let long = "é".repeat(100);
+        let q = quote(&long);
+        assert!(q.starts_with(&format!("{:?}", "é".repeat(64))), "{q}");
+        assert!(q.ends_with("... (100 characters)"), "{q}");
+        let s = select(env(&"x".repeat(5000)), "", all_up);
+        assert!(s.warnings[0].len() < 200, "{}", s.warnings[0]);
     }
 
     #[test]

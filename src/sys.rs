@@ -226,6 +226,28 @@ pub(crate) fn fallocate(fd: RawFd, off: u64, len: u64) -> io::Result<()> {
     }
 }
 
+static FORK_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+extern "C" fn forked_child() {
+    FORK_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// How many times this process is a `fork()` away from where it started counting: a
+/// context made under another generation belongs to an ancestor (its threads and kernel
+/// AIO context are not in this process).
+pub(crate) fn fork_generation() -> u64 {
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    REGISTER.call_once(|| {
+        // SAFETY: registers a handler that only bumps an atomic, which is async-signal-safe
+        // as the child side of fork requires.
+        let r = unsafe { libc::pthread_atfork(None, None, Some(forked_child)) };
+        if r != 0 {
+            log::warn!("caio: pthread_atfork failed ({r}): a fork will not be detected");
+        }
+    });
+    FORK_GENERATION.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 #[cfg(target_os = "linux")]
 pub(crate) use self::linux::*;
 
@@ -413,6 +435,70 @@ mod linux {
         cvt(fd as libc::ssize_t)?;
         // SAFETY: `fd` is a new descriptor that nothing else owns.
         Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// `struct aio_ring` from `fs/aio.c`: the header of the completion ring the kernel maps
+    /// into the process at the context's address.
+    #[repr(C)]
+    struct AioRing {
+        id: u32,
+        nr: u32,
+        head: u32,
+        tail: u32,
+        magic: u32,
+        compat_features: u32,
+        incompat_features: u32,
+        header_length: u32,
+    }
+
+    const AIO_RING_MAGIC: u32 = 0xa10a_10a1;
+
+    /// Takes completions straight from the context's ring in user space, as `io_getevents`
+    /// would, without a system call. `None` when the ring is not in the layout this code
+    /// knows.
+    ///
+    /// # Safety
+    /// `ctx` must be a live kernel AIO context of this process, and no other thread may
+    /// reap it (with this or `io_getevents`) at the same time.
+    pub(crate) unsafe fn ring_reap(ctx: AioContext, out: &mut [IoEvent]) -> Option<usize> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let ring = ctx as *mut AioRing;
+        // SAFETY: the kernel maps the ring header at the context's address for the
+        // context's life (the caller's promise); these fields are plain u32s.
+        let (magic, incompat, nr, header) = unsafe {
+            (
+                ptr::read_volatile(&raw const (*ring).magic),
+                ptr::read_volatile(&raw const (*ring).incompat_features),
+                ptr::read_volatile(&raw const (*ring).nr),
+                ptr::read_volatile(&raw const (*ring).header_length),
+            )
+        };
+        if magic != AIO_RING_MAGIC || incompat != 0 || nr == 0 {
+            return None;
+        }
+        // SAFETY: head and tail are u32s the kernel updates atomically; viewing them as
+        // atomics gives the ordering the kernel's smp_wmb pairs with.
+        let (head_a, tail_a) = unsafe {
+            (
+                AtomicU32::from_ptr(&raw mut (*ring).head),
+                AtomicU32::from_ptr(&raw mut (*ring).tail),
+            )
+        };
+        let tail = tail_a.load(Ordering::Acquire) % nr;
+        let mut head = head_a.load(Ordering::Relaxed) % nr;
+        let header = (header as usize).max(std::mem::size_of::<AioRing>());
+        // SAFETY: the events follow the header, `nr` of them, in the same mapping.
+        let events = unsafe { (ring as *const u8).add(header) as *const IoEvent };
+        let mut n = 0;
+        while head != tail && n < out.len() {
+            // SAFETY: `head < nr`, inside the mapped array; the kernel wrote the event
+            // before publishing the tail past it.
+            out[n] = unsafe { ptr::read_volatile(events.add(head as usize)) };
+            head = (head + 1) % nr;
+            n += 1;
+        }
+        head_a.store(head, Ordering::Release);
+        Some(n)
     }
 
     /// Adds 1 to an eventfd's counter.

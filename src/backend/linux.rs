@@ -43,8 +43,19 @@
 //! the iocb's `aio_data`) and reclaimed by the reaper when its completion arrives, so the
 //! buffer outlives any dropped future. When the last handle goes, `Drop` only raises a
 //! flag and cancels the reaper's wake-up poll (`io_cancel`); the reaper keeps reaping until
-//! nothing is in flight, then calls `io_destroy` itself (it waits for an RCU grace period,
-//! ~30 ms, which no caller should pay) and exits.
+//! nothing is in flight, then hands the kernel context to a small idle list and exits. A
+//! new context of the same size takes it from there: destroying one waits for an RCU grace
+//! period (~30 ms), and contexts made and dropped in quick succession would otherwise pile
+//! up in `fs.aio-max-nr` and in threads. Idle contexts are destroyed after a few seconds,
+//! by one thread, so a process that stops using kernel AIO gives its share back.
+//!
+//! # When the kernel says no
+//!
+//! A context is made only if `io_setup`, `io_submit` and `io_getevents` are all allowed
+//! (seccomp can deny any of them); otherwise the thread implementation is used, with the
+//! reason. If a policy starts denying `io_submit` later, every operation goes to the pool;
+//! if it starts denying `io_getevents`, the reaper takes what is in flight straight from the
+//! completion ring the kernel maps into the process, so no operation is left waiting.
 
 use std::{
     cell::UnsafeCell,
@@ -55,13 +66,13 @@ use std::{
         Arc, Condvar, Mutex, MutexGuard,
     },
     thread,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use once_cell::sync::{Lazy, OnceCell};
 
 use crate::{
-    backend::{thread::ThreadPool, FileIo, Kind, Request, Submit},
+    backend::{thread::ThreadPool, FileIo, Kind, Request, Submit, DEFAULT_MAX_REQUESTS},
     sys::{self, AioContext, IoEvent, Iocb},
     Implementation,
 };
@@ -135,28 +146,173 @@ fn read_sysctl(name: &str) -> String {
         .map_or_else(|_| "?".into(), |s| s.trim().to_string())
 }
 
-/// Why `io_setup` failed, in words a user can act on.
-fn describe_setup_error(e: &io::Error) -> String {
+/// Why `io_setup` of `nr_events` failed, in words a user can act on.
+fn describe_setup_error(e: &io::Error, nr_events: u32) -> String {
     match e.raw_os_error() {
         Some(libc::ENOSYS) => format!("io_setup: {e}: the kernel is built without AIO"),
         Some(libc::EPERM) => format!("io_setup: {e}: denied by seccomp or container policy"),
-        Some(libc::EAGAIN) => format!(
-            "io_setup: {e}: fs.aio-max-nr is spent (aio-nr {} of aio-max-nr {})",
-            read_sysctl("aio-nr"),
-            read_sysctl("aio-max-nr")
-        ),
+        Some(libc::EAGAIN) => {
+            let (nr, max) = (read_sysctl("aio-nr"), read_sysctl("aio-max-nr"));
+            let room = match (nr.parse::<u64>(), max.parse::<u64>()) {
+                (Ok(n), Ok(m)) => m.saturating_sub(n),
+                _ => u64::MAX,
+            };
+            if u64::from(nr_events) > room {
+                format!(
+                    "io_setup: {e}: a context for {} requests needs {nr_events} AIO events, \
+                     and fs.aio-max-nr {max} less aio-nr {nr} leaves {room}: lower \
+                     max_requests or raise fs.aio-max-nr",
+                    nr_events - 1
+                )
+            } else {
+                format!("io_setup: {e}: fs.aio-max-nr is spent (aio-nr {nr} of aio-max-nr {max})")
+            }
+        }
         _ => format!("io_setup: {e}"),
     }
 }
 
-/// Whether this process can create a kernel AIO context now.
+/// Whether this process may submit and reap on `ctx`: a seccomp policy can deny
+/// `io_submit` or `io_getevents` while allowing `io_setup`. Both calls are empty ones.
+fn check_allowed(ctx: AioContext) -> Result<(), String> {
+    // SAFETY: no iocb is submitted.
+    if let Err(e) = unsafe { sys::io_submit(ctx, &mut []) } {
+        return Err(format!(
+            "io_submit: {e}: denied by seccomp or container policy"
+        ));
+    }
+    if let Err(e) = sys::io_getevents(ctx, 0, &mut [], Some(Duration::ZERO)) {
+        return Err(format!(
+            "io_getevents: {e}: denied by seccomp or container policy"
+        ));
+    }
+    Ok(())
+}
+
+/// A kernel context of `nr_events`, from the idle ones or new, that this process may use.
+fn context(nr_events: u32) -> Result<AioContext, String> {
+    let ctx = match take_idle(nr_events) {
+        Some(ctx) => ctx,
+        None => setup(nr_events).map_err(|e| describe_setup_error(&e, nr_events))?,
+    };
+    if let Err(reason) = check_allowed(ctx) {
+        destroy_in_background(ctx);
+        return Err(reason);
+    }
+    Ok(ctx)
+}
+
+/// Whether this process can create a kernel AIO context of the size the default context
+/// needs now (`DEFAULT_MAX_REQUESTS + 1` events), and use it. The one made is kept idle,
+/// for the default context to take.
 pub(crate) fn probe() -> Result<(), String> {
-    match setup(1) {
-        Ok(ctx) => {
-            destroy_in_background(ctx);
-            Ok(())
+    let nr_events = DEFAULT_MAX_REQUESTS as u32 + 1;
+    let ctx = context(nr_events)?;
+    put_idle(nr_events, ctx);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Idle kernel contexts, kept for reuse: creating one is cheap, but destroying one waits
+// for an RCU grace period (~30 ms), so contexts made and dropped in quick succession would
+// otherwise pile up in fs.aio-max-nr and in threads waiting to destroy them.
+
+/// Idle contexts kept at most; each holds its events of fs.aio-max-nr.
+const IDLE_MAX: usize = 4;
+/// How long an idle context is kept: long enough for churn to reuse it, short enough
+/// that a process that stopped using kernel AIO gives its share of fs.aio-max-nr back.
+const IDLE_FOR: Duration = Duration::from_secs(3);
+
+struct Idle {
+    generation: u64,
+    nr_events: u32,
+    ctx: AioContext,
+    since: Instant,
+}
+
+/// Idle contexts, and whether a reclaimer thread is watching them.
+static IDLE: Mutex<(Vec<Idle>, bool)> = Mutex::new((Vec::new(), false));
+/// Signalled when a context becomes idle or is destroyed.
+static IDLE_CV: Condvar = Condvar::new();
+/// Contexts whose backend is dropped and whose reaper has not handed them back yet.
+static CLOSING: AtomicUsize = AtomicUsize::new(0);
+
+/// A context's reaper is done with it (it is idle or being destroyed).
+fn closed() {
+    let _idle = lock(&IDLE);
+    CLOSING.fetch_sub(1, Ordering::AcqRel);
+    IDLE_CV.notify_all();
+}
+
+/// An idle context of exactly `nr_events` made in this process (not a parent's). When a
+/// context is being closed, waits a little for it: a program that drops a context and
+/// makes another reuses the kernel context instead of piling them up.
+fn take_idle(nr_events: u32) -> Option<AioContext> {
+    let generation = sys::fork_generation();
+    let deadline = Instant::now() + Duration::from_millis(100);
+    let mut idle = lock(&IDLE);
+    loop {
+        // A parent's contexts are not ours to use or destroy.
+        idle.0.retain(|i| i.generation == generation);
+        if let Some(k) = idle.0.iter().position(|i| i.nr_events == nr_events) {
+            return Some(idle.0.swap_remove(k).ctx);
         }
-        Err(e) => Err(describe_setup_error(&e)),
+        let now = Instant::now();
+        if CLOSING.load(Ordering::Acquire) == 0 || now >= deadline {
+            return None;
+        }
+        idle = IDLE_CV
+            .wait_timeout(idle, deadline - now)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+    }
+}
+
+/// Keeps `ctx` for reuse for a while, or destroys it when enough are kept. Called with
+/// nothing in flight on it.
+fn put_idle(nr_events: u32, ctx: AioContext) {
+    let mut idle = lock(&IDLE);
+    if idle.0.len() >= IDLE_MAX {
+        drop(idle);
+        return destroy_in_background(ctx);
+    }
+    idle.0.push(Idle {
+        generation: sys::fork_generation(),
+        nr_events,
+        ctx,
+        since: Instant::now(),
+    });
+    if !idle.1 {
+        let spawned = thread::Builder::new()
+            .name("caio-aio-idle".into())
+            .spawn(reclaim_idle);
+        idle.1 = spawned.is_ok();
+    }
+}
+
+/// Destroys idle contexts once they have waited `IDLE_FOR`; exits when none is left.
+fn reclaim_idle() {
+    loop {
+        thread::sleep(IDLE_FOR / 3);
+        let expired: Vec<AioContext> = {
+            let mut idle = lock(&IDLE);
+            let now = Instant::now();
+            let (old, keep) = std::mem::take(&mut idle.0)
+                .into_iter()
+                .partition(|i| now - i.since >= IDLE_FOR);
+            idle.0 = keep;
+            if idle.0.is_empty() {
+                idle.1 = false;
+            }
+            old.into_iter().map(|i| i.ctx).collect()
+        };
+        for ctx in expired {
+            destroy_started();
+            destroy_now(ctx);
+        }
+        if !lock(&IDLE).1 {
+            return;
+        }
     }
 }
 
@@ -333,6 +489,10 @@ struct Ring {
     /// Requests handed to the kernel and not reaped yet.
     inflight: AtomicUsize,
     shutdown: AtomicBool,
+    /// A seccomp policy started denying io_submit or io_getevents: nothing more goes to
+    /// the kernel; what is there is reaped from the ring in user space.
+    degraded: AtomicBool,
+    nr_events: u32,
     wake: Option<Wake>,
     /// Started on first use, for what the kernel cannot do without blocking.
     pool: OnceCell<ThreadPool>,
@@ -395,6 +555,15 @@ impl Ring {
                         match r {
                             // The kernel is out of resources for now: run it on threads.
                             Ok(_) => self.to_pool(op.req),
+                            // A seccomp policy now denies io_submit: threads from now on.
+                            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                                if !self.degraded.swap(true, Ordering::AcqRel) {
+                                    log::warn!(
+                                        "caio: io_submit failed ({e}); operations go to threads"
+                                    );
+                                }
+                                self.to_pool(op.req)
+                            }
                             Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && !op.nowait => {
                                 self.to_pool(op.req)
                             }
@@ -487,23 +656,52 @@ fn reaper(ring: Arc<Ring>) {
     loop {
         match sys::io_getevents(ring.ctx, 1, &mut events, timeout) {
             Ok(n) => ring.complete_events(&events[..n]),
-            Err(e) => {
-                // Only a destroyed or corrupt context gets here: leaking what is in
-                // flight is safe, spinning is not.
-                log::error!("caio: io_getevents failed ({e}); the reaper stops");
-                return;
-            }
+            Err(e) => return reap_in_user_space(&ring, &e),
         }
         if ring.shutdown.load(Ordering::Acquire) && ring.inflight.load(Ordering::Acquire) == 0 {
             break;
         }
     }
+    put_idle(ring.nr_events, ring.ctx);
+    closed();
+}
+
+/// `io_getevents` failed (a seccomp policy installed after the context was made denies
+/// it): nothing more goes to the kernel, and what is in flight is reaped straight from the
+/// ring the kernel maps into the process, so every operation still completes.
+fn reap_in_user_space(ring: &Ring, e: &io::Error) {
+    ring.degraded.store(true, Ordering::Release);
+    log::warn!(
+        "caio: io_getevents failed ({e}); reaping in user space, new operations go to threads"
+    );
+    let mut events = [IoEvent::default(); 64];
+    while ring.inflight.load(Ordering::Acquire) > 0 {
+        // SAFETY: the context lives until this thread destroys it below, and this thread
+        // is the only reaper (io_getevents fails for everyone else too).
+        match unsafe { sys::ring_reap(ring.ctx, &mut events) } {
+            Some(0) => thread::sleep(Duration::from_millis(1)),
+            Some(n) => ring.complete_events(&events[..n]),
+            None => {
+                // An unknown ring layout: leaking what is in flight is safe, spinning not.
+                log::error!("caio: the AIO ring cannot be read; in-flight operations are lost");
+                break;
+            }
+        }
+    }
+    while !ring.shutdown.load(Ordering::Acquire) {
+        thread::sleep(POLL_FALLBACK);
+    }
+    destroy_started();
     destroy_now(ring.ctx);
+    closed();
 }
 
 /// The Linux kernel AIO backend.
 pub(crate) struct Linux {
     ring: Arc<Ring>,
+    /// The fork generation it was made in: in a child the kernel context and the reaper
+    /// are the parent's, and dropping must not touch them.
+    fork_generation: u64,
     /// Boxed: each op's address goes to the kernel at submission and must not move.
     #[allow(clippy::vec_box)]
     queue: Mutex<Vec<Box<AioOp>>>,
@@ -527,8 +725,8 @@ impl fmt::Debug for Linux {
 impl Linux {
     /// A kernel context with room for `max_requests` operations, and its reaper.
     pub(crate) fn new(max_requests: usize, threads: usize) -> io::Result<Linux> {
-        let ctx = setup(max_requests as u32 + 1)
-            .map_err(|e| io::Error::new(e.kind(), describe_setup_error(&e)))?;
+        let nr_events = max_requests as u32 + 1;
+        let ctx = context(nr_events).map_err(io::Error::other)?;
         let wake = sys::eventfd().ok().and_then(|efd| {
             let iocb = Box::new(UnsafeCell::new(Iocb {
                 aio_data: WAKE_TOKEN,
@@ -537,8 +735,9 @@ impl Linux {
                 aio_buf: libc::POLLIN as u64,
                 ..Iocb::default()
             }));
-            // SAFETY: the iocb is boxed (stable address) and lives in the ring until the
-            // reaper has destroyed the context; it carries no buffer.
+            // SAFETY: the iocb is boxed (stable address) and lives as long as the ring; the
+            // kernel copies it at submission and reads it again only in io_cancel, which
+            // `Drop` calls while the ring lives. It carries no buffer.
             match unsafe { sys::io_submit(ctx, &mut [iocb.get()]) } {
                 Ok(1) => Some(Wake { efd, iocb }),
                 _ => None, // no IOCB_CMD_POLL (before Linux 4.18): poll for shutdown instead
@@ -548,6 +747,8 @@ impl Linux {
             ctx,
             inflight: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
+            degraded: AtomicBool::new(false),
+            nr_events,
             wake,
             pool: OnceCell::new(),
             threads,
@@ -562,6 +763,7 @@ impl Linux {
         }
         Ok(Linux {
             ring,
+            fork_generation: sys::fork_generation(),
             queue: Mutex::new(Vec::new()),
         })
     }
@@ -614,6 +816,10 @@ impl FileIo for Linux {
     }
 
     fn submit(&self, req: Request) -> Submit {
+        if self.ring.degraded.load(Ordering::Acquire) {
+            self.ring.to_pool(req);
+            return Submit::Started;
+        }
         let facts = match Facts::gather(&req) {
             Ok(f) => f,
             Err(e) => {
@@ -633,7 +839,10 @@ impl FileIo for Linux {
     }
 
     fn flush(&self) {
-        let batch = std::mem::take(&mut *lock(&self.queue));
+        let mut batch = std::mem::take(&mut *lock(&self.queue));
+        // A request whose future is gone before it reached the kernel does not start: its
+        // descriptor may have been closed, and its number reused, since.
+        batch.retain(|op| !op.req.is_abandoned());
         if batch.is_empty() {
             return;
         }
@@ -643,7 +852,7 @@ impl FileIo for Linux {
             .iter()
             .any(|op| op.nowait && matches!(op.req.kind, Kind::Read(_)));
         self.ring.submit(batch);
-        if inline {
+        if inline && !self.ring.degraded.load(Ordering::Acquire) {
             self.ring.reap_ready();
         }
     }
@@ -651,9 +860,13 @@ impl FileIo for Linux {
 
 impl Drop for Linux {
     fn drop(&mut self) {
+        if sys::fork_generation() != self.fork_generation {
+            return; // the parent's: nothing here to shut down
+        }
+        // Until its reaper hands the kernel context back (see `take_idle`).
+        CLOSING.fetch_add(1, Ordering::AcqRel);
         // Operations hold the context alive, so nothing can still be queued; be sure.
         self.flush();
-        destroy_started();
         self.ring.shutdown.store(true, Ordering::Release);
         if let Some(w) = &self.ring.wake {
             // SAFETY: the wake-up iocb was submitted to this context and lives as long as

@@ -15,10 +15,12 @@
 //!   byte the operation touches. The future holds only the slot, so a future dropped
 //!   mid-flight frees nothing the kernel may still write into; the backend drops the request
 //!   (and with it the buffer) only after the operation has finished.
-//! - **Treat a dropped future as nothing special.** The operation still runs to completion
-//!   (or to kernel cancellation) and its result is discarded. The in-flight permit is given
-//!   back when the request completes, not when the future is dropped, so `max_requests`
-//!   bounds what the kernel really has in flight.
+//! - **Start nothing whose future is gone** ([`Request::is_abandoned`]): a request dropped
+//!   before the kernel or a worker took it up is completed unrun, because its descriptor
+//!   may have been closed, and its number reused by another file, since. What the kernel
+//!   already has runs to completion (or to kernel cancellation) and its result is
+//!   discarded. The in-flight permit is given back when the request completes, not when
+//!   the future is dropped, so `max_requests` bounds what the kernel really has in flight.
 //! - **Never block in `Drop`.** When the last handle of a context goes, work in flight
 //!   finishes on the backend's own threads, which then release kernel resources.
 //! - **Report errors as `io::Error` carrying the OS errno**, the same errno for the same
@@ -54,6 +56,9 @@ pub(crate) use request::{
     Admission, Call, Completer, Completion, FdInfo, Kind, Meta, Opened, Out, Permit, Plan, Request,
     Slot, What,
 };
+
+/// Default number of operations in flight per context.
+pub const DEFAULT_MAX_REQUESTS: usize = 256;
 
 /// What `submit` did with a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

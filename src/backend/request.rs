@@ -246,6 +246,12 @@ impl Request {
         }
     }
 
+    /// Whether its future is gone. A backend does not start such a request: its descriptor
+    /// may have been closed, and its number reused by another file, since.
+    pub(crate) fn is_abandoned(&self) -> bool {
+        self.done.slot.is_abandoned()
+    }
+
     /// Delivers the result (with the buffer) to the waiting future, if any.
     pub(crate) fn finish(self, result: io::Result<usize>) {
         let buf = match self.kind {

@@ -55,6 +55,11 @@ impl ThreadPool {
 
 fn worker(rx: Receiver<Request>) {
     for mut req in rx.iter() {
+        if req.is_abandoned() {
+            // Nobody waits, and the descriptor may be another file's by now.
+            req.finish(Err(io::Error::other("caio: dropped before it started")));
+            continue;
+        }
         let r = panic::catch_unwind(AssertUnwindSafe(|| req.run_blocking()));
         req.finish(r.unwrap_or_else(|p| Err(panic_error(p))));
     }
