@@ -408,6 +408,12 @@ impl From<String> for Buffer {
     }
 }
 
+impl From<&String> for Buffer {
+    fn from(s: &String) -> Self {
+        Buffer::from(s.as_bytes())
+    }
+}
+
 impl From<&Vec<u8>> for Buffer {
     fn from(v: &Vec<u8>) -> Self {
         Buffer::from(&v[..])

@@ -27,11 +27,13 @@ pub(crate) struct ReadAhead {
 }
 
 impl ReadAhead {
+    /// On a file that is read in sequence (a pipe, FIFO or device), one read at a time.
     pub(crate) fn new(file: File, chunk: usize, depth: usize, start: u64) -> ReadAhead {
+        let depth = if file.is_seekable() { depth.max(1) } else { 1 };
         ReadAhead {
             file,
             chunk: chunk.max(1),
-            depth: depth.max(1),
+            depth,
             next: start,
             ahead: VecDeque::new(),
             eof: false,
@@ -70,8 +72,11 @@ impl ReadAhead {
     ) -> Poll<Option<io::Result<(u64, Buffer)>>> {
         while !self.eof && self.ahead.len() < self.depth {
             let off = self.next;
-            self.ahead
-                .push_back((off, Box::pin(self.file.read_at(self.chunk, off))));
+            let (file, chunk) = (self.file.clone(), self.chunk);
+            self.ahead.push_back((
+                off,
+                Box::pin(async move { file.read_chunk(chunk, off).await }),
+            ));
             self.next += self.chunk as u64;
         }
         let Some((off, fut)) = self.ahead.front_mut() else {

@@ -143,8 +143,14 @@ impl Replacement {
             };
             match ctx.meta(-1, open, None, crate::fs::file::opened).await {
                 Ok(o) => {
-                    let file =
-                        File::from_opened(ctx.clone(), o, target.clone(), direct, false, true);
+                    let file = File::from_opened(
+                        ctx.clone(),
+                        o,
+                        target.clone(),
+                        direct,
+                        false,
+                        (false, true),
+                    );
                     return Ok(Replacement {
                         ctx: ctx.clone(),
                         target,
@@ -209,7 +215,7 @@ impl Replacement {
                 })
             })
             .await?;
-        let file = File::from_opened(ctx.clone(), opened, path, direct, false, true);
+        let file = File::from_opened(ctx.clone(), opened, path, direct, false, (false, true));
         Ok(Replacement {
             ctx: ctx.clone(),
             target,

@@ -221,6 +221,8 @@ type WriteFut = Pin<Box<dyn Future<Output = io::Result<usize>> + Send>>;
 /// Reads ahead and writes behind, `depth` of each in flight.
 async fn pump(input: &File, output: &File, opts: &CopyOptions) -> io::Result<u64> {
     let mut reads = ReadAhead::new(input.clone(), opts.chunk, opts.depth, 0);
+    // Into a device or FIFO, in order: one write at a time.
+    let write_depth = if output.is_seekable() { opts.depth } else { 1 };
     let mut writes: FuturesUnordered<WriteFut> = FuturesUnordered::new();
     let (mut reading, mut copied) = (true, 0u64);
     loop {
@@ -232,7 +234,7 @@ async fn pump(input: &File, output: &File, opts: &CopyOptions) -> io::Result<u64
             if let Poll::Ready(Some(r)) = writes.poll_next_unpin(cx) {
                 return Poll::Ready(Event::Wrote(r));
             }
-            if reading && writes.len() < opts.depth {
+            if reading && writes.len() < write_depth {
                 if let Poll::Ready(r) = reads.poll_next(cx) {
                     return Poll::Ready(Event::Read(r));
                 }
@@ -256,9 +258,9 @@ async fn pump(input: &File, output: &File, opts: &CopyOptions) -> io::Result<u64
                 let (off, b) = r?;
                 if !b.is_empty() {
                     let (out, n) = (output.clone(), b.len());
-                    writes.push(Box::pin(async move {
-                        out.write_all_now(b, off).await.map(|_| n)
-                    }));
+                    writes.push(Box::pin(
+                        async move { out.write_chunk(b, off).await.map(|_| n) },
+                    ));
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! [`File`] and [`OpenOptions`].
 
 use std::{
+    borrow::Cow,
     ffi::CString,
     fmt,
     fs::{Metadata, Permissions},
@@ -187,7 +188,7 @@ impl OpenOptions {
             path,
             self.direct,
             self.append,
-            self.write || self.append,
+            (self.read, self.write || self.append),
         ))
     }
 }
@@ -200,7 +201,7 @@ impl File {
         path: PathBuf,
         direct: bool,
         append: bool,
-        writable: bool,
+        (readable, writable): (bool, bool),
     ) -> File {
         File::from_parts(
             ctx,
@@ -208,8 +209,10 @@ impl File {
             path,
             Facts {
                 seekable: o.file_type == libc::S_IFREG || o.file_type == libc::S_IFBLK,
+                file_type: o.file_type,
                 direct,
                 append,
+                readable,
                 writable,
                 align: o.align,
             },
@@ -292,11 +295,53 @@ impl Drop for FdOwner {
 /// What a `File` knows of its descriptor, gathered once at open.
 #[derive(Debug, Clone, Copy)]
 struct Facts {
+    /// A regular file or block device; anything else is read and written in sequence.
     seekable: bool,
+    /// `st_mode & S_IFMT`, to name the type in errors.
+    file_type: libc::mode_t,
     direct: bool,
     append: bool,
+    readable: bool,
     writable: bool,
     align: Option<DirectAlignment>,
+}
+
+/// "a FIFO", "a socket"...: a file type in words.
+fn type_name(t: libc::mode_t) -> &'static str {
+    match t {
+        libc::S_IFIFO => "a FIFO or pipe",
+        libc::S_IFSOCK => "a socket",
+        libc::S_IFCHR => "a character device",
+        libc::S_IFDIR => "a directory",
+        libc::S_IFBLK => "a block device",
+        _ => "a regular file",
+    }
+}
+
+/// The OS error that a `ModeError` or a `NotSeekable` explains.
+#[derive(Debug)]
+struct Explained {
+    msg: String,
+    os: io::Error,
+}
+
+impl fmt::Display for Explained {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.msg, self.os)
+    }
+}
+
+impl std::error::Error for Explained {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.os)
+    }
+}
+
+/// `errno` with a message that says what it means here; the OS error (and so the errno)
+/// is the error's `source()`.
+fn explained(errno: i32, msg: String) -> io::Error {
+    let os = io::Error::from_raw_os_error(errno);
+    io::Error::new(os.kind(), Explained { msg, os })
 }
 
 fn direct_refused(path: &Path, e: io::Error) -> io::Error {
@@ -339,6 +384,8 @@ struct Inner {
     /// What the backend is told of the descriptor (it holds the owner too).
     info: FdInfo,
     ctx: Context,
+    /// Opened on the process-wide context: after a fork, the child's takes over.
+    global: bool,
     path: PathBuf,
     facts: Facts,
     /// A buffered descriptor on the same file, for the unaligned parts of direct writes.
@@ -353,6 +400,17 @@ struct Twin {
 }
 
 impl Inner {
+    /// The context to run on: the file's own, or in a child after `fork()`, for a file on
+    /// the process-wide context, the child's.
+    fn ctx(&self) -> Cow<'_, Context> {
+        if self.global && self.ctx.is_forked() {
+            if let Ok(c) = Context::global() {
+                return Cow::Owned(c);
+            }
+        }
+        Cow::Borrowed(&self.ctx)
+    }
+
     fn new(ctx: Context, fd: OwnedFd, path: PathBuf, facts: Facts) -> Inner {
         let raw = fd.as_raw_fd();
         let owner = FdOwner::new(fd, ctx.clone());
@@ -364,6 +422,7 @@ impl Inner {
                 direct: facts.direct,
             },
             owner,
+            global: ctx.is_global(),
             ctx,
             path,
             facts,
@@ -379,7 +438,7 @@ impl fmt::Debug for File {
             .field("fd", &self.inner.fd)
             .field("direct", &self.inner.facts.direct)
             .field("append", &self.inner.facts.append)
-            .field("implementation", &self.inner.ctx.implementation())
+            .field("implementation", &self.inner.ctx().implementation())
             .finish()
     }
 }
@@ -468,7 +527,10 @@ impl File {
         offset: u64,
     ) -> impl Future<Output = io::Result<Buffer>> + Send + 'static {
         let f = self.clone();
-        async move { f.read_at_now(nbytes, offset).await }
+        async move {
+            f.check_positional(false)?;
+            f.read_at_now(nbytes, offset).await
+        }
     }
 
     async fn read_at_now(&self, nbytes: usize, offset: u64) -> io::Result<Buffer> {
@@ -492,7 +554,7 @@ impl File {
                 let take = (block.len() - skip).min(nbytes);
                 Ok(Buffer::from(&block[skip..skip + take]))
             }
-            _ => i.ctx.read_file(nbytes, i.fd, offset, &i.info).await,
+            _ => i.ctx().read_file(nbytes, i.fd, offset, &i.info).await,
         }
     }
 
@@ -507,7 +569,10 @@ impl File {
         offset: u64,
     ) -> impl Future<Output = io::Result<usize>> + Send + 'static {
         let (f, data) = (self.clone(), data.into());
-        async move { f.write_once(data, offset).await.map(|(n, _)| n) }
+        async move {
+            f.check_positional(true)?;
+            f.write_once(data, offset).await.map(|(n, _)| n)
+        }
     }
 
     /// Writes all of `data` at `offset`, continuing after short writes.
@@ -520,7 +585,103 @@ impl File {
         offset: u64,
     ) -> impl Future<Output = io::Result<()>> + Send + 'static {
         let (f, data) = (self.clone(), data.into());
-        async move { f.write_all_now(data, offset).await.map(drop) }
+        async move {
+            f.check_positional(true)?;
+            f.write_all_now(data, offset).await.map(drop)
+        }
+    }
+
+    /// EBADF that names the access the file was not opened for.
+    fn check_access(&self, write: bool) -> io::Result<()> {
+        let f = &self.inner.facts;
+        if (write && !f.writable) || (!write && !f.readable) {
+            let what = if write { "writing" } else { "reading" };
+            return Err(explained(
+                libc::EBADF,
+                format!("{} is not opened for {what}", self.inner.path.display()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks that the file can be read or written at an offset: opened for it, and not a
+    /// FIFO, pipe or socket (ESPIPE, naming the type).
+    fn check_positional(&self, write: bool) -> io::Result<()> {
+        self.check_access(write)?;
+        let t = self.inner.facts.file_type;
+        if t == libc::S_IFIFO || t == libc::S_IFSOCK {
+            return Err(explained(
+                libc::ESPIPE,
+                format!(
+                    "{} is {}: reading or writing at an offset needs a regular file or \
+                     device; use reader(), writer(), lines() or chunks()",
+                    self.inner.path.display(),
+                    type_name(t)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// ESPIPE for a seek on a file read or written in sequence, naming its type.
+    pub(crate) fn cannot_seek(&self) -> io::Error {
+        explained(
+            libc::ESPIPE,
+            format!(
+                "{} is {}: it is read and written in sequence and cannot seek",
+                self.inner.path.display(),
+                type_name(self.inner.facts.file_type)
+            ),
+        )
+    }
+
+    /// Whether reads and writes go at offsets (a regular file or block device), rather
+    /// than in sequence (pipes, FIFOs, sockets, terminals and other devices).
+    pub(crate) fn is_seekable(&self) -> bool {
+        self.inner.facts.seekable
+    }
+
+    /// The next chunk of a stream: `nbytes` at `offset` for a seekable file, else the next
+    /// `nbytes` in sequence (`read(2)` until that many or the end, through the backend).
+    /// Short only at the end.
+    pub(crate) async fn read_chunk(&self, nbytes: usize, offset: u64) -> io::Result<Buffer> {
+        self.check_access(false)?;
+        if self.is_seekable() {
+            return self.read_at_now(nbytes, offset).await;
+        }
+        let i = &self.inner;
+        let fd = i.fd;
+        i.ctx()
+            .run(Some(&i.info), move || {
+                use std::io::Read;
+                // SAFETY: the request holds the descriptor's owner, so `fd` stays open
+                // while this runs; ManuallyDrop keeps the view from closing it.
+                let view = ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
+                let mut out = Vec::with_capacity(nbytes.min(16 << 20));
+                (&*view).take(nbytes as u64).read_to_end(&mut out)?;
+                Ok(Buffer::from(out))
+            })
+            .await
+    }
+
+    /// Writes all of `data` as the next part of a stream: at `offset` for a seekable file,
+    /// else in sequence (`write(2)` through the backend). Gives the buffer back.
+    pub(crate) async fn write_chunk(&self, data: Buffer, offset: u64) -> io::Result<Buffer> {
+        self.check_access(true)?;
+        if self.is_seekable() {
+            return self.write_all_now(data, offset).await;
+        }
+        let i = &self.inner;
+        let fd = i.fd;
+        i.ctx()
+            .run(Some(&i.info), move || {
+                use std::io::Write;
+                // SAFETY: as in read_chunk.
+                let view = ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
+                (&*view).write_all(&data)?;
+                Ok(data)
+            })
+            .await
     }
 
     /// Writes all of `data`, giving the buffer back (the writer reuses it).
@@ -561,7 +722,7 @@ impl File {
             .align
             .filter(|a| !a.allows(offset, data.len()) && !i.facts.append)
         else {
-            return i.ctx.write_file(data, i.fd, offset, &i.info).await;
+            return i.ctx().write_file(data, i.fd, offset, &i.info).await;
         };
         // Split on page boundaries (at least), so the buffered and the direct parts never
         // share a page of the page cache.
@@ -587,9 +748,9 @@ impl File {
             let part = Buffer::from(&data[(start - offset) as usize..(stop - offset) as usize]);
             let want = part.len();
             let (n, _) = if direct {
-                i.ctx.write_file(part, i.fd, start, &i.info).await?
+                i.ctx().write_file(part, i.fd, start, &i.info).await?
             } else {
-                i.ctx.write_file(part, twin.fd, start, &twin.info).await?
+                i.ctx().write_file(part, twin.fd, start, &twin.info).await?
             };
             written += n;
             if n < want {
@@ -613,9 +774,9 @@ impl File {
             flags: libc::O_WRONLY,
             mode: 0,
         };
-        let fd = i.ctx.meta(-1, open, Some(&i.info), opened).await?.fd;
+        let fd = i.ctx().meta(-1, open, Some(&i.info), opened).await?.fd;
         let raw = fd.as_raw_fd();
-        let owner = FdOwner::new(fd, i.ctx.clone());
+        let owner = FdOwner::new(fd, i.ctx().into_owned());
         let twin = Twin {
             fd: raw,
             info: FdInfo {
@@ -654,7 +815,7 @@ impl File {
     /// The OS error.
     pub fn sync_all(&self) -> impl Future<Output = io::Result<()>> + Send + 'static {
         let i = Arc::clone(&self.inner);
-        async move { i.ctx.sync_file(i.fd, false, &i.info).await }
+        async move { i.ctx().sync_file(i.fd, false, &i.info).await }
     }
 
     /// Flushes data to the device (`fdatasync`).
@@ -663,17 +824,19 @@ impl File {
     /// The OS error.
     pub fn sync_data(&self) -> impl Future<Output = io::Result<()>> + Send + 'static {
         let i = Arc::clone(&self.inner);
-        async move { i.ctx.sync_file(i.fd, true, &i.info).await }
+        async move { i.ctx().sync_file(i.fd, true, &i.info).await }
     }
 
     /// Truncates or extends the file to `len` bytes (`ftruncate`, through the backend).
     ///
     /// # Errors
-    /// The OS error (EINVAL for a file not open for writing).
+    /// The OS error; EBADF saying so for a file not opened for writing.
     pub fn set_len(&self, len: u64) -> impl Future<Output = io::Result<()>> + Send + 'static {
-        let i = Arc::clone(&self.inner);
+        let f = self.clone();
         async move {
-            i.ctx
+            f.check_access(true)?;
+            let i = &f.inner;
+            i.ctx()
                 .meta_unit(i.fd, Meta::Truncate(len), Some(&i.info))
                 .await
         }
@@ -687,7 +850,7 @@ impl File {
         let i = Arc::clone(&self.inner);
         async move {
             let fd = i.fd;
-            i.ctx.run(Some(&i.info), move || sys::file_len(fd)).await
+            i.ctx().run(Some(&i.info), move || sys::file_len(fd)).await
         }
     }
 
@@ -726,7 +889,7 @@ impl File {
     ) -> impl Future<Output = io::Result<()>> + Send + 'static {
         let i = Arc::clone(&self.inner);
         async move {
-            i.ctx
+            i.ctx()
                 .meta_unit(i.fd, Meta::Allocate { offset, len }, Some(&i.info))
                 .await
         }
@@ -742,9 +905,9 @@ impl File {
         let i = Arc::clone(&self.inner);
         async move {
             let fd = i.fd;
-            let new = i.ctx.run(Some(&i.info), move || sys::dup(fd)).await?;
+            let new = i.ctx().run(Some(&i.info), move || sys::dup(fd)).await?;
             Ok(File::from_parts(
-                i.ctx.clone(),
+                i.ctx().into_owned(),
                 new,
                 i.path.clone(),
                 i.facts,
@@ -794,7 +957,7 @@ impl File {
         let i = Arc::clone(&self.inner);
         async move {
             let fd = i.fd;
-            i.ctx
+            i.ctx()
                 .run(Some(&i.info), move || {
                     // SAFETY: the request holds the descriptor's owner, so `fd` stays open
                     // while this runs; ManuallyDrop keeps the view from closing it.

@@ -21,6 +21,24 @@
 //! reports the errors some filesystems only report at close. A [`Writer`] must be
 //! `close`d: dropped without it, it finishes its writes in the background and only logs
 //! an error, and a process that exits first loses them.
+//!
+//! Work that finishes in the background (a dropped writer's writes, operations whose
+//! futures were dropped, the close of a dropped `File`) runs on the context. Wait for it
+//! before the program ends:
+//!
+//! ```no_run
+//! # async fn f() -> std::io::Result<()> {
+//! // ... caio::fs and files opened without .context(..) use the default context ...
+//! caio::Context::global()?.wait_idle().await;
+//! # Ok(()) }
+//! ```
+//!
+//! # Pipes, FIFOs, terminals and devices
+//!
+//! [`Reader`], [`Writer`], [`File::lines`] and [`File::chunks`] read and write them in
+//! sequence, one operation at a time, off the polling thread (`File::open("/dev/stdin")`
+//! for standard input). [`File::read_at`] and [`File::write_at`] on a pipe, FIFO or socket
+//! fail with ESPIPE and a message that names the type.
 
 mod ahead;
 mod atomic;

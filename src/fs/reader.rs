@@ -207,6 +207,9 @@ impl AsyncSeek for Reader {
         to: SeekFrom,
     ) -> Poll<io::Result<u64>> {
         let this = self.get_mut();
+        if matches!(to, SeekFrom::End(_)) && !this.reads.file().is_seekable() {
+            return Poll::Ready(Err(this.reads.file().cannot_seek()));
+        }
         let len = match this.len.poll_for(cx, this.reads.file(), to) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -216,6 +219,9 @@ impl AsyncSeek for Reader {
             Ok(t) => t,
             Err(e) => return Poll::Ready(Err(e)),
         };
+        if target != this.pos && !this.reads.file().is_seekable() {
+            return Poll::Ready(Err(this.reads.file().cannot_seek()));
+        }
         if target >= this.buf_start && target <= this.buf_start + this.buf.len() as u64 {
             this.pos = target; // inside what is buffered: keep the read-ahead
         } else {

@@ -75,7 +75,12 @@ impl Writer {
         let unit = file.direct_alignment().map_or(1, |a| a.offset.max(1));
         let chunk = chunk.max(1).next_multiple_of(unit);
         let pos_known = !file.is_append();
-        let depth = if file.is_append() { 1 } else { depth.max(1) };
+        // In order: one write at a time in append mode and on pipes, FIFOs and devices.
+        let depth = if file.is_append() || !file.is_seekable() {
+            1
+        } else {
+            depth.max(1)
+        };
         Writer {
             file,
             chunk,
@@ -136,7 +141,7 @@ impl Writer {
         let (file, off) = (self.file.clone(), self.pos);
         self.pos += data.len() as u64;
         self.inflight
-            .push_back(Box::pin(async move { file.write_all_now(data, off).await }));
+            .push_back(Box::pin(async move { file.write_chunk(data, off).await }));
         Ok(())
     }
 
@@ -245,6 +250,9 @@ impl AsyncSeek for Writer {
             other => return other.map(|r| r.map(|()| 0)),
         }
         let this = self.get_mut();
+        if !this.file.is_seekable() && to != SeekFrom::Current(0) {
+            return Poll::Ready(Err(this.file.cannot_seek()));
+        }
         let len = match this.len.poll_for(cx, &this.file, to) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -271,6 +279,8 @@ impl Drop for Writer {
         }
         let mut inflight = std::mem::take(&mut self.inflight);
         let path = self.file.path().to_path_buf();
+        // Context::wait_idle waits for these writes, started or not.
+        let hold = self.file.context().hold();
         log::warn!(
             "caio: writer for {} dropped without close; finishing its writes in the background",
             path.display()
@@ -278,6 +288,7 @@ impl Drop for Writer {
         let spawned = std::thread::Builder::new()
             .name("caio-writer-drop".into())
             .spawn(move || {
+                let _hold = hold;
                 futures::executor::block_on(async {
                     while let Some(f) = inflight.pop_front() {
                         if let Err(e) = f.await {
