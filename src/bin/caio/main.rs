@@ -1,6 +1,27 @@
 //! `caio`: see which implementation runs and what this machine supports, copy files
 //! asynchronously, and measure every backend on your own disk.
 
+/// `println!` that, when stdout is a closed pipe (`caio info | head -1`), ends the command
+/// quietly as Unix tools do, removing its temporary files first.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            crate::signals::stdout_failed(e);
+        }
+    }};
+}
+
+/// `print!`, the same way.
+macro_rules! out_part {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = write!(std::io::stdout(), $($arg)*) {
+            crate::signals::stdout_failed(e);
+        }
+    }};
+}
+
 mod signals;
 mod workload;
 
@@ -39,7 +60,10 @@ enum Command {
     },
     /// Copy SRC to DST with reads and writes in flight together.
     Copy {
+        /// The file to copy: a regular file, or a pipe, FIFO or device read to its end.
         src: PathBuf,
+        /// Where to copy it: written in place (created if missing, through a symlink, into
+        /// a device or FIFO as it is), or replaced whole with --atomic.
         dst: PathBuf,
         /// Bypass the page cache (O_DIRECT); falls back, with a note, where refused.
         #[arg(long)]
@@ -86,9 +110,12 @@ fn implementation_help() -> String {
 /// Prints `log` warnings (caio's fallbacks) as `caio: warning: ...` on stderr.
 struct StderrLog;
 
+/// Set while a report prints the warnings itself.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 impl log::Log for StderrLog {
     fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-        m.level() <= log::Level::Warn
+        m.level() <= log::Level::Warn && !QUIET.load(std::sync::atomic::Ordering::Relaxed)
     }
     fn log(&self, r: &log::Record<'_>) {
         if self.enabled(r.metadata()) {
@@ -150,9 +177,13 @@ fn context_for(name: Option<&str>, max_requests: Option<usize>) -> Result<Contex
 // info
 
 fn info(path: &Path) -> Result<()> {
+    fs::metadata(path).map_err(|e| format!("cannot inspect {}: {e}", path.display()))?;
+    // The report lists the selection's warnings: the log need not print them too.
+    QUIET.store(true, std::sync::atomic::Ordering::Relaxed);
     let s = caio::selection();
-    println!("caio {}", env!("CARGO_PKG_VERSION"));
-    println!("selected implementation: {}", s.implementation());
+    QUIET.store(false, std::sync::atomic::Ordering::Relaxed);
+    out!("caio {}", env!("CARGO_PKG_VERSION"));
+    out!("selected implementation: {}", s.implementation());
     let from = match s.source() {
         Source::Env => format!(
             "CAIO_IMPL={}",
@@ -164,50 +195,60 @@ fn info(path: &Path) -> Result<()> {
             Implementation::ALL.map(Implementation::as_str).join(", ")
         ),
     };
-    println!("  chosen by: {from}");
+    out!("  chosen by: {from}");
     if s.warnings().is_empty() {
-        println!("  warnings: none");
+        out!("  warnings: none");
     } else {
         for w in s.warnings() {
-            println!("  warning: {w}");
+            out!("  warning: {w}");
         }
     }
-    println!("implementations:");
+    out!("implementations:");
     for i in Implementation::ALL {
         match i.check() {
-            Ok(()) => println!("  {:<9} available: {}", i.as_str(), i.summary()),
+            Ok(()) => out!("  {:<9} available: {}", i.as_str(), i.summary()),
             Err(caio::Error::Unavailable { reason, .. }) => {
-                println!("  {:<9} unavailable: {reason}", i.as_str())
+                out!("  {:<9} unavailable: {reason}", i.as_str())
             }
-            Err(e) => println!("  {:<9} unavailable: {e}", i.as_str()),
+            Err(e) => out!("  {:<9} unavailable: {e}", i.as_str()),
         }
     }
     if let (Ok(nr), Ok(max)) = (
         fs::read_to_string("/proc/sys/fs/aio-nr"),
         fs::read_to_string("/proc/sys/fs/aio-max-nr"),
     ) {
-        println!(
+        out!(
             "kernel AIO: fs.aio-nr {} of fs.aio-max-nr {}",
             nr.trim(),
             max.trim()
         );
     }
-    println!(
+    out!(
         "defaults: max_requests {}, thread pool {} threads",
         caio::DEFAULT_MAX_REQUESTS,
         caio::default_threads()
     );
-    println!(
+    out!(
         "path: {}{}",
         path.display(),
         fs_type(path).map(|t| format!(" ({t})")).unwrap_or_default()
     );
     match direct_support(path) {
-        Ok(a) => println!(
-            "  O_DIRECT: supported; memory alignment {} B, offset/length alignment {} B ({:?})",
-            a.memory, a.offset, a.source
-        ),
-        Err(e) => println!("  O_DIRECT: not available here: {e}"),
+        Ok((a, note)) => {
+            out!(
+                "  O_DIRECT: supported; memory alignment {} B, offset/length alignment {} B ({:?})",
+                a.memory,
+                a.offset,
+                a.source
+            );
+            if let Some(n) = note {
+                out!("  ({n})");
+            }
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            out!("  O_DIRECT: not supported by this filesystem ({e})")
+        }
+        Err(e) => out!("  O_DIRECT: {e}"),
     }
     Ok(())
 }
@@ -238,26 +279,57 @@ fn fs_type(path: &Path) -> Option<&'static str> {
     })
 }
 
-fn direct_support(path: &Path) -> io::Result<caio::DirectAlignment> {
-    use std::os::unix::io::AsRawFd;
+/// O_DIRECT support on `path`: for a directory, on a file made there without a name
+/// (`O_TMPFILE`), so nothing appears in it; where the filesystem cannot, on a named file
+/// that is removed at once, and the note says so.
+fn direct_support(path: &Path) -> io::Result<(caio::DirectAlignment, Option<String>)> {
+    use std::os::unix::{fs::OpenOptionsExt, io::AsRawFd};
     let meta = fs::metadata(path)?;
-    if meta.is_dir() {
-        let probe = path.join(format!(".caio-info-probe-{}", std::process::id()));
-        let r = futures::executor::block_on(
-            OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .direct(true)
-                .open(&probe),
-        );
-        let _ = fs::remove_file(&probe);
-        return r.and_then(|f| {
-            f.direct_alignment()
-                .ok_or_else(|| io::Error::other("no alignment"))
-        });
+    if !meta.is_dir() {
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)?;
+        return caio::direct_alignment(f.as_raw_fd()).map(|a| (a, None));
     }
-    let f = futures::executor::block_on(OpenOptions::new().read(true).direct(true).open(path))?;
-    caio::direct_alignment(f.as_raw_fd())
+    let unnamed = |flags| {
+        fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_TMPFILE | flags)
+            .open(path)
+    };
+    match unnamed(libc::O_DIRECT) {
+        Ok(f) => return caio::direct_alignment(f.as_raw_fd()).map(|a| (a, None)),
+        // Unnamed files work, O_DIRECT does not.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) && unnamed(0).is_ok() => return Err(e),
+        Err(_) => {}
+    }
+    let probe = path.join(format!(".caio-info-probe-{}", std::process::id()));
+    let r = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&probe);
+    let _ = fs::remove_file(&probe);
+    let note = format!(
+        "checked with a temporary file {} (removed): the filesystem cannot make unnamed files",
+        probe.display()
+    );
+    r.and_then(|f| caio::direct_alignment(f.as_raw_fd()))
+        .map(|a| (a, Some(note)))
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::EINVAL) {
+                e
+            } else {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot tell: no file can be made in {} ({e})",
+                        path.display()
+                    ),
+                )
+            }
+        })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -275,6 +347,10 @@ fn copy(
         return Err(format!("cannot copy {}: it is a directory", src.display()));
     }
     let ctx = context_for(implementation, None)?;
+    if !meta.is_file() {
+        // A pipe, FIFO or device, read to its end, as cp does.
+        return stream_copy(&ctx, src, dst);
+    }
     let total = meta.len();
     let bar = progress_bar(total);
     let b = bar.clone();
@@ -289,11 +365,16 @@ fn copy(
     let started = Instant::now();
     let idle = || ctx.in_flight() == 0;
     let mut r = signals::interruptible(caio::fs::copy_with(src, dst, opts.clone()), idle);
+    let mut used_direct = direct;
     if direct {
         if let Err(e) = &r {
             if e.to_string().contains("O_DIRECT is not supported") {
-                eprintln!("caio: note: {e}; copying through the page cache instead");
+                eprintln!(
+                    "caio: note: the filesystem does not support O_DIRECT; copying through \
+                     the page cache instead"
+                );
                 opts.direct = false;
+                used_direct = false;
                 r = signals::interruptible(caio::fs::copy_with(src, dst, opts), idle);
             }
         }
@@ -303,13 +384,55 @@ fn copy(
     }
     let n = r.map_err(|e| format!("copying {} to {} failed: {e}", src.display(), dst.display()))?;
     let secs = started.elapsed().as_secs_f64();
-    println!(
+    out!(
         "copied {n} bytes ({}) in {secs:.3} s: {:.1} MiB/s via {}{}",
         human_bytes(n),
         n as f64 / secs.max(1e-9) / (1 << 20) as f64,
         ctx.implementation(),
-        if direct { ", O_DIRECT" } else { "" }
+        if used_direct {
+            ", O_DIRECT"
+        } else {
+            ", page cache"
+        }
     );
+    // Nothing of the command's is left in flight when it exits.
+    ctx.wait_idle_timeout(Duration::from_secs(30));
+    Ok(())
+}
+
+/// Copies from a pipe, FIFO or device, in sequence, to its end.
+fn stream_copy(ctx: &Context, src: &Path, dst: &Path) -> Result<()> {
+    let started = Instant::now();
+    let copy = async {
+        let input = OpenOptions::new()
+            .read(true)
+            .context(ctx.clone())
+            .open(src)
+            .await?;
+        let output = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .context(ctx.clone())
+            .open(dst)
+            .await?;
+        let mut w = output.writer();
+        let n = futures::io::copy(input.reader(), &mut w).await?;
+        futures::AsyncWriteExt::close(&mut w).await?;
+        drop(w);
+        output.close().await?;
+        input.close().await?;
+        io::Result::Ok(n)
+    };
+    let n = signals::interruptible(copy, || ctx.in_flight() == 0)
+        .map_err(|e| format!("copying {} to {} failed: {e}", src.display(), dst.display()))?;
+    let secs = started.elapsed().as_secs_f64();
+    out!(
+        "copied {n} bytes ({}) in {secs:.3} s from a stream via {}",
+        human_bytes(n),
+        ctx.implementation()
+    );
+    ctx.wait_idle_timeout(Duration::from_secs(30));
     Ok(())
 }
 
@@ -349,7 +472,11 @@ fn parse_size(s: &str) -> Result<u64> {
                 'M' => 1 << 20,
                 'G' => 1 << 30,
                 'T' => 1 << 40,
-                _ => return Err(format!("size {s:?}: unknown unit {c:?} (use K, M, G or T)")),
+                _ => {
+                    return Err(format!(
+                        "size {s:?} is not a number with an optional K, M, G or T suffix"
+                    ))
+                }
             };
             (&s[..i], m)
         }
@@ -368,12 +495,17 @@ fn parse_size(s: &str) -> Result<u64> {
 
 fn bench(path: &Path, size: &str, secs: f64, only: &[String]) -> Result<()> {
     if !(secs.is_finite() && secs > 0.0 && secs <= 3600.0) {
-        return Err(format!("--secs {secs} must be between 0 and 3600"));
+        return Err(format!(
+            "--secs {secs} must be more than 0 and at most 3600"
+        ));
     }
     let duration = Duration::from_secs_f64(secs);
     let mut impls = Vec::new();
     for name in only {
-        impls.push(name.parse::<Implementation>().map_err(|e| e.to_string())?);
+        let i = name.parse::<Implementation>().map_err(|e| e.to_string())?;
+        if !impls.contains(&i) {
+            impls.push(i); // `-i thread -i thread` measures it once
+        }
     }
     if impls.is_empty() {
         impls = Implementation::ALL.to_vec();
@@ -463,21 +595,21 @@ fn bench(path: &Path, size: &str, secs: f64, only: &[String]) -> Result<()> {
             rand(1 << 20, 4, Pattern::SeqWrite),
         ));
     }
-    println!(
+    out!(
         "caio bench: {} ({}), {secs} s per cell, {} cores",
         file.display(),
         human_bytes(len),
         cores()
     );
-    print!("{:<34} {:>4}", "workload", "qd");
+    out_part!("{:<34} {:>4}", "workload", "qd");
     for i in &available {
-        print!(" {:>16}", i.as_str());
+        out_part!(" {:>16}", i.as_str());
     }
-    println!();
+    out!();
     // Warm the page cache for the buffered rows.
     let _ = fs::read(&file);
     for (name, direct, w) in rows {
-        print!("{name:<34} {:>4}", w.depth);
+        out_part!("{name:<34} {:>4}", w.depth);
         for &i in &available {
             let cell = if direct && !direct_ok {
                 "n/a".to_string()
@@ -491,13 +623,13 @@ fn bench(path: &Path, size: &str, secs: f64, only: &[String]) -> Result<()> {
                     }
                 }
             };
-            print!(" {cell:>16}");
+            out_part!(" {cell:>16}");
             use std::io::Write;
             let _ = io::stdout().flush();
         }
-        println!();
+        out!();
     }
-    println!("(the blocking implementation runs one operation at a time whatever the queue depth)");
+    out!("(the blocking implementation runs one operation at a time whatever the queue depth)");
     Ok(())
 }
 
@@ -546,8 +678,13 @@ fn measure(
             .read(true)
             .write(writable)
             .direct(direct)
-            .context(ctx)
+            .context(ctx.clone())
             .open(path),
     )?;
-    workload::run(&file, len, w)
+    let r = workload::run(&file, len, w);
+    // A failed run drops operations in flight: they finish before the next (and before
+    // the command exits), and so does the close of the file.
+    drop(file);
+    ctx.wait_idle_timeout(Duration::from_secs(30));
+    r
 }

@@ -84,6 +84,24 @@ fn on_signal(sig: libc::c_int) {
     }
 }
 
+/// stdout cannot be written: on a closed pipe, the temporary files go and the command
+/// ends by SIGPIPE, as a Unix tool does; on any other error, with status 1.
+pub fn stdout_failed(e: std::io::Error) -> ! {
+    for p in state().cleanup.drain(..) {
+        let _ = std::fs::remove_file(p);
+    }
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        // SAFETY: restores the default action of SIGPIPE and raises it on this thread,
+        // which ends the process the way a shell expects of `cmd | head`.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            libc::raise(libc::SIGPIPE);
+        }
+    }
+    eprintln!("caio: error: cannot write to stdout: {e}");
+    std::process::exit(1)
+}
+
 /// Removes `path` if a signal arrives before the guard is dropped; dropping it removes the
 /// file too.
 pub struct RemoveOnSignal(PathBuf);
