@@ -381,7 +381,10 @@ fn bench_prints_a_table_for_every_backend() {
 fn bench_rejects_bad_arguments_clearly() {
     let d = dir();
     let p = d.path().to_str().unwrap();
-    assert_clean_failure(&caio(&["bench", p, "--size", "12X"]), "unknown unit");
+    assert_clean_failure(
+        &caio(&["bench", p, "--size", "12X"]),
+        "is not a number with an optional K, M, G or T suffix",
+    );
     assert_clean_failure(&caio(&["bench", p, "--size", "1M"]), "at least 4 MiB");
     assert_clean_failure(&caio(&["bench", p, "--secs", "0"]), "--secs");
     assert_clean_failure(&caio(&["bench", &format!("{p}/missing")]), "No such file");
@@ -391,4 +394,186 @@ fn bench_rejects_bad_arguments_clearly() {
     );
     let o = caio(&["frobnicate"]);
     assert_eq!(o.status.code(), Some(2), "usage errors exit 2 (clap)");
+}
+
+/// Runs the command with stdout read up to `lines` lines and then closed, as `| head`.
+fn into_head(args: &[&str], lines: usize) -> (std::process::ExitStatus, String) {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_caio"))
+        .args(args)
+        .env_remove("CAIO_IMPL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    for _ in 0..lines {
+        let mut l = String::new();
+        out.read_line(&mut l).unwrap();
+    }
+    drop(out);
+    let o = child.wait_with_output().unwrap();
+    (o.status, String::from_utf8_lossy(&o.stderr).into())
+}
+
+#[test]
+fn a_closed_pipe_ends_the_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let d = dir();
+    let p = d.path().to_str().unwrap().to_string();
+    for (args, lines) in [
+        (vec!["info", p.as_str()], 1),
+        (
+            vec!["bench", p.as_str(), "--size", "8M", "--secs", "0.05"],
+            3,
+        ),
+    ] {
+        let (status, err) = into_head(&args, lines);
+        assert!(
+            !err.contains("panicked") && !err.contains("Broken pipe"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            status.success() || status.signal() == Some(libc::SIGPIPE),
+            "{args:?}: {status:?} {err}"
+        );
+    }
+    assert!(names(d.path()).is_empty(), "bench left its file");
+}
+
+#[test]
+fn info_checks_its_path_creates_nothing_and_warns_once() {
+    let o = caio(&["info", "/nonexistent/caio"]);
+    assert_clean_failure(&o, "No such file");
+    let d = dir();
+    let o = Command::new(env!("CARGO_BIN_EXE_caio"))
+        .args(["info", d.path().to_str().unwrap()])
+        .env("CAIO_IMPL", "bogus-name")
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(
+        names(d.path()).is_empty(),
+        "info made a file in the directory"
+    );
+    assert!(!out.contains("temporary file"), "{out}");
+    let said = out.matches("bogus-name").count() + err.matches("bogus-name").count();
+    assert_eq!(said, 1, "the warning once:\n{out}\n{err}");
+    let o = caio(&["info", "/proc"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    let line = out.lines().find(|l| l.starts_with("  O_DIRECT:")).unwrap();
+    assert!(
+        line.contains("cannot tell") || line.contains("not supported"),
+        "{line}"
+    );
+}
+
+#[test]
+fn argument_errors_say_what_is_wrong() {
+    let d = dir();
+    let p = d.path().to_str().unwrap();
+    let o = caio(&["bench", p, "--secs", "0"]);
+    assert_clean_failure(&o, "must be more than 0 and at most 3600");
+    let o = caio(&["bench", p, "--size", "abc"]);
+    assert_clean_failure(&o, "is not a number with an optional K, M, G or T suffix");
+    let o = caio(&[
+        "bench", p, "--size", "8M", "--secs", "0.02", "-i", "thread", "-i", "thread",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    let header = out.lines().find(|l| l.contains("workload")).unwrap();
+    assert_eq!(header.matches("thread").count(), 1, "{header}");
+    let (help, _) = text(&caio(&["copy", "--help"]));
+    assert!(
+        help.contains("The file to copy") && help.contains("Where to copy it"),
+        "{help}"
+    );
+}
+
+#[test]
+fn copy_reads_a_fifo_to_its_end() {
+    let d = dir();
+    let fifo = d.path().join("fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let data = pattern(3 << 20, 12);
+    let writer = std::thread::spawn({
+        let (fifo, data) = (fifo.clone(), data.clone());
+        move || std::fs::write(fifo, data).unwrap()
+    });
+    let dst = d.path().join("dst");
+    let o = caio(&["copy", fifo.to_str().unwrap(), dst.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    writer.join().unwrap();
+    assert!(o.status.success(), "{out}{err}");
+    assert!(std::fs::read(&dst).unwrap() == data);
+}
+
+#[test]
+fn copy_direct_onto_a_filesystem_without_it_says_page_cache() {
+    if !is_root() {
+        eprintln!("SKIP: mounting ramfs needs root");
+        return;
+    }
+    let d = dir();
+    let mnt = d.path().join("ram");
+    std::fs::create_dir(&mnt).unwrap();
+    if !Command::new("mount")
+        .args(["-t", "ramfs", "caio-test"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        eprintln!("SKIP: cannot mount ramfs here");
+        return;
+    }
+    let src = d.path().join("src");
+    std::fs::write(&src, pattern(1 << 20, 13)).unwrap();
+    let o = caio(&[
+        "copy",
+        "--direct",
+        src.to_str().unwrap(),
+        mnt.join("dst").to_str().unwrap(),
+    ]);
+    let (out, err) = text(&o);
+    let unmounted = Command::new("umount").arg(&mnt).status();
+    assert!(o.status.success(), "{out}{err}");
+    assert!(err.contains("copying through the page cache"), "{err}");
+    assert!(!err.contains("direct(true)"), "library advice: {err}");
+    assert!(
+        out.contains("page cache") && !out.contains("O_DIRECT"),
+        "{out}"
+    );
+    assert!(unmounted.is_ok_and(|s| s.success()));
+}
+
+#[test]
+fn copy_reads_standard_input() {
+    use std::io::Write;
+    let d = dir();
+    let dst = d.path().join("dst");
+    let data = pattern(2 << 20, 14);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_caio"))
+        .args(["copy", "/dev/stdin", dst.to_str().unwrap()])
+        .env_remove("CAIO_IMPL")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn({
+        let data = data.clone();
+        move || stdin.write_all(&data).unwrap()
+    });
+    let o = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(std::fs::read(&dst).unwrap() == data);
 }

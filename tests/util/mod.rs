@@ -200,3 +200,41 @@ impl Drop for LoopFs {
         }
     }
 }
+
+/// Makes the given system calls fail with EPERM, for every thread of this process from
+/// now on (seccomp filter, TSYNC). For child processes of tests only.
+#[cfg(target_os = "linux")]
+pub fn deny_syscalls(nrs: &[libc::c_long]) {
+    const BPF_LD_W_ABS: u16 = 0x20;
+    const BPF_JMP_JEQ_K: u16 = 0x15;
+    const BPF_RET_K: u16 = 0x06;
+    let f = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    // Load the syscall number; for each denied one, "equal: jump to the EPERM return".
+    let mut filter = vec![f(BPF_LD_W_ABS, 0, 0, 0)];
+    for (i, &nr) in nrs.iter().enumerate() {
+        let to_deny = (nrs.len() - i) as u8; // skips the remaining checks and the ALLOW
+        filter.push(f(BPF_JMP_JEQ_K, to_deny, 0, nr as u32));
+    }
+    filter.push(f(BPF_RET_K, 0, 0, libc::SECCOMP_RET_ALLOW));
+    filter.push(f(
+        BPF_RET_K,
+        0,
+        0,
+        libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+    ));
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_mut_ptr(),
+    };
+    // SAFETY: plain prctl/seccomp calls; `prog` points at a live filter for the call.
+    unsafe {
+        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+        let r = libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            libc::SECCOMP_FILTER_FLAG_TSYNC,
+            &prog as *const libc::sock_fprog,
+        );
+        assert_eq!(r, 0, "seccomp: {}", std::io::Error::last_os_error());
+    }
+}
