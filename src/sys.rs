@@ -508,9 +508,8 @@ mod linux {
         cvt(unsafe { libc::write(fd, one.as_ptr().cast(), one.len()) }).map(drop)
     }
 
-    /// O_DIRECT alignment from `statx(STATX_DIOALIGN)`: (memory, offset), `(0, 0)` when
-    /// the file does not support O_DIRECT, `None` when the kernel or filesystem does not say.
-    pub(crate) fn dio_alignment(fd: RawFd) -> io::Result<Option<(u32, u32)>> {
+    /// `statx` of an open descriptor (`AT_EMPTY_PATH`), asking for `mask`.
+    fn statx_fd(fd: RawFd, flags: libc::c_int, mask: u32) -> io::Result<libc::statx> {
         let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
         let empty = b"\0";
         // SAFETY: `empty` is a NUL-terminated path and `stx` writable memory for statx.
@@ -518,14 +517,20 @@ mod linux {
             libc::statx(
                 fd,
                 empty.as_ptr().cast(),
-                libc::AT_EMPTY_PATH,
-                libc::STATX_DIOALIGN,
+                libc::AT_EMPTY_PATH | flags,
+                mask,
                 stx.as_mut_ptr(),
             )
         };
         cvt(r as libc::ssize_t)?;
         // SAFETY: zero-initialised, then filled by a successful statx.
-        let stx = unsafe { stx.assume_init() };
+        Ok(unsafe { stx.assume_init() })
+    }
+
+    /// O_DIRECT alignment from `statx(STATX_DIOALIGN)`: (memory, offset), `(0, 0)` when
+    /// the file does not support O_DIRECT, `None` when the kernel or filesystem does not say.
+    pub(crate) fn dio_alignment(fd: RawFd) -> io::Result<Option<(u32, u32)>> {
+        let stx = statx_fd(fd, 0, libc::STATX_DIOALIGN)?;
         if stx.stx_mask & libc::STATX_DIOALIGN == 0 {
             return Ok(None);
         }
@@ -537,21 +542,7 @@ mod linux {
     /// type of an open file never changes, so the cached inode answers and no network or
     /// FUSE filesystem is asked (an `fstat` there may wait for the server).
     pub(crate) fn cached_file_type(fd: RawFd) -> io::Result<libc::mode_t> {
-        let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
-        let empty = b"\0";
-        // SAFETY: `empty` is a NUL-terminated path and `stx` writable memory for statx.
-        let r = unsafe {
-            libc::statx(
-                fd,
-                empty.as_ptr().cast(),
-                libc::AT_EMPTY_PATH | libc::AT_STATX_DONT_SYNC,
-                libc::STATX_TYPE,
-                stx.as_mut_ptr(),
-            )
-        };
-        cvt(r as libc::ssize_t)?;
-        // SAFETY: zero-initialised, then filled by a successful statx.
-        let stx = unsafe { stx.assume_init() };
+        let stx = statx_fd(fd, libc::AT_STATX_DONT_SYNC, libc::STATX_TYPE)?;
         Ok(libc::mode_t::from(stx.stx_mode) & libc::S_IFMT)
     }
 

@@ -46,7 +46,7 @@ fn assert_clean_failure(o: &Output, mentions: &str) {
     );
 }
 
-use util::{dir, is_root};
+use util::{dir, is_root, mkfifo, names};
 
 /// Starts the command, waits until `ready` holds (up to 20 s), sends `sig`, and returns
 /// its exit status code and stderr.
@@ -86,15 +86,6 @@ fn opened(pid: u32, path: &Path) -> bool {
         fds.filter_map(Result::ok)
             .any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == path))
     })
-}
-
-fn names(d: &Path) -> Vec<String> {
-    let mut n: Vec<_> = std::fs::read_dir(d)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    n.sort();
-    n
 }
 
 #[test]
@@ -496,11 +487,7 @@ fn argument_errors_say_what_is_wrong() {
 fn copy_reads_a_fifo_to_its_end() {
     let d = dir();
     let fifo = d.path().join("fifo");
-    assert!(Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
+    mkfifo(&fifo);
     let data = pattern(3 << 20, 12);
     let writer = std::thread::spawn({
         let (fifo, data) = (fifo.clone(), data.clone());

@@ -15,20 +15,10 @@ use std::{
 };
 
 use caio::{fs, File, Implementation};
-use util::{backends, block_on, dir, is_root, pattern, LoopFs};
+use util::{backends, block_on, dir, is_root, mkfifo, mknod_null, names, pattern, LoopFs};
 
 fn on(i: Implementation) -> fs::CopyOptions {
     fs::CopyOptions::new().context(util::ctx(i))
-}
-
-/// Names in a directory, sorted.
-fn names(d: &Path) -> Vec<String> {
-    let mut n: Vec<_> = std::fs::read_dir(d)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    n.sort();
-    n
 }
 
 #[test]
@@ -89,11 +79,7 @@ fn copy_onto_a_character_device_keeps_the_device() {
     for i in backends() {
         let d = dir();
         let null = d.path().join("null");
-        let made = Command::new("mknod")
-            .arg(&null)
-            .args(["c", "1", "3"])
-            .status();
-        assert!(made.unwrap().success(), "mknod");
+        mknod_null(&null);
         std::fs::write(d.path().join("src"), pattern(2 << 20, 2)).unwrap();
         let n = block_on(fs::copy_with(d.path().join("src"), &null, on(i))).unwrap();
         assert_eq!(n, 2 << 20);
@@ -114,12 +100,7 @@ fn the_command_copies_onto_dev_null_without_replacing_it() {
     }
     let d = dir();
     let scratch = d.path().join("null");
-    assert!(Command::new("mknod")
-        .arg(&scratch)
-        .args(["c", "1", "3"])
-        .status()
-        .unwrap()
-        .success());
+    mknod_null(&scratch);
     std::fs::write(d.path().join("src"), pattern(1 << 20, 3)).unwrap();
     let script = format!(
         "mount --bind {scratch} /dev/null && {caio} copy {src} /dev/null && stat -c %F /dev/null",
@@ -195,22 +176,13 @@ fn atomic_copy_and_write_atomic_refuse_what_is_not_a_regular_file() {
     let src = d.path().join("src");
     std::fs::write(&src, b"data").unwrap();
     let fifo = d.path().join("fifo");
-    assert!(Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
+    mkfifo(&fifo);
     let sub = d.path().join("sub");
     std::fs::create_dir(&sub).unwrap();
     let mut targets = vec![fifo.clone(), sub.clone()];
     if is_root() {
         let null = d.path().join("null");
-        assert!(Command::new("mknod")
-            .arg(&null)
-            .args(["c", "1", "3"])
-            .status()
-            .unwrap()
-            .success());
+        mknod_null(&null);
         targets.push(null);
     }
     for i in backends() {
@@ -291,46 +263,27 @@ const CHILD: &str = "CAIO_COPY_TEST_CHILD";
 /// Makes every `openat` with `O_TMPFILE` fail with EOPNOTSUPP, as on a filesystem without
 /// unnamed files (FUSE, NFS, vfat), for this process and its threads from now on.
 fn deny_o_tmpfile() {
-    const BPF_LD_W_ABS: u16 = 0x20;
-    const BPF_JMP_JEQ_K: u16 = 0x15;
-    const BPF_JMP_JSET_K: u16 = 0x45;
-    const BPF_RET_K: u16 = 0x06;
+    use util::bpf::*;
     // struct seccomp_data: nr at 0, args[2] (the flags of openat) at 32, low word first.
-    let f = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
     let mut filter = [
-        f(BPF_LD_W_ABS, 0, 0, 0),
-        f(BPF_JMP_JEQ_K, 0, 3, libc::SYS_openat as u32),
-        f(BPF_LD_W_ABS, 0, 0, 32),
-        f(
-            BPF_JMP_JSET_K,
+        op(LD_W_ABS, 0, 0, 0),
+        op(JMP_JEQ_K, 0, 3, libc::SYS_openat as u32),
+        op(LD_W_ABS, 0, 0, 32),
+        op(
+            JMP_JSET_K,
             0,
             1,
             (libc::O_TMPFILE & !libc::O_DIRECTORY) as u32,
         ),
-        f(
-            BPF_RET_K,
+        op(
+            RET_K,
             0,
             0,
             libc::SECCOMP_RET_ERRNO | libc::EOPNOTSUPP as u32,
         ),
-        f(BPF_RET_K, 0, 0, libc::SECCOMP_RET_ALLOW),
+        op(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW),
     ];
-    let prog = libc::sock_fprog {
-        len: filter.len() as u16,
-        filter: filter.as_mut_ptr(),
-    };
-    // SAFETY: plain prctl calls; `prog` points at a live filter for the duration of the
-    // call. TSYNC applies it to every thread of the process.
-    unsafe {
-        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
-        let r = libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            libc::SECCOMP_FILTER_FLAG_TSYNC,
-            &prog as *const libc::sock_fprog,
-        );
-        assert_eq!(r, 0, "seccomp: {}", std::io::Error::last_os_error());
-    }
+    util::install_seccomp(&mut filter);
 }
 
 /// Polls an atomic copy until its hidden file exists, drops it, waits for the context to
@@ -452,11 +405,7 @@ fn without_o_tmpfile_the_named_temporary_file_is_removed() {
 fn a_fifo_opened_for_reading_without_a_writer_never_blocks_the_executor() {
     let d = dir();
     let fifo = d.path().join("fifo");
-    assert!(Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
+    mkfifo(&fifo);
     for i in backends() {
         if i == Implementation::Blocking {
             continue; // inline by definition: it would wait for the writer

@@ -201,27 +201,10 @@ impl Drop for LoopFs {
     }
 }
 
-/// Makes the given system calls fail with EPERM, for every thread of this process from
-/// now on (seccomp filter, TSYNC). For child processes of tests only.
+/// Installs a seccomp filter for every thread of this process from now on (TSYNC). For
+/// child processes of tests only.
 #[cfg(target_os = "linux")]
-pub fn deny_syscalls(nrs: &[libc::c_long]) {
-    const BPF_LD_W_ABS: u16 = 0x20;
-    const BPF_JMP_JEQ_K: u16 = 0x15;
-    const BPF_RET_K: u16 = 0x06;
-    let f = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
-    // Load the syscall number; for each denied one, "equal: jump to the EPERM return".
-    let mut filter = vec![f(BPF_LD_W_ABS, 0, 0, 0)];
-    for (i, &nr) in nrs.iter().enumerate() {
-        let to_deny = (nrs.len() - i) as u8; // skips the remaining checks and the ALLOW
-        filter.push(f(BPF_JMP_JEQ_K, to_deny, 0, nr as u32));
-    }
-    filter.push(f(BPF_RET_K, 0, 0, libc::SECCOMP_RET_ALLOW));
-    filter.push(f(
-        BPF_RET_K,
-        0,
-        0,
-        libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
-    ));
+pub fn install_seccomp(filter: &mut [libc::sock_filter]) {
     let prog = libc::sock_fprog {
         len: filter.len() as u16,
         filter: filter.as_mut_ptr(),
@@ -237,4 +220,63 @@ pub fn deny_syscalls(nrs: &[libc::c_long]) {
         );
         assert_eq!(r, 0, "seccomp: {}", std::io::Error::last_os_error());
     }
+}
+
+/// BPF instructions for seccomp filters.
+#[cfg(target_os = "linux")]
+pub mod bpf {
+    pub const LD_W_ABS: u16 = 0x20;
+    pub const JMP_JEQ_K: u16 = 0x15;
+    pub const JMP_JSET_K: u16 = 0x45;
+    pub const RET_K: u16 = 0x06;
+
+    pub fn op(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
+        libc::sock_filter { code, jt, jf, k }
+    }
+}
+
+/// Makes the given system calls fail with EPERM, for every thread of this process from
+/// now on. For child processes of tests only.
+#[cfg(target_os = "linux")]
+pub fn deny_syscalls(nrs: &[libc::c_long]) {
+    use bpf::*;
+    // Load the syscall number; for each denied one, "equal: jump to the EPERM return".
+    let mut filter = vec![op(LD_W_ABS, 0, 0, 0)];
+    for (i, &nr) in nrs.iter().enumerate() {
+        let to_deny = (nrs.len() - i) as u8; // skips the remaining checks and the ALLOW
+        filter.push(op(JMP_JEQ_K, to_deny, 0, nr as u32));
+    }
+    filter.push(op(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW));
+    filter.push(op(
+        RET_K,
+        0,
+        0,
+        libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+    ));
+    install_seccomp(&mut filter);
+}
+
+/// Names in a directory, sorted.
+pub fn names(d: &std::path::Path) -> Vec<String> {
+    let mut n: Vec<_> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    n.sort();
+    n
+}
+
+/// Makes a FIFO at `p`.
+pub fn mkfifo(p: &std::path::Path) {
+    let made = std::process::Command::new("mkfifo").arg(p).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo {}", p.display());
+}
+
+/// Makes a character device node at `p` with /dev/null's numbers (root only).
+pub fn mknod_null(p: &std::path::Path) {
+    let made = std::process::Command::new("mknod")
+        .arg(p)
+        .args(["c", "1", "3"])
+        .status();
+    assert!(made.is_ok_and(|s| s.success()), "mknod {}", p.display());
 }
