@@ -114,16 +114,34 @@ fn drop_caches() -> bool {
     Command::new("sync").status().is_ok() && fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
 }
 
-/// fio with libaio; `None` when fio is missing or fails.
-fn fio(path: &Path, rw: &str, bs: usize, depth: usize, direct: bool, secs: f64) -> Option<Point> {
+/// fio with libaio and with io_uring (the machine's limit for the linux and the uring
+/// backends); the points fio gave.
+fn fio(path: &Path, rw: &str, bs: usize, depth: usize, direct: bool, secs: f64) -> Vec<Point> {
+    ["libaio", "io_uring"]
+        .into_iter()
+        .filter_map(|engine| fio_engine(engine, path, rw, bs, depth, direct, secs))
+        .collect()
+}
+
+/// fio with `engine`; `None` when fio is missing or fails.
+fn fio_engine(
+    engine: &str,
+    path: &Path,
+    rw: &str,
+    bs: usize,
+    depth: usize,
+    direct: bool,
+    secs: f64,
+) -> Option<Point> {
     let out = Command::new("fio")
         .args([
             "--name=caio-bench",
-            "--ioengine=libaio",
+            "--time_based",
             "--time_based",
             "--group_reporting",
             "--output-format=json",
         ])
+        .arg(format!("--ioengine={engine}"))
         .arg(format!("--filename={}", path.display()))
         .arg(format!("--rw={rw}"))
         .arg(format!("--bs={bs}"))
@@ -159,7 +177,7 @@ fn fio(path: &Path, rw: &str, bs: usize, depth: usize, direct: bool, secs: f64) 
     });
     Some(Point {
         suite: "",
-        system: "fio libaio".into(),
+        system: format!("fio {engine}"),
         depth,
         iops,
         mib_s: num(body, "bw_bytes")? / (1 << 20) as f64,
@@ -371,12 +389,11 @@ fn main() {
             .into_iter()
             .filter(|d| a.qd.is_none_or(|q| q == *d))
         {
-            add(
-                "randread-direct",
-                have_fio
-                    .then(|| fio(&a.file, "randread", 4096, depth, true, secs))
-                    .flatten(),
-            );
+            if have_fio {
+                for p in fio(&a.file, "randread", 4096, depth, true, secs) {
+                    add("randread-direct", Some(p));
+                }
+            }
             for &i in &backends {
                 if i == Implementation::Blocking && depth > 1 {
                     continue; // one at a time, whatever the depth
@@ -391,12 +408,11 @@ fn main() {
     if want("randread-cached") {
         let _ = fs::read(&a.file); // warm: the whole file in the page cache
         for depth in [1usize, 32] {
-            add(
-                "randread-cached",
-                have_fio
-                    .then(|| fio(&a.file, "randread", 4096, depth, false, secs))
-                    .flatten(),
-            );
+            if have_fio {
+                for p in fio(&a.file, "randread", 4096, depth, false, secs) {
+                    add("randread-cached", Some(p));
+                }
+            }
             for &i in &backends {
                 add(
                     "randread-cached",
@@ -408,12 +424,11 @@ fn main() {
         add("randread-cached", Some(pread_point(&a.file, secs)));
     }
     if want("randwrite-direct") {
-        add(
-            "randwrite-direct",
-            have_fio
-                .then(|| fio(&a.file, "randwrite", 4096, 32, true, secs))
-                .flatten(),
-        );
+        if have_fio {
+            for p in fio(&a.file, "randwrite", 4096, 32, true, secs) {
+                add("randwrite-direct", Some(p));
+            }
+        }
         for &i in &backends {
             add(
                 "randwrite-direct",
@@ -426,12 +441,11 @@ fn main() {
             ("read-1m-direct", "read", Pattern::SeqRead),
             ("write-1m-direct", "write", Pattern::SeqWrite),
         ] {
-            add(
-                suite,
-                have_fio
-                    .then(|| fio(&a.file, rw, 1 << 20, 8, true, secs))
-                    .flatten(),
-            );
+            if have_fio {
+                for p in fio(&a.file, rw, 1 << 20, 8, true, secs) {
+                    add(suite, Some(p));
+                }
+            }
             for &i in &backends {
                 add(suite, caio_point(i, &a.file, w(pattern, 1 << 20, 8), true));
             }
@@ -488,9 +502,15 @@ fn report(a: &Args, points: &[Point]) {
     let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|");
     let mut csv = String::from("suite,system,qd,iops,mib_s,cpu_us_per_op,peak_rss_mib\n");
     for p in points {
+        // uring against fio's io_uring engine, everything else against libaio.
+        let limit = if p.system.contains("uring") {
+            "fio io_uring"
+        } else {
+            "fio libaio"
+        };
         let fio = points
             .iter()
-            .find(|f| f.suite == p.suite && f.depth == p.depth && f.system == "fio libaio");
+            .find(|f| f.suite == p.suite && f.depth == p.depth && f.system == limit);
         let ratio = fio
             .filter(|f| f.system != p.system)
             .map_or(String::new(), |f| {

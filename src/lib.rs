@@ -10,18 +10,19 @@
 //! | implementation | platform | how an operation runs |
 //! |---|---|---|
 //! | [`Implementation::Linux`] | Linux | kernel AIO (`io_submit`); truly asynchronous with O_DIRECT |
+//! | [`Implementation::Uring`] | Linux | io_uring: reads, writes, syncs and metadata on one ring |
 //! | [`Implementation::Thread`] | Unix | a pool of worker threads doing `pread`/`pwrite` |
 //! | [`Implementation::Blocking`] | Unix | inline, blocking the polling thread |
 //!
 //! ## Which one runs
 //!
 //! Chosen once per process, the first time it is needed ([`selection`]):
-//! 1. `CAIO_IMPL=linux|thread|python|blocking`, when set and not empty (`python` is Python
-//!    caio's name for the plain fallback and means `blocking`); an unknown or unavailable
-//!    value is a warning, then step 3.
+//! 1. `CAIO_IMPL=linux|uring|thread|python|blocking`, when set and not empty (`python`
+//!    means `blocking`, with a warning: upstream caio's `python` is a thread pool, which is
+//!    `thread` here); an unknown or unavailable value is a warning, then step 3.
 //! 2. Else the `default_implementation` file at the crate root, compiled in: the first
 //!    line naming an available implementation wins (for distribution packagers).
-//! 3. Else the first available of linux, thread, blocking.
+//! 3. Else the first available of linux, uring, thread, blocking.
 //!
 //! ## Two layers
 //!

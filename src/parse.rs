@@ -8,8 +8,12 @@
 /// from here, row for row): each implementation's canonical name and the other spellings
 /// that select it, in the built-in order of preference. It lives here because `build.rs`
 /// needs the names and cannot compile the backends.
-pub const NAMES: [(&str, &[&str]); 3] =
-    [("linux", &[]), ("thread", &[]), ("blocking", &["python"])];
+pub const NAMES: [(&str, &[&str]); 4] = [
+    ("linux", &[]),
+    ("uring", &[]),
+    ("thread", &[]),
+    ("blocking", &["python"]),
+];
 
 /// The canonical name for one spelling, surrounding whitespace ignored. `python` is
 /// Python caio's name for its plain fallback and means `blocking`. Matching is exact:

@@ -1,5 +1,5 @@
 //! Which implementation runs: `CAIO_IMPL`, else the packager's `default_implementation`
-//! file, else the first available of linux, thread, blocking.
+//! file, else the first available of linux, uring, thread, blocking.
 
 use std::{env, ffi::OsString, fmt, str::FromStr};
 
@@ -52,7 +52,7 @@ pub enum Source {
     Env,
     /// The `default_implementation` file compiled into the crate.
     File,
-    /// The built-in order: linux, thread, blocking, by availability.
+    /// The built-in order: linux, uring, thread, blocking, by availability.
     Default,
 }
 
@@ -115,6 +115,15 @@ pub fn default_implementation_file() -> &'static str {
     DEFAULT_FILE
 }
 
+/// The warning for `python`, which means something else in upstream caio.
+fn python_warning(place: &str) -> String {
+    format!(
+        "{place} python selects the plain blocking fallback here, which runs every operation \
+         on the polling thread; upstream caio's python backend is a pool of 8 threads that \
+         never blocks the event loop, and its equivalent here is thread"
+    )
+}
+
 /// At most 64 characters of a value a user set, for a warning.
 fn quote(value: &str) -> String {
     const MAX: usize = 64;
@@ -138,6 +147,14 @@ pub(crate) fn select(
     let env_value = env_value.filter(|v| !v.is_empty());
     if let Some(value) = env_value {
         match value.to_str().map(str::parse::<Implementation>) {
+            Some(Ok(i)) if value.to_str().map(str::trim) == Some("python") && probe(i).is_ok() => {
+                warnings.push(python_warning(&format!("{ENV_VAR}=python:")));
+                return Selection {
+                    implementation: i,
+                    source: Source::Env,
+                    warnings,
+                };
+            }
             Some(Ok(i)) => match probe(i) {
                 Ok(()) => {
                     return Selection {
@@ -173,11 +190,17 @@ pub(crate) fn select(
         let i: Implementation = name.parse().expect("canonical names parse");
         match probe(i) {
             Ok(()) => {
+                if line.text == "python" {
+                    warnings.push(python_warning(&format!(
+                        "default_implementation line {}:",
+                        line.number
+                    )));
+                }
                 return Selection {
                     implementation: i,
                     source: Source::File,
                     warnings,
-                }
+                };
             }
             Err(reason) => warnings.push(format!(
                 "default_implementation line {}: {i} is unavailable ({reason}); skipped",
@@ -203,7 +226,10 @@ fn by_availability(
                 }
             }
             // Off Linux, kernel AIO is never expected: skipping it is no news.
-            Err(reason) if cfg!(target_os = "linux") || i != Implementation::Linux => {
+            Err(reason)
+                if cfg!(target_os = "linux")
+                    || !matches!(i, Implementation::Linux | Implementation::Uring) =>
+            {
                 warnings.push(format!("{i} is unavailable ({reason}); trying the next"))
             }
             Err(_) => {}
@@ -225,9 +251,11 @@ mod tests {
         Ok(())
     }
 
+    /// Neither kernel interface: no io_uring, no kernel AIO.
     fn no_linux(i: Implementation) -> Result<(), String> {
         match i {
             Implementation::Linux => Err("io_setup: EAGAIN".into()),
+            Implementation::Uring => Err("io_uring_setup: EPERM".into()),
             _ => Ok(()),
         }
     }
@@ -292,7 +320,7 @@ mod tests {
         let s = select(env("fast"), "blocking", all_up);
         assert_eq!(
             (s.implementation, s.source),
-            (Implementation::Linux, Source::Default)
+            (Implementation::ALL[0], Source::Default)
         );
         assert_eq!(s.warnings.len(), 1);
         assert!(s.warnings[0].contains("\"fast\""), "{:?}", s.warnings);
@@ -303,6 +331,24 @@ mod tests {
             (Implementation::Thread, Source::Default)
         );
         assert!(s.warnings[0].contains("EAGAIN"), "{:?}", s.warnings);
+    }
+
+    #[test]
+    fn python_selects_blocking_and_says_upstream_means_thread() {
+        let s = select(env(" python "), "", all_up);
+        assert_eq!(
+            (s.implementation, s.source),
+            (Implementation::Blocking, Source::Env)
+        );
+        assert!(s.warnings[0].contains("upstream") && s.warnings[0].contains("thread"));
+        let s = select(None, "# packager\npython\n", all_up);
+        assert_eq!(s.implementation, Implementation::Blocking);
+        assert!(s.warnings[0].contains("line 2"), "{:?}", s.warnings);
+        let s = select(env("blocking"), "", all_up);
+        assert!(
+            s.warnings.is_empty(),
+            "blocking by its own name is no surprise"
+        );
     }
 
     #[test]
@@ -365,7 +411,7 @@ mod tests {
         let s = select(None, "", all_up);
         assert_eq!(
             (s.implementation, s.source),
-            (Implementation::Linux, Source::Default)
+            (Implementation::ALL[0], Source::Default)
         );
         assert!(s.warnings.is_empty());
     }
@@ -392,7 +438,7 @@ mod tests {
 
         use super::*;
 
-        const NAMES: [&str; 4] = ["linux", "thread", "python", "blocking"];
+        const NAMES: [&str; 5] = ["uring", "linux", "thread", "python", "blocking"];
 
         fn availability(mask: u8) -> impl Fn(Implementation) -> Result<(), String> {
             move |i| {
@@ -400,6 +446,7 @@ mod tests {
                     Implementation::Linux => 1,
                     Implementation::Thread => 2,
                     Implementation::Blocking => 4,
+                    Implementation::Uring => 8,
                 };
                 if mask & bit != 0 {
                     Ok(())
@@ -430,7 +477,7 @@ mod tests {
             fn selection_never_panics_and_follows_the_rules(
                 env in prop::option::of(prop_oneof![any::<String>(), prop::sample::select(NAMES.to_vec()).prop_map(String::from)]),
                 lines in prop::collection::vec(line(), 0..8),
-                mask in 4u8..8, // blocking is always available
+                mask in prop::sample::select((0u8..16).filter(|m| m & 4 != 0).collect::<Vec<_>>()), // blocking is always available
             ) {
                 let file = lines.join("\n");
                 let s = select(env.clone().map(OsString::from), &file, availability(mask));

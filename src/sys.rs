@@ -429,9 +429,18 @@ mod linux {
 
     /// A non-blocking, close-on-exec `eventfd(2)`.
     pub(crate) fn eventfd() -> io::Result<std::os::fd::OwnedFd> {
+        eventfd_with(libc::EFD_NONBLOCK)
+    }
+
+    /// A close-on-exec `eventfd(2)` whose reads wait for a signal.
+    pub(crate) fn eventfd_blocking() -> io::Result<std::os::fd::OwnedFd> {
+        eventfd_with(0)
+    }
+
+    fn eventfd_with(flags: libc::c_int) -> io::Result<std::os::fd::OwnedFd> {
         use std::os::fd::FromRawFd;
         // SAFETY: eventfd takes no pointers.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | flags) };
         cvt(fd as libc::ssize_t)?;
         // SAFETY: `fd` is a new descriptor that nothing else owns.
         Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
@@ -506,6 +515,14 @@ mod linux {
         let one = 1u64.to_ne_bytes();
         // SAFETY: writes 8 bytes from a live array.
         cvt(unsafe { libc::write(fd, one.as_ptr().cast(), one.len()) }).map(drop)
+    }
+
+    /// Waits until an eventfd's counter is above 0 and takes it (a blocking `read`).
+    pub(crate) fn eventfd_wait(fd: RawFd) -> io::Result<u64> {
+        let mut v = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into a live array.
+        retry(|| cvt(unsafe { libc::read(fd, v.as_mut_ptr().cast(), v.len()) }))?;
+        Ok(u64::from_ne_bytes(v))
     }
 
     /// `statx` of an open descriptor (`AT_EMPTY_PATH`), asking for `mask`.

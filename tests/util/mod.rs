@@ -280,3 +280,12 @@ pub fn mknod_null(p: &std::path::Path) {
         .status();
     assert!(made.is_ok_and(|s| s.success()), "mknod {}", p.display());
 }
+
+/// What the built-in order picks when kernel AIO (linux) is unavailable: the first other
+/// available implementation.
+pub fn first_without_linux() -> Implementation {
+    Implementation::ALL
+        .into_iter()
+        .find(|&i| i != Implementation::Linux && i.is_available())
+        .expect("blocking is always available")
+}

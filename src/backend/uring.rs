@@ -1,0 +1,494 @@
+//! The io_uring backend, on the `io-uring` crate: one ring per context, one completion
+//! thread, no thread per operation.
+//!
+//! # How an operation runs
+//!
+//! - **Submission is batched.** `submit` only queues the operation; its next poll calls
+//!   `flush`, which writes every queued entry into the submission ring and enters the
+//!   kernel once for all of them.
+//! - **Completions are reaped without a system call when they are there.** After each
+//!   flush, the submitting thread takes whatever the completion ring already holds (a
+//!   page-cache hit completes inside the submission). The reaper thread
+//!   (`caio-uring-reaper`) sleeps on an eventfd the ring signals as completions arrive, and
+//!   takes them from the completion ring in user space: it never enters the ring.
+//! - **Reads and writes, buffered or O_DIRECT, and fsync/fdatasync** of regular files and
+//!   block devices go to the ring: the kernel runs what would block on its own workers, so
+//!   no thread pool of ours is involved. Those workers are bounded by the context's
+//!   `threads` setting (`IORING_REGISTER_IOWQ_MAX_WORKERS`).
+//! - **Metadata operations** run natively where the kernel has the opcode (close, rename,
+//!   unlink, rmdir, mkdir, fallocate, ftruncate, checked with the ring's probe); opening
+//!   (which reads the file's type and alignment right after) and the rest run on a pool
+//!   started on first use.
+//! - Pipes, sockets and directories go to the pool, whose positional calls report the same
+//!   errno as every other backend (the ring would read a pipe ignoring the offset).
+//!
+//! # Ownership and shutdown
+//!
+//! A request is leaked into the ring (`Box::into_raw`; its address is the entry's
+//! `user_data`) and reclaimed when its completion is reaped, so the buffer outlives any
+//! dropped future. When the last handle goes, `Drop` raises a flag and signals the
+//! eventfd; the reaper keeps reaping until nothing is in flight, then drops the ring and
+//! exits.
+
+use std::{
+    fmt, io,
+    os::fd::{AsRawFd, IntoRawFd, OwnedFd},
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
+    thread,
+};
+
+use io_uring::{opcode, squeue, types, IoUring, Probe};
+use once_cell::sync::OnceCell;
+
+use crate::{
+    backend::{thread::ThreadPool, FileIo, Kind, Meta, Request, Submit},
+    sys, Implementation,
+};
+
+/// The most one read or write asks of the kernel at once; the rest is a continuation.
+const MAX_IO: usize = 1 << 30;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section moves values in or out whole: poison carries no broken state.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Why `io_uring_setup` fails, in words a user can act on.
+fn describe_setup_error(e: &io::Error) -> String {
+    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    match e.raw_os_error() {
+        Some(libc::ENOSYS) => format!("io_uring_setup: {e}: the kernel is built without io_uring"),
+        Some(libc::EPERM) if disabled == "2" => format!(
+            "io_uring_setup: {e}: kernel.io_uring_disabled is 2 (io_uring is off for every process)"
+        ),
+        Some(libc::EPERM) if disabled == "1" => format!(
+            "io_uring_setup: {e}: kernel.io_uring_disabled is 1 and this process is not in \
+             kernel.io_uring_group"
+        ),
+        Some(libc::EPERM) => {
+            format!("io_uring_setup: {e}: denied by seccomp or container policy")
+        }
+        Some(libc::ENOMEM) => format!(
+            "io_uring_setup: {e}: no memory for the rings (RLIMIT_MEMLOCK or the cgroup's limit)"
+        ),
+        _ => format!("io_uring_setup: {e}"),
+    }
+}
+
+/// Whether this process can make a ring now, or why not.
+pub(crate) fn probe() -> Result<(), String> {
+    IoUring::new(4)
+        .map(drop)
+        .map_err(|e| describe_setup_error(&e))
+}
+
+/// A request on its way through the ring.
+struct UringOp {
+    req: Request,
+    /// Bytes asked of the kernel in this attempt.
+    len: usize,
+    mode: Mode,
+}
+
+impl UringOp {
+    /// What is left of `req`, at most `MAX_IO` bytes of it.
+    fn new(req: Request, mode: Mode) -> Box<UringOp> {
+        let len = match &req.kind {
+            Kind::Read(buf) => (buf.capacity() - buf.len()).min(MAX_IO),
+            Kind::Write(buf) => (buf.len() - req.written).min(MAX_IO),
+            _ => 0,
+        };
+        Box::new(UringOp { req, len, mode })
+    }
+}
+
+/// How the kernel is asked to run an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// As it sees fit: O_DIRECT I/O (queued to the device) and syncs (its workers).
+    Plain,
+    /// `RWF_NOWAIT`: a buffered read the page cache can serve completes inside
+    /// `io_uring_enter`; one that would block comes back EAGAIN and goes to `Worker`.
+    NoWait,
+    /// On the kernel's workers, never inline (`IOSQE_ASYNC`): buffered writes, page-cache
+    /// misses and metadata, which some filesystems (FUSE, NFS) perform inline and slowly.
+    Worker,
+}
+
+/// Which metadata opcodes this kernel has.
+#[derive(Debug, Clone, Copy)]
+struct Opcodes {
+    close: bool,
+    rename: bool,
+    unlink: bool,
+    mkdir: bool,
+    fallocate: bool,
+    ftruncate: bool,
+}
+
+/// What the backend and its reaper share.
+struct Ring {
+    ring: IoUring,
+    /// Signalled by the kernel as completions arrive, and by `Drop` at shutdown.
+    efd: OwnedFd,
+    /// Held while writing the submission ring.
+    sq: Mutex<()>,
+    /// Held while reading the completion ring.
+    cq: Mutex<()>,
+    /// Requests in the ring and not reaped yet.
+    inflight: AtomicUsize,
+    shutdown: AtomicBool,
+    opcodes: Opcodes,
+    /// Started on first use, for what the ring does not run.
+    pool: OnceCell<ThreadPool>,
+    threads: usize,
+}
+
+impl Ring {
+    fn to_pool(&self, req: Request) {
+        match self.pool.get_or_try_init(|| ThreadPool::new(self.threads)) {
+            Ok(p) => p.send(req),
+            Err(e) => req.finish(Err(io::Error::other(format!(
+                "caio: cannot start fallback threads: {e}"
+            )))),
+        }
+    }
+
+    /// Writes `batch` into the submission ring and enters the kernel once (more only when
+    /// the ring fills); what the kernel refuses is completed here with its error.
+    // Boxed: the kernel is given each op's address, which must not move.
+    #[allow(clippy::vec_box)]
+    fn submit(&self, batch: Vec<Box<UringOp>>) {
+        let _sq = lock(&self.sq);
+        for mut op in batch {
+            let entry = flagged(&mut op, &self.opcodes);
+            let p = Box::into_raw(op);
+            let entry = entry.user_data(p as u64);
+            self.inflight.fetch_add(1, Ordering::AcqRel);
+            loop {
+                // SAFETY: `_sq` makes this the only submission queue view; the entry
+                // points into the leaked op, whose request owns every buffer and path it
+                // names, alive and unmoved until the op is reclaimed from its completion.
+                let pushed = unsafe { self.ring.submission_shared().push(&entry) };
+                if pushed.is_ok() {
+                    break;
+                }
+                // Full: hand what is there to the kernel and try again.
+                if let Err(e) = self.ring.submit() {
+                    // SAFETY: `p` was not pushed, so it is still ours, once.
+                    let op = unsafe { Box::from_raw(p) };
+                    self.inflight.fetch_sub(1, Ordering::AcqRel);
+                    op.req.finish(Err(e));
+                    break;
+                }
+            }
+        }
+        if let Err(e) = self.ring.submit() {
+            // The entries stay in the ring; the reaper's next enter submits them.
+            log::warn!("caio: io_uring_enter failed ({e}); the reaper will retry");
+        }
+    }
+
+    /// Completes what the completion ring holds now. `true` when it took any.
+    fn reap(&self) -> bool {
+        let mut any = false;
+        // SAFETY: `cq` is held by the callers, so this is the only completion queue view.
+        let cq = unsafe { self.ring.completion_shared() };
+        for cqe in cq {
+            any = true;
+            // SAFETY: `user_data` is the address leaked at submission; the kernel
+            // reports each entry once, and the completion ring is read by one thread.
+            let op = unsafe { Box::from_raw(cqe.user_data() as *mut UringOp) };
+            self.inflight.fetch_sub(1, Ordering::AcqRel);
+            self.complete(*op, cqe.result());
+        }
+        any
+    }
+
+    /// Handles one completion (`res` is bytes or a negative errno).
+    fn complete(&self, op: UringOp, res: i32) {
+        let UringOp { mut req, len, mode } = op;
+        if let Kind::Meta(m @ Meta::Close(_)) = &mut req.kind {
+            // The kernel closed the number, whatever the result: the OwnedFd must not
+            // close it again (it may be another file's by now).
+            if let Meta::Close(fd) = std::mem::replace(m, Meta::Taken) {
+                let _ = fd.into_raw_fd();
+            }
+        }
+        if res < 0 {
+            if mode == Mode::NoWait && (res == -libc::EAGAIN || res == -libc::EOPNOTSUPP) {
+                // Not in the page cache (or no NOWAIT here): the kernel's workers read it.
+                return self.submit(vec![UringOp::new(req, Mode::Worker)]);
+            }
+            return req.finish(Err(io::Error::from_raw_os_error(-res)));
+        }
+        let n = (res as usize).min(len);
+        let total = match &mut req.kind {
+            Kind::Read(buf) => {
+                // SAFETY: the kernel wrote `n <= len` bytes at the spare pointer the entry
+                // was built with, and nothing has touched the buffer since.
+                unsafe { buf.advance(n) };
+                buf.len()
+            }
+            Kind::Write(_) => {
+                req.written += n;
+                req.written
+            }
+            _ => return req.finish(Ok(0)),
+        };
+        if n > 0 && n < len {
+            // Short but not at an error: part in the page cache, past the per-call limit,
+            // or the end of the file. The rest goes to the ring again (at the end of the
+            // file that read returns 0 and finishes it).
+            let mode = if mode == Mode::NoWait {
+                Mode::Worker
+            } else {
+                mode
+            };
+            return self.submit(vec![UringOp::new(req, mode)]);
+        }
+        req.finish(Ok(total));
+    }
+}
+
+/// The submission entry for `op`.
+fn entry(op: &mut UringOp, ops: &Opcodes) -> squeue::Entry {
+    let (len, nowait, req) = (op.len, op.mode == Mode::NoWait, &mut op.req);
+    let fd = types::Fd(req.fd);
+    match &mut req.kind {
+        Kind::Read(buf) => {
+            let (ptr, _) = buf.spare_ptr();
+            opcode::Read::new(fd, ptr, len as u32)
+                .offset(req.offset + buf.len() as u64)
+                .rw_flags(if nowait { libc::RWF_NOWAIT } else { 0 })
+                .build()
+        }
+        Kind::Write(buf) => {
+            let rest = &buf[req.written..];
+            opcode::Write::new(fd, rest.as_ptr(), len as u32)
+                .offset(req.offset + req.written as u64)
+                .build()
+        }
+        Kind::Fsync => opcode::Fsync::new(fd).build(),
+        Kind::Fdsync => opcode::Fsync::new(fd)
+            .flags(types::FsyncFlags::DATASYNC)
+            .build(),
+        Kind::Meta(m) => meta_entry(m, req.fd, ops).expect("routed to the ring"),
+        #[cfg(test)]
+        Kind::Panic => unreachable!("panic requests are for the thread pool"),
+    }
+}
+
+/// `entry` with the op's flags.
+fn flagged(op: &mut UringOp, ops: &Opcodes) -> squeue::Entry {
+    let mode = op.mode;
+    let e = entry(op, ops);
+    match mode {
+        Mode::Worker => e.flags(squeue::Flags::ASYNC),
+        Mode::Plain | Mode::NoWait => e,
+    }
+}
+
+/// The entry of a metadata operation the ring runs natively, if it does.
+fn meta_entry(m: &Meta, fd: i32, ops: &Opcodes) -> Option<squeue::Entry> {
+    let cwd = types::Fd(libc::AT_FDCWD);
+    Some(match m {
+        // The ring closes the number; `complete` then forgets the OwnedFd.
+        Meta::Close(owned) if ops.close => opcode::Close::new(types::Fd(owned.as_raw_fd())).build(),
+        Meta::Rename { from, to } if ops.rename => {
+            opcode::RenameAt::new(cwd, from.as_ptr(), cwd, to.as_ptr()).build()
+        }
+        Meta::Unlink { path, dir } if ops.unlink => opcode::UnlinkAt::new(cwd, path.as_ptr())
+            .flags(if *dir { libc::AT_REMOVEDIR } else { 0 })
+            .build(),
+        Meta::Mkdir { path, mode } if ops.mkdir => {
+            opcode::MkDirAt::new(cwd, path.as_ptr()).mode(*mode).build()
+        }
+        Meta::Allocate { offset, len } if ops.fallocate => {
+            opcode::Fallocate::new(types::Fd(fd), *len)
+                .offset(*offset)
+                .build()
+        }
+        Meta::Truncate(len) if ops.ftruncate => opcode::Ftruncate::new(types::Fd(fd), *len).build(),
+        _ => return None,
+    })
+}
+
+fn reaper(ring: Arc<Ring>) {
+    loop {
+        if let Err(e) = sys::eventfd_wait(ring.efd.as_raw_fd()) {
+            // Only a broken eventfd gets here: leaking what is in flight is safe,
+            // spinning is not.
+            log::error!("caio: the io_uring reaper cannot wait ({e}); it stops");
+            return;
+        }
+        {
+            let _cq = lock(&ring.cq);
+            ring.reap();
+        }
+        if ring.shutdown.load(Ordering::Acquire) && ring.inflight.load(Ordering::Acquire) == 0 {
+            return;
+        }
+    }
+}
+
+/// The io_uring backend.
+pub(crate) struct Uring {
+    ring: Arc<Ring>,
+    fork_generation: u64,
+    /// Boxed: each op's address goes to the kernel at submission and must not move.
+    #[allow(clippy::vec_box)]
+    queue: Mutex<Vec<Box<UringOp>>>,
+}
+
+// SAFETY: queued `UringOp`s hold pointers (inside their requests' buffers) that their own
+// requests own; moving them between threads moves that ownership whole.
+unsafe impl Send for Uring {}
+// SAFETY: the queue is behind a mutex; the ring's queues are behind theirs.
+unsafe impl Sync for Uring {}
+
+impl fmt::Debug for Uring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Uring")
+            .field("inflight", &self.ring.inflight.load(Ordering::Relaxed))
+            .field("opcodes", &self.ring.opcodes)
+            .finish()
+    }
+}
+
+impl Uring {
+    /// A ring with room for `max_requests` operations, and its reaper.
+    pub(crate) fn new(max_requests: usize, threads: usize) -> io::Result<Uring> {
+        let entries = (max_requests + 1).next_power_of_two().min(32_768) as u32;
+        let ring = IoUring::new(entries)
+            .map_err(|e| io::Error::new(e.kind(), describe_setup_error(&e)))?;
+        let mut probe = Probe::new();
+        let has = if ring.submitter().register_probe(&mut probe).is_ok() {
+            |p: &Probe, code| p.is_supported(code)
+        } else {
+            |_: &Probe, _| false
+        };
+        let opcodes = Opcodes {
+            close: has(&probe, opcode::Close::CODE),
+            rename: has(&probe, opcode::RenameAt::CODE),
+            unlink: has(&probe, opcode::UnlinkAt::CODE),
+            mkdir: has(&probe, opcode::MkDirAt::CODE),
+            fallocate: has(&probe, opcode::Fallocate::CODE),
+            ftruncate: has(&probe, opcode::Ftruncate::CODE),
+        };
+        let efd = sys::eventfd_blocking()?;
+        ring.submitter().register_eventfd(efd.as_raw_fd())?;
+        let t = threads.min(u32::MAX as usize) as u32;
+        // Bounds the kernel's own workers; an old kernel without it runs them unbounded.
+        let _ = ring.submitter().register_iowq_max_workers(&mut [t, t]);
+        let ring = Arc::new(Ring {
+            ring,
+            efd,
+            sq: Mutex::new(()),
+            cq: Mutex::new(()),
+            inflight: AtomicUsize::new(0),
+            shutdown: AtomicBool::new(false),
+            opcodes,
+            pool: OnceCell::new(),
+            threads,
+        });
+        let r = Arc::clone(&ring);
+        thread::Builder::new()
+            .name("caio-uring-reaper".into())
+            .spawn(move || reaper(r))?;
+        Ok(Uring {
+            ring,
+            fork_generation: sys::fork_generation(),
+            queue: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn queue(&self, req: Request, mode: Mode) -> Submit {
+        lock(&self.queue).push(UringOp::new(req, mode));
+        Submit::Queued
+    }
+
+    /// Whether the ring may take this read or write (only regular files and block
+    /// devices), and whether it is O_DIRECT. The file layer knows; for a raw descriptor, a
+    /// cached `statx` and an `fcntl`.
+    fn facts(req: &Request) -> io::Result<(bool, bool)> {
+        if let Some(f) = &req.file {
+            return Ok((f.seekable, f.direct));
+        }
+        let t = sys::cached_file_type(req.fd)?;
+        let seekable = t == libc::S_IFREG || t == libc::S_IFBLK;
+        Ok((seekable, seekable && sys::is_direct(req.fd)?))
+    }
+}
+
+impl FileIo for Uring {
+    fn implementation(&self) -> Implementation {
+        Implementation::Uring
+    }
+
+    fn submit(&self, req: Request) -> Submit {
+        match &req.kind {
+            // The kernel runs syncs on its workers.
+            Kind::Fsync | Kind::Fdsync => self.queue(req, Mode::Plain),
+            Kind::Read(_) | Kind::Write(_) => match Self::facts(&req) {
+                // O_DIRECT: queued to the device without blocking the submitter.
+                Ok((true, true)) => self.queue(req, Mode::Plain),
+                Ok((true, false)) if matches!(req.kind, Kind::Read(_)) => {
+                    self.queue(req, Mode::NoWait)
+                }
+                Ok((true, false)) => self.queue(req, Mode::Worker),
+                Ok((false, _)) => {
+                    self.ring.to_pool(req);
+                    Submit::Started
+                }
+                Err(e) => {
+                    req.finish(Err(e));
+                    Submit::Started
+                }
+            },
+            // Metadata calls may wait on a filesystem: the kernel's workers run them.
+            Kind::Meta(m) if meta_entry(m, req.fd, &self.ring.opcodes).is_some() => {
+                self.queue(req, Mode::Worker)
+            }
+            _ => {
+                self.ring.to_pool(req);
+                Submit::Started
+            }
+        }
+    }
+
+    fn flush(&self) {
+        let mut batch = std::mem::take(&mut *lock(&self.queue));
+        // A request whose future is gone before it reached the kernel does not start.
+        batch.retain(|op| !op.req.is_abandoned());
+        if batch.is_empty() {
+            return;
+        }
+        self.ring.submit(batch);
+        // What already completed (page-cache hits, mostly) is taken here, without a
+        // system call and without a hop through the reaper.
+        if let Ok(_cq) = self.ring.cq.try_lock() {
+            self.ring.reap();
+        }
+    }
+}
+
+impl Drop for Uring {
+    fn drop(&mut self) {
+        if sys::fork_generation() != self.fork_generation {
+            return; // the parent's ring: nothing here to shut down
+        }
+        self.flush();
+        self.ring.shutdown.store(true, Ordering::Release);
+        if let Err(e) = sys::eventfd_signal(self.ring.efd.as_raw_fd()) {
+            log::warn!(
+                "caio: cannot wake the io_uring reaper ({e}); it exits at its next completion"
+            );
+        }
+    }
+}

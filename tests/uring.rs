@@ -1,0 +1,256 @@
+//! The io_uring backend: proof read off `strace -f` that reads and writes, O_DIRECT and
+//! buffered, go through `io_uring_enter` with no pread/pwrite-family call on the data file
+//! and no thread per operation; and selection falling back to linux, with the reason, when
+//! `kernel.io_uring_disabled` forbids io_uring or seccomp denies `io_uring_setup`.
+#![cfg(target_os = "linux")]
+
+mod util;
+
+use std::{
+    fs,
+    os::unix::io::AsRawFd,
+    process::{Command, Output},
+};
+
+use caio::{Context, Implementation};
+use futures::{stream::FuturesUnordered, StreamExt};
+use util::{block_on, is_root, pattern, Scratch};
+
+const CHILD: &str = "CAIO_URING_TEST_CHILD";
+const FILE_SIZE: usize = 8 << 20;
+/// A descriptor number nothing else in the child has, so the trace can tell its calls.
+const FD: i32 = 777;
+
+fn run_child(test: &str, env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args(["--exact", test, "--nocapture", "--test-threads=1"]);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+/// In the child: `n` reads and `n` writes at once on descriptor 777 through a uring
+/// context, O_DIRECT (`direct`) or buffered; prints the number of threads after.
+#[test]
+fn child_io() {
+    let Ok(spec) = std::env::var(CHILD) else {
+        return;
+    };
+    let (mode, n) = spec.split_once(':').unwrap();
+    let n: usize = n.parse().unwrap();
+    let path = std::env::var("CAIO_URING_TEST_FILE").unwrap();
+    let mut o = fs::OpenOptions::new();
+    o.read(true).write(true);
+    if mode == "direct" {
+        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut o, libc::O_DIRECT);
+    }
+    let file = o.open(&path).unwrap();
+    // SAFETY: dup2 onto an unused descriptor number.
+    assert_eq!(unsafe { libc::dup2(file.as_raw_fd(), FD) }, FD);
+    let ctx = Context::builder()
+        .implementation(Implementation::Uring)
+        .max_requests(64)
+        .build()
+        .unwrap();
+    let want = pattern(FILE_SIZE, 21);
+    let slots = FILE_SIZE / 4096;
+    block_on(async {
+        let mut reads: FuturesUnordered<_> = (0..n)
+            .map(|k| {
+                let off = ((k * 7919) % slots * 4096) as u64;
+                let r = ctx.read(4096, FD, off);
+                async move { (off, r.await) }
+            })
+            .collect();
+        while let Some((off, r)) = reads.next().await {
+            assert_eq!(&r.unwrap()[..], &want[off as usize..off as usize + 4096]);
+        }
+        let writes: FuturesUnordered<_> = (0..n)
+            .map(|k| ctx.write(vec![k as u8; 4096], FD, (k % slots * 4096) as u64))
+            .collect();
+        for r in writes.collect::<Vec<_>>().await {
+            assert_eq!(r.unwrap(), 4096);
+        }
+    });
+    println!("\nCHILD threads={}", util::threads());
+}
+
+struct Trace {
+    /// (syscall, arguments) of every traced call, every thread.
+    calls: Vec<(String, String)>,
+    threads: usize,
+}
+
+fn trace(mode: &str, n: usize) -> Trace {
+    let s = Scratch::new();
+    fs::write(&s.path, pattern(FILE_SIZE, 21)).unwrap();
+    s.file.sync_all().unwrap();
+    let out_path = s.path.with_extension(format!("strace-{mode}-{n}"));
+    let out = Command::new("strace")
+        .args(["-f", "-qq", "-o"])
+        .arg(&out_path)
+        .args([
+            "-e",
+            "trace=io_uring_enter,pread64,preadv,preadv2,pwrite64,pwritev,pwritev2,read,write,clone,clone3",
+        ])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", "child_io", "--nocapture", "--test-threads=1"])
+        .env(CHILD, format!("{mode}:{n}"))
+        .env("CAIO_URING_TEST_FILE", &s.path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{mode}: the child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let threads = stdout
+        .split("CHILD threads=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    let text = fs::read_to_string(&out_path).unwrap();
+    let calls = text
+        .lines()
+        .filter_map(|l| {
+            l.split_once(char::is_whitespace)
+                .map(|(_, r)| r.trim_start())
+        })
+        .filter_map(|r| r.split_once('('))
+        .map(|(name, args)| (name.to_string(), args.to_string()))
+        .collect();
+    Trace { calls, threads }
+}
+
+fn can_trace() -> bool {
+    if !Implementation::Uring.is_available() {
+        eprintln!("SKIP: io_uring is not available here");
+        return false;
+    }
+    if !Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        eprintln!("SKIP: strace is not installed (.ci/run installs it)");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn reads_and_writes_go_through_io_uring_enter_with_no_thread_per_operation() {
+    if !can_trace() {
+        return;
+    }
+    for mode in ["direct", "buffered"] {
+        let (small, big) = (trace(mode, 64), trace(mode, 1024));
+        for t in [&small, &big] {
+            let on_file: Vec<_> = t
+                .calls
+                .iter()
+                .filter(|(n, a)| n.starts_with("p") && a.starts_with(&format!("{FD},")))
+                .collect();
+            assert!(
+                on_file.is_empty(),
+                "{mode}: positional calls on the file: {on_file:?}"
+            );
+        }
+        let enters = big
+            .calls
+            .iter()
+            .filter(|(n, _)| n == "io_uring_enter")
+            .count();
+        assert!(enters > 0, "{mode}: no io_uring_enter");
+        // Batched: fewer enters than operations. (How many an enter carries depends on
+        // how completions arrive: printed below, and in the closing note.)
+        assert!(
+            enters < 2048,
+            "{mode}: {enters} io_uring_enter for 2048 operations"
+        );
+        assert!(
+            big.threads <= small.threads + 2,
+            "{mode}: threads grow with operations: {} for 128, {} for 2048",
+            small.threads,
+            big.threads
+        );
+        eprintln!(
+            "{mode}: 2048 operations, {enters} io_uring_enter ({:.1} per enter), {} threads",
+            2048.0 / enters as f64,
+            big.threads
+        );
+    }
+}
+
+/// In the child: selection and an explicit uring build, after an optional seccomp denial.
+#[test]
+fn child_selection() {
+    let Ok(mode) = std::env::var(CHILD) else {
+        return;
+    };
+    if mode == "seccomp" {
+        util::deny_syscalls(&[libc::SYS_io_uring_setup]);
+    }
+    let s = caio::selection();
+    let explicit = match Context::builder()
+        .implementation(Implementation::Uring)
+        .build()
+    {
+        Ok(_) => "built".to_string(),
+        Err(caio::Error::Unavailable { reason, .. }) => format!("unavailable: {reason}"),
+        Err(e) => format!("other: {e}"),
+    };
+    println!(
+        "\nREPORT impl={} explicit=[{explicit}] warnings=[{}]",
+        s.implementation(),
+        s.warnings().join(" | ")
+    );
+}
+
+/// Restores `kernel.io_uring_disabled` when dropped, even if the test panics.
+struct Restore(String);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        fs::write("/proc/sys/kernel/io_uring_disabled", &self.0)
+            .expect("restore kernel.io_uring_disabled");
+    }
+}
+
+#[test]
+fn io_uring_disabled_or_denied_falls_back_to_linux_with_the_reason() {
+    if !Implementation::Uring.is_available() || !Implementation::Linux.is_available() {
+        eprintln!("SKIP: io_uring or kernel AIO is not available here");
+        return;
+    }
+    let o = run_child(
+        "child_selection",
+        &[(CHILD, "seccomp"), ("CAIO_IMPL", "uring")],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("REPORT impl=linux"), "{out}");
+    assert!(out.contains("denied by seccomp"), "the reason: {out}");
+    let knob = "/proc/sys/kernel/io_uring_disabled";
+    let Ok(old) = fs::read_to_string(knob) else {
+        eprintln!("SKIP: this kernel has no kernel.io_uring_disabled");
+        return;
+    };
+    if !is_root() {
+        eprintln!("SKIP: setting kernel.io_uring_disabled needs root");
+        return;
+    }
+    let _restore = Restore(old.trim().to_string());
+    fs::write(knob, "2").unwrap();
+    let o = run_child("child_selection", &[(CHILD, "disabled")]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("REPORT impl=linux"), "{out}");
+    assert!(
+        out.contains("io_uring_disabled is 2"),
+        "the reason names the setting: {out}"
+    );
+}
