@@ -272,28 +272,11 @@ fn copy_permission_denied_is_one_clear_line() {
 
 #[test]
 fn copy_onto_a_full_disk_is_one_clear_line_and_atomic_leaves_nothing() {
-    if !is_root() {
-        eprintln!("SKIP: mounting a small filesystem needs root");
-        return;
-    }
     let d = dir();
-    let mnt = d.path().join("small");
-    std::fs::create_dir(&mnt).unwrap();
-    let ok = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "caio-test"])
-        .arg(&mnt)
-        .status();
-    if !matches!(ok, Ok(s) if s.success()) {
-        eprintln!("SKIP: cannot mount a tmpfs here");
+    let Some(small) = util::Mount::new("tmpfs", Some("size=1m"), d.path().join("small")) else {
         return;
-    }
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(self.0).status();
-        }
-    }
-    let _guard = Unmount(&mnt);
+    };
+    let mnt = small.path.clone();
     let src = d.path().join("big");
     std::fs::write(&src, pattern(4 << 20, 2)).unwrap();
     let o = caio(&[
@@ -503,22 +486,11 @@ fn copy_reads_a_fifo_to_its_end() {
 
 #[test]
 fn copy_direct_onto_a_filesystem_without_it_says_page_cache() {
-    if !is_root() {
-        eprintln!("SKIP: mounting ramfs needs root");
-        return;
-    }
     let d = dir();
-    let mnt = d.path().join("ram");
-    std::fs::create_dir(&mnt).unwrap();
-    if !Command::new("mount")
-        .args(["-t", "ramfs", "caio-test"])
-        .arg(&mnt)
-        .status()
-        .is_ok_and(|s| s.success())
-    {
-        eprintln!("SKIP: cannot mount ramfs here");
+    let Some(mut ram) = util::Mount::new("ramfs", None, d.path().join("ram")) else {
         return;
-    }
+    };
+    let mnt = ram.path.clone();
     let src = d.path().join("src");
     std::fs::write(&src, pattern(1 << 20, 13)).unwrap();
     let o = caio(&[
@@ -528,7 +500,7 @@ fn copy_direct_onto_a_filesystem_without_it_says_page_cache() {
         mnt.join("dst").to_str().unwrap(),
     ]);
     let (out, err) = text(&o);
-    let unmounted = Command::new("umount").arg(&mnt).status();
+    let unmounted = ram.unmount();
     assert!(o.status.success(), "{out}{err}");
     assert!(err.contains("copying through the page cache"), "{err}");
     assert!(!err.contains("direct(true)"), "library advice: {err}");
@@ -536,7 +508,7 @@ fn copy_direct_onto_a_filesystem_without_it_says_page_cache() {
         out.contains("page cache") && !out.contains("O_DIRECT"),
         "{out}"
     );
-    assert!(unmounted.is_ok_and(|s| s.success()));
+    assert!(unmounted);
 }
 
 #[test]

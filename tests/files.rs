@@ -186,23 +186,11 @@ fn o_direct_files_take_any_offset_and_length() {
 #[test]
 fn o_direct_refused_by_the_filesystem_is_a_clear_error() {
     // ramfs has no direct I/O at all; mounting it needs root (CI is root).
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIP: mounting ramfs needs root");
-        return;
-    }
     let d = dir();
-    let mnt = d.path().join("ramfs");
-    std::fs::create_dir(&mnt).unwrap();
-    if !Command::new("mount")
-        .args(["-t", "ramfs", "caio-test"])
-        .arg(&mnt)
-        .status()
-        .is_ok_and(|s| s.success())
-    {
-        eprintln!("SKIP: cannot mount ramfs here");
+    let Some(mut ram) = util::Mount::new("ramfs", None, d.path().join("ramfs")) else {
         return;
-    }
+    };
+    let mnt = ram.path.clone();
     let r = block_on(
         OpenOptions::new()
             .read(true)
@@ -223,11 +211,7 @@ fn o_direct_refused_by_the_filesystem_is_a_clear_error() {
             .close()
             .await
     });
-    let unmounted = Command::new("umount").arg(&mnt).status();
-    assert!(
-        unmounted.is_ok_and(|s| s.success()),
-        "the test mount must go"
-    );
+    assert!(ram.unmount(), "the test mount must go");
     let e = r.expect_err("ramfs cannot do O_DIRECT");
     let msg = e.to_string();
     assert!(

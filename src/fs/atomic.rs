@@ -105,7 +105,9 @@ fn resolve(path: &Path) -> io::Result<(PathBuf, Option<Metadata>)> {
     };
     let meta = std::fs::metadata(&target)?;
     if !meta.is_file() {
-        let kind = crate::fs::describe_type(&meta.file_type());
+        let kind = crate::fs::file::type_name(
+            std::os::unix::fs::MetadataExt::mode(&meta) as libc::mode_t & libc::S_IFMT,
+        );
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(

@@ -306,8 +306,8 @@ struct Facts {
     align: Option<DirectAlignment>,
 }
 
-/// "a FIFO", "a socket"...: a file type in words.
-fn type_name(t: libc::mode_t) -> &'static str {
+/// "a FIFO or pipe", "a socket"...: a file type (`st_mode & S_IFMT`) in words.
+pub(crate) fn type_name(t: libc::mode_t) -> &'static str {
     match t {
         libc::S_IFIFO => "a FIFO or pipe",
         libc::S_IFSOCK => "a socket",
@@ -649,19 +649,13 @@ impl File {
         if self.is_seekable() {
             return self.read_at_now(nbytes, offset).await;
         }
-        let i = &self.inner;
-        let fd = i.fd;
-        i.ctx()
-            .run(Some(&i.info), move || {
-                use std::io::Read;
-                // SAFETY: the request holds the descriptor's owner, so `fd` stays open
-                // while this runs; ManuallyDrop keeps the view from closing it.
-                let view = ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
-                let mut out = Vec::with_capacity(nbytes.min(16 << 20));
-                (&*view).take(nbytes as u64).read_to_end(&mut out)?;
-                Ok(Buffer::from(out))
-            })
-            .await
+        self.with_std(move |f| {
+            use std::io::Read;
+            let mut out = Vec::with_capacity(nbytes.min(16 << 20));
+            f.take(nbytes as u64).read_to_end(&mut out)?;
+            Ok(Buffer::from(out))
+        })
+        .await
     }
 
     /// Writes all of `data` as the next part of a stream: at `offset` for a seekable file,
@@ -671,17 +665,12 @@ impl File {
         if self.is_seekable() {
             return self.write_all_now(data, offset).await;
         }
-        let i = &self.inner;
-        let fd = i.fd;
-        i.ctx()
-            .run(Some(&i.info), move || {
-                use std::io::Write;
-                // SAFETY: as in read_chunk.
-                let view = ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
-                (&*view).write_all(&data)?;
-                Ok(data)
-            })
-            .await
+        self.with_std(move |mut f| {
+            use std::io::Write;
+            f.write_all(&data)?;
+            Ok(data)
+        })
+        .await
     }
 
     /// Writes all of `data`, giving the buffer back (the writer reuses it).

@@ -50,7 +50,7 @@ mod path;
 mod reader;
 mod writer;
 
-use std::{fs::FileType, future::Future, io, os::unix::fs::FileTypeExt, path::Path};
+use std::{future::Future, io, path::Path};
 
 use crate::Context;
 
@@ -167,23 +167,4 @@ pub fn copy(
     dst: impl AsRef<Path>,
 ) -> impl Future<Output = io::Result<u64>> + Send + 'static {
     copy_with(src, dst, CopyOptions::default())
-}
-
-/// "a directory", "a FIFO"...: a file type in words, for messages.
-pub(crate) fn describe_type(t: &FileType) -> &'static str {
-    if t.is_dir() {
-        "a directory"
-    } else if t.is_symlink() {
-        "a symbolic link"
-    } else if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_socket() {
-        "a socket"
-    } else if t.is_char_device() {
-        "a character device"
-    } else if t.is_block_device() {
-        "a block device"
-    } else {
-        "a regular file"
-    }
 }

@@ -289,3 +289,56 @@ pub fn first_without_linux() -> Implementation {
         .find(|&i| i != Implementation::Linux && i.is_available())
         .expect("blocking is always available")
 }
+
+/// A filesystem a test mounts (root only), unmounted on drop, on failure too.
+pub struct Mount {
+    pub path: PathBuf,
+    mounted: bool,
+}
+
+impl Mount {
+    /// Mounts `fstype` (with `-o options`, if any) on a new directory `at`; `None`, with the
+    /// reason printed, where that cannot be done here.
+    pub fn new(fstype: &str, options: Option<&str>, at: PathBuf) -> Option<Mount> {
+        if !is_root() {
+            eprintln!("SKIP: mounting {fstype} needs root");
+            return None;
+        }
+        std::fs::create_dir(&at).unwrap();
+        let mut c = std::process::Command::new("mount");
+        c.args(["-t", fstype]);
+        if let Some(o) = options {
+            c.args(["-o", o]);
+        }
+        if !c
+            .arg("caio-test")
+            .arg(&at)
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            eprintln!("SKIP: cannot mount {fstype} here");
+            return None;
+        }
+        Some(Mount {
+            path: at,
+            mounted: true,
+        })
+    }
+
+    /// Unmounts now; whether it went.
+    pub fn unmount(&mut self) -> bool {
+        self.mounted = !std::process::Command::new("umount")
+            .arg(&self.path)
+            .status()
+            .is_ok_and(|s| s.success());
+        !self.mounted
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if self.mounted {
+            self.unmount();
+        }
+    }
+}
