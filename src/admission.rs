@@ -271,7 +271,7 @@ fn start(shared: &Arc<Shared>, plan: Plan, done: Completer) {
                 }
             }
         }
-        Err((e, done)) => done.complete(Err(e)),
+        Err((e, done, bufs)) => done.fail(e, bufs),
     }
 }
 

@@ -77,6 +77,15 @@ impl Buffer {
         Ok(b)
     }
 
+    /// An empty buffer with room for `cap` bytes, aligned to [`ALIGNMENT`]: what
+    /// [`File::read_at_into`](crate::File::read_at_into) fills.
+    ///
+    /// # Panics
+    /// Like `Vec::with_capacity`, if the memory cannot be had.
+    pub fn with_capacity(cap: usize) -> Buffer {
+        Self::with_capacity_aligned(cap).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// An aligned buffer with room for `cap` bytes and length 0 (crate use: reads).
     pub(crate) fn with_capacity_aligned(cap: usize) -> io::Result<Buffer> {
         Self::alloc(cap, false)
@@ -156,8 +165,16 @@ impl Buffer {
         }
     }
 
-    /// Copies as much of `data` as fits in the spare capacity; returns how much.
-    pub(crate) fn extend_from_slice(&mut self, data: &[u8]) -> usize {
+    /// Appends as much of `data` as fits in the spare capacity (`capacity - len`) and
+    /// returns how much: unlike `Vec`'s, it never reallocates, so a reused buffer keeps its
+    /// memory (and its alignment).
+    ///
+    /// ```
+    /// let mut b = caio::Buffer::with_capacity(4);
+    /// assert_eq!(b.extend_from_slice(b"abcdef"), 4);
+    /// assert_eq!(&b[..], b"abcd");
+    /// ```
+    pub fn extend_from_slice(&mut self, data: &[u8]) -> usize {
         let (dst, room) = self.spare_ptr();
         let n = room.min(data.len());
         // SAFETY: `dst` has `room >= n` writable bytes owned by `self`, disjoint from `data`
@@ -170,7 +187,7 @@ impl Buffer {
     }
 
     /// Empties the buffer, keeping its memory.
-    pub(crate) fn clear(&mut self) {
+    pub fn clear(&mut self) {
         self.truncate(0);
     }
 

@@ -15,7 +15,7 @@ use std::{
 use crate::{
     admission::{self, Shared},
     backend::{Call, Completion, Config, FdInfo, Meta, Out, Plan, What},
-    op::{self, ReadFuture, SyncFuture, WriteFuture},
+    op::{self, BufFuture, ReadFuture, SyncFuture, VectoredFuture, WriteFuture},
     select::selection,
     Buffer, Error, Implementation,
 };
@@ -209,6 +209,98 @@ impl Context {
         op::write(Arc::clone(&self.shared), data.into(), fd, offset, None)
     }
 
+    /// Reads into `buf`, which the caller owns and reuses: up to `buf.capacity()` bytes
+    /// at `offset`, from the start of the buffer (what it held is discarded). Resolves to
+    /// the byte count and the buffer, whose length is then that count; fewer bytes only at
+    /// end of file. The buffer comes back on an error too (its contents then unspecified).
+    ///
+    /// Nothing is allocated when `buf` is aligned for O_DIRECT or the descriptor is not
+    /// O_DIRECT; unaligned memory on an O_DIRECT descriptor is read through an aligned copy.
+    /// Dropping the future loses the buffer, but it is freed only once the kernel is done.
+    ///
+    /// ```no_run
+    /// # async fn f(ctx: caio::Context, fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    /// let mut buf = caio::Buffer::with_capacity(4096);
+    /// for block in 0..1000u64 {
+    ///     let (n, back) = ctx.read_at_into(buf, fd, block * 4096).await;
+    ///     let n = n?;
+    ///     assert_eq!(back.len(), n);
+    ///     buf = back; // the same memory, for the next read
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn read_at_into(&self, buf: Buffer, fd: RawFd, offset: u64) -> BufFuture {
+        op::owned(
+            Arc::clone(&self.shared),
+            What::ReadInto(buf),
+            fd,
+            offset,
+            None,
+        )
+    }
+
+    /// Writes all of `buf` at `offset` and hands it back with the count (fewer only when
+    /// the OS stopped after writing some), on an error too, for the caller to reuse.
+    ///
+    /// ```no_run
+    /// # async fn f(ctx: caio::Context, fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    /// let mut buf = caio::Buffer::zeroed(4096);
+    /// for block in 0..4u64 {
+    ///     buf.fill(block as u8);
+    ///     let (n, back) = ctx.write_at_from(buf, fd, block * 4096).await;
+    ///     assert_eq!(n?, 4096);
+    ///     buf = back;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn write_at_from(&self, buf: Buffer, fd: RawFd, offset: u64) -> BufFuture {
+        op::owned(Arc::clone(&self.shared), What::Write(buf), fd, offset, None)
+    }
+
+    /// Reads at `offset` into several buffers in one operation (`preadv`; `IOCB_CMD_PREADV`
+    /// on linux, `READV` on uring): each is filled up to its capacity before the next, as
+    /// `std::io::Read::read_vectored` describes, and each buffer's length is what it got.
+    /// The total is short only at end of file. The buffers come back on an error too.
+    ///
+    /// ```no_run
+    /// # async fn f(ctx: caio::Context, fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    /// let bufs = vec![caio::Buffer::with_capacity(512), caio::Buffer::with_capacity(4096)];
+    /// let (n, bufs) = ctx.read_vectored_at(bufs, fd, 0).await;
+    /// println!("{} bytes: header {}, body {}", n?, bufs[0].len(), bufs[1].len());
+    /// # Ok(()) }
+    /// ```
+    pub fn read_vectored_at(&self, bufs: Vec<Buffer>, fd: RawFd, offset: u64) -> VectoredFuture {
+        op::vectored(
+            Arc::clone(&self.shared),
+            What::ReadV(bufs),
+            fd,
+            offset,
+            None,
+        )
+    }
+
+    /// Writes all of several buffers, one after the other, at `offset` in one operation
+    /// (`pwritev`; `IOCB_CMD_PWRITEV` on linux, `WRITEV` on uring), and hands them back
+    /// with the count (fewer only when the OS stopped after writing some).
+    ///
+    /// ```no_run
+    /// # async fn f(ctx: caio::Context, fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    /// let (n, _bufs) = ctx
+    ///     .write_vectored_at(vec!["header\n".into(), "body\n".into()], fd, 0)
+    ///     .await;
+    /// assert_eq!(n?, 12);
+    /// # Ok(()) }
+    /// ```
+    pub fn write_vectored_at(&self, bufs: Vec<Buffer>, fd: RawFd, offset: u64) -> VectoredFuture {
+        op::vectored(
+            Arc::clone(&self.shared),
+            What::WriteV(bufs),
+            fd,
+            offset,
+            None,
+        )
+    }
+
     /// Flushes the file's data and metadata to the device (`fsync`).
     ///
     /// # Errors
@@ -245,16 +337,33 @@ impl Context {
         )
     }
 
-    pub(crate) fn write_file(
+    /// [`Context::read_at_into`] and the rest, for the file layer.
+    pub(crate) fn owned_file(
         &self,
-        data: Buffer,
+        what: What,
         fd: RawFd,
         offset: u64,
         file: &FdInfo,
-    ) -> op::Operation<(usize, Buffer)> {
-        op::write_returning(
+    ) -> BufFuture {
+        op::owned(
             Arc::clone(&self.shared),
-            data,
+            what,
+            fd,
+            offset,
+            Some(file.clone()),
+        )
+    }
+
+    pub(crate) fn vectored_file(
+        &self,
+        what: What,
+        fd: RawFd,
+        offset: u64,
+        file: &FdInfo,
+    ) -> VectoredFuture {
+        op::vectored(
+            Arc::clone(&self.shared),
+            what,
             fd,
             offset,
             Some(file.clone()),

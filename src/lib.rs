@@ -86,7 +86,9 @@ pub use context::{
 };
 pub use error::Error;
 pub use fs::{File, OpenOptions};
-pub use op::{Operation, ReadFuture, SyncFuture, WriteFuture};
+pub use op::{
+    BufFuture, BufOperation, Operation, ReadFuture, SyncFuture, VectoredFuture, WriteFuture,
+};
 pub use select::{
     default_implementation_file, selection, Implementation, Selection, Source, ENV_VAR,
 };

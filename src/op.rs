@@ -9,6 +9,7 @@
 //! until the backend is done with it, however late that is.
 
 use std::{
+    cell::RefCell,
     fmt,
     future::Future,
     io,
@@ -21,17 +22,156 @@ use std::{
 
 use crate::{
     admission::{Shared, Waiter},
-    backend::{Completer, Completion, FdInfo, Meta, Plan, Slot, Submit, What},
+    backend::{Bufs, Completer, Completion, FdInfo, Meta, Plan, Slot, Submit, What},
     buffer::Buffer,
 };
 
 enum State {
-    Failed(io::Error),
+    /// Cannot start; the caller's buffers, if any, go back with the error.
+    Failed(io::Error, Bufs),
     /// Not polled yet.
     Waiting(Plan),
     /// Handed to the backend, or queued for a slot: waits on the slot for its result.
     InFlight(Arc<Slot>),
     Done,
+}
+
+thread_local! {
+    /// Slots of finished operations, for this thread's next ones: an operation loop makes
+    /// no allocation for its slot once warm.
+    static SLOTS: RefCell<Vec<Arc<Slot>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Slots kept per thread.
+const SLOTS_KEPT: usize = 64;
+
+fn new_slot() -> Arc<Slot> {
+    SLOTS
+        .try_with(|s| s.borrow_mut().pop())
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// Keeps a finished operation's slot for reuse, if nothing else holds it.
+fn recycle(mut slot: Arc<Slot>) {
+    if let Some(s) = Arc::get_mut(&mut slot) {
+        *s = Slot::default();
+        let _ = SLOTS.try_with(|c| {
+            let mut c = c.borrow_mut();
+            if c.len() < SLOTS_KEPT {
+                c.push(slot);
+            }
+        });
+    }
+}
+
+/// The state machine every operation future runs; resolves to the [`Completion`].
+struct Raw {
+    shared: Arc<Shared>,
+    state: State,
+}
+
+impl Raw {
+    fn new(shared: Arc<Shared>, plan: Plan) -> Raw {
+        // A metadata operation's descriptor, if any, is checked by the system call.
+        let checked = match &plan.what {
+            What::Meta(_) => Ok(()),
+            what => check(plan.fd, plan.offset, what.len()),
+        };
+        let state = match checked {
+            Ok(()) => State::Waiting(plan),
+            Err(e) => State::Failed(e, plan.what.into_bufs()),
+        };
+        Raw { shared, state }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Completion> {
+        loop {
+            match std::mem::replace(&mut self.state, State::Done) {
+                State::Failed(e, bufs) => return Poll::Ready(Completion::failed(e, bufs)),
+                State::Waiting(plan) => {
+                    if self.shared.is_forked() {
+                        return Poll::Ready(Completion::failed(forked(), plan.what.into_bufs()));
+                    }
+                    let slot = new_slot();
+                    let mut plan = Some(plan);
+                    let admitted = self.shared.limiter.acquire_or_wait(|| Waiter {
+                        plan: plan.take().expect("taken once"),
+                        slot: Arc::clone(&slot),
+                    });
+                    let Some(plan) = plan.filter(|_| admitted) else {
+                        // Queued: an operation leaving flight admits it; just wait.
+                        self.state = State::InFlight(slot);
+                        continue;
+                    };
+                    let done = Completer::new(Arc::clone(&slot), Some(self.shared.permit()));
+                    let req = match plan.build(done) {
+                        Ok(r) => r,
+                        Err((e, done, bufs)) => {
+                            done.fail(e, bufs);
+                            self.state = State::InFlight(slot);
+                            continue;
+                        }
+                    };
+                    match self.shared.backend.submit(req) {
+                        Submit::Started => self.state = State::InFlight(slot),
+                        Submit::Queued => {
+                            // Let every other ready operation queue up too; the next poll
+                            // sends them to the kernel together.
+                            slot.defer_flush();
+                            self.state = State::InFlight(slot);
+                            cx.waker().wake_by_ref();
+                            return Poll::Pending;
+                        }
+                    }
+                }
+                State::InFlight(slot) => {
+                    let (poll, flush) = slot.poll(cx);
+                    if flush {
+                        self.shared.backend.flush();
+                    }
+                    return match poll {
+                        Poll::Ready(c) => {
+                            recycle(slot);
+                            Poll::Ready(c)
+                        }
+                        Poll::Pending => {
+                            self.state = State::InFlight(slot);
+                            Poll::Pending
+                        }
+                    };
+                }
+                State::Done => {
+                    return Poll::Ready(Completion::failed(
+                        io::Error::other("caio: operation polled after it completed"),
+                        Bufs::None,
+                    ))
+                }
+            }
+        }
+    }
+
+    fn state_name(&self) -> &'static str {
+        match &self.state {
+            State::Failed(..) => "failed",
+            State::Waiting(_) => "not started",
+            State::InFlight(_) => "started (in flight or waiting for a slot)",
+            State::Done => "done",
+        }
+    }
+}
+
+impl Drop for Raw {
+    fn drop(&mut self) {
+        // Started is started: send on what this future still owed a flush, as the thread
+        // backend would run it; one still waiting for a slot will not start.
+        if let State::InFlight(slot) = &self.state {
+            if slot.abandon() {
+                self.shared.backend.flush();
+            }
+        }
+    }
 }
 
 /// A file operation in progress; resolves to `io::Result<T>`.
@@ -40,10 +180,20 @@ enum State {
 /// the buffer alive until the kernel or worker is done with it, then frees it.
 #[must_use = "an operation does nothing until it is awaited or polled"]
 pub struct Operation<T> {
-    shared: Arc<Shared>,
-    state: State,
+    raw: Raw,
     output: fn(Completion) -> T,
     _t: PhantomData<fn() -> T>,
+}
+
+/// An operation on the caller's buffers, which it hands back whatever happens; resolves to
+/// `(io::Result<usize>, B)`, as tokio-uring's `BufResult`.
+///
+/// Dropping it before it completes is safe: the buffers are lost to the caller, and the
+/// backend frees them only once the kernel or worker is done with them.
+#[must_use = "an operation does nothing until it is awaited or polled"]
+pub struct BufOperation<B> {
+    raw: Raw,
+    output: fn(Bufs) -> B,
 }
 
 /// The future of [`Context::read`](crate::Context::read).
@@ -53,16 +203,26 @@ pub type WriteFuture = Operation<usize>;
 /// The future of [`Context::fsync`](crate::Context::fsync) and
 /// [`Context::fdsync`](crate::Context::fdsync).
 pub type SyncFuture = Operation<()>;
+/// The future of [`Context::read_at_into`](crate::Context::read_at_into) and
+/// [`Context::write_at_from`](crate::Context::write_at_from).
+pub type BufFuture = BufOperation<Buffer>;
+/// The future of [`Context::read_vectored_at`](crate::Context::read_vectored_at) and
+/// [`Context::write_vectored_at`](crate::Context::write_vectored_at).
+pub type VectoredFuture = BufOperation<Vec<Buffer>>;
 
 impl<T> fmt::Debug for Operation<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &self.state {
-            State::Failed(_) => "failed",
-            State::Waiting(_) => "not started",
-            State::InFlight(_) => "started (in flight or waiting for a slot)",
-            State::Done => "done",
-        };
-        f.debug_struct("Operation").field("state", &state).finish()
+        f.debug_struct("Operation")
+            .field("state", &self.raw.state_name())
+            .finish()
+    }
+}
+
+impl<B> fmt::Debug for BufOperation<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BufOperation")
+            .field("state", &self.raw.state_name())
+            .finish()
     }
 }
 
@@ -98,16 +258,30 @@ fn check(fd: RawFd, offset: u64, len: usize) -> io::Result<()> {
 }
 
 impl<T> Operation<T> {
-    fn new(shared: Arc<Shared>, plan: io::Result<Plan>, output: fn(Completion) -> T) -> Self {
+    fn new(shared: Arc<Shared>, plan: Plan, output: fn(Completion) -> T) -> Self {
         Operation {
-            shared,
-            state: match plan {
-                Ok(p) => State::Waiting(p),
-                Err(e) => State::Failed(e),
-            },
+            raw: Raw::new(shared, plan),
             output,
             _t: PhantomData,
         }
+    }
+}
+
+impl<B> BufOperation<B> {
+    fn new(shared: Arc<Shared>, plan: Plan, output: fn(Bufs) -> B) -> Self {
+        BufOperation {
+            raw: Raw::new(shared, plan),
+            output,
+        }
+    }
+}
+
+fn plan(fd: RawFd, offset: u64, what: What, file: Option<FdInfo>) -> Plan {
+    Plan {
+        fd,
+        offset,
+        what,
+        file,
     }
 }
 
@@ -118,13 +292,8 @@ pub(crate) fn read(
     offset: u64,
     file: Option<FdInfo>,
 ) -> ReadFuture {
-    let plan = check(fd, offset, nbytes).map(|()| Plan {
-        fd,
-        offset,
-        what: What::Read(nbytes),
-        file,
-    });
-    Operation::new(shared, plan, |c| c.buf.unwrap_or_default())
+    let p = plan(fd, offset, What::Read(nbytes), file);
+    Operation::new(shared, p, |c| c.bufs.one())
 }
 
 pub(crate) fn write(
@@ -134,30 +303,29 @@ pub(crate) fn write(
     offset: u64,
     file: Option<FdInfo>,
 ) -> WriteFuture {
-    Operation::new(shared, write_plan(buf, fd, offset, file), |c| c.n)
+    Operation::new(shared, plan(fd, offset, What::Write(buf), file), |c| c.n)
 }
 
-fn write_plan(buf: Buffer, fd: RawFd, offset: u64, file: Option<FdInfo>) -> io::Result<Plan> {
-    check(fd, offset, buf.len()).map(|()| Plan {
-        fd,
-        offset,
-        what: What::Write(buf),
-        file,
-    })
-}
-
-/// A write that gives its buffer back with the count (for reuse, and to finish a short
-/// write).
-pub(crate) fn write_returning(
+/// A read into the caller's buffer, or a write from it, handing it back.
+pub(crate) fn owned(
     shared: Arc<Shared>,
-    buf: Buffer,
+    what: What,
     fd: RawFd,
     offset: u64,
     file: Option<FdInfo>,
-) -> Operation<(usize, Buffer)> {
-    Operation::new(shared, write_plan(buf, fd, offset, file), |c| {
-        (c.n, c.buf.unwrap_or_default())
-    })
+) -> BufFuture {
+    BufOperation::new(shared, plan(fd, offset, what, file), Bufs::one)
+}
+
+/// A vectored read or write, handing the buffers back.
+pub(crate) fn vectored(
+    shared: Arc<Shared>,
+    what: What,
+    fd: RawFd,
+    offset: u64,
+    file: Option<FdInfo>,
+) -> VectoredFuture {
+    BufOperation::new(shared, plan(fd, offset, what, file), Bufs::many)
 }
 
 pub(crate) fn fsync(
@@ -167,13 +335,7 @@ pub(crate) fn fsync(
     file: Option<FdInfo>,
 ) -> SyncFuture {
     let what = if data_only { What::Fdsync } else { What::Fsync };
-    let plan = check(fd, 0, 0).map(|()| Plan {
-        fd,
-        offset: 0,
-        what,
-        file,
-    });
-    Operation::new(shared, plan, |_| ())
+    Operation::new(shared, plan(fd, 0, what, file), |_| ())
 }
 
 /// A metadata operation on `fd` (or on a path, with `fd` -1), whose result `output` makes
@@ -185,13 +347,7 @@ pub(crate) fn meta<T>(
     file: Option<FdInfo>,
     output: fn(Completion) -> T,
 ) -> Operation<T> {
-    let plan = Plan {
-        fd,
-        offset: 0,
-        what: What::Meta(meta),
-        file,
-    };
-    Operation::new(shared, Ok(plan), output)
+    Operation::new(shared, plan(fd, 0, What::Meta(meta), file), output)
 }
 
 impl<T> Future for Operation<T> {
@@ -199,72 +355,24 @@ impl<T> Future for Operation<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
         let this = self.get_mut();
-        loop {
-            match std::mem::replace(&mut this.state, State::Done) {
-                State::Failed(e) => return Poll::Ready(Err(e)),
-                State::Waiting(plan) => {
-                    if this.shared.is_forked() {
-                        return Poll::Ready(Err(forked()));
-                    }
-                    let slot = Arc::new(Slot::default());
-                    let mut plan = Some(plan);
-                    let admitted = this.shared.limiter.acquire_or_wait(|| Waiter {
-                        plan: plan.take().expect("taken once"),
-                        slot: Arc::clone(&slot),
-                    });
-                    let Some(plan) = plan.filter(|_| admitted) else {
-                        // Queued: an operation leaving flight admits it; just wait.
-                        this.state = State::InFlight(slot);
-                        continue;
-                    };
-                    let done = Completer::new(Arc::clone(&slot), Some(this.shared.permit()));
-                    let req = match plan.build(done) {
-                        Ok(r) => r,
-                        Err((e, _done)) => return Poll::Ready(Err(e)),
-                    };
-                    match this.shared.backend.submit(req) {
-                        Submit::Started => this.state = State::InFlight(slot),
-                        Submit::Queued => {
-                            // Let every other ready operation queue up too; the next poll
-                            // sends them to the kernel together.
-                            slot.defer_flush();
-                            this.state = State::InFlight(slot);
-                            cx.waker().wake_by_ref();
-                            return Poll::Pending;
-                        }
-                    }
-                }
-                State::InFlight(slot) => {
-                    let (poll, flush) = slot.poll(cx);
-                    if flush {
-                        this.shared.backend.flush();
-                    }
-                    return match poll {
-                        Poll::Ready(r) => Poll::Ready(r.map(this.output)),
-                        Poll::Pending => {
-                            this.state = State::InFlight(slot);
-                            Poll::Pending
-                        }
-                    };
-                }
-                State::Done => {
-                    return Poll::Ready(Err(io::Error::other(
-                        "caio: operation polled after it completed",
-                    )))
-                }
-            }
-        }
+        this.raw.poll(cx).map(|mut c| match c.error.take() {
+            Some(e) => Err(e),
+            None => Ok((this.output)(c)),
+        })
     }
 }
 
-impl<T> Drop for Operation<T> {
-    fn drop(&mut self) {
-        // Started is started: send on what this future still owed a flush, as the thread
-        // backend would run it; one still waiting for a slot will not start.
-        if let State::InFlight(slot) = &self.state {
-            if slot.abandon() {
-                self.shared.backend.flush();
-            }
-        }
+impl<B> Future for BufOperation<B> {
+    type Output = (io::Result<usize>, B);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        this.raw.poll(cx).map(|c| {
+            let r = match c.error {
+                Some(e) => Err(e),
+                None => Ok(c.n),
+            };
+            (r, (this.output)(c.bufs))
+        })
     }
 }

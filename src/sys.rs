@@ -54,6 +54,31 @@ pub(crate) fn pwrite(fd: RawFd, buf: &[u8], off: u64) -> io::Result<usize> {
     retry(|| cvt(unsafe { libc::pwrite(fd, buf.as_ptr().cast(), buf.len(), off) }))
 }
 
+/// The most iovecs one `preadv`/`pwritev` (or one vectored AIO or io_uring entry) takes.
+pub(crate) const IOV_MAX: usize = 1024;
+
+/// `preadv(2)`.
+///
+/// # Safety
+/// Every iovec must describe memory valid for writes for the duration of the call.
+pub(crate) unsafe fn preadv(fd: RawFd, iov: &[libc::iovec], off: u64) -> io::Result<usize> {
+    let off = offset(off)?;
+    let cnt = iov.len().min(IOV_MAX) as libc::c_int;
+    // SAFETY: the caller vouches for the memory; `iov` itself is a live slice.
+    retry(|| cvt(unsafe { libc::preadv(fd, iov.as_ptr(), cnt, off) }))
+}
+
+/// `pwritev(2)`.
+///
+/// # Safety
+/// Every iovec must describe memory valid for reads for the duration of the call.
+pub(crate) unsafe fn pwritev(fd: RawFd, iov: &[libc::iovec], off: u64) -> io::Result<usize> {
+    let off = offset(off)?;
+    let cnt = iov.len().min(IOV_MAX) as libc::c_int;
+    // SAFETY: the caller vouches for the memory; `iov` itself is a live slice.
+    retry(|| cvt(unsafe { libc::pwritev(fd, iov.as_ptr(), cnt, off) }))
+}
+
 /// `fsync(2)`.
 pub(crate) fn fsync(fd: RawFd) -> io::Result<()> {
     // SAFETY: fsync takes no pointers; a bad descriptor is reported as EBADF.
@@ -265,6 +290,8 @@ mod linux {
     pub(crate) const IOCB_CMD_PWRITE: u16 = 1;
     pub(crate) const IOCB_CMD_FSYNC: u16 = 2;
     pub(crate) const IOCB_CMD_FDSYNC: u16 = 3;
+    pub(crate) const IOCB_CMD_PREADV: u16 = 7;
+    pub(crate) const IOCB_CMD_PWRITEV: u16 = 8;
     pub(crate) const IOCB_CMD_POLL: u16 = 5;
 
     /// `struct iocb` from `linux/aio_abi.h`.

@@ -11,6 +11,8 @@ use util::{backends, block_on, open_rw, pattern, threads, wait_for_threads};
 
 const CHILD: &str = "CAIO_LEAKS_TEST_CHILD";
 
+type VectoredRead = dyn Future<Output = (std::io::Result<usize>, Vec<caio::Buffer>)> + Send;
+
 #[test]
 fn child_workload() {
     let Ok(dir) = std::env::var(CHILD) else {
@@ -43,6 +45,22 @@ fn child_workload() {
                 let _ = d.as_mut().poll(&mut Cx::from_waker(&waker));
             }
             drop(dropped);
+            // Owned and vectored operations, completed and dropped mid-flight.
+            let (n, _) = block_on(f.read_at_into(caio::Buffer::with_capacity(4096), 8192));
+            assert_eq!(n.unwrap(), 4096);
+            let mut owned: Vec<Pin<Box<VectoredRead>>> = (0..8u64)
+                .map(|k| {
+                    let bufs = vec![
+                        caio::Buffer::with_capacity(4096),
+                        Vec::with_capacity(4096).into(),
+                    ];
+                    Box::pin(f.read_vectored_at(bufs, k * 8192)) as _
+                })
+                .collect();
+            for d in owned.iter_mut() {
+                let _ = d.as_mut().poll(&mut Cx::from_waker(&waker));
+            }
+            drop(owned);
             // Every handle dropped with work in flight.
             let mut last: Vec<_> = (0..8u64)
                 .map(|k| Box::pin(f.write_at(vec![3u8; 8192], k * 8192)))

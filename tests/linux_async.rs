@@ -27,7 +27,7 @@ fn child_reads() {
         std::env::var("CAIO_ASYNC_TEST_FILE").unwrap(),
         n.parse().unwrap(),
     );
-    let direct = mode == "direct";
+    let direct = mode == "direct" || mode == "vectored";
     let mut o = fs::OpenOptions::new();
     o.read(true);
     if direct {
@@ -62,6 +62,32 @@ fn child_reads() {
         println!("CHILD filefd={}", f.as_raw_fd());
         f
     });
+    if mode == "vectored" {
+        // Two caller-owned aligned buffers per operation, one PREADV each.
+        block_on(async {
+            let mut reads: FuturesUnordered<_> = (0..n)
+                .map(|k| {
+                    let off = ((k * 7919) % (FILE_SIZE / 8192) * 8192) as u64;
+                    let bufs = vec![
+                        caio::Buffer::with_capacity(4096),
+                        caio::Buffer::with_capacity(4096),
+                    ];
+                    let f = ctx.read_vectored_at(bufs, fd, off);
+                    async move { (off as usize, f.await) }
+                })
+                .collect();
+            while let Some((off, (r, bufs))) = reads.next().await {
+                assert_eq!(r.unwrap(), 8192);
+                assert!(bufs[0][..] == expected[off..off + 4096], "data at {off}");
+                assert!(
+                    bufs[1][..] == expected[off + 4096..off + 8192],
+                    "data at {off}"
+                );
+            }
+        });
+        println!("CHILD done {n}");
+        return;
+    }
     block_on(async {
         let mut reads: FuturesUnordered<_> = (0..n)
             .map(|k| {
@@ -258,6 +284,47 @@ fn o_direct_reads_go_through_io_submit_in_batches_on_a_fixed_set_of_threads() {
         threads(&large) <= 2,
         "more than the reaper was started: {}",
         threads(&large)
+    );
+}
+
+#[test]
+fn vectored_o_direct_reads_are_one_preadv_command_each_in_batches() {
+    if !can_trace() {
+        return;
+    }
+    let s = data_file();
+    let t = trace("vectored", 512, &s.path);
+    let submits: Vec<_> = t
+        .calls
+        .iter()
+        .filter(|(_, name, a)| name == "io_submit" && a.contains("IOCB_CMD_PREADV"))
+        .collect();
+    // strace shows a few iocbs of each call; the call's count is its second argument.
+    let commands: usize = submits
+        .iter()
+        .map(|(_, _, a)| {
+            a.split(", ")
+                .nth(1)
+                .unwrap()
+                .trim()
+                .parse::<usize>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(commands, 512, "every vectored read is one PREADV command");
+    assert!(
+        submits.len() * 4 <= 512,
+        "512 vectored reads took {} io_submit calls: not batched",
+        submits.len()
+    );
+    let preads: Vec<_> = t.on_fd(&["pread64", "preadv", "preadv2", "read"]).collect();
+    assert!(
+        preads.is_empty(),
+        "the data file was read by a syscall: {preads:?}"
+    );
+    println!(
+        "512 vectored O_DIRECT reads: {} io_submit calls",
+        submits.len()
     );
 }
 

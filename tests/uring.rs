@@ -12,7 +12,7 @@ use std::{
     process::{Command, Output},
 };
 
-use caio::{Context, Implementation};
+use caio::{Buffer, Context, Implementation};
 use futures::{stream::FuturesUnordered, StreamExt};
 use util::{block_on, is_root, pattern, Scratch};
 
@@ -30,8 +30,8 @@ fn run_child(test: &str, env: &[(&str, &str)]) -> Output {
     c.output().unwrap()
 }
 
-/// In the child: `n` reads and `n` writes at once on descriptor 777 through a uring
-/// context, O_DIRECT (`direct`) or buffered; prints the number of threads after.
+/// In the child: `n` reads, `n` vectored reads and writes, then `n` writes, at once on
+/// descriptor 777 through a uring context, O_DIRECT (`direct`) or buffered; prints the number of threads after.
 #[test]
 fn child_io() {
     let Ok(spec) = std::env::var(CHILD) else {
@@ -65,6 +65,28 @@ fn child_io() {
             .collect();
         while let Some((off, r)) = reads.next().await {
             assert_eq!(&r.unwrap()[..], &want[off as usize..off as usize + 4096]);
+        }
+        // Vectored reads into caller-owned buffers: one READV entry each.
+        let mut vectored: FuturesUnordered<_> = (0..n)
+            .map(|k| {
+                let off = (k * 7919) % (FILE_SIZE / 8192) * 8192;
+                let bufs = vec![Buffer::with_capacity(4096), Buffer::with_capacity(4096)];
+                let r = ctx.read_vectored_at(bufs, FD, off as u64);
+                async move { (off, r.await) }
+            })
+            .collect();
+        while let Some((off, (r, bufs))) = vectored.next().await {
+            assert_eq!(r.unwrap(), 8192);
+            assert_eq!(&bufs[1][..], &want[off + 4096..off + 8192]);
+        }
+        let writes: FuturesUnordered<_> = (0..n)
+            .map(|k| {
+                let bufs = vec![Buffer::zeroed(4096), Buffer::zeroed(4096)];
+                ctx.write_vectored_at(bufs, FD, (k % (FILE_SIZE / 8192) * 8192) as u64)
+            })
+            .collect();
+        for (r, _) in writes.collect::<Vec<_>>().await {
+            assert_eq!(r.unwrap(), 8192);
         }
         let writes: FuturesUnordered<_> = (0..n)
             .map(|k| ctx.write(vec![k as u8; 4096], FD, (k % slots * 4096) as u64))

@@ -332,8 +332,8 @@ enum Class {
 impl Class {
     fn of(kind: &Kind) -> Class {
         match kind {
-            Kind::Read(_) => Class::Read,
-            Kind::Write(_) => Class::Write,
+            Kind::Read(_) | Kind::ReadV(_) => Class::Read,
+            Kind::Write(_) | Kind::WriteV(_) => Class::Write,
             Kind::Fsync | Kind::Fdsync => Class::Sync,
             Kind::Meta(_) => Class::Meta,
             #[cfg(test)]
@@ -371,7 +371,7 @@ impl Facts {
         }
         let t = sys::cached_file_type(req.fd)?;
         let seekable = t == libc::S_IFREG || t == libc::S_IFBLK;
-        let direct = if seekable && matches!(req.kind, Kind::Write(_)) {
+        let direct = if seekable && matches!(req.kind, Kind::Write(_) | Kind::WriteV(_)) {
             Some(sys::is_direct(req.fd)?)
         } else {
             None
@@ -461,13 +461,33 @@ impl AioOp {
                 iocb.aio_offset = (req.offset + req.written as u64) as i64;
                 len = rest.len();
             }
+            Kind::ReadV(v) => {
+                let done = v.filled();
+                let (iov, room) = v.read_iov();
+                iocb.aio_lio_opcode = sys::IOCB_CMD_PREADV;
+                iocb.aio_buf = iov.as_ptr() as u64;
+                iocb.aio_offset = (req.offset + done as u64) as i64;
+                iocb.aio_nbytes = iov.len() as u64;
+                len = room;
+            }
+            Kind::WriteV(v) => {
+                let (iov, rest) = v.write_iov(req.written);
+                iocb.aio_lio_opcode = sys::IOCB_CMD_PWRITEV;
+                iocb.aio_buf = iov.as_ptr() as u64;
+                iocb.aio_offset = (req.offset + req.written as u64) as i64;
+                iocb.aio_nbytes = iov.len() as u64;
+                len = rest;
+            }
             Kind::Fsync => iocb.aio_lio_opcode = sys::IOCB_CMD_FSYNC,
             Kind::Fdsync => iocb.aio_lio_opcode = sys::IOCB_CMD_FDSYNC,
             Kind::Meta(_) => unreachable!("metadata operations are routed to the pool"),
             #[cfg(test)]
             Kind::Panic => unreachable!("panic requests are for the thread pool"),
         }
-        iocb.aio_nbytes = len as u64;
+        if !matches!(req.kind, Kind::ReadV(_) | Kind::WriteV(_)) {
+            // A vectored command's count is of iovecs, set above.
+            iocb.aio_nbytes = len as u64;
+        }
         Box::new(AioOp {
             iocb,
             req,
@@ -631,7 +651,13 @@ impl Ring {
                 unsafe { buf.advance(n) };
                 buf.len()
             }
-            Kind::Write(_) => {
+            Kind::ReadV(v) => {
+                // SAFETY: the kernel wrote `n <= len` bytes through the iovecs the iocb
+                // was built with, in order, and nothing has touched the buffers since.
+                unsafe { v.advance(n) };
+                v.filled()
+            }
+            Kind::Write(_) | Kind::WriteV(_) => {
                 req.written += n;
                 req.written
             }
@@ -641,6 +667,10 @@ impl Ring {
             // Short but not at an error: a partly cached NOWAIT read, a transfer over the
             // kernel's per-call limit, or end of file. The pool finishes (or confirms) it.
             return self.to_pool(req);
+        }
+        if n > 0 && req.has_more() {
+            // A vectored transfer of more iovecs than one command takes: the next ones.
+            return self.submit(vec![AioOp::new(req, nowait)]);
         }
         req.finish(Ok(total));
     }
@@ -830,6 +860,11 @@ impl FileIo for Linux {
         match route(Class::of(&req.kind), facts) {
             Route::Kernel => self.queue(AioOp::new(req, false)),
             Route::KernelNowait => self.queue(AioOp::new(req, true)),
+            // preadv2 takes several iovecs too, but a vectored read is rare enough to take
+            // the kernel's NOWAIT path (a hit completes inside io_submit all the same).
+            Route::InlineCached if matches!(req.kind, Kind::ReadV(_)) => {
+                self.queue(AioOp::new(req, true))
+            }
             Route::InlineCached => self.read_cached(req),
             Route::Pool => {
                 self.ring.to_pool(req);
@@ -850,7 +885,7 @@ impl FileIo for Linux {
         // io_submit returns: collect them here rather than through the reaper.
         let inline = batch
             .iter()
-            .any(|op| op.nowait && matches!(op.req.kind, Kind::Read(_)));
+            .any(|op| op.nowait && matches!(op.req.kind, Kind::Read(_) | Kind::ReadV(_)));
         self.ring.submit(batch);
         if inline && !self.ring.degraded.load(Ordering::Acquire) {
             self.ring.reap_ready();

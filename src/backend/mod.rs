@@ -55,8 +55,8 @@ pub(crate) mod uring;
 #[cfg(test)]
 pub(crate) use request::{take_result, test_request};
 pub(crate) use request::{
-    Admission, Call, Completer, Completion, FdInfo, Kind, Meta, Opened, Out, Permit, Plan, Request,
-    Slot, What,
+    Admission, Bufs, Call, Completer, Completion, FdInfo, Kind, Meta, Opened, Out, Permit, Plan,
+    Request, Slot, What,
 };
 
 /// Default number of operations in flight per context.

@@ -20,13 +20,151 @@ use crate::{
     sys,
 };
 
-/// What a finished operation produced: a byte count, the buffer of a read or write, and
-/// what a metadata operation made.
+/// What a finished operation produced: its error or byte count, the buffers of a read or
+/// write (given back on an error too), and what a metadata operation made.
 #[derive(Debug)]
 pub(crate) struct Completion {
+    /// `None` on success.
+    pub error: Option<io::Error>,
     pub n: usize,
-    pub buf: Option<Buffer>,
+    pub bufs: Bufs,
     pub out: Out,
+}
+
+impl Completion {
+    pub(crate) fn failed(e: io::Error, bufs: Bufs) -> Completion {
+        Completion {
+            error: Some(e),
+            n: 0,
+            bufs,
+            out: Out::Nothing,
+        }
+    }
+}
+
+/// The caller's buffers, carried through an operation and handed back.
+#[derive(Debug, Default)]
+pub(crate) enum Bufs {
+    #[default]
+    None,
+    One(Buffer),
+    Many(Vec<Buffer>),
+}
+
+impl Bufs {
+    /// The one buffer (empty if there is none).
+    pub(crate) fn one(self) -> Buffer {
+        match self {
+            Bufs::One(b) => b,
+            Bufs::Many(mut v) if v.len() == 1 => v.pop().unwrap_or_default(),
+            _ => Buffer::new(),
+        }
+    }
+
+    /// The buffers of a vectored operation.
+    pub(crate) fn many(self) -> Vec<Buffer> {
+        match self {
+            Bufs::None => Vec::new(),
+            Bufs::One(b) => vec![b],
+            Bufs::Many(v) => v,
+        }
+    }
+}
+
+/// The buffers of a vectored read or write and the iovec array the kernel reads, which
+/// points into them.
+pub(crate) struct Vectored {
+    pub bufs: Vec<Buffer>,
+    iov: Vec<libc::iovec>,
+}
+
+// SAFETY: the iovecs only point into `bufs`, which the same value owns; moving it between
+// threads moves that memory's ownership whole, as for a `Vec<Vec<u8>>`.
+unsafe impl Send for Vectored {}
+// SAFETY: shared references give no access to the pointed-to memory.
+unsafe impl Sync for Vectored {}
+
+impl Vectored {
+    pub(crate) fn new(bufs: Vec<Buffer>) -> Vectored {
+        Vectored {
+            iov: Vec::with_capacity(bufs.len().min(sys::IOV_MAX)),
+            bufs,
+        }
+    }
+
+    /// Bytes the buffers hold.
+    pub(crate) fn filled(&self) -> usize {
+        self.bufs.iter().map(|b| b.len()).sum()
+    }
+
+    /// Bytes the buffers have room for.
+    pub(crate) fn room(&self) -> usize {
+        self.bufs.iter().map(|b| b.capacity() - b.len()).sum()
+    }
+
+    /// Rebuilds the iovecs over the buffers' spare capacity (what a read has yet to fill),
+    /// at most `IOV_MAX` of them; returns them with the bytes they cover.
+    pub(crate) fn read_iov(&mut self) -> (&[libc::iovec], usize) {
+        self.iov.clear();
+        let mut total = 0;
+        for b in &mut self.bufs {
+            let (ptr, room) = b.spare_ptr();
+            if room == 0 {
+                continue;
+            }
+            if self.iov.len() == sys::IOV_MAX {
+                break;
+            }
+            self.iov.push(libc::iovec {
+                iov_base: ptr.cast(),
+                iov_len: room,
+            });
+            total += room;
+        }
+        (&self.iov, total)
+    }
+
+    /// Rebuilds the iovecs over the bytes after the first `skip` (what a write has yet to
+    /// write), at most `IOV_MAX` of them; returns them with the bytes they cover.
+    pub(crate) fn write_iov(&mut self, mut skip: usize) -> (&[libc::iovec], usize) {
+        self.iov.clear();
+        let mut total = 0;
+        for b in &self.bufs {
+            if skip >= b.len() {
+                skip -= b.len();
+                continue;
+            }
+            if self.iov.len() == sys::IOV_MAX {
+                break;
+            }
+            let rest = &b[skip..];
+            skip = 0;
+            self.iov.push(libc::iovec {
+                iov_base: rest.as_ptr() as *mut libc::c_void,
+                iov_len: rest.len(),
+            });
+            total += rest.len();
+        }
+        (&self.iov, total)
+    }
+
+    /// Marks the first `n` bytes of spare capacity, buffer after buffer, as read.
+    ///
+    /// # Safety
+    /// The kernel or a `preadv` must have written those `n` bytes through the iovecs
+    /// [`Vectored::read_iov`] built, with nothing touching the buffers since.
+    pub(crate) unsafe fn advance(&mut self, mut n: usize) {
+        for b in &mut self.bufs {
+            let room = b.capacity() - b.len();
+            let k = room.min(n);
+            // SAFETY: the caller vouches that these bytes were written, in order.
+            unsafe { b.advance(k) };
+            n -= k;
+            if n == 0 {
+                break;
+            }
+        }
+    }
 }
 
 /// What a metadata operation made.
@@ -161,6 +299,10 @@ pub(crate) enum Kind {
     Read(Buffer),
     /// Write all of the buffer.
     Write(Buffer),
+    /// Fill the buffers' spare capacity, in order (`preadv`).
+    ReadV(Vectored),
+    /// Write all of the buffers, in order (`pwritev`).
+    WriteV(Vectored),
     Fsync,
     Fdsync,
     /// A metadata operation.
@@ -183,6 +325,9 @@ pub(crate) struct Request {
     pub file: Option<FdInfo>,
     /// What a metadata operation made, once it has run.
     pub out: Out,
+    /// The caller's buffers when the operation runs on aligned copies of them (O_DIRECT
+    /// with unaligned memory): a read copies into them at the end; they are what comes back.
+    pub keep: Bufs,
 }
 
 impl fmt::Debug for Request {
@@ -190,6 +335,8 @@ impl fmt::Debug for Request {
         let kind = match &self.kind {
             Kind::Read(b) => format!("read {}", b.capacity() - b.len()),
             Kind::Write(b) => format!("write {}", b.len()),
+            Kind::ReadV(v) => format!("readv {}", v.bufs.len()),
+            Kind::WriteV(v) => format!("writev {}", v.bufs.len()),
             Kind::Fsync => "fsync".into(),
             Kind::Fdsync => "fdsync".into(),
             Kind::Meta(m) => m.name().into(),
@@ -201,6 +348,16 @@ impl fmt::Debug for Request {
 }
 
 impl Request {
+    /// Whether a vectored operation has more to move than its last attempt covered (one
+    /// system call takes at most `IOV_MAX` iovecs).
+    pub(crate) fn has_more(&self) -> bool {
+        match &self.kind {
+            Kind::ReadV(v) => v.room() > 0,
+            Kind::WriteV(v) => self.written < v.filled(),
+            _ => false,
+        }
+    }
+
     /// Performs (or continues) the operation on the calling thread with positional
     /// syscalls: reads until the buffer is full or EOF, writes until everything is
     /// written. An error after some bytes moved reports those bytes, as `read(2)` and
@@ -235,6 +392,35 @@ impl Request {
                 }
                 Ok(self.written)
             }
+            Kind::ReadV(v) => loop {
+                let done = v.filled();
+                let (iov, room) = v.read_iov();
+                if room == 0 {
+                    return Ok(done);
+                }
+                // SAFETY: every iovec covers spare capacity of a buffer this request owns.
+                match unsafe { sys::preadv(fd, iov, offset + done as u64) } {
+                    Ok(0) => return Ok(done),
+                    // SAFETY: preadv wrote `n` bytes through those iovecs, in order.
+                    Ok(n) => unsafe { v.advance(n) },
+                    Err(_) if done > 0 => return Ok(done),
+                    Err(e) => return Err(e),
+                }
+            },
+            Kind::WriteV(v) => loop {
+                let at = self.written;
+                let (iov, rest) = v.write_iov(at);
+                if rest == 0 {
+                    return Ok(at);
+                }
+                // SAFETY: every iovec covers initialised bytes of a buffer this request owns.
+                match unsafe { sys::pwritev(fd, iov, offset + at as u64) } {
+                    Ok(0) => return Ok(at),
+                    Ok(n) => self.written += n,
+                    Err(_) if at > 0 => return Ok(at),
+                    Err(e) => return Err(e),
+                }
+            },
             Kind::Fsync => sys::fsync(fd).map(|()| 0),
             Kind::Fdsync => sys::fdatasync(fd).map(|()| 0),
             Kind::Meta(m) => {
@@ -249,18 +435,42 @@ impl Request {
     /// Whether its future is gone. A backend does not start such a request: its descriptor
     /// may have been closed, and its number reused by another file, since.
     pub(crate) fn is_abandoned(&self) -> bool {
-        self.done.slot.is_abandoned()
+        self.done.slot().is_abandoned()
     }
 
-    /// Delivers the result (with the buffer) to the waiting future, if any.
+    /// Delivers the result (with the buffers) to the waiting future, if any.
     pub(crate) fn finish(self, result: io::Result<usize>) {
-        let buf = match self.kind {
-            Kind::Read(b) | Kind::Write(b) => Some(b),
-            _ => None,
+        let bufs = match (self.kind, self.keep) {
+            // A read on an aligned copy: the bytes go to the caller's buffers.
+            (Kind::Read(tmp), Bufs::One(mut b)) => {
+                b.clear();
+                b.extend_from_slice(&tmp);
+                Bufs::One(b)
+            }
+            (Kind::Read(tmp), Bufs::Many(mut v)) => {
+                let mut rest = &tmp[..];
+                for b in &mut v {
+                    b.clear();
+                    let k = b.extend_from_slice(rest);
+                    rest = &rest[k..];
+                }
+                Bufs::Many(v)
+            }
+            (_, keep @ (Bufs::One(_) | Bufs::Many(_))) => keep,
+            (Kind::Read(b) | Kind::Write(b), Bufs::None) => Bufs::One(b),
+            (Kind::ReadV(v) | Kind::WriteV(v), Bufs::None) => Bufs::Many(v.bufs),
+            _ => Bufs::None,
         };
-        let out = self.out;
-        self.done
-            .complete(result.map(|n| Completion { n, buf, out }));
+        let c = match result {
+            Ok(n) => Completion {
+                error: None,
+                n,
+                bufs,
+                out: self.out,
+            },
+            Err(e) => Completion::failed(e, bufs),
+        };
+        self.done.complete(c);
     }
 }
 
@@ -272,7 +482,7 @@ pub(crate) struct Slot {
 
 #[derive(Debug, Default)]
 struct SlotInner {
-    result: Option<io::Result<Completion>>,
+    result: Option<Completion>,
     waker: Option<Waker>,
     /// Admitted from the queue into a batching backend: the future flushes on its next poll.
     needs_flush: bool,
@@ -300,18 +510,21 @@ impl Slot {
         }
     }
 
-    pub(crate) fn set(&self, r: io::Result<Completion>) {
+    /// Stores the result; wakes the future once this handle on the slot is gone, so a
+    /// woken future finds itself the slot's only owner (and can reuse it).
+    pub(crate) fn set(self: Arc<Self>, c: Completion) {
         if let Some(what) = self.lock().detached {
-            if let Err(e) = &r {
+            if let Some(e) = &c.error {
                 log::warn!("caio: {what} failed with nobody waiting for it: {e}");
             }
             return;
         }
         let waker = {
             let mut s = self.lock();
-            s.result = Some(r);
+            s.result = Some(c);
             s.waker.take()
         };
+        drop(self);
         if let Some(w) = waker {
             w.wake();
         }
@@ -319,7 +532,7 @@ impl Slot {
 
     /// The result if it is there, else registers the waker; and whether the future owes
     /// the backend a flush.
-    pub(crate) fn poll(&self, cx: &mut Context<'_>) -> (Poll<io::Result<Completion>>, bool) {
+    pub(crate) fn poll(&self, cx: &mut Context<'_>) -> (Poll<Completion>, bool) {
         let mut s = self.lock();
         let flush = std::mem::take(&mut s.needs_flush);
         let poll = match s.result.take() {
@@ -371,41 +584,51 @@ impl Slot {
 /// error, so no future ever hangs.
 #[derive(Debug)]
 pub(crate) struct Completer {
-    slot: Arc<Slot>,
+    /// `None` once completed.
+    slot: Option<Arc<Slot>>,
     permit: Option<Permit>,
-    done: bool,
 }
 
 impl Completer {
     pub(crate) fn new(slot: Arc<Slot>, permit: Option<Permit>) -> Completer {
         Completer {
-            slot,
+            slot: Some(slot),
             permit,
-            done: false,
         }
     }
 
     /// The slot the result goes to.
     pub(crate) fn slot(&self) -> &Arc<Slot> {
-        &self.slot
+        self.slot
+            .as_ref()
+            .expect("a completer has its slot until it completes")
     }
 
-    pub(crate) fn complete(mut self, r: io::Result<Completion>) {
+    pub(crate) fn complete(mut self, c: Completion) {
         // Give the in-flight slot back first, so the woken task can start its next
         // operation at once.
         self.permit.take();
-        self.slot.set(r);
-        self.done = true;
+        if let Some(slot) = self.slot.take() {
+            slot.set(c);
+        }
+    }
+
+    /// Completes with an error, handing `bufs` back.
+    pub(crate) fn fail(self, e: io::Error, bufs: Bufs) {
+        self.complete(Completion::failed(e, bufs));
     }
 }
 
 impl Drop for Completer {
     fn drop(&mut self) {
-        if !self.done {
+        if let Some(slot) = self.slot.take() {
             self.permit.take();
-            self.slot.set(Err(io::Error::other(
-                "caio: the operation was abandoned by its backend (worker panicked or context torn down)",
-            )));
+            slot.set(Completion::failed(
+                io::Error::other(
+                    "caio: the operation was abandoned by its backend (worker panicked or context torn down)",
+                ),
+                Bufs::None,
+            ));
         }
     }
 }
@@ -449,11 +672,43 @@ pub(crate) struct Plan {
 }
 
 pub(crate) enum What {
+    /// Read into a new buffer of this many bytes.
     Read(usize),
+    /// Read into the caller's buffer, up to its capacity.
+    ReadInto(Buffer),
     Write(Buffer),
+    /// Read into the caller's buffers, up to their capacity, in order.
+    ReadV(Vec<Buffer>),
+    WriteV(Vec<Buffer>),
     Fsync,
     Fdsync,
     Meta(Meta),
+}
+
+impl What {
+    /// The caller's buffers in it, to give back when it cannot start.
+    pub(crate) fn into_bufs(self) -> Bufs {
+        match self {
+            What::ReadInto(b) | What::Write(b) => Bufs::One(b),
+            What::ReadV(v) | What::WriteV(v) => Bufs::Many(v),
+            _ => Bufs::None,
+        }
+    }
+
+    /// Bytes it moves at most.
+    pub(crate) fn len(&self) -> usize {
+        let sum = |v: &[Buffer], f: fn(&Buffer) -> usize| {
+            v.iter().fold(0usize, |a, b| a.saturating_add(f(b)))
+        };
+        match self {
+            What::Read(n) => *n,
+            What::ReadInto(b) => b.capacity(),
+            What::Write(b) => b.len(),
+            What::ReadV(v) => sum(v, Buffer::capacity),
+            What::WriteV(v) => sum(v, |b| b.len()),
+            _ => 0,
+        }
+    }
 }
 
 /// What the file layer knows about its descriptor, and the owner that keeps it open until
@@ -469,28 +724,79 @@ pub(crate) struct FdInfo {
 
 impl Plan {
     /// Builds the request once a permit is held: allocates the read buffer (only now, so
-    /// waiting operations cost no memory) and bounces unaligned memory for O_DIRECT writes.
-    pub(crate) fn build(self, done: Completer) -> Result<Request, (io::Error, Completer)> {
+    /// waiting operations cost no memory), and for O_DIRECT puts unaligned memory on an
+    /// aligned copy (`Request::keep` holds the caller's buffers meanwhile).
+    pub(crate) fn build(self, done: Completer) -> Result<Request, (io::Error, Completer, Bufs)> {
         let Plan {
             fd,
             offset,
             what,
             file,
         } = self;
+        let direct = || match &file {
+            Some(f) => f.direct,
+            None => sys::is_direct(fd).unwrap_or(false),
+        };
+        let unaligned = |v: &[Buffer]| v.iter().any(|b| !b.is_aligned_to(ALIGNMENT));
+        let mut keep = Bufs::None;
         let kind = match what {
             What::Read(nbytes) => match Buffer::with_capacity_aligned(nbytes) {
                 Ok(b) => Kind::Read(b),
-                Err(e) => return Err((e, done)),
+                Err(e) => return Err((e, done, Bufs::None)),
             },
-            What::Write(buf) => {
-                let direct = || match &file {
-                    Some(f) => f.direct,
-                    None => sys::is_direct(fd).unwrap_or(false),
-                };
+            What::ReadInto(mut buf) => {
+                buf.clear();
                 if !buf.is_aligned_to(ALIGNMENT) && direct() {
-                    Kind::Write(Buffer::from(&buf[..]))
+                    match Buffer::with_capacity_aligned(buf.capacity()) {
+                        Ok(tmp) => {
+                            keep = Bufs::One(buf);
+                            Kind::Read(tmp)
+                        }
+                        Err(e) => return Err((e, done, Bufs::One(buf))),
+                    }
+                } else {
+                    Kind::Read(buf)
+                }
+            }
+            What::Write(buf) => {
+                if !buf.is_aligned_to(ALIGNMENT) && direct() {
+                    let copy = Buffer::from(&buf[..]);
+                    keep = Bufs::One(buf);
+                    Kind::Write(copy)
                 } else {
                     Kind::Write(buf)
+                }
+            }
+            What::ReadV(mut bufs) => {
+                bufs.iter_mut().for_each(Buffer::clear);
+                if unaligned(&bufs) && direct() {
+                    let total = bufs.iter().map(Buffer::capacity).sum();
+                    match Buffer::with_capacity_aligned(total) {
+                        Ok(tmp) => {
+                            keep = Bufs::Many(bufs);
+                            Kind::Read(tmp)
+                        }
+                        Err(e) => return Err((e, done, Bufs::Many(bufs))),
+                    }
+                } else {
+                    Kind::ReadV(Vectored::new(bufs))
+                }
+            }
+            What::WriteV(bufs) => {
+                if unaligned(&bufs) && direct() {
+                    let total = bufs.iter().map(|b| b.len()).sum();
+                    match Buffer::with_capacity_aligned(total) {
+                        Ok(mut all) => {
+                            bufs.iter().for_each(|b| {
+                                all.extend_from_slice(b);
+                            });
+                            keep = Bufs::Many(bufs);
+                            Kind::Write(all)
+                        }
+                        Err(e) => return Err((e, done, Bufs::Many(bufs))),
+                    }
+                } else {
+                    Kind::WriteV(Vectored::new(bufs))
                 }
             }
             What::Fsync => Kind::Fsync,
@@ -505,6 +811,7 @@ impl Plan {
             written: 0,
             file,
             out: Out::Nothing,
+            keep,
         })
     }
 }
@@ -522,6 +829,7 @@ pub(crate) fn test_request(kind: Kind) -> (Request, Arc<Slot>) {
             written: 0,
             file: None,
             out: Out::Nothing,
+            keep: Bufs::None,
         },
         slot,
     )
@@ -529,7 +837,10 @@ pub(crate) fn test_request(kind: Kind) -> (Request, Arc<Slot>) {
 
 #[cfg(test)]
 pub(crate) fn take_result(slot: &Slot) -> Option<io::Result<Completion>> {
-    slot.lock().result.take()
+    slot.lock().result.take().map(|mut c| match c.error.take() {
+        Some(e) => Err(e),
+        None => Ok(c),
+    })
 }
 
 #[cfg(test)]
@@ -549,6 +860,6 @@ mod tests {
         let (req, slot) = test_request(Kind::Read(Buffer::from(&b"abc"[..])));
         req.finish(Ok(3));
         let c = take_result(&slot).unwrap().unwrap();
-        assert_eq!((c.n, &c.buf.unwrap()[..]), (3, &b"abc"[..]));
+        assert_eq!((c.n, &c.bufs.one()[..]), (3, &b"abc"[..]));
     }
 }

@@ -101,6 +101,9 @@ impl UringOp {
         let len = match &req.kind {
             Kind::Read(buf) => (buf.capacity() - buf.len()).min(MAX_IO),
             Kind::Write(buf) => (buf.len() - req.written).min(MAX_IO),
+            // The kernel caps a vectored transfer itself; a short one is resubmitted.
+            Kind::ReadV(v) => v.bufs.iter().map(|b| b.capacity() - b.len()).sum(),
+            Kind::WriteV(v) => v.bufs.iter().map(|b| b.len()).sum::<usize>() - req.written,
             _ => 0,
         };
         Box::new(UringOp { req, len, mode })
@@ -235,13 +238,19 @@ impl Ring {
                 unsafe { buf.advance(n) };
                 buf.len()
             }
-            Kind::Write(_) => {
+            Kind::ReadV(v) => {
+                // SAFETY: the kernel wrote `n <= len` bytes through the iovecs the entry
+                // was built with, in order, and nothing has touched the buffers since.
+                unsafe { v.advance(n) };
+                v.filled()
+            }
+            Kind::Write(_) | Kind::WriteV(_) => {
                 req.written += n;
                 req.written
             }
             _ => return req.finish(Ok(0)),
         };
-        if n > 0 && n < len {
+        if n > 0 && (n < len || req.has_more()) {
             // Short but not at an error: part in the page cache, past the per-call limit,
             // or the end of the file. The rest goes to the ring again (at the end of the
             // file that read returns 0 and finishes it).
@@ -271,6 +280,20 @@ fn entry(op: &mut UringOp, ops: &Opcodes) -> squeue::Entry {
         Kind::Write(buf) => {
             let rest = &buf[req.written..];
             opcode::Write::new(fd, rest.as_ptr(), len as u32)
+                .offset(req.offset + req.written as u64)
+                .build()
+        }
+        Kind::ReadV(v) => {
+            let done = v.filled();
+            let (iov, _) = v.read_iov();
+            opcode::Readv::new(fd, iov.as_ptr(), iov.len() as u32)
+                .offset(req.offset + done as u64)
+                .rw_flags(if nowait { libc::RWF_NOWAIT } else { 0 })
+                .build()
+        }
+        Kind::WriteV(v) => {
+            let (iov, _) = v.write_iov(req.written);
+            opcode::Writev::new(fd, iov.as_ptr(), iov.len() as u32)
                 .offset(req.offset + req.written as u64)
                 .build()
         }
@@ -435,22 +458,24 @@ impl FileIo for Uring {
         match &req.kind {
             // The kernel runs syncs on its workers.
             Kind::Fsync | Kind::Fdsync => self.queue(req, Mode::Plain),
-            Kind::Read(_) | Kind::Write(_) => match Self::facts(&req) {
-                // O_DIRECT: queued to the device without blocking the submitter.
-                Ok((true, true)) => self.queue(req, Mode::Plain),
-                Ok((true, false)) if matches!(req.kind, Kind::Read(_)) => {
-                    self.queue(req, Mode::NoWait)
+            Kind::Read(_) | Kind::Write(_) | Kind::ReadV(_) | Kind::WriteV(_) => {
+                match Self::facts(&req) {
+                    // O_DIRECT: queued to the device without blocking the submitter.
+                    Ok((true, true)) => self.queue(req, Mode::Plain),
+                    Ok((true, false)) if matches!(req.kind, Kind::Read(_) | Kind::ReadV(_)) => {
+                        self.queue(req, Mode::NoWait)
+                    }
+                    Ok((true, false)) => self.queue(req, Mode::Worker),
+                    Ok((false, _)) => {
+                        self.ring.to_pool(req);
+                        Submit::Started
+                    }
+                    Err(e) => {
+                        req.finish(Err(e));
+                        Submit::Started
+                    }
                 }
-                Ok((true, false)) => self.queue(req, Mode::Worker),
-                Ok((false, _)) => {
-                    self.ring.to_pool(req);
-                    Submit::Started
-                }
-                Err(e) => {
-                    req.finish(Err(e));
-                    Submit::Started
-                }
-            },
+            }
             // Metadata calls may wait on a filesystem: the kernel's workers run them.
             Kind::Meta(m) if meta_entry(m, req.fd, &self.ring.opcodes).is_some() => {
                 self.queue(req, Mode::Worker)

@@ -21,7 +21,7 @@ use once_cell::sync::OnceCell;
 
 use crate::{
     align::DirectAlignment,
-    backend::{Completion, FdInfo, Meta, Opened, Out},
+    backend::{Completion, FdInfo, Meta, Opened, Out, What},
     fs::{Chunks, Lines, Reader, Writer},
     sys, Buffer, Context,
 };
@@ -571,7 +571,7 @@ impl File {
         let (f, data) = (self.clone(), data.into());
         async move {
             f.check_positional(true)?;
-            f.write_once(data, offset).await.map(|(n, _)| n)
+            f.write_once(data, offset).await.0
         }
     }
 
@@ -588,6 +588,212 @@ impl File {
         async move {
             f.check_positional(true)?;
             f.write_all_now(data, offset).await.map(drop)
+        }
+    }
+
+    /// Reads into `buf`, which the caller owns and reuses: up to `buf.capacity()` bytes at
+    /// `offset`, from the start of the buffer (what it held is discarded). Resolves to the
+    /// byte count and the buffer, whose length is then that count; fewer bytes only at end
+    /// of file. The buffer comes back on an error too (its contents then unspecified).
+    ///
+    /// With an aligned buffer ([`Buffer::with_capacity`], [`Buffer::zeroed`]) nothing is
+    /// allocated: a loop of reads into the same buffers allocates nothing once warm. On an
+    /// O_DIRECT file any offset and capacity work; unaligned ones read through an aligned
+    /// copy. Dropping the future loses the buffer, which is freed only once the kernel is
+    /// done with it.
+    ///
+    /// ```no_run
+    /// # async fn f() -> std::io::Result<()> {
+    /// let file = caio::OpenOptions::new().read(true).direct(true).open("data").await?;
+    /// let mut buf = caio::Buffer::with_capacity(4096);
+    /// let mut offset = 0;
+    /// loop {
+    ///     let (n, back) = file.read_at_into(buf, offset).await;
+    ///     let n = n?;
+    ///     if n == 0 {
+    ///         break;
+    ///     }
+    ///     // ... use back[..n] ...
+    ///     offset += n as u64;
+    ///     buf = back; // the same memory for the next read
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn read_at_into(
+        &self,
+        mut buf: Buffer,
+        offset: u64,
+    ) -> impl Future<Output = (io::Result<usize>, Buffer)> + Send + 'static {
+        let f = self.clone();
+        async move {
+            if let Err(e) = f.check_positional(false) {
+                return (Err(e), buf);
+            }
+            let i = &f.inner;
+            match i.facts.align {
+                Some(a) if !a.allows(offset, buf.capacity()) => {
+                    match f.read_at_now(buf.capacity(), offset).await {
+                        Ok(data) => {
+                            buf.clear();
+                            let n = buf.extend_from_slice(&data);
+                            (Ok(n), buf)
+                        }
+                        Err(e) => (Err(e), buf),
+                    }
+                }
+                _ => {
+                    i.ctx()
+                        .owned_file(What::ReadInto(buf), i.fd, offset, &i.info)
+                        .await
+                }
+            }
+        }
+    }
+
+    /// Writes `buf` at `offset` (on an append-mode file, at the end) and hands it back
+    /// with the number of bytes written (fewer only when the OS stopped early), on an
+    /// error too, for the caller to reuse.
+    ///
+    /// ```no_run
+    /// # async fn f() -> std::io::Result<()> {
+    /// let log = caio::OpenOptions::new().write(true).create(true).direct(true).open("log").await?;
+    /// let mut block = caio::Buffer::zeroed(4096);
+    /// for i in 0..16u64 {
+    ///     block.fill(b'a' + i as u8);
+    ///     let (n, back) = log.write_at_from(block, i * 4096).await;
+    ///     assert_eq!(n?, 4096);
+    ///     block = back;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn write_at_from(
+        &self,
+        buf: Buffer,
+        offset: u64,
+    ) -> impl Future<Output = (io::Result<usize>, Buffer)> + Send + 'static {
+        let f = self.clone();
+        async move {
+            if let Err(e) = f.check_positional(true) {
+                return (Err(e), buf);
+            }
+            f.write_once(buf, offset).await
+        }
+    }
+
+    /// Reads at `offset` into several buffers in one operation (`preadv`; `PREADV` on
+    /// linux, `READV` on uring): each is filled up to its capacity before the next, as
+    /// `std::io::Read::read_vectored` describes, and each one's length is what it got. The
+    /// total is short only at end of file. The buffers come back on an error too.
+    ///
+    /// On an O_DIRECT file whose offset or capacities are not aligned, the blocks around
+    /// the range are read in one operation and copied into the buffers.
+    ///
+    /// ```no_run
+    /// # async fn f() -> std::io::Result<()> {
+    /// let file = caio::File::open("table").await?;
+    /// let bufs = vec![caio::Buffer::with_capacity(64), caio::Buffer::with_capacity(4032)];
+    /// let (n, bufs) = file.read_vectored_at(bufs, 0).await;
+    /// println!("{} bytes: header {:?}", n?, &bufs[0][..]);
+    /// # Ok(()) }
+    /// ```
+    pub fn read_vectored_at(
+        &self,
+        mut bufs: Vec<Buffer>,
+        offset: u64,
+    ) -> impl Future<Output = (io::Result<usize>, Vec<Buffer>)> + Send + 'static {
+        let f = self.clone();
+        async move {
+            if let Err(e) = f.check_positional(false) {
+                return (Err(e), bufs);
+            }
+            let i = &f.inner;
+            let total = bufs
+                .iter()
+                .try_fold(0usize, |a, b| a.checked_add(b.capacity()));
+            let Some(total) = total else {
+                return (
+                    Err(invalid("the buffers hold more than one read can".into())),
+                    bufs,
+                );
+            };
+            let aligned = |a: DirectAlignment| {
+                let mut at = offset;
+                bufs.iter().all(|b| {
+                    let ok = a.allows(at, b.capacity());
+                    at += b.capacity() as u64;
+                    ok
+                })
+            };
+            match i.facts.align {
+                Some(a) if !aligned(a) => match f.read_at_now(total, offset).await {
+                    Ok(data) => {
+                        let mut rest = &data[..];
+                        for b in &mut bufs {
+                            b.clear();
+                            let k = b.extend_from_slice(rest);
+                            rest = &rest[k..];
+                        }
+                        (Ok(data.len()), bufs)
+                    }
+                    Err(e) => (Err(e), bufs),
+                },
+                _ => {
+                    i.ctx()
+                        .vectored_file(What::ReadV(bufs), i.fd, offset, &i.info)
+                        .await
+                }
+            }
+        }
+    }
+
+    /// Writes several buffers, one after the other, at `offset` in one operation
+    /// (`pwritev`; `PWRITEV` on linux, `WRITEV` on uring) and hands them back with the
+    /// count (fewer only when the OS stopped early), on an error too.
+    ///
+    /// On an O_DIRECT file whose offset or lengths are not aligned, the bytes are gathered
+    /// and written as [`write_at`](File::write_at) writes unaligned data.
+    ///
+    /// ```no_run
+    /// # async fn f() -> std::io::Result<()> {
+    /// let file = caio::File::create("record").await?;
+    /// let (n, _bufs) = file
+    ///     .write_vectored_at(vec!["key=".into(), "value\n".into()], 0)
+    ///     .await;
+    /// assert_eq!(n?, 10);
+    /// # Ok(()) }
+    /// ```
+    pub fn write_vectored_at(
+        &self,
+        bufs: Vec<Buffer>,
+        offset: u64,
+    ) -> impl Future<Output = (io::Result<usize>, Vec<Buffer>)> + Send + 'static {
+        let f = self.clone();
+        async move {
+            if let Err(e) = f.check_positional(true) {
+                return (Err(e), bufs);
+            }
+            let i = &f.inner;
+            let aligned = |a: DirectAlignment| {
+                let mut at = offset;
+                bufs.iter().all(|b| {
+                    let ok = a.allows(at, b.len());
+                    at += b.len() as u64;
+                    ok
+                })
+            };
+            match i.facts.align {
+                Some(a) if !i.facts.append && !aligned(a) => {
+                    let mut all = Vec::with_capacity(bufs.iter().map(|b| b.len()).sum());
+                    bufs.iter().for_each(|b| all.extend_from_slice(b));
+                    let r = f.write_split(&Buffer::from(all), offset, a).await;
+                    (r, bufs)
+                }
+                _ => {
+                    i.ctx()
+                        .vectored_file(What::WriteV(bufs), i.fd, offset, &i.info)
+                        .await
+                }
+            }
         }
     }
 
@@ -689,7 +895,8 @@ impl File {
             } else {
                 Buffer::from(&data[done..])
             };
-            let (n, back) = self.write_once(rest, offset).await?;
+            let (n, back) = self.write_once(rest, offset).await;
+            let n = n?;
             if n == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::WriteZero,
@@ -704,17 +911,32 @@ impl File {
 
     /// One pass: a single write, or for an unaligned direct write up to three (buffered
     /// head, direct middle, buffered tail), stopping at the first short one.
-    async fn write_once(&self, data: Buffer, offset: u64) -> io::Result<(usize, Buffer)> {
+    /// Gives the buffer back, on an error too.
+    async fn write_once(&self, data: Buffer, offset: u64) -> (io::Result<usize>, Buffer) {
         let i = &self.inner;
         let Some(a) = i
             .facts
             .align
             .filter(|a| !a.allows(offset, data.len()) && !i.facts.append)
         else {
-            return i.ctx().write_file(data, i.fd, offset, &i.info).await;
+            return i
+                .ctx()
+                .owned_file(What::Write(data), i.fd, offset, &i.info)
+                .await;
         };
-        // Split on page boundaries (at least), so the buffered and the direct parts never
-        // share a page of the page cache.
+        let r = self.write_split(&data, offset, a).await;
+        (r, data)
+    }
+
+    /// An unaligned write on an O_DIRECT file: split on page boundaries (at least), so
+    /// the buffered and the direct parts never share a page of the page cache.
+    async fn write_split(
+        &self,
+        data: &Buffer,
+        offset: u64,
+        a: DirectAlignment,
+    ) -> io::Result<usize> {
+        let i = &self.inner;
         let unit = (a.offset as u64).max(4096);
         let end = offset.checked_add(data.len() as u64).ok_or_else(|| {
             invalid(format!(
@@ -736,17 +958,22 @@ impl File {
             }
             let part = Buffer::from(&data[(start - offset) as usize..(stop - offset) as usize]);
             let want = part.len();
-            let (n, _) = if direct {
-                i.ctx().write_file(part, i.fd, start, &i.info).await?
+            let (fd, info) = if direct {
+                (i.fd, &i.info)
             } else {
-                i.ctx().write_file(part, twin.fd, start, &twin.info).await?
+                (twin.fd, &twin.info)
             };
+            let n = i
+                .ctx()
+                .owned_file(What::Write(part), fd, start, info)
+                .await
+                .0?;
             written += n;
             if n < want {
                 break;
             }
         }
-        Ok((written, data))
+        Ok(written)
     }
 
     /// The buffered twin, opened (through the backend) on first use.
