@@ -46,24 +46,26 @@ thread_local! {
 const SLOTS_KEPT: usize = 64;
 
 fn new_slot() -> Arc<Slot> {
-    SLOTS
-        .try_with(|s| s.borrow_mut().pop())
-        .ok()
-        .flatten()
-        .unwrap_or_default()
+    let reused = SLOTS.try_with(|s| {
+        let mut s = s.borrow_mut();
+        // The backend lets go of a slot just after storing its result, so the last one
+        // kept may still be shared for a moment: take one that is not.
+        let i = s.iter().rposition(|a| Arc::strong_count(a) == 1)?;
+        let mut slot = s.swap_remove(i);
+        *Arc::get_mut(&mut slot)? = Slot::default();
+        Some(slot)
+    });
+    reused.ok().flatten().unwrap_or_default()
 }
 
-/// Keeps a finished operation's slot for reuse, if nothing else holds it.
-fn recycle(mut slot: Arc<Slot>) {
-    if let Some(s) = Arc::get_mut(&mut slot) {
-        *s = Slot::default();
-        let _ = SLOTS.try_with(|c| {
-            let mut c = c.borrow_mut();
-            if c.len() < SLOTS_KEPT {
-                c.push(slot);
-            }
-        });
-    }
+/// Keeps a finished operation's slot for this thread's next operations.
+fn recycle(slot: Arc<Slot>) {
+    let _ = SLOTS.try_with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() < SLOTS_KEPT {
+            c.push(slot);
+        }
+    });
 }
 
 /// The state machine every operation future runs; resolves to the [`Completion`].

@@ -72,7 +72,7 @@ use std::{
 use once_cell::sync::{Lazy, OnceCell};
 
 use crate::{
-    backend::{thread::ThreadPool, FileIo, Kind, Request, Submit, DEFAULT_MAX_REQUESTS},
+    backend::{thread::ThreadPool, BoxPool, FileIo, Kind, Request, Submit, DEFAULT_MAX_REQUESTS},
     sys::{self, AioContext, IoEvent, Iocb},
     Implementation,
 };
@@ -297,14 +297,19 @@ fn reclaim_idle() {
         let expired: Vec<AioContext> = {
             let mut idle = lock(&IDLE);
             let now = Instant::now();
-            let (old, keep) = std::mem::take(&mut idle.0)
-                .into_iter()
-                .partition(|i| now - i.since >= IDLE_FOR);
-            idle.0 = keep;
+            // Allocates only when one expires: this runs beside programs that count theirs.
+            let mut old = Vec::new();
+            idle.0.retain(|i| {
+                let expired = now - i.since >= IDLE_FOR;
+                if expired {
+                    old.push(i.ctx);
+                }
+                !expired
+            });
             if idle.0.is_empty() {
                 idle.1 = false;
             }
-            old.into_iter().map(|i| i.ctx).collect()
+            old
         };
         for ctx in expired {
             destroy_started();
@@ -439,7 +444,7 @@ struct AioOp {
 }
 
 impl AioOp {
-    fn new(mut req: Request, nowait: bool) -> Box<AioOp> {
+    fn new(mut req: Request, nowait: bool) -> AioOp {
         let mut iocb = Iocb {
             aio_fildes: req.fd as u32,
             aio_rw_flags: if nowait { libc::RWF_NOWAIT } else { 0 },
@@ -488,12 +493,12 @@ impl AioOp {
             // A vectored command's count is of iovecs, set above.
             iocb.aio_nbytes = len as u64;
         }
-        Box::new(AioOp {
+        AioOp {
             iocb,
             req,
             nowait,
             len,
-        })
+        }
     }
 }
 
@@ -517,6 +522,9 @@ struct Ring {
     /// Started on first use, for what the kernel cannot do without blocking.
     pool: OnceCell<ThreadPool>,
     threads: usize,
+    max_requests: usize,
+    /// Boxes of finished operations, for the next ones.
+    ops: BoxPool<AioOp>,
 }
 
 // SAFETY: the only non-Sync part is the wake-up iocb in an UnsafeCell, which Rust code
@@ -526,7 +534,8 @@ unsafe impl Sync for Ring {}
 
 impl Ring {
     fn pool(&self) -> io::Result<&ThreadPool> {
-        self.pool.get_or_try_init(|| ThreadPool::new(self.threads))
+        self.pool
+            .get_or_try_init(|| ThreadPool::new(self.threads, self.max_requests))
     }
 
     /// Runs `req` (or what is left of it) on the fallback pool.
@@ -539,10 +548,13 @@ impl Ring {
         }
     }
 
+    /// Boxes an operation (the kernel is given its address, which must not move).
+    fn op(&self, req: Request, nowait: bool) -> Box<AioOp> {
+        self.ops.boxed(AioOp::new(req, nowait))
+    }
+
     /// Hands a batch to the kernel; what it refuses is completed or rerouted here.
-    // Boxed: the kernel is given each op's address, which must not move.
-    #[allow(clippy::vec_box)]
-    fn submit(&self, batch: Vec<Box<AioOp>>) {
+    fn submit(&self, batch: impl IntoIterator<Item = Box<AioOp>>) {
         const CHUNK: usize = 128;
         let mut iocbs = [std::ptr::null_mut::<Iocb>(); CHUNK];
         let mut ops = batch.into_iter().peekable();
@@ -570,6 +582,7 @@ impl Ring {
                         // SAFETY: the kernel did not take it; its aio_data is the leaked
                         // AioOp's address, which we still own, once.
                         let op = unsafe { Box::from_raw((*iocbs[i]).aio_data as *mut AioOp) };
+                        let op = self.ops.unbox(op);
                         self.inflight.fetch_sub(1, Ordering::AcqRel);
                         i += 1;
                         match r {
@@ -587,8 +600,9 @@ impl Ring {
                             Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && !op.nowait => {
                                 self.to_pool(op.req)
                             }
-                            Err(e) => self
-                                .complete(*op, -i64::from(e.raw_os_error().unwrap_or(libc::EIO))),
+                            Err(e) => {
+                                self.complete(op, -i64::from(e.raw_os_error().unwrap_or(libc::EIO)))
+                            }
                         }
                     }
                 }
@@ -605,7 +619,7 @@ impl Ring {
             // SAFETY: `data` is the address leaked by Box::into_raw at submission; the
             // kernel reports each submitted iocb exactly once, to exactly one reaper.
             let op = unsafe { Box::from_raw(ev.data as *mut AioOp) };
-            self.complete(*op, ev.res);
+            self.complete(self.ops.unbox(op), ev.res);
             self.inflight.fetch_sub(1, Ordering::AcqRel);
         }
     }
@@ -637,7 +651,7 @@ impl Ring {
                     None => sys::is_direct(req.fd).unwrap_or(false),
                 };
                 return match route_would_block(Class::of(&req.kind), direct) {
-                    Route::Kernel => self.submit(vec![AioOp::new(req, false)]),
+                    Route::Kernel => self.submit([self.op(req, false)]),
                     _ => self.to_pool(req),
                 };
             }
@@ -670,7 +684,7 @@ impl Ring {
         }
         if n > 0 && req.has_more() {
             // A vectored transfer of more iovecs than one command takes: the next ones.
-            return self.submit(vec![AioOp::new(req, nowait)]);
+            return self.submit([self.op(req, nowait)]);
         }
         req.finish(Ok(total));
     }
@@ -735,6 +749,9 @@ pub(crate) struct Linux {
     /// Boxed: each op's address goes to the kernel at submission and must not move.
     #[allow(clippy::vec_box)]
     queue: Mutex<Vec<Box<AioOp>>>,
+    /// The emptied vector of the last flush, swapped in for the queue by the next.
+    #[allow(clippy::vec_box)]
+    spare: Mutex<Vec<Box<AioOp>>>,
 }
 
 // SAFETY: `AioOp`s in the queue hold raw pointers (inside the iocb, as integers) into
@@ -782,6 +799,8 @@ impl Linux {
             wake,
             pool: OnceCell::new(),
             threads,
+            max_requests,
+            ops: BoxPool::new(max_requests),
         });
         let r = Arc::clone(&ring);
         if let Err(e) = thread::Builder::new()
@@ -795,13 +814,15 @@ impl Linux {
             ring,
             fork_generation: sys::fork_generation(),
             queue: Mutex::new(Vec::new()),
+            spare: Mutex::new(Vec::new()),
         })
     }
 }
 
 impl Linux {
     /// Queues an operation for the next flush's batched `io_submit`.
-    fn queue(&self, op: Box<AioOp>) -> Submit {
+    fn queue(&self, req: Request, nowait: bool) -> Submit {
+        let op = self.ring.op(req, nowait);
         lock(&self.queue).push(op);
         Submit::Queued
     }
@@ -858,13 +879,11 @@ impl FileIo for Linux {
             }
         };
         match route(Class::of(&req.kind), facts) {
-            Route::Kernel => self.queue(AioOp::new(req, false)),
-            Route::KernelNowait => self.queue(AioOp::new(req, true)),
+            Route::Kernel => self.queue(req, false),
+            Route::KernelNowait => self.queue(req, true),
             // preadv2 takes several iovecs too, but a vectored read is rare enough to take
             // the kernel's NOWAIT path (a hit completes inside io_submit all the same).
-            Route::InlineCached if matches!(req.kind, Kind::ReadV(_)) => {
-                self.queue(AioOp::new(req, true))
-            }
+            Route::InlineCached if matches!(req.kind, Kind::ReadV(_)) => self.queue(req, true),
             Route::InlineCached => self.read_cached(req),
             Route::Pool => {
                 self.ring.to_pool(req);
@@ -874,21 +893,27 @@ impl FileIo for Linux {
     }
 
     fn flush(&self) {
-        let mut batch = std::mem::take(&mut *lock(&self.queue));
+        // Swap the queue for an empty vector that has room (the last flush's), so a warm
+        // loop allocates nothing here.
+        let mut batch = std::mem::take(&mut *lock(&self.spare));
+        std::mem::swap(&mut *lock(&self.queue), &mut batch);
         // A request whose future is gone before it reached the kernel does not start: its
         // descriptor may have been closed, and its number reused, since.
         batch.retain(|op| !op.req.is_abandoned());
-        if batch.is_empty() {
-            return;
+        if !batch.is_empty() {
+            // Buffered reads tried with RWF_NOWAIT are done (or refused) by the time
+            // io_submit returns: collect them here rather than through the reaper.
+            let inline = batch
+                .iter()
+                .any(|op| op.nowait && matches!(op.req.kind, Kind::Read(_) | Kind::ReadV(_)));
+            self.ring.submit(batch.drain(..));
+            if inline && !self.ring.degraded.load(Ordering::Acquire) {
+                self.ring.reap_ready();
+            }
         }
-        // Buffered reads tried with RWF_NOWAIT are done (or refused) by the time
-        // io_submit returns: collect them here rather than through the reaper.
-        let inline = batch
-            .iter()
-            .any(|op| op.nowait && matches!(op.req.kind, Kind::Read(_) | Kind::ReadV(_)));
-        self.ring.submit(batch);
-        if inline && !self.ring.degraded.load(Ordering::Acquire) {
-            self.ring.reap_ready();
+        let mut spare = lock(&self.spare);
+        if spare.capacity() < batch.capacity() {
+            *spare = batch;
         }
     }
 }

@@ -47,11 +47,13 @@ use crate::parse;
 pub(crate) mod blocking;
 #[cfg(target_os = "linux")]
 pub(crate) mod linux;
+mod recycle;
 mod request;
 pub(crate) mod thread;
 #[cfg(target_os = "linux")]
 pub(crate) mod uring;
 
+pub(crate) use recycle::BoxPool;
 #[cfg(test)]
 pub(crate) use request::{take_result, test_request};
 pub(crate) use request::{
@@ -141,7 +143,7 @@ pub(crate) const TABLE: [Row; 4] = [
         summary: "a pool of worker threads doing pread/pwrite",
         probe: always,
         start: |c| {
-            thread::ThreadPool::new(c.threads)
+            thread::ThreadPool::new(c.threads, c.max_requests)
                 .map(|p| Box::new(p) as Box<dyn FileIo>)
                 .map_err(|e| format!("cannot spawn worker threads: {e}"))
         },

@@ -13,7 +13,7 @@ use std::{
     thread,
 };
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::{
     backend::{FileIo, Request, Submit},
@@ -28,9 +28,11 @@ pub(crate) struct ThreadPool {
 static POOL_ID: AtomicUsize = AtomicUsize::new(0);
 
 impl ThreadPool {
-    /// Starts `threads` workers named `caio-thread-N` (N counts across the process).
-    pub(crate) fn new(threads: usize) -> io::Result<ThreadPool> {
-        let (tx, rx) = crossbeam_channel::unbounded::<Request>();
+    /// Starts `threads` workers named `caio-thread-N` (N counts across the process), fed
+    /// by a queue of `capacity` requests: the context's `max_requests`, since every request
+    /// holds one of its in-flight slots. A fixed queue allocates nothing per request.
+    pub(crate) fn new(threads: usize, capacity: usize) -> io::Result<ThreadPool> {
+        let (tx, rx) = crossbeam_channel::bounded::<Request>(capacity.max(1));
         for _ in 0..threads {
             let rx = rx.clone();
             let n = POOL_ID.fetch_add(1, Ordering::Relaxed);
@@ -43,6 +45,11 @@ impl ThreadPool {
 
     /// Queues a request for the workers.
     pub(crate) fn send(&self, req: Request) {
+        let req = match self.tx.try_send(req) {
+            Ok(()) => return,
+            Err(TrySendError::Full(req)) => req, // cannot happen: see `new`; wait then
+            Err(TrySendError::Disconnected(req)) => req,
+        };
         if let Err(e) = self.tx.send(req) {
             // Every worker is gone (they only exit when the channel closes, so this means
             // they could not be kept alive): fail the request rather than lose it.
@@ -92,7 +99,7 @@ mod tests {
 
     #[test]
     fn a_panicking_operation_fails_its_future_and_the_worker_survives() {
-        let pool = ThreadPool::new(1).unwrap();
+        let pool = ThreadPool::new(1, 4).unwrap();
         let prev = panic::take_hook();
         panic::set_hook(Box::new(|_| {}));
         let (req, slot) = test_request(Kind::Panic);

@@ -44,7 +44,7 @@ use io_uring::{opcode, squeue, types, IoUring, Probe};
 use once_cell::sync::OnceCell;
 
 use crate::{
-    backend::{thread::ThreadPool, FileIo, Kind, Meta, Request, Submit},
+    backend::{thread::ThreadPool, BoxPool, FileIo, Kind, Meta, Request, Submit},
     sys, Implementation,
 };
 
@@ -97,7 +97,7 @@ struct UringOp {
 
 impl UringOp {
     /// What is left of `req`, at most `MAX_IO` bytes of it.
-    fn new(req: Request, mode: Mode) -> Box<UringOp> {
+    fn new(req: Request, mode: Mode) -> UringOp {
         let len = match &req.kind {
             Kind::Read(buf) => (buf.capacity() - buf.len()).min(MAX_IO),
             Kind::Write(buf) => (buf.len() - req.written).min(MAX_IO),
@@ -106,7 +106,7 @@ impl UringOp {
             Kind::WriteV(v) => v.bufs.iter().map(|b| b.len()).sum::<usize>() - req.written,
             _ => 0,
         };
-        Box::new(UringOp { req, len, mode })
+        UringOp { req, len, mode }
     }
 }
 
@@ -150,11 +150,17 @@ struct Ring {
     /// Started on first use, for what the ring does not run.
     pool: OnceCell<ThreadPool>,
     threads: usize,
+    max_requests: usize,
+    /// Boxes of finished operations, for the next ones.
+    ops: BoxPool<UringOp>,
 }
 
 impl Ring {
     fn to_pool(&self, req: Request) {
-        match self.pool.get_or_try_init(|| ThreadPool::new(self.threads)) {
+        match self
+            .pool
+            .get_or_try_init(|| ThreadPool::new(self.threads, self.max_requests))
+        {
             Ok(p) => p.send(req),
             Err(e) => req.finish(Err(io::Error::other(format!(
                 "caio: cannot start fallback threads: {e}"
@@ -162,11 +168,14 @@ impl Ring {
         }
     }
 
+    /// Boxes an operation (the kernel is given its address, which must not move).
+    fn op(&self, req: Request, mode: Mode) -> Box<UringOp> {
+        self.ops.boxed(UringOp::new(req, mode))
+    }
+
     /// Writes `batch` into the submission ring and enters the kernel once (more only when
     /// the ring fills); what the kernel refuses is completed here with its error.
-    // Boxed: the kernel is given each op's address, which must not move.
-    #[allow(clippy::vec_box)]
-    fn submit(&self, batch: Vec<Box<UringOp>>) {
+    fn submit(&self, batch: impl IntoIterator<Item = Box<UringOp>>) {
         let _sq = lock(&self.sq);
         for mut op in batch {
             let entry = flagged(&mut op, &self.opcodes);
@@ -184,7 +193,7 @@ impl Ring {
                 // Full: hand what is there to the kernel and try again.
                 if let Err(e) = self.ring.submit() {
                     // SAFETY: `p` was not pushed, so it is still ours, once.
-                    let op = unsafe { Box::from_raw(p) };
+                    let op = self.ops.unbox(unsafe { Box::from_raw(p) });
                     self.inflight.fetch_sub(1, Ordering::AcqRel);
                     op.req.finish(Err(e));
                     break;
@@ -208,7 +217,7 @@ impl Ring {
             // reports each entry once, and the completion ring is read by one thread.
             let op = unsafe { Box::from_raw(cqe.user_data() as *mut UringOp) };
             self.inflight.fetch_sub(1, Ordering::AcqRel);
-            self.complete(*op, cqe.result());
+            self.complete(self.ops.unbox(op), cqe.result());
         }
         any
     }
@@ -226,7 +235,7 @@ impl Ring {
         if res < 0 {
             if mode == Mode::NoWait && (res == -libc::EAGAIN || res == -libc::EOPNOTSUPP) {
                 // Not in the page cache (or no NOWAIT here): the kernel's workers read it.
-                return self.submit(vec![UringOp::new(req, Mode::Worker)]);
+                return self.submit([self.op(req, Mode::Worker)]);
             }
             return req.finish(Err(io::Error::from_raw_os_error(-res)));
         }
@@ -259,7 +268,7 @@ impl Ring {
             } else {
                 mode
             };
-            return self.submit(vec![UringOp::new(req, mode)]);
+            return self.submit([self.op(req, mode)]);
         }
         req.finish(Ok(total));
     }
@@ -367,6 +376,9 @@ pub(crate) struct Uring {
     /// Boxed: each op's address goes to the kernel at submission and must not move.
     #[allow(clippy::vec_box)]
     queue: Mutex<Vec<Box<UringOp>>>,
+    /// The emptied vector of the last flush, swapped in for the queue by the next.
+    #[allow(clippy::vec_box)]
+    spare: Mutex<Vec<Box<UringOp>>>,
 }
 
 // SAFETY: queued `UringOp`s hold pointers (inside their requests' buffers) that their own
@@ -419,6 +431,8 @@ impl Uring {
             opcodes,
             pool: OnceCell::new(),
             threads,
+            max_requests,
+            ops: BoxPool::new(max_requests),
         });
         let r = Arc::clone(&ring);
         thread::Builder::new()
@@ -428,11 +442,13 @@ impl Uring {
             ring,
             fork_generation: sys::fork_generation(),
             queue: Mutex::new(Vec::new()),
+            spare: Mutex::new(Vec::new()),
         })
     }
 
     fn queue(&self, req: Request, mode: Mode) -> Submit {
-        lock(&self.queue).push(UringOp::new(req, mode));
+        let op = self.ring.op(req, mode);
+        lock(&self.queue).push(op);
         Submit::Queued
     }
 
@@ -488,17 +504,22 @@ impl FileIo for Uring {
     }
 
     fn flush(&self) {
-        let mut batch = std::mem::take(&mut *lock(&self.queue));
+        // Swap the queue for an empty vector that has room (the last flush's).
+        let mut batch = std::mem::take(&mut *lock(&self.spare));
+        std::mem::swap(&mut *lock(&self.queue), &mut batch);
         // A request whose future is gone before it reached the kernel does not start.
         batch.retain(|op| !op.req.is_abandoned());
-        if batch.is_empty() {
-            return;
+        if !batch.is_empty() {
+            self.ring.submit(batch.drain(..));
+            // What already completed (page-cache hits, mostly) is taken here, without a
+            // system call and without a hop through the reaper.
+            if let Ok(_cq) = self.ring.cq.try_lock() {
+                self.ring.reap();
+            }
         }
-        self.ring.submit(batch);
-        // What already completed (page-cache hits, mostly) is taken here, without a
-        // system call and without a hop through the reaper.
-        if let Ok(_cq) = self.ring.cq.try_lock() {
-            self.ring.reap();
+        let mut spare = lock(&self.spare);
+        if spare.capacity() < batch.capacity() {
+            *spare = batch;
         }
     }
 }
