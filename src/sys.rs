@@ -251,6 +251,51 @@ pub(crate) fn fallocate(fd: RawFd, off: u64, len: u64) -> io::Result<()> {
     }
 }
 
+/// `posix_fadvise(2)`; `advice` is a `POSIX_FADV_*` value.
+pub(crate) fn fadvise(fd: RawFd, off: u64, len: u64, advice: libc::c_int) -> io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    {
+        let (off, len) = (offset(off)?, offset(len)?);
+        // SAFETY: posix_fadvise takes no pointers; it returns the error number itself.
+        match unsafe { libc::posix_fadvise(fd, off, len, advice) } {
+            0 => Ok(()),
+            e => Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    {
+        let _ = (fd, off, len, advice);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "posix_fadvise does not exist on this system",
+        ))
+    }
+}
+
+/// `sync_file_range(2)`; `flags` are `SYNC_FILE_RANGE_*` bits.
+pub(crate) fn sync_file_range(fd: RawFd, off: u64, len: u64, flags: u32) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let (off, len) = (offset(off)?, offset(len)?);
+        // SAFETY: sync_file_range takes no pointers.
+        retry(|| {
+            cvt(
+                unsafe { libc::sync_file_range(fd, off, len, flags as libc::c_uint) }
+                    as libc::ssize_t,
+            )
+        })
+        .map(drop)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (fd, off, len, flags);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "sync_file_range exists only on Linux",
+        ))
+    }
+}
+
 static FORK_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 extern "C" fn forked_child() {

@@ -10,7 +10,7 @@ use std::{collections::HashMap, fs, os::unix::io::AsRawFd, path::Path, process::
 
 use caio::{Context, Implementation};
 use futures::{stream::FuturesUnordered, StreamExt};
-use util::{block_on, pattern, Scratch};
+use util::{block_on, pattern, resident_fraction, Scratch};
 
 const CHILD: &str = "CAIO_ASYNC_TEST_CHILD";
 const FILE_SIZE: usize = 8 << 20;
@@ -326,32 +326,6 @@ fn vectored_o_direct_reads_are_one_preadv_command_each_in_batches() {
         "512 vectored O_DIRECT reads: {} io_submit calls",
         submits.len()
     );
-}
-
-/// Fraction of the file's pages in the page cache (mincore).
-fn resident_fraction(path: &Path) -> f64 {
-    let f = fs::File::open(path).unwrap();
-    let len = f.metadata().unwrap().len() as usize;
-    // SAFETY: maps the whole file read-only; unmapped below.
-    let addr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            f.as_raw_fd(),
-            0,
-        )
-    };
-    assert_ne!(addr, libc::MAP_FAILED);
-    let pages = len.div_ceil(4096);
-    let mut vec = vec![0u8; pages];
-    // SAFETY: `addr` maps `len` bytes; `vec` has one byte per page.
-    let r = unsafe { libc::mincore(addr, len, vec.as_mut_ptr()) };
-    // SAFETY: unmapping exactly what was mapped.
-    unsafe { libc::munmap(addr, len) };
-    assert_eq!(r, 0);
-    vec.iter().filter(|&&b| b & 1 == 1).count() as f64 / pages as f64
 }
 
 #[test]

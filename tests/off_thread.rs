@@ -36,7 +36,8 @@ const SLOW_CALLS: &str = "?open,?openat,?openat2,?close,?close_range,?stat,?fsta
 ?newfstatat,?statx,?ftruncate,?truncate,?fallocate,?rename,?renameat,?renameat2,?unlink,\
 ?unlinkat,?rmdir,?mkdir,?mkdirat,?getdents64,?chmod,?fchmod,?fchmodat,?fchmodat2,\
 ?readlink,?readlinkat,?link,?linkat,?symlink,?symlinkat,?access,?faccessat,?faccessat2,\
-?fsync,?fdatasync,?fcntl,?dup,?dup2,?dup3,?mknodat,?fchown,?fchownat";
+?fsync,?fdatasync,?fcntl,?dup,?dup2,?dup3,?mknodat,?fchown,?fchownat,?fadvise64,\
+?sync_file_range";
 
 /// The largest gap between ticks, in microseconds, since the last reset.
 async fn ticker(max: Arc<AtomicU64>) {
@@ -104,6 +105,10 @@ fn child_every_function_beside_a_ticker() {
             .await;
         s.run("File::set_len", w.set_len(5000)).await;
         s.run("File::allocate", w.allocate(0, 65536)).await;
+        s.run("File::advise", w.advise(0, 0, fs::Advice::WillNeed))
+            .await;
+        let all = fs::SyncRange::WAIT_BEFORE | fs::SyncRange::WRITE | fs::SyncRange::WAIT_AFTER;
+        s.run("File::sync_range", w.sync_range(0, 0, all)).await;
         s.run(
             "File::set_permissions",
             w.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o640)),

@@ -219,6 +219,14 @@ pub(crate) enum Meta {
     Truncate(u64),
     /// `fallocate(2)` (mode 0) of the request's descriptor.
     Allocate { offset: u64, len: u64 },
+    /// `posix_fadvise(2)` of the request's descriptor.
+    Advise {
+        offset: u64,
+        len: u64,
+        advice: libc::c_int,
+    },
+    /// `sync_file_range(2)` of the request's descriptor.
+    SyncRange { offset: u64, len: u64, flags: u32 },
     /// `rename(2)`.
     Rename { from: CString, to: CString },
     /// `unlink(2)`, or `rmdir(2)` when `dir`.
@@ -251,6 +259,8 @@ impl Meta {
             Meta::Close(_) => "close",
             Meta::Truncate(_) => "ftruncate",
             Meta::Allocate { .. } => "fallocate",
+            Meta::Advise { .. } => "fadvise",
+            Meta::SyncRange { .. } => "sync_file_range",
             Meta::Rename { .. } => "rename",
             Meta::Unlink { dir: false, .. } => "unlink",
             Meta::Unlink { dir: true, .. } => "rmdir",
@@ -284,6 +294,14 @@ impl Meta {
             Meta::Close(owned) => sys::close(owned).map(nothing),
             Meta::Truncate(len) => sys::ftruncate(fd, len).map(nothing),
             Meta::Allocate { offset, len } => sys::fallocate(fd, offset, len).map(nothing),
+            Meta::Advise {
+                offset,
+                len,
+                advice,
+            } => sys::fadvise(fd, offset, len, advice).map(nothing),
+            Meta::SyncRange { offset, len, flags } => {
+                sys::sync_file_range(fd, offset, len, flags).map(nothing)
+            }
             Meta::Rename { from, to } => sys::rename(&from, &to).map(nothing),
             Meta::Unlink { path, dir } => sys::unlink(&path, dir).map(nothing),
             Meta::Mkdir { path, mode } => sys::mkdir(&path, mode).map(nothing),

@@ -132,6 +132,8 @@ struct Opcodes {
     mkdir: bool,
     fallocate: bool,
     ftruncate: bool,
+    fadvise: bool,
+    sync_range: bool,
 }
 
 /// What the backend and its reaper share.
@@ -347,6 +349,22 @@ fn meta_entry(m: &Meta, fd: i32, ops: &Opcodes) -> Option<squeue::Entry> {
                 .build()
         }
         Meta::Truncate(len) if ops.ftruncate => opcode::Ftruncate::new(types::Fd(fd), *len).build(),
+        Meta::Advise {
+            offset,
+            len,
+            advice,
+        } if ops.fadvise && *len <= i64::MAX as u64 => {
+            opcode::Fadvise::new(types::Fd(fd), *len as libc::off_t, *advice)
+                .offset(*offset)
+                .build()
+        }
+        // The ring's length is 32 bits; a longer range goes to the pool.
+        Meta::SyncRange { offset, len, flags } if ops.sync_range && *len <= u64::from(u32::MAX) => {
+            opcode::SyncFileRange::new(types::Fd(fd), *len as u32)
+                .offset(*offset)
+                .flags(*flags)
+                .build()
+        }
         _ => return None,
     })
 }
@@ -415,6 +433,8 @@ impl Uring {
             mkdir: has(&probe, opcode::MkDirAt::CODE),
             fallocate: has(&probe, opcode::Fallocate::CODE),
             ftruncate: has(&probe, opcode::Ftruncate::CODE),
+            fadvise: has(&probe, opcode::Fadvise::CODE),
+            sync_range: has(&probe, opcode::SyncFileRange::CODE),
         };
         let efd = sys::eventfd_blocking()?;
         ring.submitter().register_eventfd(efd.as_raw_fd())?;

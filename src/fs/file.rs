@@ -1111,6 +1111,74 @@ impl File {
         }
     }
 
+    /// Tells the kernel how `len` bytes from `offset` (0: to the end of the file) will be
+    /// read (`posix_fadvise(2)`, through the backend, off the polling thread; natively on
+    /// io_uring). [`Advice::WillNeed`](crate::fs::Advice::WillNeed) starts reading the range into the page cache;
+    /// [`Advice::DontNeed`](crate::fs::Advice::DontNeed) drops its clean pages, [`Advice::Sequential`](crate::fs::Advice::Sequential) and
+    /// [`Advice::Random`](crate::fs::Advice::Random) tune read-ahead.
+    ///
+    /// ```no_run
+    /// # async fn f() -> std::io::Result<()> {
+    /// use caio::fs::Advice;
+    /// let index = caio::File::open("index").await?;
+    /// index.advise(0, 0, Advice::Random).await?; // point lookups: no read-ahead
+    /// index.advise(0, 1 << 20, Advice::WillNeed).await?; // warm the first MiB
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// The OS error (ESPIPE on a pipe); `Unsupported` where the system has no
+    /// `posix_fadvise` (macOS).
+    pub fn advise(
+        &self,
+        offset: u64,
+        len: u64,
+        advice: crate::fs::Advice,
+    ) -> impl Future<Output = io::Result<()>> + Send + 'static {
+        let i = Arc::clone(&self.inner);
+        let advice = advice.raw();
+        async move {
+            let m = Meta::Advise {
+                offset,
+                len,
+                advice,
+            };
+            i.ctx().meta_unit(i.fd, m, Some(&i.info)).await
+        }
+    }
+
+    /// Starts and/or waits for the write-out of `len` bytes from `offset` (0: to the end
+    /// of the file), as `flags` say (`sync_file_range(2)`, through the backend, off the
+    /// polling thread; natively on io_uring). It paces write-back; it is not a durability
+    /// guarantee (see [`SyncRange`](crate::fs::SyncRange)): use
+    /// [`sync_data`](File::sync_data) for that.
+    ///
+    /// ```no_run
+    /// # async fn f() -> std::io::Result<()> {
+    /// use caio::fs::SyncRange;
+    /// let log = caio::File::create("log").await?;
+    /// log.write_all_at(vec![0u8; 1 << 20], 0).await?;
+    /// // Start writing the megabyte out now, without waiting for it.
+    /// log.sync_range(0, 1 << 20, SyncRange::WRITE).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// The OS error (ESPIPE on a pipe, EINVAL for unknown flags); `Unsupported` off Linux.
+    pub fn sync_range(
+        &self,
+        offset: u64,
+        len: u64,
+        flags: crate::fs::SyncRange,
+    ) -> impl Future<Output = io::Result<()>> + Send + 'static {
+        let i = Arc::clone(&self.inner);
+        let flags = flags.bits();
+        async move {
+            let m = Meta::SyncRange { offset, len, flags };
+            i.ctx().meta_unit(i.fd, m, Some(&i.info)).await
+        }
+    }
+
     /// A second `File` on the same open file description (`fcntl(F_DUPFD_CLOEXEC)`,
     /// through the backend): it shares the file's status flags but has its own
     /// descriptor, closed on its own.

@@ -46,8 +46,11 @@ mod chunks;
 mod copy;
 mod dir;
 mod file;
+mod hints;
 mod path;
 mod reader;
+#[cfg(feature = "tokio")]
+mod tokio_io;
 mod writer;
 
 use std::{future::Future, io, path::Path};
@@ -59,6 +62,7 @@ pub use self::{
     copy::{copy_with, CopyOptions},
     dir::{read_dir, DirEntry, ReadDir, READ_DIR_BATCH},
     file::{File, OpenOptions},
+    hints::{Advice, SyncRange},
     path::{
         canonicalize, create_dir, create_dir_all, hard_link, metadata, read_link, remove_dir,
         remove_dir_all, remove_file, rename, set_permissions, symlink, symlink_metadata,

@@ -23,6 +23,21 @@ pub const READ_AHEAD: usize = 4;
 /// A buffered, seekable reader over a [`File`] that keeps several chunk reads in flight
 /// ahead of the consumer, so sequential reading runs at the device's pace rather than one
 /// operation at a time.
+///
+/// It is `futures::io::{AsyncRead, AsyncBufRead, AsyncSeek}`, and with the `tokio` feature
+/// also `tokio::io::{AsyncRead, AsyncBufRead, AsyncSeek}`: `tokio::io::copy` and
+/// `AsyncBufReadExt::lines` take it as it is.
+///
+/// ```no_run
+/// # #[cfg(feature = "tokio")]
+/// # async fn f() -> std::io::Result<()> {
+/// use tokio::io::AsyncBufReadExt;
+/// let mut lines = caio::File::open("app.log").await?.reader().lines();
+/// while let Some(line) = lines.next_line().await? {
+///     println!("{line}");
+/// }
+/// # Ok(()) }
+/// ```
 pub struct Reader {
     reads: ReadAhead,
     /// Offsets must be multiples of this (O_DIRECT), else 1.
@@ -33,6 +48,9 @@ pub struct Reader {
     /// Logical position: the next byte the consumer gets.
     pos: u64,
     len: PendingLen,
+    /// A seek started by tokio's `AsyncSeek::start_seek`, finished by `poll_complete`.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) tokio_seek: Option<SeekFrom>,
 }
 
 impl fmt::Debug for Reader {
@@ -62,6 +80,7 @@ impl Reader {
             buf_start: 0,
             pos: 0,
             len: PendingLen::default(),
+            tokio_seek: None,
         }
     }
 

@@ -38,6 +38,20 @@ type WriteFut = Pin<Box<dyn Future<Output = io::Result<Buffer>> + Send>>;
 /// dropped without `close` still writes what it holds, in the background on a thread of
 /// its own, and only logs (through `log`) an error: nobody can see it, and a process that
 /// exits before those writes finish loses them.
+///
+/// It is `futures::io::{AsyncWrite, AsyncSeek}`, and with the `tokio` feature also
+/// `tokio::io::{AsyncWrite, AsyncSeek}`, whose `shutdown` is `close`.
+///
+/// ```no_run
+/// # #[cfg(feature = "tokio")]
+/// # async fn f() -> std::io::Result<()> {
+/// use tokio::io::AsyncWriteExt;
+/// let mut w = caio::File::create("out.txt").await?.writer();
+/// let mut src = caio::File::open("in.txt").await?.reader();
+/// tokio::io::copy(&mut src, &mut w).await?;
+/// w.shutdown().await?; // writes everything and reports any error
+/// # Ok(()) }
+/// ```
 pub struct Writer {
     file: File,
     chunk: usize,
@@ -51,6 +65,9 @@ pub struct Writer {
     inflight: VecDeque<WriteFut>,
     spare: Vec<Buffer>,
     error: Option<io::Error>,
+    /// A seek started by tokio's `AsyncSeek::start_seek`, finished by `poll_complete`.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) tokio_seek: Option<SeekFrom>,
 }
 
 impl fmt::Debug for Writer {
@@ -92,6 +109,7 @@ impl Writer {
             inflight: VecDeque::new(),
             spare: Vec::new(),
             error: None,
+            tokio_seek: None,
         }
     }
 

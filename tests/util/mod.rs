@@ -342,3 +342,29 @@ impl Drop for Mount {
         }
     }
 }
+
+/// Fraction of the file's pages in the page cache (mincore).
+pub fn resident_fraction(path: &std::path::Path) -> f64 {
+    let f = std::fs::File::open(path).unwrap();
+    let len = f.metadata().unwrap().len() as usize;
+    // SAFETY: maps the whole file read-only; unmapped below.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            0,
+        )
+    };
+    assert_ne!(addr, libc::MAP_FAILED);
+    let pages = len.div_ceil(4096);
+    let mut vec = vec![0u8; pages];
+    // SAFETY: `addr` maps `len` bytes; `vec` has one byte per page.
+    let r = unsafe { libc::mincore(addr, len, vec.as_mut_ptr()) };
+    // SAFETY: unmapping exactly what was mapped.
+    unsafe { libc::munmap(addr, len) };
+    assert_eq!(r, 0);
+    vec.iter().filter(|&&b| b & 1 == 1).count() as f64 / pages as f64
+}
