@@ -80,6 +80,12 @@ impl Buffer {
     /// An empty buffer with room for `cap` bytes, aligned to [`ALIGNMENT`]: what
     /// [`File::read_at_into`](crate::File::read_at_into) fills.
     ///
+    /// ```
+    /// let b = caio::Buffer::with_capacity(4096);
+    /// assert_eq!((b.len(), b.capacity()), (0, 4096));
+    /// assert!(b.is_aligned_to(caio::ALIGNMENT));
+    /// ```
+    ///
     /// # Panics
     /// Like `Vec::with_capacity`, if the memory cannot be had.
     pub fn with_capacity(cap: usize) -> Buffer {
