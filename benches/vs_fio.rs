@@ -6,7 +6,15 @@
 //! `--file PATH`; `--out DIR`, default `benches/results`; `--only SUITE`). Writes
 //! `results.md`, `results.csv` and `iops_vs_qd.png` to the output directory. Needs `fio`
 //! on PATH for fio's figures (they are left out otherwise).
+//!
+//! `--fast` measures on a fast device instead (a loop device with direct I/O over tmpfs;
+//! needs root and `losetup`, and says why it skips otherwise): see `vs_fio/fast.rs`. It
+//! writes to `OUT/fast/`.
 
+#[path = "vs_fio/fast.rs"]
+mod fast;
+#[path = "../src/bin/caio/fastdev.rs"]
+mod fastdev;
 #[path = "../src/bin/caio/workload.rs"]
 mod workload;
 
@@ -36,6 +44,8 @@ struct Args {
     qd: Option<usize>,
     /// Only this backend, and no fio (profiling).
     backend: Option<Implementation>,
+    /// The fast-device mode.
+    fast: bool,
 }
 
 fn args() -> Args {
@@ -46,6 +56,7 @@ fn args() -> Args {
         only: None,
         qd: None,
         backend: None,
+        fast: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -54,6 +65,7 @@ fn args() -> Args {
             "--out" => a.out = it.next().expect("--out DIR").into(),
             "--secs" => a.secs = it.next().expect("--secs N").parse().expect("--secs N"),
             "--only" => a.only = it.next(),
+            "--fast" => a.fast = true,
             "--qd" => a.qd = Some(it.next().expect("--qd N").parse().expect("--qd N")),
             "--backend" => {
                 a.backend = Some(
@@ -224,7 +236,7 @@ fn tokio_point(path: &Path, depth: usize, secs: f64) -> Point {
     let file = Arc::new(File::open(path).unwrap());
     let blocks = GIB / 4096;
     reset_peak_rss();
-    let cpu0 = workload::process_cpu();
+    let cpu0 = workload::process_cpu_split();
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(secs);
     let ops = rt.block_on(async {
@@ -252,11 +264,14 @@ fn tokio_point(path: &Path, depth: usize, secs: f64) -> Point {
         }
         ops
     });
+    let (user, sys) = workload::process_cpu_split();
     let o = Outcome {
         ops,
         bytes: ops * 4096,
         elapsed: start.elapsed(),
-        cpu: workload::process_cpu() - cpu0,
+        cpu: (user - cpu0.0) + (sys - cpu0.1),
+        user: user - cpu0.0,
+        sys: sys - cpu0.1,
     };
     from_outcome("tokio spawn_blocking+pread".into(), depth, o)
 }
@@ -268,7 +283,7 @@ fn pread_point(path: &Path, secs: f64) -> Point {
     let mut rng = Rng::new(9);
     let mut buf = vec![0u8; 4096];
     reset_peak_rss();
-    let cpu0 = workload::process_cpu();
+    let cpu0 = workload::process_cpu_split();
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(secs);
     let mut ops = 0u64;
@@ -276,11 +291,14 @@ fn pread_point(path: &Path, secs: f64) -> Point {
         file.read_at(&mut buf, rng.next() % blocks * 4096).unwrap();
         ops += 1;
     }
+    let (user, sys) = workload::process_cpu_split();
     let o = Outcome {
         ops,
         bytes: ops * 4096,
         elapsed: start.elapsed(),
-        cpu: workload::process_cpu() - cpu0,
+        cpu: (user - cpu0.0) + (sys - cpu0.1),
+        user: user - cpu0.0,
+        sys: sys - cpu0.1,
     };
     from_outcome("std pread loop".into(), 1, o)
 }
@@ -353,8 +371,15 @@ fn copy_points(src: &Path, runs: usize) -> Vec<Point> {
 }
 
 fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.iter().any(|a| a == "--point") {
+        return fast::child(&argv);
+    }
     let a = args();
     ensure_file(&a.file);
+    if a.fast {
+        return fast::run(&a);
+    }
     fs::create_dir_all(&a.out).unwrap();
     let secs = a.secs;
     let want = |suite: &str| a.only.as_deref().is_none_or(|o| o == suite);
@@ -551,7 +576,8 @@ fn report(a: &Args, points: &[Point]) {
     print!("{md}");
     fs::write(a.out.join("results.md"), &md).unwrap();
     fs::write(a.out.join("results.csv"), &csv).unwrap();
-    match plot(&a.out.join("iops_vs_qd.png"), points) {
+    let title = "4 KiB random reads, O_DIRECT, 1 GiB file";
+    match plot_titled(&a.out.join("iops_vs_qd.png"), points, title) {
         Ok(true) => eprintln!("wrote {}", a.out.join("iops_vs_qd.png").display()),
         Ok(false) => eprintln!("no O_DIRECT random-read points: no plot"),
         Err(e) => eprintln!("no plot: {e}"),
@@ -559,7 +585,11 @@ fn report(a: &Args, points: &[Point]) {
 }
 
 /// IOPS against queue depth, 4 KiB O_DIRECT random reads, one line per system.
-fn plot(path: &Path, points: &[Point]) -> Result<bool, Box<dyn std::error::Error>> {
+fn plot_titled(
+    path: &Path,
+    points: &[Point],
+    title: &str,
+) -> Result<bool, Box<dyn std::error::Error>> {
     use plotters::prelude::*;
     let pts: Vec<&Point> = points
         .iter()
@@ -589,10 +619,7 @@ fn plot(path: &Path, points: &[Point]) -> Result<bool, Box<dyn std::error::Error
     let root = BitMapBackend::new(path, (900, 560)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "4 KiB random reads, O_DIRECT, 1 GiB file",
-            ("sans-serif", 22),
-        )
+        .caption(title, ("sans-serif", 22))
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(75)
@@ -605,7 +632,16 @@ fn plot(path: &Path, points: &[Point]) -> Result<bool, Box<dyn std::error::Error
         .y_label_formatter(&|v| format!("{:.0}k", v / 1000.0))
         .label_style(("sans-serif", 15))
         .draw()?;
-    let colors = [RED, BLUE, GREEN, MAGENTA, CYAN, BLACK];
+    let colors = [
+        RED,
+        BLUE,
+        GREEN,
+        MAGENTA,
+        CYAN,
+        BLACK,
+        RGBColor(230, 140, 0),
+        RGBColor(120, 70, 20),
+    ];
     for (k, system) in systems.iter().enumerate() {
         let color = colors[k % colors.len()];
         let mut line: Vec<(f64, f64)> = pts

@@ -251,6 +251,30 @@ pub(crate) fn fallocate(fd: RawFd, off: u64, len: u64) -> io::Result<()> {
     }
 }
 
+/// Whether the descriptor's file lives in memory (tmpfs, ramfs): reading its page cache
+/// never waits for a device, and `RWF_NOWAIT` reads there fail with EOPNOTSUPP.
+pub(crate) fn is_memory_fs(fd: RawFd) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        const TMPFS_MAGIC: i64 = 0x0102_1994;
+        const RAMFS_MAGIC: i64 = 0x8584_58f6;
+        let mut st = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+        // SAFETY: fstatfs fills the zeroed struct it is given.
+        if unsafe { libc::fstatfs(fd, st.as_mut_ptr()) } != 0 {
+            return false;
+        }
+        // SAFETY: fstatfs succeeded.
+        #[allow(clippy::unnecessary_cast)] // f_type's type differs between targets
+        let t = unsafe { st.assume_init() }.f_type as i64;
+        t == TMPFS_MAGIC || t == RAMFS_MAGIC
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = fd;
+        false
+    }
+}
+
 /// `posix_fadvise(2)`; `advice` is a `POSIX_FADV_*` value.
 pub(crate) fn fadvise(fd: RawFd, off: u64, len: u64, advice: libc::c_int) -> io::Result<()> {
     #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]

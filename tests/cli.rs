@@ -536,3 +536,76 @@ fn copy_reads_standard_input() {
     assert!(o.status.success(), "{out}{err}");
     assert!(std::fs::read(&dst).unwrap() == data);
 }
+
+/// Loop devices whose backing file is `caio-fast-PID.img` of a process of ours.
+fn fast_devices() -> Vec<String> {
+    let out = Command::new("losetup").arg("-a").output();
+    let text = out.map_or(String::new(), |o| String::from_utf8_lossy(&o.stdout).into());
+    text.lines()
+        .filter(|l| l.contains("caio-fast-"))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn bench_on_a_fast_device_measures_and_detaches_it_even_on_ctrl_c() {
+    if !util::is_root() || !Path::new("/dev/shm").is_dir() {
+        eprintln!("SKIP: a loop device needs root and /dev/shm");
+        return;
+    }
+    let before = fast_devices();
+    let o = caio(&[
+        "bench",
+        "--fast-device",
+        "--size",
+        "16M",
+        "--secs",
+        "0.1",
+        "-i",
+        "blocking",
+    ]);
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    if err.contains("cannot set up a fast device") {
+        eprintln!("SKIP: {err}");
+        return;
+    }
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("/dev/loop"), "{out}");
+    assert!(out.contains("4 KiB random read, O_DIRECT"), "{out}");
+    assert_eq!(fast_devices(), before, "a loop device is left attached");
+    // Interrupted while it measures: the device is detached and its file removed.
+    let shm = || {
+        names(Path::new("/dev/shm"))
+            .into_iter()
+            .filter(|n| n.starts_with("caio-fast-"))
+            .count()
+    };
+    let files = shm();
+    let (status, err) = interrupt(
+        &[
+            "bench",
+            "--fast-device",
+            "--size",
+            "16M",
+            "--secs",
+            "5",
+            "-i",
+            "blocking",
+        ],
+        libc::SIGINT,
+        |pid| {
+            opened(pid, Path::new(&format!("/dev/shm/caio-fast-{pid}.img")))
+                || fast_devices().len() > before.len()
+        },
+    );
+    assert_eq!(status, Some(130), "{err}");
+    assert_eq!(
+        fast_devices(),
+        before,
+        "Ctrl-C left a loop device attached: {err}"
+    );
+    assert_eq!(shm(), files, "Ctrl-C left the tmpfs file: {err}");
+}

@@ -170,6 +170,8 @@ fn reads_and_writes_go_through_io_uring_enter_with_no_thread_per_operation() {
     }
     for mode in ["direct", "buffered"] {
         let (small, big) = (trace(mode, 64), trace(mode, 1024));
+        // The child runs n reads, n vectored reads, n vectored writes and n writes.
+        let (few, many) = (4 * 64, 4 * 1024);
         for t in [&small, &big] {
             let on_file: Vec<_> = t
                 .calls
@@ -190,18 +192,18 @@ fn reads_and_writes_go_through_io_uring_enter_with_no_thread_per_operation() {
         // Batched: fewer enters than operations. (How many an enter carries depends on
         // how completions arrive: printed below, and in the closing note.)
         assert!(
-            enters < 2048,
-            "{mode}: {enters} io_uring_enter for 2048 operations"
+            enters < many,
+            "{mode}: {enters} io_uring_enter for {many} operations"
         );
         assert!(
             big.threads <= small.threads + 2,
-            "{mode}: threads grow with operations: {} for 128, {} for 2048",
+            "{mode}: threads grow with operations: {} for {few}, {} for {many}",
             small.threads,
             big.threads
         );
         eprintln!(
-            "{mode}: 2048 operations, {enters} io_uring_enter ({:.1} per enter), {} threads",
-            2048.0 / enters as f64,
+            "{mode}: {many} operations, {enters} io_uring_enter ({:.1} per enter), {} threads",
+            many as f64 / enters as f64,
             big.threads
         );
     }

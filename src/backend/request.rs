@@ -196,6 +196,8 @@ pub(crate) struct Opened {
     pub file_type: libc::mode_t,
     /// For an O_DIRECT open, the alignment it needs.
     pub align: Option<DirectAlignment>,
+    /// A regular file in memory (tmpfs, ramfs), opened without O_DIRECT.
+    pub memory: bool,
 }
 
 /// A closure run off the polling thread by [`Meta::Call`].
@@ -285,10 +287,14 @@ impl Meta {
                 } else {
                     None
                 };
+                let memory = file_type == libc::S_IFREG
+                    && align.is_none()
+                    && sys::is_memory_fs(fd.as_raw_fd());
                 Ok(Out::Opened(Opened {
                     fd,
                     file_type,
                     align,
+                    memory,
                 }))
             }
             Meta::Close(owned) => sys::close(owned).map(nothing),
@@ -366,6 +372,13 @@ impl fmt::Debug for Request {
 }
 
 impl Request {
+    /// A read of a file the file layer knows is in memory (tmpfs, ramfs), not O_DIRECT:
+    /// copying its pages never waits for a device, so it is done on the submitting thread.
+    pub(crate) fn reads_memory(&self) -> bool {
+        matches!(self.kind, Kind::Read(_) | Kind::ReadV(_))
+            && self.file.as_ref().is_some_and(|f| f.memory && !f.direct)
+    }
+
     /// Whether a vectored operation has more to move than its last attempt covered (one
     /// system call takes at most `IOV_MAX` iovecs).
     pub(crate) fn has_more(&self) -> bool {
@@ -738,6 +751,9 @@ pub(crate) struct FdInfo {
     pub seekable: bool,
     /// Opened with O_DIRECT.
     pub direct: bool,
+    /// A regular file in memory (tmpfs, ramfs) without O_DIRECT: a read of it never
+    /// waits for a device, so backends read it on the submitting thread.
+    pub memory: bool,
 }
 
 impl Plan {

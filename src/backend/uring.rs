@@ -490,7 +490,14 @@ impl FileIo for Uring {
         Implementation::Uring
     }
 
-    fn submit(&self, req: Request) -> Submit {
+    fn submit(&self, mut req: Request) -> Submit {
+        if req.reads_memory() {
+            // tmpfs or ramfs: a memory copy, done here (RWF_NOWAIT answers EOPNOTSUPP there,
+            // which would send every read to the kernel's workers).
+            let r = req.run_blocking();
+            req.finish(r);
+            return Submit::Started;
+        }
         match &req.kind {
             // The kernel runs syncs on its workers.
             Kind::Fsync | Kind::Fdsync => self.queue(req, Mode::Plain),

@@ -214,6 +214,8 @@ impl Replacement {
                     fd: OwnedFd::from(f),
                     file_type: libc::S_IFREG,
                     align,
+                    // Written only: whether it is in memory changes no read.
+                    memory: false,
                 })
             })
             .await?;

@@ -215,6 +215,7 @@ impl File {
                 readable,
                 writable,
                 align: o.align,
+                memory: o.memory,
             },
         )
     }
@@ -304,6 +305,8 @@ struct Facts {
     readable: bool,
     writable: bool,
     align: Option<DirectAlignment>,
+    /// In tmpfs or ramfs (see `FdInfo::memory`).
+    memory: bool,
 }
 
 /// "a FIFO or pipe", "a socket"...: a file type (`st_mode & S_IFMT`) in words.
@@ -420,6 +423,7 @@ impl Inner {
                 _owner: Arc::clone(&owner) as Arc<dyn std::any::Any + Send + Sync>,
                 seekable: facts.seekable,
                 direct: facts.direct,
+                memory: facts.memory,
             },
             owner,
             global: ctx.is_global(),
@@ -999,6 +1003,7 @@ impl File {
                 _owner: Arc::clone(&owner) as Arc<dyn std::any::Any + Send + Sync>,
                 seekable: true,
                 direct: false,
+                memory: false,
             },
             owner,
         };

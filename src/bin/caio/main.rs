@@ -22,6 +22,7 @@ macro_rules! out_part {
     }};
 }
 
+mod fastdev;
 mod signals;
 mod workload;
 
@@ -92,6 +93,11 @@ enum Command {
         /// Only these implementations (repeatable).
         #[arg(long = "implementation", short = 'i', long_help = implementation_help())]
         implementations: Vec<String>,
+        /// Measure on a fast device instead of PATH: a loop device with direct I/O over a
+        /// tmpfs file of --size (needs root and losetup), where what shows is each
+        /// implementation's own cost rather than the disk's drift.
+        #[arg(long)]
+        fast_device: bool,
     },
 }
 
@@ -151,7 +157,14 @@ fn main() -> ExitCode {
             size,
             secs,
             implementations,
-        } => bench(&path, &size, secs, &implementations),
+            fast_device,
+        } => {
+            if fast_device {
+                fast_bench(&size, secs, &implementations)
+            } else {
+                bench(&path, &size, secs, &implementations)
+            }
+        }
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -493,6 +506,29 @@ fn parse_size(s: &str) -> Result<u64> {
 // ---------------------------------------------------------------------------------------
 // bench
 
+/// `bench --fast-device`: the same measurement on a loop device over tmpfs.
+fn fast_bench(size: &str, secs: f64, only: &[String]) -> Result<()> {
+    let len = parse_size(size)?;
+    if len < 4 << 20 {
+        return Err(format!(
+            "--size {size}: the fast device needs at least 4 MiB"
+        ));
+    }
+    // Ctrl-C detaches the device and removes its file too, even while they are set up
+    // (the process then exits through the handler, not through Drop).
+    let image = fastdev::FastDevice::image_path();
+    let _detach = signals::detach_on_signal(image.clone());
+    let _image = signals::remove_on_signal(image);
+    let dev = fastdev::FastDevice::setup(len)
+        .map_err(|why| format!("cannot set up a fast device: {why}"))?;
+    eprintln!(
+        "caio: fast device {} (direct I/O over {} in tmpfs)",
+        dev.dev.display(),
+        dev.image.display()
+    );
+    bench(&dev.dev, size, secs, only)
+}
+
 fn bench(path: &Path, size: &str, secs: f64, only: &[String]) -> Result<()> {
     if !(secs.is_finite() && secs > 0.0 && secs <= 3600.0) {
         return Err(format!(
@@ -531,9 +567,18 @@ fn bench(path: &Path, size: &str, secs: f64, only: &[String]) -> Result<()> {
         (file, len, Some(temp), true)
     } else if meta.is_file() {
         (path.to_path_buf(), meta.len(), None, false)
+    } else if std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type()) {
+        // Read only: nothing is written to a device.
+        let len = std::io::Seek::seek(
+            &mut fs::File::open(path)
+                .map_err(|e| format!("cannot open {}: {e}", path.display()))?,
+            std::io::SeekFrom::End(0),
+        )
+        .map_err(|e| format!("cannot size {}: {e}", path.display()))?;
+        (path.to_path_buf(), len, None, false)
     } else {
         return Err(format!(
-            "{} is neither a directory nor a regular file",
+            "{} is neither a directory, a regular file nor a block device",
             path.display()
         ));
     };

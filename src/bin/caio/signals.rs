@@ -23,11 +23,14 @@ use futures::future::{AbortHandle, Abortable};
 #[derive(Default)]
 struct State {
     cleanup: Vec<PathBuf>,
+    /// Backing files whose loop devices to detach (before the files in `cleanup` go).
+    detach: Vec<PathBuf>,
     abort: Option<AbortHandle>,
 }
 
 static STATE: Mutex<State> = Mutex::new(State {
     cleanup: Vec::new(),
+    detach: Vec::new(),
     abort: None,
 });
 static RECEIVED: AtomicI32 = AtomicI32::new(0);
@@ -73,9 +76,7 @@ pub fn install() {
 
 fn on_signal(sig: libc::c_int) {
     let mut st = state();
-    for p in st.cleanup.drain(..) {
-        let _ = std::fs::remove_file(p);
-    }
+    clean_up(&mut st);
     RECEIVED.store(sig, Ordering::SeqCst);
     match st.abort.take() {
         // The main thread drops the work, lets its clean-up finish, and exits.
@@ -84,12 +85,35 @@ fn on_signal(sig: libc::c_int) {
     }
 }
 
+/// Detaches the registered loop devices, then removes the registered files.
+fn clean_up(st: &mut State) {
+    for image in st.detach.drain(..) {
+        // `losetup -j FILE` lists the devices over it, "/dev/loopN: ..." a line.
+        let Ok(out) = std::process::Command::new("losetup")
+            .arg("-j")
+            .arg(image)
+            .output()
+        else {
+            continue;
+        };
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some((dev, _)) = line.split_once(':') {
+                let _ = std::process::Command::new("losetup")
+                    .arg("-d")
+                    .arg(dev)
+                    .status();
+            }
+        }
+    }
+    for p in st.cleanup.drain(..) {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
 /// stdout cannot be written: on a closed pipe, the temporary files go and the command
 /// ends by SIGPIPE, as a Unix tool does; on any other error, with status 1.
 pub fn stdout_failed(e: std::io::Error) -> ! {
-    for p in state().cleanup.drain(..) {
-        let _ = std::fs::remove_file(p);
-    }
+    clean_up(&mut state());
     if e.kind() == std::io::ErrorKind::BrokenPipe {
         // SAFETY: restores the default action of SIGPIPE and raises it on this thread,
         // which ends the process the way a shell expects of `cmd | head`.
@@ -105,6 +129,23 @@ pub fn stdout_failed(e: std::io::Error) -> ! {
 /// Removes `path` if a signal arrives before the guard is dropped; dropping it removes the
 /// file too.
 pub struct RemoveOnSignal(PathBuf);
+
+/// Detaches every loop device over the file `image` on a signal, until the guard goes
+/// (which does not detach them: their owner does). Registered before the device exists,
+/// so a signal while it is set up leaves nothing attached.
+pub fn detach_on_signal(image: PathBuf) -> DetachOnSignal {
+    state().detach.push(image.clone());
+    DetachOnSignal(image)
+}
+
+/// See [`detach_on_signal`].
+pub struct DetachOnSignal(PathBuf);
+
+impl Drop for DetachOnSignal {
+    fn drop(&mut self) {
+        state().detach.retain(|p| p != &self.0);
+    }
+}
 
 pub fn remove_on_signal(path: PathBuf) -> RemoveOnSignal {
     state().cleanup.push(path.clone());

@@ -6,13 +6,14 @@
 #![allow(dead_code)]
 
 use std::{
+    cell::Cell,
     future::Future,
     io,
-    pin::Pin,
+    os::fd::RawFd,
     time::{Duration, Instant},
 };
 
-use caio::{Buffer, File};
+use caio::{Buffer, Context, File};
 use futures::{stream::FuturesUnordered, StreamExt};
 
 /// What one workload does.
@@ -51,6 +52,10 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// User + system CPU time of the whole process while it ran.
     pub cpu: Duration,
+    /// Of which user time.
+    pub user: Duration,
+    /// Of which system time.
+    pub sys: Duration,
 }
 
 impl Outcome {
@@ -67,8 +72,14 @@ impl Outcome {
     }
 }
 
-/// CPU time (user + system) this process has used.
+/// CPU time (user + system) this process has used, every thread included.
 pub fn process_cpu() -> Duration {
+    let (user, sys) = process_cpu_split();
+    user + sys
+}
+
+/// User and system CPU time this process has used, every thread included (getrusage).
+pub fn process_cpu_split() -> (Duration, Duration) {
     // SAFETY: getrusage fills the zeroed struct it is given.
     let ru = unsafe {
         let mut ru = std::mem::zeroed::<libc::rusage>();
@@ -76,11 +87,11 @@ pub fn process_cpu() -> Duration {
         ru
     };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+    (tv(ru.ru_utime), tv(ru.ru_stime))
 }
 
 /// A small fast generator (xorshift64*), seeded per run.
-pub struct Rng(u64);
+pub struct Rng(pub u64);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
@@ -100,6 +111,40 @@ impl Rng {
 /// # Errors
 /// The first failed operation, or `InvalidInput` for a file smaller than one block.
 pub fn run(file: &File, file_len: u64, w: &Workload) -> io::Result<Outcome> {
+    lanes(file_len, w, |buf, off| {
+        let f = file.clone();
+        async move {
+            if w.pattern.is_write() {
+                f.write_at_from(buf, off).await
+            } else {
+                f.read_at_into(buf, off).await
+            }
+        }
+    })
+}
+
+/// Runs `w` through the raw `Context` API on a descriptor (of `file_len` bytes).
+///
+/// # Errors
+/// As [`run`].
+pub fn run_raw(ctx: &Context, fd: RawFd, file_len: u64, w: &Workload) -> io::Result<Outcome> {
+    lanes(file_len, w, |buf, off| {
+        if w.pattern.is_write() {
+            ctx.write_at_from(buf, fd, off)
+        } else {
+            ctx.read_at_into(buf, fd, off)
+        }
+    })
+}
+
+/// `w.depth` lanes on one thread (`futures::executor`), each doing one operation after
+/// another into its own reused buffer, as fio's jobs do: what a run measures is caio's
+/// cost, not a buffer allocation or a boxed future per operation.
+fn lanes<F, Fut>(file_len: u64, w: &Workload, op: F) -> io::Result<Outcome>
+where
+    F: Fn(Buffer, u64) -> Fut,
+    Fut: Future<Output = (io::Result<usize>, Buffer)>,
+{
     let blocks = file_len / w.block as u64;
     if blocks == 0 || w.depth == 0 {
         return Err(io::Error::new(
@@ -110,52 +155,56 @@ pub fn run(file: &File, file_len: u64, w: &Workload) -> io::Result<Outcome> {
             ),
         ));
     }
-    let mut rng = Rng::new(0x5eed ^ w.depth as u64);
-    let mut next_seq = 0u64;
-    let mut next_offset = move || -> u64 {
+    let rng = Cell::new(Rng::new(0x5eed ^ w.depth as u64).0);
+    let next_seq = Cell::new(0u64);
+    let next_offset = || -> u64 {
         let block = match w.pattern {
-            Pattern::RandRead | Pattern::RandWrite => rng.next() % blocks,
+            Pattern::RandRead | Pattern::RandWrite => {
+                let mut r = Rng(rng.get());
+                let b = r.next() % blocks;
+                rng.set(r.0);
+                b
+            }
             Pattern::SeqRead | Pattern::SeqWrite => {
-                let b = next_seq % blocks;
-                next_seq += 1;
+                let b = next_seq.get() % blocks;
+                next_seq.set(next_seq.get() + 1);
                 b
             }
         };
         block * w.block as u64
     };
-    let payload = Buffer::from(&vec![0xA5u8; w.block][..]);
-    type Op = Pin<Box<dyn Future<Output = io::Result<usize>> + Send>>;
-    let submit = |off: u64| -> Op {
-        if w.pattern.is_write() {
-            Box::pin(file.write_at(payload.clone(), off))
-        } else {
-            Box::pin(futures::FutureExt::map(file.read_at(w.block, off), |r| {
-                r.map(|b| b.len())
-            }))
-        }
-    };
-    let cpu0 = process_cpu();
+    let (ops, bytes) = (Cell::new(0u64), Cell::new(0u64));
+    let cpu0 = process_cpu_split();
     let start = Instant::now();
     let deadline = start + w.duration;
-    let (mut ops, mut bytes) = (0u64, 0u64);
-    futures::executor::block_on(async {
-        let mut inflight = FuturesUnordered::new();
-        for _ in 0..w.depth {
-            inflight.push(submit(next_offset()));
+    let lane = |_| async {
+        let mut buf = if w.pattern.is_write() {
+            Buffer::from(&vec![0xA5u8; w.block][..])
+        } else {
+            Buffer::with_capacity(w.block)
+        };
+        while Instant::now() < deadline {
+            let (r, back) = op(buf, next_offset()).await;
+            buf = back;
+            bytes.set(bytes.get() + r? as u64);
+            ops.set(ops.get() + 1);
         }
-        while let Some(r) = inflight.next().await {
-            bytes += r? as u64;
-            ops += 1;
-            if Instant::now() < deadline {
-                inflight.push(submit(next_offset()));
-            }
+        io::Result::Ok(())
+    };
+    futures::executor::block_on(async {
+        let mut lanes: FuturesUnordered<_> = (0..w.depth).map(lane).collect();
+        while let Some(r) = lanes.next().await {
+            r?;
         }
         io::Result::Ok(())
     })?;
+    let (user, sys) = process_cpu_split();
     Ok(Outcome {
-        ops,
-        bytes,
+        ops: ops.get(),
+        bytes: bytes.get(),
         elapsed: start.elapsed(),
-        cpu: process_cpu() - cpu0,
+        cpu: (user - cpu0.0) + (sys - cpu0.1),
+        user: user - cpu0.0,
+        sys: sys - cpu0.1,
     })
 }

@@ -1,0 +1,647 @@
+//! The fast-device mode (`--fast`): software cost, where the device costs next to nothing.
+//!
+//! A loop device with direct I/O over a tmpfs file (see `fastdev.rs`) takes 4 KiB random
+//! O_DIRECT reads at queue depth 1, 8, 32 and 128 from fio (libaio and io_uring), every
+//! caio implementation, compio (io_uring, its own runtime) and tokio (`spawn_blocking` +
+//! `pread`), interleaved: each depth runs every system before the next depth. Then two
+//! page-cache suites: reads through a raw descriptor on the (cached) 1 GiB file at qd 32,
+//! and reads of a file in tmpfs at qd 1 (where `RWF_NOWAIT` reads answer EOPNOTSUPP).
+//!
+//! Every point runs in a process of its own, twice: a timed pass (IOPS; user and system
+//! CPU time of the whole process, threads included, from getrusage or fio's own report)
+//! and a counted pass under `perf stat` with the kernel's syscall tracepoints, which count
+//! every system call of the process without stopping it (strace stops the process at
+//! every call: it brings 150k IOPS down to 4k and changes the batching it would measure).
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    fs,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use caio::{Context, Implementation};
+use futures::{stream::FuturesUnordered, StreamExt};
+
+use super::{fastdev::FastDevice, workload, Args};
+use workload::{Pattern, Rng, Workload};
+
+/// The syscalls counted, as perf's tracepoint names, and how the table names them.
+const CALLS: [(&str, &str); 7] = [
+    ("io_submit", "io_submit"),
+    ("io_getevents", "io_getevents"),
+    ("io_uring_enter", "io_uring_enter"),
+    ("futex", "futex"),
+    ("read", "read"),
+    ("newfstat", "fstat"),
+    ("statx", "statx"),
+];
+
+/// One system measured at one point.
+#[derive(Clone, Debug)]
+struct Row {
+    suite: &'static str,
+    system: String,
+    qd: usize,
+    iops: f64,
+    user_us: f64,
+    sys_us: f64,
+    /// Calls per operation, by the table's name.
+    calls: BTreeMap<&'static str, f64>,
+}
+
+/// What a child process measured.
+struct Measured {
+    ops: u64,
+    secs: f64,
+    user: f64,
+    sys: f64,
+}
+
+/// How to run one system on one target.
+#[derive(Clone)]
+struct Job {
+    system: String,
+    target: PathBuf,
+    len: u64,
+    qd: usize,
+    direct: bool,
+    secs: f64,
+}
+
+pub fn run(a: &Args) {
+    let dev = match FastDevice::setup(1 << 30) {
+        Ok(d) => d,
+        Err(why) => {
+            eprintln!("SKIP: no fast device: {why}");
+            return;
+        }
+    };
+    eprintln!(
+        "fast device: {} (direct I/O over {})",
+        dev.dev.display(),
+        dev.image.display()
+    );
+    let perf = perf_works();
+    if !perf {
+        eprintln!("note: perf stat with syscall tracepoints is unavailable: no syscall counts");
+    }
+    let have_fio = Command::new("fio").arg("--version").output().is_ok();
+    let mut rows = Vec::new();
+    let secs = a.secs;
+    let len = dev.len();
+    let mut add = |suite: &'static str, job: Job| {
+        let timed = measure(&job, false);
+        let counted = if perf { measure(&job, true) } else { None };
+        let Some((m, _)) = timed else {
+            eprintln!("{suite}: {} qd {}: failed", job.system, job.qd);
+            return;
+        };
+        let calls = counted
+            .map(|(m, c)| {
+                c.into_iter()
+                    .map(|(k, v)| (k, v as f64 / m.ops.max(1) as f64))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let row = Row {
+            suite,
+            system: job.system.clone(),
+            qd: job.qd,
+            iops: m.ops as f64 / m.secs,
+            user_us: m.user / m.ops.max(1) as f64 * 1e6,
+            sys_us: m.sys / m.ops.max(1) as f64 * 1e6,
+            calls,
+        };
+        eprintln!(
+            "{suite:<16} {:<28} qd {:>3}: {:>8.0} IOPS {:>6.2} + {:>6.2} µs CPU/op {:?}",
+            row.system, row.qd, row.iops, row.user_us, row.sys_us, row.calls
+        );
+        rows.push(row);
+    };
+    let mut systems: Vec<String> = Vec::new();
+    if have_fio {
+        systems.extend(["fio libaio".into(), "fio io_uring".into()]);
+    }
+    for i in Implementation::ALL {
+        if i.is_available() {
+            systems.push(format!("caio {i}"));
+        }
+    }
+    systems.extend(["compio".into(), "tokio spawn_blocking+pread".into()]);
+    let job = |system: &str, target: &Path, len, qd, direct| Job {
+        system: system.to_string(),
+        target: target.to_path_buf(),
+        len,
+        qd,
+        direct,
+        secs,
+    };
+
+    // 4 KiB random O_DIRECT reads on the fast device.
+    // `--qd N` (profiling): that depth only, no page-cache suites.
+    for qd in [1usize, 8, 32, 128]
+        .into_iter()
+        .filter(|d| a.qd.is_none_or(|q| q == *d))
+    {
+        for s in systems.iter().filter(|s| {
+            a.backend
+                .is_none_or(|b| **s == format!("caio {b}") || s.starts_with("fio"))
+        }) {
+            if s == "caio blocking" && qd > 1 {
+                continue; // one at a time whatever the depth
+            }
+            add("O_DIRECT", job(s, &dev.dev, len, qd, true));
+        }
+    }
+    if a.qd.is_some() {
+        drop(dev);
+        return report(a, &rows);
+    }
+    // The page cache through a raw descriptor at qd 32: the 1 GiB file, cached.
+    let _ = fs::read(&a.file);
+    for s in ["fio libaio", "caio-raw linux", "caio-raw uring", "compio"] {
+        if s.starts_with("fio") && !have_fio {
+            continue;
+        }
+        add("page cache", job(s, &a.file, super::GIB, 32, false));
+    }
+    // The page cache of a tmpfs file at qd 1 (RWF_NOWAIT answers EOPNOTSUPP there).
+    for s in [
+        "caio blocking",
+        "caio linux",
+        "caio uring",
+        "caio-raw linux",
+        "caio-raw uring",
+    ] {
+        add("tmpfs", job(s, &dev.image, len, 1, false));
+    }
+    drop(dev);
+    report(a, &rows);
+}
+
+/// Whether `perf stat` can count syscall tracepoints (tracefs mounted, as root).
+fn perf_works() -> bool {
+    if !Path::new("/sys/kernel/tracing/events/syscalls").exists() {
+        let _ = Command::new("mount")
+            .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
+            .status();
+    }
+    Command::new("perf")
+        .args([
+            "stat",
+            "-x",
+            ",",
+            "-e",
+            "syscalls:sys_enter_io_submit",
+            "--",
+            "true",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Runs `job` in a process of its own (under `perf stat` when `counted`): what it
+/// measured, and the syscall counts.
+fn measure(job: &Job, counted: bool) -> Option<(Measured, BTreeMap<&'static str, u64>)> {
+    let secs = if counted { job.secs.min(1.0) } else { job.secs };
+    let mut cmd = if counted {
+        let events: Vec<String> = CALLS
+            .iter()
+            .map(|(k, _)| format!("syscalls:sys_enter_{k}"))
+            .collect();
+        let mut c = Command::new("perf");
+        c.args(["stat", "-x", ",", "-e", &events.join(","), "--"]);
+        c
+    } else {
+        Command::new(std::env::current_exe().unwrap())
+    };
+    let fio = job.system.strip_prefix("fio ");
+    if let Some(engine) = fio {
+        if counted {
+            cmd.arg("fio");
+        } else {
+            cmd = Command::new("fio");
+        }
+        cmd.args([
+            "--name=fast",
+            "--rw=randread",
+            "--bs=4k",
+            "--time_based",
+            "--invalidate=0",
+            "--output-format=json",
+        ])
+        .arg(format!("--ioengine={engine}"))
+        .arg(format!("--filename={}", job.target.display()))
+        .arg(format!("--iodepth={}", job.qd))
+        .arg(format!("--direct={}", u8::from(job.direct)))
+        .arg(format!("--runtime={}ms", (secs * 1000.0) as u64));
+    } else {
+        if counted {
+            cmd.arg(std::env::current_exe().unwrap());
+        }
+        cmd.args(["--point", &job.system])
+            .arg("--target")
+            .arg(&job.target)
+            .args(["--len", &job.len.to_string()])
+            .args(["--qd", &job.qd.to_string()])
+            .args(["--secs", &secs.to_string()])
+            .args(["--direct", if job.direct { "1" } else { "0" }]);
+    }
+    let out = cmd.output().ok()?;
+    if !out.status.success() {
+        eprintln!(
+            "{}: {}",
+            job.system,
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+        return None;
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let m = if fio.is_some() {
+        fio_measured(&stdout, secs)?
+    } else {
+        let line = stdout.lines().find_map(|l| l.strip_prefix("POINT "))?;
+        let v: Vec<f64> = line.split(' ').filter_map(|x| x.parse().ok()).collect();
+        Measured {
+            ops: v[0] as u64,
+            secs: v[1],
+            user: v[2],
+            sys: v[3],
+        }
+    };
+    let mut calls = BTreeMap::new();
+    if counted {
+        for line in String::from_utf8_lossy(&out.stderr).lines() {
+            let f: Vec<&str> = line.split(',').collect();
+            let Some(ev) = f.get(2).and_then(|e| e.strip_prefix("syscalls:sys_enter_")) else {
+                continue;
+            };
+            if let (Some(&(_, name)), Ok(n)) =
+                (CALLS.iter().find(|(k, _)| *k == ev), f[0].parse::<u64>())
+            {
+                calls.insert(name, n);
+            }
+        }
+    }
+    Some((m, calls))
+}
+
+/// Operations, time and CPU from fio's JSON.
+fn fio_measured(json: &str, secs: f64) -> Option<Measured> {
+    let num = |body: &str, key: &str| -> Option<f64> {
+        let at = body.find(&format!("\"{key}\" : "))? + key.len() + 5;
+        body[at..]
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .next()?
+            .parse()
+            .ok()
+    };
+    let read = &json[json.find("\"read\" : {")?..];
+    let ops = num(read, "total_ios")?;
+    let runtime = num(read, "runtime")? / 1000.0;
+    let at = json.find("\"usr_cpu\"")?;
+    let (u, s) = (num(&json[at..], "usr_cpu")?, num(&json[at..], "sys_cpu")?);
+    let elapsed = if runtime > 0.0 { runtime } else { secs };
+    Some(Measured {
+        ops: ops as u64,
+        secs: elapsed,
+        user: u / 100.0 * elapsed,
+        sys: s / 100.0 * elapsed,
+    })
+}
+
+/// In a child: `--point SYSTEM --target PATH --len N --qd N --secs S --direct 0|1`.
+/// Prints `POINT ops secs user_secs sys_secs`.
+pub fn child(args: &[String]) {
+    let get = |k: &str| {
+        args.iter()
+            .position(|a| a == k)
+            .and_then(|i| args.get(i + 1))
+            .unwrap_or_else(|| panic!("{k} missing"))
+            .clone()
+    };
+    let system = get("--point");
+    let target = PathBuf::from(get("--target"));
+    let len: u64 = get("--len").parse().unwrap();
+    let qd: usize = get("--qd").parse().unwrap();
+    let secs: f64 = get("--secs").parse().unwrap();
+    let direct = get("--direct") == "1";
+    let w = Workload {
+        pattern: Pattern::RandRead,
+        block: 4096,
+        depth: qd,
+        duration: Duration::from_secs_f64(secs),
+    };
+    let (ops, elapsed, user, sys) = if let Some(name) = system.strip_prefix("caio-raw ") {
+        let i: Implementation = name.parse().unwrap();
+        let ctx = Context::builder()
+            .implementation(i)
+            .max_requests(qd)
+            .build()
+            .unwrap();
+        let f = open_std(&target, direct);
+        let o = workload::run_raw(&ctx, f.as_raw_fd(), len, &w).unwrap();
+        (o.ops, o.elapsed, o.user, o.sys)
+    } else if let Some(name) = system.strip_prefix("caio ") {
+        let i: Implementation = name.parse().unwrap();
+        let ctx = Context::builder()
+            .implementation(i)
+            .max_requests(qd)
+            .build()
+            .unwrap();
+        let f = futures::executor::block_on(
+            caio::OpenOptions::new()
+                .read(true)
+                .direct(direct)
+                .context(ctx)
+                .open(&target),
+        )
+        .unwrap();
+        let o = workload::run(&f, len, &w).unwrap();
+        (o.ops, o.elapsed, o.user, o.sys)
+    } else if system == "compio" {
+        compio_point(&target, len, qd, secs, direct)
+    } else {
+        tokio_point(&target, len, qd, secs, direct)
+    };
+    println!(
+        "\nPOINT {ops} {} {} {}",
+        elapsed.as_secs_f64(),
+        user.as_secs_f64(),
+        sys.as_secs_f64()
+    );
+}
+
+fn open_std(path: &Path, direct: bool) -> fs::File {
+    let mut o = fs::OpenOptions::new();
+    o.read(true);
+    if direct {
+        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut o, libc::O_DIRECT);
+    }
+    o.open(path).unwrap()
+}
+
+/// A page of memory, for O_DIRECT.
+#[repr(C, align(4096))]
+struct Page([u8; 4096]);
+
+/// compio on its own runtime, one lane per operation in flight, each reading into its own
+/// aligned page (leaked: compio's owned buffers must be `'static`).
+fn compio_point(
+    path: &Path,
+    len: u64,
+    qd: usize,
+    secs: f64,
+    direct: bool,
+) -> (u64, Duration, Duration, Duration) {
+    use compio::io::AsyncReadAt;
+    let rt = compio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut o = compio::fs::OpenOptions::new();
+        o.read(true);
+        if direct {
+            o.custom_flags(libc::O_DIRECT);
+        }
+        let file = o.open(path).await.unwrap();
+        let blocks = len / 4096;
+        let rng = std::cell::Cell::new(Rng::new(0x5eed ^ qd as u64).0);
+        let ops = std::cell::Cell::new(0u64);
+        let (cpu0, start) = (workload::process_cpu_split(), Instant::now());
+        let deadline = start + Duration::from_secs_f64(secs);
+        let lane = |_| async {
+            let mut buf: &'static mut [u8] = &mut Box::leak(Box::new(Page([0; 4096]))).0[..];
+            while Instant::now() < deadline {
+                let mut r = Rng(rng.get());
+                let off = r.next() % blocks * 4096;
+                rng.set(r.0);
+                let compio::BufResult(n, back) = file.read_at(buf, off).await;
+                assert_eq!(n.unwrap(), 4096);
+                buf = back;
+                ops.set(ops.get() + 1);
+            }
+        };
+        let mut lanes: FuturesUnordered<_> = (0..qd).map(lane).collect();
+        while lanes.next().await.is_some() {}
+        let (u, s) = workload::process_cpu_split();
+        (ops.get(), start.elapsed(), u - cpu0.0, s - cpu0.1)
+    })
+}
+
+/// What tokio users write: every read through `spawn_blocking` and `pread`.
+fn tokio_point(
+    path: &Path,
+    len: u64,
+    qd: usize,
+    secs: f64,
+    direct: bool,
+) -> (u64, Duration, Duration, Duration) {
+    use std::os::unix::fs::FileExt;
+    let rt = tokio::runtime::Builder::new_multi_thread().build().unwrap();
+    let file = std::sync::Arc::new(open_std(path, direct));
+    let blocks = len / 4096;
+    let rng = std::sync::Mutex::new(Rng::new(7 ^ qd as u64));
+    let ops = std::sync::atomic::AtomicU64::new(0);
+    let (cpu0, start) = (workload::process_cpu_split(), Instant::now());
+    let deadline = start + Duration::from_secs_f64(secs);
+    rt.block_on(async {
+        let lane = |_| async {
+            let mut buf = caio::Buffer::zeroed(4096);
+            while Instant::now() < deadline {
+                let off = rng.lock().unwrap().next() % blocks * 4096;
+                let f = std::sync::Arc::clone(&file);
+                buf = tokio::task::spawn_blocking(move || {
+                    f.read_at(&mut buf, off).unwrap();
+                    buf
+                })
+                .await
+                .unwrap();
+                ops.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        };
+        let mut lanes: FuturesUnordered<_> = (0..qd).map(lane).collect();
+        while lanes.next().await.is_some() {}
+    });
+    let (u, s) = workload::process_cpu_split();
+    (ops.into_inner(), start.elapsed(), u - cpu0.0, s - cpu0.1)
+}
+
+fn find<'a>(rows: &'a [Row], suite: &str, system: &str, qd: usize) -> Option<&'a Row> {
+    rows.iter()
+        .find(|r| r.suite == suite && r.system == system && r.qd == qd)
+}
+
+/// The issue's targets, each checked against this run.
+fn targets(rows: &[Row]) -> Vec<(String, Option<f64>, f64, bool)> {
+    let mut t = Vec::new();
+    let mut ratio = |name: String, a: Option<&Row>, b: Option<&Row>, min: f64| {
+        let v = a.zip(b).map(|(a, b)| a.iops / b.iops);
+        t.push((name, v, min, v.is_some_and(|v| v >= min)));
+    };
+    for qd in [1, 8, 32, 128] {
+        ratio(
+            format!("linux ÷ fio libaio, qd {qd}"),
+            find(rows, "O_DIRECT", "caio linux", qd),
+            find(rows, "O_DIRECT", "fio libaio", qd),
+            1.0,
+        );
+    }
+    for qd in [1, 8, 32, 128] {
+        ratio(
+            format!("uring ÷ fio io_uring, qd {qd}"),
+            find(rows, "O_DIRECT", "caio uring", qd),
+            find(rows, "O_DIRECT", "fio io_uring", qd),
+            1.0,
+        );
+    }
+    ratio(
+        "page cache, raw descriptor, qd 32: linux ÷ fio libaio".into(),
+        find(rows, "page cache", "caio-raw linux", 32),
+        find(rows, "page cache", "fio libaio", 32),
+        0.9,
+    );
+    for s in ["linux", "uring"] {
+        ratio(
+            format!("tmpfs page cache, qd 1: {s} ÷ blocking"),
+            find(rows, "tmpfs", &format!("caio {s}"), 1),
+            find(rows, "tmpfs", "caio blocking", 1),
+            0.8,
+        );
+    }
+    for qd in [1, 8, 32, 128] {
+        ratio(
+            format!("thread ÷ tokio spawn_blocking+pread, qd {qd}"),
+            find(rows, "O_DIRECT", "caio thread", qd),
+            find(rows, "O_DIRECT", "tokio spawn_blocking+pread", qd),
+            3.0,
+        );
+    }
+    // CPU per operation and batching, at qd 32.
+    let cpu = |r: &Row| r.user_us + r.sys_us;
+    let (l, f) = (
+        find(rows, "O_DIRECT", "caio linux", 32),
+        find(rows, "O_DIRECT", "fio libaio", 32),
+    );
+    let v = l.zip(f).map(|(l, f)| cpu(l) / cpu(f));
+    t.push((
+        "CPU per op at qd 32: linux ÷ fio libaio (at most)".into(),
+        v,
+        1.0,
+        v.is_some_and(|v| v <= 1.0),
+    ));
+    for qd in [32, 128] {
+        let v = find(rows, "O_DIRECT", "caio linux", qd)
+            .and_then(|r| r.calls.get("io_submit").map(|s| 1.0 / s));
+        t.push((
+            format!("operations per io_submit, linux, qd {qd}"),
+            v,
+            8.0,
+            v.is_some_and(|v| v >= 8.0),
+        ));
+    }
+    t
+}
+
+fn report(a: &Args, rows: &[Row]) {
+    let out = a.out.join("fast");
+    fs::create_dir_all(&out).unwrap();
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "Machine: {}. Fast device: a loop device with direct I/O over a 1 GiB tmpfs file; \
+         4 KiB random reads, {} s per point, every point in its own process. CPU: user + \
+         system µs per operation, every thread of the process. Calls: system calls per \
+         operation, counted by `perf stat` (syscall tracepoints) in a separate pass.\n",
+        super::machine(),
+        a.secs
+    );
+    let names: Vec<&str> = CALLS.iter().map(|(_, n)| *n).collect();
+    let _ = writeln!(
+        md,
+        "| suite | system | qd | IOPS | vs fio | CPU µs/op (user + sys) | {} |",
+        names.join(" | ")
+    );
+    let _ = writeln!(
+        md,
+        "|---|---|---:|---:|---:|---:|{}",
+        "---:|".repeat(names.len())
+    );
+    let mut csv = format!("suite,system,qd,iops,user_us,sys_us,{}\n", names.join(","));
+    for r in rows {
+        let limit = if r.system.contains("uring") || r.system == "compio" {
+            "fio io_uring"
+        } else {
+            "fio libaio"
+        };
+        let vs = find(rows, r.suite, limit, r.qd)
+            .filter(|f| f.system != r.system)
+            .map_or(String::new(), |f| format!("{:.2}", r.iops / f.iops));
+        let calls: Vec<String> = names
+            .iter()
+            .map(|n| r.calls.get(n).map_or(String::new(), |v| format!("{v:.2}")))
+            .collect();
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {:.0} | {vs} | {:.2} + {:.2} | {} |",
+            r.suite,
+            r.system,
+            r.qd,
+            r.iops,
+            r.user_us,
+            r.sys_us,
+            calls.join(" | ")
+        );
+        let _ = writeln!(
+            csv,
+            "{},{},{},{:.0},{:.3},{:.3},{}",
+            r.suite,
+            r.system,
+            r.qd,
+            r.iops,
+            r.user_us,
+            r.sys_us,
+            calls.join(",")
+        );
+    }
+    let _ = writeln!(md, "\nTargets (ratios from this run):\n");
+    let _ = writeln!(md, "| target | measured | wanted | |");
+    let _ = writeln!(md, "|---|---:|---:|---|");
+    for (name, v, want, ok) in targets(rows) {
+        let _ = writeln!(
+            md,
+            "| {name} | {} | {want} | {} |",
+            v.map_or("n/a".into(), |v| format!("{v:.2}")),
+            if ok { "met" } else { "**missed**" }
+        );
+    }
+    print!("{md}");
+    fs::write(out.join("results.md"), &md).unwrap();
+    fs::write(out.join("results.csv"), &csv).unwrap();
+    let points: Vec<super::Point> = rows
+        .iter()
+        .filter(|r| r.suite == "O_DIRECT")
+        .map(|r| super::Point {
+            suite: "randread-direct",
+            system: r.system.clone(),
+            depth: r.qd,
+            iops: r.iops,
+            mib_s: r.iops * 4096.0 / (1 << 20) as f64,
+            cpu_us_per_op: r.user_us + r.sys_us,
+            peak_rss_mib: f64::NAN,
+        })
+        .collect();
+    match super::plot_titled(
+        &out.join("iops_vs_qd.png"),
+        &points,
+        "4 KiB random reads, O_DIRECT, fast device (loop over tmpfs)",
+    ) {
+        Ok(_) => eprintln!("wrote {}", out.join("iops_vs_qd.png").display()),
+        Err(e) => eprintln!("no plot: {e}"),
+    }
+}
