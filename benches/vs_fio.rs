@@ -9,7 +9,7 @@
 //!
 //! `--fast` measures on a fast device instead (a loop device with direct I/O over tmpfs;
 //! needs root and `losetup`, and says why it skips otherwise): see `vs_fio/fast.rs`. It
-//! writes to `OUT/fast/`.
+//! writes to `OUT/fast/`; `--rounds N` repeats the interleaved sweep and reports medians.
 
 #[path = "vs_fio/fast.rs"]
 mod fast;
@@ -46,6 +46,8 @@ struct Args {
     backend: Option<Implementation>,
     /// The fast-device mode.
     fast: bool,
+    /// Sweeps of the fast-device mode (medians are reported).
+    rounds: usize,
 }
 
 fn args() -> Args {
@@ -57,6 +59,7 @@ fn args() -> Args {
         qd: None,
         backend: None,
         fast: false,
+        rounds: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -66,6 +69,7 @@ fn args() -> Args {
             "--secs" => a.secs = it.next().expect("--secs N").parse().expect("--secs N"),
             "--only" => a.only = it.next(),
             "--fast" => a.fast = true,
+            "--rounds" => a.rounds = it.next().expect("--rounds N").parse().expect("--rounds N"),
             "--qd" => a.qd = Some(it.next().expect("--qd N").parse().expect("--qd N")),
             "--backend" => {
                 a.backend = Some(

@@ -93,9 +93,14 @@ pub fn run(a: &Args) {
     let mut rows = Vec::new();
     let secs = a.secs;
     let len = dev.len();
-    let mut add = |suite: &'static str, job: Job| {
+    // `count`: also the counted pass (the first round only).
+    let mut add = |suite: &'static str, job: Job, count: bool| {
         let timed = measure(&job, false);
-        let counted = if perf { measure(&job, true) } else { None };
+        let counted = if perf && count {
+            measure(&job, true)
+        } else {
+            None
+        };
         let Some((m, _)) = timed else {
             eprintln!("{suite}: {} qd {}: failed", job.system, job.qd);
             return;
@@ -142,24 +147,27 @@ pub fn run(a: &Args) {
     };
 
     // 4 KiB random O_DIRECT reads on the fast device.
-    // `--qd N` (profiling): that depth only, no page-cache suites.
-    for qd in [1usize, 8, 32, 128]
-        .into_iter()
-        .filter(|d| a.qd.is_none_or(|q| q == *d))
-    {
-        for s in systems.iter().filter(|s| {
-            a.backend
-                .is_none_or(|b| **s == format!("caio {b}") || s.starts_with("fio"))
-        }) {
-            if s == "caio blocking" && qd > 1 {
-                continue; // one at a time whatever the depth
+    // `--qd N` (profiling): that depth only, no page-cache suites. `--rounds N`: the whole
+    // interleaved sweep N times; the table takes each point's median.
+    for round in 0..a.rounds.max(1) {
+        for qd in [1usize, 8, 32, 128]
+            .into_iter()
+            .filter(|d| a.qd.is_none_or(|q| q == *d))
+        {
+            for s in systems.iter().filter(|s| {
+                a.backend
+                    .is_none_or(|b| **s == format!("caio {b}") || s.starts_with("fio"))
+            }) {
+                if s == "caio blocking" && qd > 1 {
+                    continue; // one at a time whatever the depth
+                }
+                add("O_DIRECT", job(s, &dev.dev, len, qd, true), round == 0);
             }
-            add("O_DIRECT", job(s, &dev.dev, len, qd, true));
         }
     }
     if a.qd.is_some() {
         drop(dev);
-        return report(a, &rows);
+        return report(a, &medians(rows));
     }
     // The page cache through a raw descriptor at qd 32: the 1 GiB file, cached.
     let _ = fs::read(&a.file);
@@ -167,7 +175,13 @@ pub fn run(a: &Args) {
         if s.starts_with("fio") && !have_fio {
             continue;
         }
-        add("page cache", job(s, &a.file, super::GIB, 32, false));
+        for round in 0..a.rounds.max(1) {
+            add(
+                "page cache",
+                job(s, &a.file, super::GIB, 32, false),
+                round == 0,
+            );
+        }
     }
     // The page cache of a tmpfs file at qd 1 (RWF_NOWAIT answers EOPNOTSUPP there).
     for s in [
@@ -177,10 +191,44 @@ pub fn run(a: &Args) {
         "caio-raw linux",
         "caio-raw uring",
     ] {
-        add("tmpfs", job(s, &dev.image, len, 1, false));
+        for round in 0..a.rounds.max(1) {
+            add("tmpfs", job(s, &dev.image, len, 1, false), round == 0);
+        }
     }
     drop(dev);
-    report(a, &rows);
+    report(a, &medians(rows));
+}
+
+/// One row per point: the median of its rounds' IOPS and CPU times, the counted pass's
+/// calls.
+fn medians(rows: Vec<Row>) -> Vec<Row> {
+    let mut out: Vec<Row> = Vec::new();
+    for r in &rows {
+        if find(&out, r.suite, &r.system, r.qd).is_some() {
+            continue;
+        }
+        let same: Vec<&Row> = rows
+            .iter()
+            .filter(|o| o.suite == r.suite && o.system == r.system && o.qd == r.qd)
+            .collect();
+        let median = |f: fn(&Row) -> f64| {
+            let mut v: Vec<f64> = same.iter().map(|o| f(o)).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let calls = same
+            .iter()
+            .find(|o| !o.calls.is_empty())
+            .map_or_else(BTreeMap::new, |o| o.calls.clone());
+        out.push(Row {
+            iops: median(|o| o.iops),
+            user_us: median(|o| o.user_us),
+            sys_us: median(|o| o.sys_us),
+            calls,
+            ..r.clone()
+        });
+    }
+    out
 }
 
 /// Whether `perf stat` can count syscall tracepoints (tracefs mounted, as root).
@@ -555,11 +603,13 @@ fn report(a: &Args, rows: &[Row]) {
     let _ = writeln!(
         md,
         "Machine: {}. Fast device: a loop device with direct I/O over a 1 GiB tmpfs file; \
-         4 KiB random reads, {} s per point, every point in its own process. CPU: user + \
-         system µs per operation, every thread of the process. Calls: system calls per \
-         operation, counted by `perf stat` (syscall tracepoints) in a separate pass.\n",
+         4 KiB random reads, {} s per point, every point in its own process, the whole \
+         sweep interleaved {} time(s), the median shown. CPU: user + system µs per \
+         operation, every thread of the process. Calls: system calls per operation, \
+         counted by `perf stat` (syscall tracepoints) in a separate pass.\n",
         super::machine(),
-        a.secs
+        a.secs,
+        a.rounds.max(1)
     );
     let names: Vec<&str> = CALLS.iter().map(|(_, n)| *n).collect();
     let _ = writeln!(
