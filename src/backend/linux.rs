@@ -9,19 +9,13 @@
 //! - **Completion is one thread per context** (`caio-aio-reaper`), blocked in
 //!   `io_getevents`, which stores each result and wakes the waiting future. No thread is
 //!   ever started per operation.
-//! - **Reads on a descriptor the file layer knows is buffered** are tried on the submitting
-//!   thread with `preadv2(RWF_NOWAIT)`: a page-cache hit is a memcpy done at once (no ring,
-//!   no reaper, no thread hop); a miss fails with `EAGAIN` without touching the disk and is
-//!   handed to the fallback pool.
-//! - **Other reads** go to the kernel with `RWF_NOWAIT`, whatever the descriptor: an
-//!   O_DIRECT read is queued to the device, a page-cache hit completes inside `io_submit`
-//!   (and the submitting thread collects it right there with a zero-timeout
-//!   `io_getevents`), and anything that would block comes back as `EAGAIN` without touching
-//!   the disk. Only then is the descriptor examined: an O_DIRECT read is resubmitted without
-//!   the flag (the kernel queues it asynchronously), a page-cache miss is handed to the
-//!   fallback pool. Without this, kernel AIO on a buffered file silently performs the whole
-//!   read inside `io_submit`, blocking the submitting thread on a cold cache. Reads the
-//!   file layer knows are O_DIRECT skip the flag.
+//! - **Buffered reads** are tried on the submitting thread with `preadv2(RWF_NOWAIT)`: a
+//!   page-cache hit is a memcpy done at once (no ring, no reaper, no thread hop); a miss
+//!   fails with `EAGAIN` without touching the disk and is handed to the fallback pool.
+//!   (Kernel AIO on a buffered file would perform the whole read inside `io_submit`,
+//!   blocking the submitting thread on a cold cache.) The file layer knows which
+//!   descriptors are buffered; for a raw descriptor one `fcntl(F_GETFL)` tells.
+//! - **O_DIRECT reads** go to the kernel as they are: queued to the device.
 //! - **O_DIRECT writes** carry `RWF_NOWAIT` too, so a write that would block inside
 //!   `io_submit` (block allocation on ext4, for one) is handed to the pool instead.
 //! - **Buffered writes** go to the fallback pool: the kernel writes to the page cache
@@ -30,9 +24,10 @@
 //!   its own workqueue.
 //! - Descriptors that are not regular files or block devices (pipes, directories,
 //!   sockets) go to the fallback pool, whose positional syscalls report the same errno the
-//!   thread backend does (ESPIPE, EISDIR). This costs one `fstat` per read or write, and
-//!   it is not optional: kernel AIO would consume a pipe's or a socket's data, ignoring
-//!   the offset.
+//!   thread backend does (ESPIPE, EISDIR). For a raw descriptor this costs one
+//!   `statx(STATX_TYPE)` per read or write (and the `fcntl` above), and it is not
+//!   optional: kernel AIO would consume a pipe's or a socket's data, ignoring the offset.
+//!   A `File` costs neither: the file layer knows.
 //!
 //! The fallback pool is started on first use, so a context that only does O_DIRECT runs
 //! on exactly one extra thread.
@@ -376,7 +371,9 @@ impl Facts {
         }
         let t = sys::cached_file_type(req.fd)?;
         let seekable = t == libc::S_IFREG || t == libc::S_IFBLK;
-        let direct = if seekable && matches!(req.kind, Kind::Write(_) | Kind::WriteV(_)) {
+        // One fcntl: a buffered read is then tried inline, where a page-cache hit costs
+        // one preadv2 instead of an io_submit, an io_getevents and a hop from the reaper.
+        let direct = if seekable {
             Some(sys::is_direct(req.fd)?)
         } else {
             None
@@ -908,13 +905,12 @@ impl FileIo for Linux {
         // descriptor may have been closed, and its number reused, since.
         batch.retain(|op| !op.req.is_abandoned());
         if !batch.is_empty() {
-            // Buffered reads tried with RWF_NOWAIT are done (or refused) by the time
-            // io_submit returns: collect them here rather than through the reaper.
-            let inline = batch
-                .iter()
-                .any(|op| op.nowait && matches!(op.req.kind, Kind::Read(_) | Kind::ReadV(_)));
             self.ring.submit(batch.drain(..));
-            if inline && !self.ring.degraded.load(Ordering::Acquire) {
+            // Collect what is already done (what RWF_NOWAIT tried inside io_submit, and
+            // at depth what finished while this batch was built) here, with no hop
+            // through the reaper: the futures it wakes queue their next operations
+            // together, so the next io_submit carries them all.
+            if !self.ring.degraded.load(Ordering::Acquire) {
                 self.ring.reap_ready();
             }
         }
