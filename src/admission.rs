@@ -31,6 +31,9 @@ pub(crate) struct Shared {
     /// Who waits for the context to go idle.
     pub(crate) idle: Mutex<Vec<Waker>>,
     pub(crate) idle_cv: Condvar,
+    /// Threads blocked in `wait_idle_timeout`: without any, going idle (which a loop of
+    /// operations finished inline does once per operation) costs no futex call.
+    idle_blocked: AtomicUsize,
     /// The fork generation it was made in (`sys::fork_generation`).
     fork_generation: u64,
     /// It is `Context::global()`.
@@ -52,6 +55,7 @@ impl Shared {
             held: AtomicUsize::new(0),
             idle: Mutex::new(Vec::new()),
             idle_cv: Condvar::new(),
+            idle_blocked: AtomicUsize::new(0),
             fork_generation: crate::sys::fork_generation(),
             global: AtomicBool::new(false),
         }
@@ -84,7 +88,9 @@ impl Shared {
     pub(crate) fn notify_if_idle(&self) {
         if self.is_idle() {
             let wakers = std::mem::take(&mut *self.lock_idle());
-            self.idle_cv.notify_all();
+            if self.idle_blocked.load(Ordering::SeqCst) > 0 {
+                self.idle_cv.notify_all();
+            }
             for w in wakers {
                 w.wake();
             }
@@ -111,6 +117,8 @@ impl Shared {
     pub(crate) fn wait_idle_timeout(&self, timeout: std::time::Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
         let mut guard = self.lock_idle();
+        self.idle_blocked.fetch_add(1, Ordering::SeqCst);
+        let _blocked = Unblock(&self.idle_blocked);
         loop {
             if self.is_idle() {
                 return true;
@@ -128,6 +136,15 @@ impl Shared {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
+    }
+}
+
+/// Counts a blocked waiter out when it leaves.
+struct Unblock<'a>(&'a AtomicUsize);
+
+impl Drop for Unblock<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
