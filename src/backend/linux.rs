@@ -905,12 +905,18 @@ impl FileIo for Linux {
         // descriptor may have been closed, and its number reused, since.
         batch.retain(|op| !op.req.is_abandoned());
         if !batch.is_empty() {
+            let nowait = batch
+                .iter()
+                .any(|op| op.nowait && matches!(op.req.kind, Kind::Read(_) | Kind::ReadV(_)));
+            let sent = batch.len();
             self.ring.submit(batch.drain(..));
-            // Collect what is already done (what RWF_NOWAIT tried inside io_submit, and
-            // at depth what finished while this batch was built) here, with no hop
-            // through the reaper: the futures it wakes queue their next operations
-            // together, so the next io_submit carries them all.
-            if !self.ring.degraded.load(Ordering::Acquire) {
+            // Collect what is already done here, with no hop through the reaper: what
+            // RWF_NOWAIT tried inside io_submit, and, when earlier operations are in flight,
+            // what finished while this batch was built. The futures it wakes queue their
+            // next operations together, so the next io_submit carries them all. With
+            // nothing else in flight (queue depth 1) the look would only cost a syscall.
+            let earlier = self.ring.inflight.load(Ordering::Acquire) > sent;
+            if (nowait || earlier) && !self.ring.degraded.load(Ordering::Acquire) {
                 self.ring.reap_ready();
             }
         }
