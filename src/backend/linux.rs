@@ -67,7 +67,9 @@ use std::{
 use once_cell::sync::{Lazy, OnceCell};
 
 use crate::{
-    backend::{thread::ThreadPool, BoxPool, FileIo, Kind, Request, Submit, DEFAULT_MAX_REQUESTS},
+    backend::{
+        thread::ThreadPool, BoxPool, FileIo, Kind, OpQueue, Request, Submit, DEFAULT_MAX_REQUESTS,
+    },
     sys::{self, AioContext, IoEvent, Iocb},
     Implementation,
 };
@@ -743,12 +745,8 @@ pub(crate) struct Linux {
     /// The fork generation it was made in: in a child the kernel context and the reaper
     /// are the parent's, and dropping must not touch them.
     fork_generation: u64,
-    /// Boxed: each op's address goes to the kernel at submission and must not move.
-    #[allow(clippy::vec_box)]
-    queue: Mutex<Vec<Box<AioOp>>>,
-    /// The emptied vector of the last flush, swapped in for the queue by the next.
-    #[allow(clippy::vec_box)]
-    spare: Mutex<Vec<Box<AioOp>>>,
+    /// What the next flush sends to the kernel.
+    queue: OpQueue<AioOp>,
 }
 
 // SAFETY: `AioOp`s in the queue hold raw pointers (inside the iocb, as integers) into
@@ -810,8 +808,7 @@ impl Linux {
         Ok(Linux {
             ring,
             fork_generation: sys::fork_generation(),
-            queue: Mutex::new(Vec::new()),
-            spare: Mutex::new(Vec::new()),
+            queue: OpQueue::new(),
         })
     }
 }
@@ -820,7 +817,7 @@ impl Linux {
     /// Queues an operation for the next flush's batched `io_submit`.
     fn queue(&self, req: Request, nowait: bool) -> Submit {
         let op = self.ring.op(req, nowait);
-        lock(&self.queue).push(op);
+        self.queue.push(op);
         Submit::Queued
     }
 
@@ -897,10 +894,7 @@ impl FileIo for Linux {
     }
 
     fn flush(&self) {
-        // Swap the queue for an empty vector that has room (the last flush's), so a warm
-        // loop allocates nothing here.
-        let mut batch = std::mem::take(&mut *lock(&self.spare));
-        std::mem::swap(&mut *lock(&self.queue), &mut batch);
+        let mut batch = self.queue.take();
         // A request whose future is gone before it reached the kernel does not start: its
         // descriptor may have been closed, and its number reused, since.
         batch.retain(|op| !op.req.is_abandoned());
@@ -920,10 +914,7 @@ impl FileIo for Linux {
                 self.ring.reap_ready();
             }
         }
-        let mut spare = lock(&self.spare);
-        if spare.capacity() < batch.capacity() {
-            *spare = batch;
-        }
+        self.queue.give_back(batch);
     }
 }
 

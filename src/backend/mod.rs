@@ -53,7 +53,7 @@ pub(crate) mod thread;
 #[cfg(target_os = "linux")]
 pub(crate) mod uring;
 
-pub(crate) use recycle::BoxPool;
+pub(crate) use recycle::{BoxPool, OpQueue};
 #[cfg(test)]
 pub(crate) use request::{take_result, test_request};
 pub(crate) use request::{

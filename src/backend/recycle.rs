@@ -22,8 +22,7 @@ impl<T> BoxPool<T> {
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<Box<MaybeUninit<T>>>> {
-        // Pushes and pops only: poison carries no broken state.
-        self.free.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.free)
     }
 
     /// `v` in a box, reused if one is free.
@@ -49,6 +48,53 @@ impl<T> BoxPool<T> {
     }
 }
 
+/// Operations queued for a batching backend's next flush. A flush takes the queue whole
+/// and gives the emptied vector back, so a warm loop allocates no vector either.
+pub(crate) struct OpQueue<T> {
+    /// Boxed: each op's address goes to the kernel at submission and must not move.
+    #[allow(clippy::vec_box)]
+    queued: Mutex<Vec<Box<T>>>,
+    /// The emptied vector of the last flush, swapped in for the queue by the next.
+    #[allow(clippy::vec_box)]
+    spare: Mutex<Vec<Box<T>>>,
+}
+
+fn lock<V>(m: &Mutex<V>) -> MutexGuard<'_, V> {
+    // Pushes, swaps and takes only: poison carries no broken state.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl<T> OpQueue<T> {
+    pub(crate) fn new() -> OpQueue<T> {
+        OpQueue {
+            queued: Mutex::new(Vec::new()),
+            spare: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub(crate) fn push(&self, op: Box<T>) {
+        lock(&self.queued).push(op);
+    }
+
+    /// Everything queued, in a vector to hand back to [`OpQueue::give_back`] once drained.
+    #[allow(clippy::vec_box)]
+    pub(crate) fn take(&self) -> Vec<Box<T>> {
+        let mut batch = std::mem::take(&mut *lock(&self.spare));
+        std::mem::swap(&mut *lock(&self.queued), &mut batch);
+        batch
+    }
+
+    /// Keeps a drained vector's room for the next flush.
+    #[allow(clippy::vec_box)]
+    pub(crate) fn give_back(&self, batch: Vec<Box<T>>) {
+        debug_assert!(batch.is_empty());
+        let mut spare = lock(&self.spare);
+        if spare.capacity() < batch.capacity() {
+            *spare = batch;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +114,23 @@ mod tests {
             pool.unbox(k);
         }
         assert_eq!(pool.lock().len(), 2, "at most `keep` boxes are kept");
+    }
+
+    #[test]
+    fn a_flush_takes_the_queue_whole_and_its_vector_comes_back() {
+        let q = OpQueue::new();
+        q.push(Box::new(1));
+        q.push(Box::new(2));
+        let mut batch = q.take();
+        assert_eq!(batch.drain(..).map(|b| *b).collect::<Vec<_>>(), [1, 2]);
+        let room = batch.capacity();
+        q.give_back(batch);
+        assert!(q.take().is_empty());
+        q.push(Box::new(3));
+        let batch = q.take();
+        assert!(
+            batch.capacity() >= room,
+            "the drained vector's room is reused"
+        );
     }
 }

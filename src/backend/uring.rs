@@ -44,7 +44,7 @@ use io_uring::{opcode, squeue, types, IoUring, Probe};
 use once_cell::sync::OnceCell;
 
 use crate::{
-    backend::{thread::ThreadPool, BoxPool, FileIo, Kind, Meta, Request, Submit},
+    backend::{thread::ThreadPool, BoxPool, FileIo, Kind, Meta, OpQueue, Request, Submit},
     sys, Implementation,
 };
 
@@ -391,12 +391,8 @@ fn reaper(ring: Arc<Ring>) {
 pub(crate) struct Uring {
     ring: Arc<Ring>,
     fork_generation: u64,
-    /// Boxed: each op's address goes to the kernel at submission and must not move.
-    #[allow(clippy::vec_box)]
-    queue: Mutex<Vec<Box<UringOp>>>,
-    /// The emptied vector of the last flush, swapped in for the queue by the next.
-    #[allow(clippy::vec_box)]
-    spare: Mutex<Vec<Box<UringOp>>>,
+    /// What the next flush writes to the ring.
+    queue: OpQueue<UringOp>,
 }
 
 // SAFETY: queued `UringOp`s hold pointers (inside their requests' buffers) that their own
@@ -461,14 +457,13 @@ impl Uring {
         Ok(Uring {
             ring,
             fork_generation: sys::fork_generation(),
-            queue: Mutex::new(Vec::new()),
-            spare: Mutex::new(Vec::new()),
+            queue: OpQueue::new(),
         })
     }
 
     fn queue(&self, req: Request, mode: Mode) -> Submit {
         let op = self.ring.op(req, mode);
-        lock(&self.queue).push(op);
+        self.queue.push(op);
         Submit::Queued
     }
 
@@ -531,9 +526,7 @@ impl FileIo for Uring {
     }
 
     fn flush(&self) {
-        // Swap the queue for an empty vector that has room (the last flush's).
-        let mut batch = std::mem::take(&mut *lock(&self.spare));
-        std::mem::swap(&mut *lock(&self.queue), &mut batch);
+        let mut batch = self.queue.take();
         // A request whose future is gone before it reached the kernel does not start.
         batch.retain(|op| !op.req.is_abandoned());
         if !batch.is_empty() {
@@ -544,10 +537,7 @@ impl FileIo for Uring {
                 self.ring.reap();
             }
         }
-        let mut spare = lock(&self.spare);
-        if spare.capacity() < batch.capacity() {
-            *spare = batch;
-        }
+        self.queue.give_back(batch);
     }
 }
 
