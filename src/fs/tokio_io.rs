@@ -61,26 +61,34 @@ impl tokio::io::AsyncBufRead for Reader {
     }
 }
 
-impl tokio::io::AsyncSeek for Reader {
-    fn start_seek(self: Pin<&mut Self>, position: SeekFrom) -> io::Result<()> {
-        let this = self.get_mut();
-        if this.tokio_seek.is_some() {
-            return Err(busy());
-        }
-        this.tokio_seek = Some(position);
-        Ok(())
-    }
+/// tokio's two-step seek over the one-step `futures::io` seek: `start_seek` records the
+/// target, `poll_complete` runs it (or reports the position when none was started).
+macro_rules! tokio_seek {
+    ($t:ty) => {
+        impl tokio::io::AsyncSeek for $t {
+            fn start_seek(self: Pin<&mut Self>, position: SeekFrom) -> io::Result<()> {
+                let this = self.get_mut();
+                if this.tokio_seek.is_some() {
+                    return Err(busy());
+                }
+                this.tokio_seek = Some(position);
+                Ok(())
+            }
 
-    fn poll_complete(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
-        let this = self.get_mut();
-        let Some(to) = this.tokio_seek else {
-            return Poll::Ready(Ok(this.position()));
-        };
-        let r = ready!(Pin::new(&mut *this).poll_seek(cx, to));
-        this.tokio_seek = None;
-        Poll::Ready(r)
-    }
+            fn poll_complete(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
+                let this = self.get_mut();
+                let Some(to) = this.tokio_seek else {
+                    return Poll::Ready(Ok(this.position()));
+                };
+                let r = ready!(Pin::new(&mut *this).poll_seek(cx, to));
+                this.tokio_seek = None;
+                Poll::Ready(r)
+            }
+        }
+    };
 }
+
+tokio_seek!(Reader);
 
 impl tokio::io::AsyncWrite for Writer {
     fn poll_write(
@@ -101,23 +109,4 @@ impl tokio::io::AsyncWrite for Writer {
     }
 }
 
-impl tokio::io::AsyncSeek for Writer {
-    fn start_seek(self: Pin<&mut Self>, position: SeekFrom) -> io::Result<()> {
-        let this = self.get_mut();
-        if this.tokio_seek.is_some() {
-            return Err(busy());
-        }
-        this.tokio_seek = Some(position);
-        Ok(())
-    }
-
-    fn poll_complete(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
-        let this = self.get_mut();
-        let Some(to) = this.tokio_seek else {
-            return Poll::Ready(Ok(this.position()));
-        };
-        let r = ready!(Pin::new(&mut *this).poll_seek(cx, to));
-        this.tokio_seek = None;
-        Poll::Ready(r)
-    }
-}
+tokio_seek!(Writer);
