@@ -2,32 +2,16 @@
 
 mod util;
 
-use std::{
-    future::Future,
-    io,
-    os::unix::io::AsRawFd,
-    pin::Pin,
-    sync::Arc,
-    task::{Context as TaskContext, Poll},
-};
+use std::{io, os::unix::io::AsRawFd, sync::Arc};
 
 use caio::{Buffer, Context, Implementation};
-use futures::{future::join_all, task::noop_waker};
-use util::{backends, block_on, ctx, ctx_with, pattern, Scratch};
+use futures::future::join_all;
+use util::{backends, block_on, ctx, ctx_with, pattern, poll_once, Scratch};
 
 fn errno<T: std::fmt::Debug>(r: io::Result<T>) -> i32 {
     r.expect_err("expected an OS error")
         .raw_os_error()
         .expect("an errno")
-}
-
-/// Polls a future once with a waker that does nothing; its output if it finished.
-fn poll_once<F: Future + Unpin>(f: &mut F) -> Option<F::Output> {
-    let w = noop_waker();
-    match Pin::new(f).poll(&mut TaskContext::from_waker(&w)) {
-        Poll::Ready(out) => Some(out),
-        Poll::Pending => None,
-    }
 }
 
 #[test]

@@ -5,17 +5,13 @@
 mod util;
 
 use std::{
-    future::Future,
     io,
     os::unix::io::AsRawFd,
-    pin::Pin,
-    task::{Context as TaskContext, Poll},
     time::{Duration, Instant},
 };
 
 use caio::{Buffer, Context};
-use futures::task::noop_waker;
-use util::{backends, block_on, ctx, ctx_with, open_rw, pattern, Scratch};
+use util::{backends, block_on, ctx, ctx_with, open_rw, pattern, poll_once, Scratch};
 
 /// A `Buffer` over a `Vec` whose memory is not page-aligned, with room for `cap` bytes.
 fn unaligned(cap: usize) -> Buffer {
@@ -285,15 +281,6 @@ fn vectored_io_fills_and_writes_in_order_like_std() {
             let (n, none) = f.read_vectored_at(Vec::new(), 0).await;
             assert_eq!((n.unwrap(), none.len()), (0, 0), "{i}");
         });
-    }
-}
-
-/// Polls a future once with a waker that does nothing.
-fn poll_once<F: Future + Unpin>(f: &mut F) -> Option<F::Output> {
-    let w = noop_waker();
-    match Pin::new(f).poll(&mut TaskContext::from_waker(&w)) {
-        Poll::Ready(out) => Some(out),
-        Poll::Pending => None,
     }
 }
 

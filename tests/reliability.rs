@@ -10,13 +10,14 @@ use std::{
     path::Path,
     pin::Pin,
     sync::Arc,
-    task::{Context as Cx, Poll},
     time::{Duration, Instant},
 };
 
 use caio::{Context, File, Implementation};
 use futures::{stream::FuturesUnordered, StreamExt};
-use util::{backends, block_on, ctx, dir, open_rw, pattern, threads, wait_for_threads, LoopFs};
+use util::{
+    backends, block_on, ctx, dir, open_rw, pattern, poll_once, threads, wait_for_threads, LoopFs,
+};
 
 fn open(c: &Context, path: &Path, direct: bool) -> File {
     open_rw(c, path, direct)
@@ -139,15 +140,6 @@ enum Slot {
 }
 
 type OpFut = Pin<Box<dyn Future<Output = (usize, io::Result<Option<caio::Buffer>>)> + Send>>;
-
-/// Polls once with a waker that does nothing: the output if it finished.
-fn poll_once<F: Future + Unpin>(f: &mut F) -> Option<F::Output> {
-    let w = futures::task::noop_waker();
-    match Pin::new(f).poll(&mut Cx::from_waker(&w)) {
-        Poll::Ready(v) => Some(v),
-        Poll::Pending => None,
-    }
-}
 
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();

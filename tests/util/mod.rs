@@ -368,3 +368,12 @@ pub fn resident_fraction(path: &std::path::Path) -> f64 {
     assert_eq!(r, 0);
     vec.iter().filter(|&&b| b & 1 == 1).count() as f64 / pages as f64
 }
+
+/// Polls a future once with a waker that does nothing: its output if it finished.
+pub fn poll_once<F: std::future::Future + Unpin>(f: &mut F) -> Option<F::Output> {
+    let w = futures::task::noop_waker();
+    match std::pin::Pin::new(f).poll(&mut std::task::Context::from_waker(&w)) {
+        std::task::Poll::Ready(out) => Some(out),
+        std::task::Poll::Pending => None,
+    }
+}
