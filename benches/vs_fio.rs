@@ -139,6 +139,16 @@ fn fio(path: &Path, rw: &str, bs: usize, depth: usize, direct: bool, secs: f64) 
         .collect()
 }
 
+/// The number after `"key" : ` in fio's JSON `body`.
+fn fio_num(body: &str, key: &str) -> Option<f64> {
+    let at = body.find(&format!("\"{key}\" : "))? + key.len() + 5;
+    body[at..]
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// fio with `engine`; `None` when fio is missing or fails.
 fn fio_engine(
     engine: &str,
@@ -178,17 +188,12 @@ fn fio_engine(
         "\"read\" : {"
     };
     let body = &json[json.find(section)?..];
-    let num = |body: &str, key: &str| -> Option<f64> {
-        let at = body.find(&format!("\"{key}\" : "))? + key.len() + 5;
-        body[at..]
-            .split(|c: char| c == ',' || c.is_whitespace())
-            .next()?
-            .parse()
-            .ok()
-    };
-    let iops = num(body, "iops")?;
+    let iops = fio_num(body, "iops")?;
     let cpu = json.find("\"usr_cpu\"").and_then(|at| {
-        let (u, s) = (num(&json[at..], "usr_cpu")?, num(&json[at..], "sys_cpu")?);
+        let (u, s) = (
+            fio_num(&json[at..], "usr_cpu")?,
+            fio_num(&json[at..], "sys_cpu")?,
+        );
         Some((u + s) / 100.0 * secs / (iops * secs) * 1e6)
     });
     Some(Point {
@@ -196,7 +201,7 @@ fn fio_engine(
         system: format!("fio {engine}"),
         depth,
         iops,
-        mib_s: num(body, "bw_bytes")? / (1 << 20) as f64,
+        mib_s: fio_num(body, "bw_bytes")? / (1 << 20) as f64,
         cpu_us_per_op: cpu.unwrap_or(f64::NAN),
         peak_rss_mib: f64::NAN,
     })

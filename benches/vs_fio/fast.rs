@@ -343,19 +343,14 @@ fn measure(job: &Job, counted: bool) -> Option<(Measured, BTreeMap<&'static str,
 
 /// Operations, time and CPU from fio's JSON.
 fn fio_measured(json: &str, secs: f64) -> Option<Measured> {
-    let num = |body: &str, key: &str| -> Option<f64> {
-        let at = body.find(&format!("\"{key}\" : "))? + key.len() + 5;
-        body[at..]
-            .split(|c: char| c == ',' || c.is_whitespace())
-            .next()?
-            .parse()
-            .ok()
-    };
     let read = &json[json.find("\"read\" : {")?..];
-    let ops = num(read, "total_ios")?;
-    let runtime = num(read, "runtime")? / 1000.0;
+    let ops = super::fio_num(read, "total_ios")?;
+    let runtime = super::fio_num(read, "runtime")? / 1000.0;
     let at = json.find("\"usr_cpu\"")?;
-    let (u, s) = (num(&json[at..], "usr_cpu")?, num(&json[at..], "sys_cpu")?);
+    let (u, s) = (
+        super::fio_num(&json[at..], "usr_cpu")?,
+        super::fio_num(&json[at..], "sys_cpu")?,
+    );
     let elapsed = if runtime > 0.0 { runtime } else { secs };
     Some(Measured {
         ops: ops as u64,
@@ -532,21 +527,21 @@ fn targets(rows: &[Row]) -> Vec<(String, Option<f64>, f64, bool)> {
         let v = a.zip(b).map(|(a, b)| a.iops / b.iops);
         t.push((name, v, min, v.is_some_and(|v| v >= min)));
     };
-    for qd in [1, 8, 32, 128] {
-        ratio(
-            format!("linux ÷ fio libaio, qd {qd}"),
-            find(rows, "O_DIRECT", "caio linux", qd),
-            find(rows, "O_DIRECT", "fio libaio", qd),
-            1.0,
-        );
-    }
-    for qd in [1, 8, 32, 128] {
-        ratio(
-            format!("uring ÷ fio io_uring, qd {qd}"),
-            find(rows, "O_DIRECT", "caio uring", qd),
-            find(rows, "O_DIRECT", "fio io_uring", qd),
-            1.0,
-        );
+    // Each backend against what users would pick instead, at every depth.
+    let per_depth = [
+        ("linux", "fio libaio", 1.0),
+        ("uring", "fio io_uring", 1.0),
+        ("thread", "tokio spawn_blocking+pread", 3.0),
+    ];
+    for (caio, other, min) in per_depth {
+        for qd in [1, 8, 32, 128] {
+            ratio(
+                format!("{caio} ÷ {other}, qd {qd}"),
+                find(rows, "O_DIRECT", &format!("caio {caio}"), qd),
+                find(rows, "O_DIRECT", other, qd),
+                min,
+            );
+        }
     }
     ratio(
         "page cache, raw descriptor, qd 32: linux ÷ fio libaio".into(),
@@ -560,14 +555,6 @@ fn targets(rows: &[Row]) -> Vec<(String, Option<f64>, f64, bool)> {
             find(rows, "tmpfs", &format!("caio {s}"), 1),
             find(rows, "tmpfs", "caio blocking", 1),
             0.8,
-        );
-    }
-    for qd in [1, 8, 32, 128] {
-        ratio(
-            format!("thread ÷ tokio spawn_blocking+pread, qd {qd}"),
-            find(rows, "O_DIRECT", "caio thread", qd),
-            find(rows, "O_DIRECT", "tokio spawn_blocking+pread", qd),
-            3.0,
         );
     }
     // CPU per operation and batching, at qd 32.
