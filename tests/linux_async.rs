@@ -124,6 +124,16 @@ impl Trace {
         self.calls.iter().filter(|(_, n, _)| n == name).count()
     }
 
+    /// The number of iocbs of each io_submit call that carries `command` (strace shows a
+    /// few iocbs of a call; its count is the second argument).
+    fn submits(&self, command: &str) -> Vec<usize> {
+        self.calls
+            .iter()
+            .filter(|(_, name, a)| name == "io_submit" && a.contains(command))
+            .map(|(_, _, a)| a.split(", ").nth(1).unwrap().trim().parse().unwrap())
+            .collect()
+    }
+
     fn on_fd<'a>(
         &'a self,
         names: &'a [&str],
@@ -235,31 +245,13 @@ fn o_direct_reads_go_through_io_submit_in_batches_on_a_fixed_set_of_threads() {
     let small = trace("direct", 64, &s.path);
     let large = trace("direct", 2048, &s.path);
     for (t, n) in [(&small, 64usize), (&large, 2048)] {
-        let submits: Vec<_> = t
-            .calls
-            .iter()
-            .filter(|(_, name, _)| name == "io_submit")
-            .collect();
-        let reads_submitted: usize = submits
-            .iter()
-            .filter(|(_, _, a)| a.contains("IOCB_CMD_PREAD"))
-            .map(|(_, _, a)| {
-                a.split(", ")
-                    .nth(1)
-                    .unwrap()
-                    .trim()
-                    .parse::<usize>()
-                    .unwrap()
-            })
-            .sum();
+        let submits = t.submits("IOCB_CMD_PREAD");
+        let reads_submitted: usize = submits.iter().sum();
         assert_eq!(
             reads_submitted, n,
             "every read went to the kernel through io_submit"
         );
-        let read_submits = submits
-            .iter()
-            .filter(|(_, _, a)| a.contains("IOCB_CMD_PREAD"))
-            .count();
+        let read_submits = submits.len();
         assert!(
             read_submits * 4 <= n,
             "{n} reads took {read_submits} io_submit calls: submissions are not batched"
@@ -294,12 +286,7 @@ fn at_queue_depth_32_one_io_submit_carries_several_reads() {
     }
     let s = data_file();
     let t = trace("direct32", 4096, &s.path);
-    let submits: Vec<usize> = t
-        .calls
-        .iter()
-        .filter(|(_, name, a)| name == "io_submit" && a.contains("IOCB_CMD_PREAD"))
-        .map(|(_, _, a)| a.split(", ").nth(1).unwrap().trim().parse().unwrap())
-        .collect();
+    let submits = t.submits("IOCB_CMD_PREAD");
     let reads: usize = submits.iter().sum();
     assert_eq!(
         reads, 4096,
@@ -323,23 +310,8 @@ fn vectored_o_direct_reads_are_one_preadv_command_each_in_batches() {
     }
     let s = data_file();
     let t = trace("vectored", 512, &s.path);
-    let submits: Vec<_> = t
-        .calls
-        .iter()
-        .filter(|(_, name, a)| name == "io_submit" && a.contains("IOCB_CMD_PREADV"))
-        .collect();
-    // strace shows a few iocbs of each call; the call's count is its second argument.
-    let commands: usize = submits
-        .iter()
-        .map(|(_, _, a)| {
-            a.split(", ")
-                .nth(1)
-                .unwrap()
-                .trim()
-                .parse::<usize>()
-                .unwrap()
-        })
-        .sum();
+    let submits = t.submits("IOCB_CMD_PREADV");
+    let commands: usize = submits.iter().sum();
     assert_eq!(commands, 512, "every vectored read is one PREADV command");
     assert!(
         submits.len() * 4 <= 512,
