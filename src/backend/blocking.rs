@@ -18,9 +18,8 @@ impl FileIo for Blocking {
         Implementation::Blocking
     }
 
-    fn submit(&self, mut req: Request) -> Submit {
-        let r = req.run_blocking();
-        req.finish(r);
+    fn submit(&self, req: Request) -> Submit {
+        req.run_here();
         Submit::Started
     }
 }

@@ -860,7 +860,7 @@ impl FileIo for Linux {
         Implementation::Linux
     }
 
-    fn submit(&self, mut req: Request) -> Submit {
+    fn submit(&self, req: Request) -> Submit {
         if self.ring.degraded.load(Ordering::Acquire) {
             self.ring.to_pool(req);
             return Submit::Started;
@@ -868,8 +868,7 @@ impl FileIo for Linux {
         if req.reads_memory() {
             // tmpfs or ramfs: a memory copy that cannot wait for a device, where
             // RWF_NOWAIT would answer EOPNOTSUPP and send every read to the pool.
-            let r = req.run_blocking();
-            req.finish(r);
+            req.run_here();
             return Submit::Started;
         }
         let facts = match Facts::gather(&req) {

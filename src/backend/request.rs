@@ -463,6 +463,12 @@ impl Request {
         }
     }
 
+    /// Runs it on the calling thread and delivers the result.
+    pub(crate) fn run_here(mut self) {
+        let r = self.run_blocking();
+        self.finish(r);
+    }
+
     /// Whether its future is gone. A backend does not start such a request: its descriptor
     /// may have been closed, and its number reused by another file, since.
     pub(crate) fn is_abandoned(&self) -> bool {

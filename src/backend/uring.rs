@@ -485,12 +485,11 @@ impl FileIo for Uring {
         Implementation::Uring
     }
 
-    fn submit(&self, mut req: Request) -> Submit {
+    fn submit(&self, req: Request) -> Submit {
         if req.reads_memory() {
             // tmpfs or ramfs: a memory copy, done here (RWF_NOWAIT answers EOPNOTSUPP there,
             // which would send every read to the kernel's workers).
-            let r = req.run_blocking();
-            req.finish(r);
+            req.run_here();
             return Submit::Started;
         }
         match &req.kind {
