@@ -11,7 +11,7 @@ mod util;
 use std::{
     fs,
     io::Write,
-    os::unix::io::AsRawFd,
+    os::unix::io::{AsRawFd, FromRawFd},
     path::Path,
     process::{Command, Output},
     sync::{
@@ -183,15 +183,24 @@ fn a_dropped_operation_never_writes_to_a_reused_descriptor() {
         let mut evil = Box::pin(ctx.write("EVIL", fd_a, 0));
         assert!(evil.as_mut().now_or_never().is_none(), "{i}: queued");
         drop(evil);
-        drop(a);
-        let b = fs::OpenOptions::new()
+        let other = fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
             .open(d.path().join("b"))
             .unwrap();
-        assert_eq!(b.as_raw_fd(), fd_a, "{i}: the number is reused");
+        // Close A and give its number to the other file in one step: with the lowest free
+        // number, a thread of another test could take the number first.
+        // SAFETY: both descriptors are open and owned here; dup2 closes A's file and makes
+        // fd_a refer to b. A's `File` is forgotten so that it does not close the number again.
+        let r = unsafe { libc::dup2(other.as_raw_fd(), fd_a) };
+        assert_eq!(r, fd_a, "{i}: dup2: {}", std::io::Error::last_os_error());
+        std::mem::forget(a);
+        drop(other);
+        // SAFETY: fd_a is open (it was just made a copy of b's descriptor) and nothing else
+        // owns it.
+        let b = unsafe { fs::File::from_raw_fd(fd_a) };
         let w = fs::OpenOptions::new().write(true).open(&fifo).unwrap();
         let f = block_on(blocker).unwrap();
         block_on(f.close()).unwrap();
