@@ -21,6 +21,13 @@ const FILE_SIZE: usize = 8 << 20;
 /// A descriptor number nothing else in the child has, so the trace can tell its calls.
 const FD: i32 = 777;
 
+/// The tests here run one at a time: one sets `kernel.io_uring_disabled`, which would fail
+/// the other's child.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn run_child(test: &str, env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(std::env::current_exe().unwrap());
     c.args(["--exact", test, "--nocapture", "--test-threads=1"]);
@@ -165,6 +172,7 @@ fn can_trace() -> bool {
 
 #[test]
 fn reads_and_writes_go_through_io_uring_enter_with_no_thread_per_operation() {
+    let _serial = serial();
     if !can_trace() {
         return;
     }
@@ -246,6 +254,7 @@ impl Drop for Restore {
 
 #[test]
 fn io_uring_disabled_or_denied_falls_back_to_linux_with_the_reason() {
+    let _serial = serial();
     if !Implementation::Uring.is_available() || !Implementation::Linux.is_available() {
         eprintln!("SKIP: io_uring or kernel AIO is not available here");
         return;
