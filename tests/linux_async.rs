@@ -161,6 +161,10 @@ fn can_trace() -> bool {
 
 /// Runs the child under `strace -f` and parses what it did.
 fn trace(mode: &str, n: usize, file: &Path) -> Trace {
+    // One traced child at a time: batching and timing are what the traces measure, and
+    // children traced side by side on two cores measured less of it.
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE.lock().unwrap_or_else(|p| p.into_inner());
     let out_path = file.with_extension(format!("strace-{mode}-{n}"));
     let out = Command::new("strace")
         .args(["-f", "-qq", "-o"])
