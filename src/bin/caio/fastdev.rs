@@ -12,10 +12,15 @@ use std::{
     io::Write,
     path::{Path, PathBuf},
     process::Command,
+    sync::Mutex,
 };
 
 /// tmpfs's `f_type` (`TMPFS_MAGIC`).
 const TMPFS_MAGIC: i64 = 0x0102_1994;
+
+/// Held while `losetup` attaches a device, and by the Ctrl-C clean-up before it looks
+/// for devices to detach.
+pub static ATTACHING: Mutex<()> = Mutex::new(());
 
 /// A loop device with direct I/O over a tmpfs file; detached and removed on drop.
 pub struct FastDevice {
@@ -69,10 +74,14 @@ impl FastDevice {
             let _ = fs::remove_file(&image);
             return Err(format!("cannot fill {}: {e}", image.display()));
         }
+        // Held until losetup is done: a Ctrl-C meanwhile would otherwise look for the
+        // device before it exists, and exit while losetup goes on to attach it.
+        let attaching = ATTACHING.lock().unwrap_or_else(|p| p.into_inner());
         let out = Command::new("losetup")
             .args(["--direct-io=on", "--find", "--show"])
             .arg(&image)
             .output();
+        drop(attaching);
         let out = match out {
             Ok(o) if o.status.success() => o,
             Ok(o) => {

@@ -87,6 +87,12 @@ fn on_signal(sig: libc::c_int) {
 
 /// Detaches the registered loop devices, then removes the registered files.
 fn clean_up(st: &mut State) {
+    // A device being attached is waited for, so that it is found and detached.
+    let _attached = (!st.detach.is_empty()).then(|| {
+        crate::fastdev::ATTACHING
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    });
     for image in st.detach.drain(..) {
         // `losetup -j FILE` lists the devices over it, "/dev/loopN: ..." a line.
         let Ok(out) = std::process::Command::new("losetup")
