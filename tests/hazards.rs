@@ -200,7 +200,7 @@ fn a_dropped_operation_never_writes_to_a_reused_descriptor() {
         drop(other);
         // SAFETY: fd_a is open (it was just made a copy of b's descriptor) and nothing else
         // owns it.
-        let b = unsafe { fs::File::from_raw_fd(fd_a) };
+        let _b = unsafe { fs::File::from_raw_fd(fd_a) };
         let w = fs::OpenOptions::new().write(true).open(&fifo).unwrap();
         let f = block_on(blocker).unwrap();
         block_on(f.close()).unwrap();
