@@ -71,6 +71,7 @@ mod align;
 mod backend;
 mod buffer;
 mod context;
+mod drive;
 mod error;
 pub mod fs;
 mod op;

@@ -118,6 +118,12 @@ impl Raw {
                     };
                     match self.shared.backend.submit(req) {
                         Submit::Started => self.state = State::InFlight(slot),
+                        Submit::Queued if crate::drive::drives(&*self.shared.backend) => {
+                            // The thread in `block_on` flushes once its tasks are polled;
+                            // the slot takes the waker now.
+                            self.state = State::InFlight(slot);
+                            continue;
+                        }
                         Submit::Queued => {
                             // Let every other ready operation queue up too; the next poll
                             // sends them to the kernel together.

@@ -558,15 +558,19 @@ mod linux {
 
     const AIO_RING_MAGIC: u32 = 0xa10a_10a1;
 
-    /// Takes completions straight from the context's ring in user space, as `io_getevents`
-    /// would, without a system call. `None` when the ring is not in the layout this code
-    /// knows.
+    /// The ring's head and tail (as atomics the kernel updates), its size and its events.
     ///
     /// # Safety
-    /// `ctx` must be a live kernel AIO context of this process, and no other thread may
-    /// reap it (with this or `io_getevents`) at the same time.
-    pub(crate) unsafe fn ring_reap(ctx: AioContext, out: &mut [IoEvent]) -> Option<usize> {
-        use std::sync::atomic::{AtomicU32, Ordering};
+    /// `ctx` must be a live kernel AIO context of this process.
+    unsafe fn ring_view<'a>(
+        ctx: AioContext,
+    ) -> Option<(
+        &'a std::sync::atomic::AtomicU32,
+        &'a std::sync::atomic::AtomicU32,
+        u32,
+        *const IoEvent,
+    )> {
+        use std::sync::atomic::AtomicU32;
         let ring = ctx as *mut AioRing;
         // SAFETY: the kernel maps the ring header at the context's address for the
         // context's life (the caller's promise); these fields are plain u32s.
@@ -581,19 +585,53 @@ mod linux {
         if magic != AIO_RING_MAGIC || incompat != 0 || nr == 0 {
             return None;
         }
+        let header = (header as usize).max(std::mem::size_of::<AioRing>());
         // SAFETY: head and tail are u32s the kernel updates atomically; viewing them as
-        // atomics gives the ordering the kernel's smp_wmb pairs with.
-        let (head_a, tail_a) = unsafe {
-            (
+        // atomics gives the ordering the kernel's smp_wmb pairs with. The events follow
+        // the header, `nr` of them, in the same mapping.
+        unsafe {
+            Some((
                 AtomicU32::from_ptr(&raw mut (*ring).head),
                 AtomicU32::from_ptr(&raw mut (*ring).tail),
-            )
-        };
+                nr,
+                (ring as *const u8).add(header) as *const IoEvent,
+            ))
+        }
+    }
+
+    /// How many completions the context's ring holds: two loads, no system call. 0 when
+    /// the ring is not in the layout this code knows.
+    ///
+    /// # Safety
+    /// `ctx` must be a live kernel AIO context of this process.
+    pub(crate) unsafe fn ring_pending(ctx: AioContext) -> usize {
+        use std::sync::atomic::Ordering;
+        // SAFETY: the caller's promise.
+        match unsafe { ring_view(ctx) } {
+            Some((head, tail, nr, _)) => {
+                let (head, tail) = (
+                    head.load(Ordering::Relaxed) % nr,
+                    tail.load(Ordering::Acquire) % nr,
+                );
+                ((tail + nr - head) % nr) as usize
+            }
+            None => 0,
+        }
+    }
+
+    /// Takes completions straight from the context's ring in user space, as `io_getevents`
+    /// would, without a system call. `None` when the ring is not in the layout this code
+    /// knows.
+    ///
+    /// # Safety
+    /// `ctx` must be a live kernel AIO context of this process, and no other thread may
+    /// reap it (with this or `io_getevents`) at the same time.
+    pub(crate) unsafe fn ring_reap(ctx: AioContext, out: &mut [IoEvent]) -> Option<usize> {
+        use std::sync::atomic::Ordering;
+        // SAFETY: the caller's promise.
+        let (head_a, tail_a, nr, events) = unsafe { ring_view(ctx) }?;
         let tail = tail_a.load(Ordering::Acquire) % nr;
         let mut head = head_a.load(Ordering::Relaxed) % nr;
-        let header = (header as usize).max(std::mem::size_of::<AioRing>());
-        // SAFETY: the events follow the header, `nr` of them, in the same mapping.
-        let events = unsafe { (ring as *const u8).add(header) as *const IoEvent };
         let mut n = 0;
         while head != tail && n < out.len() {
             // SAFETY: `head < nr`, inside the mapped array; the kernel wrote the event

@@ -27,7 +27,7 @@ fn child_reads() {
         std::env::var("CAIO_ASYNC_TEST_FILE").unwrap(),
         n.parse().unwrap(),
     );
-    let direct = mode == "direct" || mode == "direct32" || mode == "vectored";
+    let direct = matches!(mode, "direct" | "direct32" | "drive32" | "vectored");
     let mut o = fs::OpenOptions::new();
     o.read(true);
     if direct {
@@ -44,7 +44,7 @@ fn child_reads() {
     println!("CHILD fd={fd} tid={tid}");
     let ctx = Context::builder()
         .implementation(Implementation::Linux)
-        .max_requests(if mode == "direct32" { 32 } else { 64 })
+        .max_requests(if mode.ends_with("32") { 32 } else { 64 })
         .build()
         .unwrap();
     let expected = pattern(FILE_SIZE, 11);
@@ -88,7 +88,7 @@ fn child_reads() {
         println!("CHILD done {n}");
         return;
     }
-    block_on(async {
+    let reads = async {
         let mut reads: FuturesUnordered<_> = (0..n)
             .map(|k| {
                 let off = ((k * 7919) % slots * size) as u64;
@@ -108,7 +108,13 @@ fn child_reads() {
                 "data at {off}"
             );
         }
-    });
+    };
+    // "drive32": the calling thread waits for its completions itself.
+    if mode == "drive32" {
+        ctx.block_on(reads);
+    } else {
+        block_on(reads);
+    }
     println!("CHILD done {n}");
 }
 
@@ -171,7 +177,7 @@ fn trace(mode: &str, n: usize, file: &Path) -> Trace {
         .arg(&out_path)
         .args([
             "-e",
-            "trace=io_setup,io_submit,io_getevents,pread64,preadv,preadv2,read,clone,clone3,vfork,fork",
+            "trace=io_setup,io_submit,io_getevents,pread64,preadv,preadv2,read,clone,clone3,vfork,fork,futex",
         ])
         .arg(std::env::current_exe().unwrap())
         .args(["--exact", "child_reads", "--nocapture", "--test-threads=1"])
@@ -430,5 +436,69 @@ fn cold_cache_file_reads_never_block_the_submitting_thread() {
     println!(
         "cold cache through File: {} RWF_NOWAIT tries on the submitter ({misses} EAGAIN), {by_pool} preads on pool threads",
         on_submitter.len()
+    );
+}
+
+/// The number of events an `io_getevents` call returned, and whether it waited (its
+/// `min_nr` was above 0).
+fn getevents(args: &str) -> (usize, bool) {
+    let waited = args.split(", ").nth(1).is_some_and(|m| m.trim() != "0");
+    let n = args
+        .rsplit_once("= ")
+        .and_then(|(_, r)| r.trim().parse().ok())
+        .unwrap_or(0);
+    (n, waited)
+}
+
+#[test]
+fn under_block_on_the_calling_thread_reaps_its_own_reads() {
+    if !can_trace() {
+        return;
+    }
+    let s = data_file();
+    let t = trace("drive32", 4096, &s.path);
+    let submits = t.submits("IOCB_CMD_PREAD");
+    let reads: usize = submits.iter().sum();
+    assert_eq!(
+        reads, 4096,
+        "every read went to the kernel through io_submit"
+    );
+    let (mut mine, mut theirs, mut their_waits) = (0, 0, 0);
+    for (tid, _, args) in t.calls.iter().filter(|(_, n, _)| n == "io_getevents") {
+        let (n, waited) = getevents(args);
+        if *tid == t.tid {
+            mine += n;
+        } else {
+            theirs += n;
+            their_waits += usize::from(waited);
+        }
+    }
+    let parks = t
+        .calls
+        .iter()
+        .filter(|(tid, n, a)| *tid == t.tid && n == "futex" && a.contains("FUTEX_WAIT"))
+        .count();
+    println!(
+        "block_on, qd 32 under strace: {:.1} reads per io_submit; {mine} completions reaped \
+         by the calling thread, {theirs} by the reaper ({their_waits} waits); {parks} parks",
+        reads as f64 / submits.len() as f64
+    );
+    // The reaper waits twice at most: once begun before the drive started (it ends with
+    // the first completion) and once after the drive ended. Meanwhile it only looks,
+    // while the calling thread runs user code.
+    assert!(their_waits <= 2, "the reaper kept waiting for completions");
+    assert!(
+        mine >= reads * 9 / 10,
+        "the calling thread reaped {mine} of {reads} completions"
+    );
+    let per_call = reads as f64 / submits.len() as f64;
+    assert!(
+        per_call >= 8.0,
+        "{per_call:.1} reads per io_submit: not batched"
+    );
+    // No hop: the thread never parks to be woken by another thread per read.
+    assert!(
+        parks * 100 <= reads,
+        "the calling thread parked {parks} times"
     );
 }

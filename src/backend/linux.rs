@@ -37,7 +37,7 @@
 //! At submission the request is leaked into the kernel (`Box::into_raw`; its address is
 //! the iocb's `aio_data`) and reclaimed by the reaper when its completion arrives, so the
 //! buffer outlives any dropped future. When the last handle goes, `Drop` only raises a
-//! flag and cancels the reaper's wake-up poll (`io_cancel`); the reaper keeps reaping until
+//! flag and cancels the wake-up poll (`io_cancel`); the reaper keeps reaping until
 //! nothing is in flight, then hands the kernel context to a small idle list and exits. A
 //! new context of the same size takes it from there: destroying one waits for an RCU grace
 //! period (~30 ms), and contexts made and dropped in quick succession would otherwise pile
@@ -70,12 +70,18 @@ use crate::{
     backend::{
         thread::ThreadPool, BoxPool, FileIo, Kind, OpQueue, Request, Submit, DEFAULT_MAX_REQUESTS,
     },
+    drive::Signal,
     sys::{self, AioContext, IoEvent, Iocb},
     Implementation,
 };
 
 /// `aio_data` of the reaper's wake-up poll (a request's is its non-null address).
 const WAKE_TOKEN: u64 = 0;
+/// How often the reaper looks while a thread in `block_on` waits for completions.
+const TICK: Duration = Duration::from_millis(1);
+/// The longest a thread in `block_on` sleeps before it looks again by itself (only a
+/// missed wake would need it; none is known).
+const DRIVE_SLEEP: Duration = Duration::from_millis(100);
 /// Events reaped per `io_getevents`.
 const EVENTS: usize = 256;
 /// How often a reaper without a wake-up poll checks for shutdown.
@@ -501,10 +507,26 @@ impl AioOp {
     }
 }
 
-/// The reaper's wake-up: a poll on an eventfd nobody writes to, cancelled at shutdown.
+/// The wake-up poll: a poll on an eventfd whose completion ends a wait in `io_getevents`.
+/// `Drop` fires it (or cancels it) to wake the reaper at shutdown; a wake of a thread in
+/// `Context::block_on` fires it to end that thread's sleep. It is armed again after each
+/// firing, until shutdown.
 struct Wake {
-    efd: OwnedFd,
+    /// Shared with the wakers of a thread in `block_on`, so that a waker that outlives
+    /// the context never writes to a reused descriptor number.
+    efd: Arc<OwnedFd>,
     iocb: Box<UnsafeCell<Iocb>>,
+    /// Submitted and not reaped yet.
+    armed: AtomicBool,
+}
+
+/// Who reaped a completion.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reaper {
+    /// The thread in `block_on`.
+    Driver,
+    /// The reaper, or a submitter's `reap_ready`.
+    Other,
 }
 
 /// What the backend and its reaper share.
@@ -524,11 +546,21 @@ struct Ring {
     max_requests: usize,
     /// Boxes of finished operations, for the next ones.
     ops: BoxPool<AioOp>,
+    /// A thread in `Context::block_on` waits for completions (see `drive.rs`).
+    driver: AtomicBool,
+    /// Held by that thread while it reaps or sleeps in `io_getevents`, so that the
+    /// reaper's look never takes a completion it sleeps for.
+    drive_lock: Mutex<()>,
+    /// The driving thread, to tell whether it reaped its own wake.
+    driver_thread: Mutex<Option<thread::ThreadId>>,
+    /// The reaper's thread, unparked when a drive ends.
+    reaper: OnceCell<thread::Thread>,
 }
 
 // SAFETY: the only non-Sync part is the wake-up iocb in an UnsafeCell, which Rust code
-// never reads or writes after arming it: only the kernel touches it (in io_submit and
-// io_cancel). Everything else is atomics or Sync types.
+// never reads or writes after building it: only the kernel touches it (in io_submit and
+// io_cancel), and it is submitted by one thread at a time (`armed`).
+// Everything else is atomics or Sync types.
 unsafe impl Sync for Ring {}
 
 impl Ring {
@@ -609,10 +641,11 @@ impl Ring {
         }
     }
 
-    /// Completes reaped events (the wake-up poll's is skipped).
-    fn complete_events(&self, events: &[IoEvent]) {
+    /// Completes reaped events.
+    fn complete_events(&self, events: &[IoEvent], by: Reaper) {
         for ev in events {
             if ev.data == WAKE_TOKEN {
+                self.woken(by);
                 continue;
             }
             // SAFETY: `data` is the address leaked by Box::into_raw at submission; the
@@ -624,12 +657,74 @@ impl Ring {
     }
 
     /// Completes, on the calling thread, what the kernel already finished (page-cache hits
-    /// complete inside `io_submit`), with no hop through the reaper. Never waits. The wake-up poll cannot be among them: it only fires once the
-    /// backend is gone, and with it every submitter.
+    /// complete inside `io_submit`), with no hop through the reaper. Never waits. A fired
+    /// wake-up poll among them is passed on (see `woken`).
     fn reap_ready(&self) {
         let mut events = [IoEvent::default(); 64];
         if let Ok(n) = sys::io_getevents(self.ctx, 0, &mut events, Some(Duration::ZERO)) {
-            self.complete_events(&events[..n]);
+            self.complete_events(&events[..n], Reaper::Other);
+        }
+    }
+
+    /// Submits the wake-up poll unless it is in the kernel already; `false` if it cannot
+    /// be (there is none before Linux 4.18, or the kernel refused it for now).
+    fn arm_wake(&self) -> bool {
+        let Some(w) = &self.wake else {
+            return false;
+        };
+        if w.armed.swap(true, Ordering::SeqCst) {
+            return true;
+        }
+        // SAFETY: the iocb is boxed (stable address) and lives as long as the ring, which
+        // outlives the context; `armed` makes this the only submission until its
+        // completion is reaped. It carries no buffer.
+        match unsafe { sys::io_submit(self.ctx, &mut [w.iocb.get()]) } {
+            Ok(1) => true,
+            _ => {
+                w.armed.store(false, Ordering::SeqCst);
+                false
+            }
+        }
+    }
+
+    /// Cancels the wake-up poll if it is armed (its completion still arrives), or makes it
+    /// fire.
+    fn cancel_wake(&self) {
+        let Some(w) = &self.wake else {
+            return;
+        };
+        if !w.armed.load(Ordering::SeqCst) {
+            return;
+        }
+        // SAFETY: the iocb lives as long as the ring; the kernel only looks it up.
+        if unsafe { sys::io_cancel(self.ctx, w.iocb.get()) }.is_err() {
+            let _ = sys::eventfd_signal(w.efd.as_raw_fd());
+        }
+    }
+
+    /// The wake-up poll fired: shutdown, or a wake for the thread in `block_on`.
+    fn woken(&self, by: Reaper) {
+        let Some(w) = &self.wake else {
+            return;
+        };
+        // Reset the counter (a non-blocking read), so that the next poll waits.
+        let _ = sys::eventfd_wait(w.efd.as_raw_fd());
+        w.armed.store(false, Ordering::SeqCst);
+        if self.shutdown.load(Ordering::SeqCst) {
+            return; // the reaper's wake-up: it exits once nothing is in flight
+        }
+        if !self.arm_wake() {
+            return;
+        }
+        if self.shutdown.load(Ordering::SeqCst) {
+            // `Drop` may have looked at `armed` before it was set again.
+            return self.cancel_wake();
+        }
+        let driver = *lock(&self.driver_thread);
+        let by_driver = by == Reaper::Driver || driver == Some(thread::current().id());
+        if !by_driver && driver.is_some() {
+            // The driving thread may be asleep waiting for this very wake: pass it on.
+            let _ = sys::eventfd_signal(w.efd.as_raw_fd());
         }
     }
 
@@ -690,6 +785,7 @@ impl Ring {
 }
 
 fn reaper(ring: Arc<Ring>) {
+    let _ = ring.reaper.set(thread::current());
     let mut events = vec![IoEvent::default(); EVENTS];
     let timeout = if ring.wake.is_some() {
         None
@@ -697,11 +793,30 @@ fn reaper(ring: Arc<Ring>) {
         Some(POLL_FALLBACK)
     };
     loop {
+        if ring.driver.load(Ordering::Acquire) {
+            // A thread in `block_on` waits for completions itself. Look every tick, and
+            // reap only while it runs user code (it does not hold `drive_lock`).
+            thread::park_timeout(TICK);
+            if let Ok(_driver_busy) = ring.drive_lock.try_lock() {
+                match sys::io_getevents(ring.ctx, 0, &mut events, Some(Duration::ZERO)) {
+                    Ok(n) => ring.complete_events(&events[..n], Reaper::Other),
+                    Err(e) => return reap_in_user_space(&ring, &e),
+                }
+            }
+            continue;
+        }
         match sys::io_getevents(ring.ctx, 1, &mut events, timeout) {
-            Ok(n) => ring.complete_events(&events[..n]),
+            Ok(n) => ring.complete_events(&events[..n], Reaper::Other),
             Err(e) => return reap_in_user_space(&ring, &e),
         }
-        if ring.shutdown.load(Ordering::Acquire) && ring.inflight.load(Ordering::Acquire) == 0 {
+        let wake_armed = ring
+            .wake
+            .as_ref()
+            .is_some_and(|w| w.armed.load(Ordering::SeqCst));
+        if ring.shutdown.load(Ordering::Acquire)
+            && ring.inflight.load(Ordering::Acquire) == 0
+            && !wake_armed
+        {
             break;
         }
     }
@@ -723,7 +838,7 @@ fn reap_in_user_space(ring: &Ring, e: &io::Error) {
         // is the only reaper (io_getevents fails for everyone else too).
         match unsafe { sys::ring_reap(ring.ctx, &mut events) } {
             Some(0) => thread::sleep(Duration::from_millis(1)),
-            Some(n) => ring.complete_events(&events[..n]),
+            Some(n) => ring.complete_events(&events[..n], Reaper::Other),
             None => {
                 // An unknown ring layout: leaking what is in flight is safe, spinning not.
                 log::error!("caio: the AIO ring cannot be read; in-flight operations are lost");
@@ -767,6 +882,7 @@ impl fmt::Debug for Linux {
 impl Linux {
     /// A kernel context with room for `max_requests` operations, and its reaper.
     pub(crate) fn new(max_requests: usize, threads: usize) -> io::Result<Linux> {
+        // One event more for the wake-up poll.
         let nr_events = max_requests as u32 + 1;
         let ctx = context(nr_events).map_err(io::Error::other)?;
         let wake = sys::eventfd().ok().and_then(|efd| {
@@ -781,7 +897,11 @@ impl Linux {
             // kernel copies it at submission and reads it again only in io_cancel, which
             // `Drop` calls while the ring lives. It carries no buffer.
             match unsafe { sys::io_submit(ctx, &mut [iocb.get()]) } {
-                Ok(1) => Some(Wake { efd, iocb }),
+                Ok(1) => Some(Wake {
+                    efd: Arc::new(efd),
+                    iocb,
+                    armed: AtomicBool::new(true),
+                }),
                 _ => None, // no IOCB_CMD_POLL (before Linux 4.18): poll for shutdown instead
             }
         });
@@ -796,6 +916,10 @@ impl Linux {
             threads,
             max_requests,
             ops: BoxPool::new(max_requests),
+            driver: AtomicBool::new(false),
+            drive_lock: Mutex::new(()),
+            driver_thread: Mutex::new(None),
+            reaper: OnceCell::new(),
         });
         let r = Arc::clone(&ring);
         if let Err(e) = thread::Builder::new()
@@ -908,12 +1032,82 @@ impl FileIo for Linux {
             // what finished while this batch was built. The futures it wakes queue their
             // next operations together, so the next io_submit carries them all. With
             // nothing else in flight (queue depth 1) the look would only cost a syscall.
+            // A thread in `block_on` looks at the ring next anyway.
             let earlier = self.ring.inflight.load(Ordering::Acquire) > sent;
-            if (nowait || earlier) && !self.ring.degraded.load(Ordering::Acquire) {
+            if (nowait || earlier)
+                && !self.ring.degraded.load(Ordering::Acquire)
+                && !crate::drive::drives(self)
+            {
                 self.ring.reap_ready();
             }
         }
         self.queue.give_back(batch);
+    }
+
+    fn drive_begin(&self, signal: &Arc<Signal>) -> bool {
+        let ring = &self.ring;
+        // In a child after fork() the kernel context is the parent's: park instead.
+        if sys::fork_generation() != self.fork_generation
+            || ring.degraded.load(Ordering::Acquire)
+            || ring
+                .driver
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            return false;
+        }
+        let Some(w) = &ring.wake else {
+            // No wake-up poll (before Linux 4.18): nothing could end its sleep.
+            ring.driver.store(false, Ordering::Release);
+            return false;
+        };
+        signal.set_kick(Arc::clone(&w.efd));
+        *lock(&ring.driver_thread) = Some(thread::current().id());
+        true
+    }
+
+    fn drive_ready(&self) -> usize {
+        // SAFETY: the context lives as long as the ring.
+        unsafe { sys::ring_pending(self.ring.ctx) }
+    }
+
+    fn drive_batch(&self) -> usize {
+        (self.ring.inflight.load(Ordering::Acquire) / 4).max(1)
+    }
+
+    fn drive_sleep(&self, signal: &Signal, ready: bool) -> bool {
+        let ring = &self.ring;
+        let _reaping = lock(&ring.drive_lock);
+        let mut events = [IoEvent::default(); 64];
+        let r = if ready {
+            sys::io_getevents(ring.ctx, 0, &mut events, Some(Duration::ZERO))
+        } else {
+            // Without its wake-up poll (the kernel refused it for now) a wake from another
+            // thread could not end the sleep: look again every tick instead.
+            let wait = if ring.arm_wake() { DRIVE_SLEEP } else { TICK };
+            if !signal.sleep_begin() {
+                return true;
+            }
+            let r = sys::io_getevents(ring.ctx, 1, &mut events, Some(wait));
+            signal.sleep_end();
+            r
+        };
+        match r {
+            Ok(n) => {
+                ring.complete_events(&events[..n], Reaper::Driver);
+                true
+            }
+            Err(_) => false, // the reaper finds the same error, and says so
+        }
+    }
+
+    fn drive_end(&self) {
+        let ring = &self.ring;
+        *lock(&ring.driver_thread) = None;
+        ring.driver.store(false, Ordering::Release);
+        if let Some(t) = ring.reaper.get() {
+            t.unpark();
+        }
     }
 }
 
@@ -926,15 +1120,9 @@ impl Drop for Linux {
         CLOSING.fetch_add(1, Ordering::AcqRel);
         // Operations hold the context alive, so nothing can still be queued; be sure.
         self.flush();
-        self.ring.shutdown.store(true, Ordering::Release);
-        if let Some(w) = &self.ring.wake {
-            // SAFETY: the wake-up iocb was submitted to this context and lives as long as
-            // the ring, which the reaper keeps until after io_destroy.
-            if unsafe { sys::io_cancel(self.ring.ctx, w.iocb.get()) }.is_err() {
-                // Make the poll fire instead.
-                let _ = sys::eventfd_signal(w.efd.as_raw_fd());
-            }
-        }
+        self.ring.shutdown.store(true, Ordering::SeqCst);
+        // The reaper reaps the poll's completion before it lets the context go.
+        self.ring.cancel_wake();
     }
 }
 

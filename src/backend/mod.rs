@@ -32,6 +32,11 @@
 //! `submit` returns [`Submit::Queued`] when the backend batches: the operation sits in a
 //! queue that the next [`FileIo::flush`] (from any operation's next poll) sends to the
 //! kernel together with every other queued operation.
+//!
+//! A backend that reaps completions on a thread of its own may also let a thread in
+//! [`Context::block_on`](crate::Context::block_on) wait for them itself (`drive_begin`,
+//! `drive_ready`, `drive_sleep`, `drive_end`; see `drive.rs`). The others keep the
+//! defaults, and that thread spins briefly, then parks.
 
 //!
 //! # Adding a backend
@@ -40,9 +45,9 @@
 //! variant, its names (the column in `parse.rs`, shared with `build.rs`), a summary, an
 //! availability probe that gives the reason when it fails, and a constructor. Parsing,
 //! selection, `Display`, `caio info` and the CLI help all read the table.
-use std::fmt;
+use std::{fmt, sync::Arc};
 
-use crate::parse;
+use crate::{drive::Signal, parse};
 
 pub(crate) mod blocking;
 #[cfg(target_os = "linux")]
@@ -82,6 +87,28 @@ pub(crate) trait FileIo: Send + Sync + fmt::Debug {
     fn submit(&self, req: Request) -> Submit;
     /// Sends queued requests on their way; cheap when nothing is queued.
     fn flush(&self) {}
+    /// Makes the calling thread the one that waits for completions, until `drive_end`;
+    /// `false` when another thread already does, or when this backend cannot.
+    fn drive_begin(&self, _signal: &Arc<Signal>) -> bool {
+        false
+    }
+    /// How many completions are ready to be reaped: a look, with no system call.
+    fn drive_ready(&self) -> usize {
+        0
+    }
+    /// How many completions are worth a spin before reaping: a quarter of what is in
+    /// flight, at least one. Reaping them together lets their tasks' next operations go
+    /// to the kernel together, while the rest keep the device busy.
+    fn drive_batch(&self) -> usize {
+        1
+    }
+    /// Reaps ready completions, or (with `ready` false) sleeps until a completion or a
+    /// wake of `signal`. `false` when the kernel's wait failed and driving should stop.
+    fn drive_sleep(&self, _signal: &Signal, _ready: bool) -> bool {
+        false
+    }
+    /// Hands waiting back to the backend's own thread.
+    fn drive_end(&self) {}
 }
 
 /// A way of running file operations.

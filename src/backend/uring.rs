@@ -38,6 +38,7 @@ use std::{
         Arc, Mutex, MutexGuard,
     },
     thread,
+    time::Duration,
 };
 
 use io_uring::{opcode, squeue, types, IoUring, Probe};
@@ -45,6 +46,7 @@ use once_cell::sync::OnceCell;
 
 use crate::{
     backend::{thread::ThreadPool, BoxPool, FileIo, Kind, Meta, OpQueue, Request, Submit},
+    drive::Signal,
     sys, Implementation,
 };
 
@@ -139,8 +141,9 @@ struct Opcodes {
 /// What the backend and its reaper share.
 struct Ring {
     ring: IoUring,
-    /// Signalled by the kernel as completions arrive, and by `Drop` at shutdown.
-    efd: OwnedFd,
+    /// Signalled by the kernel as completions arrive, by `Drop` at shutdown, and by a wake
+    /// of a thread asleep on it in `Context::block_on` (which holds a handle too).
+    efd: Arc<OwnedFd>,
     /// Held while writing the submission ring.
     sq: Mutex<()>,
     /// Held while reading the completion ring.
@@ -155,6 +158,13 @@ struct Ring {
     max_requests: usize,
     /// Boxes of finished operations, for the next ones.
     ops: BoxPool<UringOp>,
+    /// A thread in `Context::block_on` waits for completions (see `drive.rs`).
+    driver: AtomicBool,
+    /// Held by that thread while it reaps or sleeps on the eventfd, so that the reaper's
+    /// look never takes what it sleeps for.
+    drive_lock: Mutex<()>,
+    /// The reaper's thread, unparked when a drive ends.
+    reaper: OnceCell<thread::Thread>,
 }
 
 impl Ring {
@@ -369,17 +379,36 @@ fn meta_entry(m: &Meta, fd: i32, ops: &Opcodes) -> Option<squeue::Entry> {
     })
 }
 
+/// How often the reaper looks while a thread in `block_on` waits for completions.
+const TICK: Duration = Duration::from_millis(1);
+
 fn reaper(ring: Arc<Ring>) {
+    let _ = ring.reaper.set(thread::current());
     loop {
+        if ring.driver.load(Ordering::Acquire) {
+            // A thread in `block_on` waits for completions itself. Look every tick, and
+            // reap only while it runs user code (it does not hold `drive_lock`).
+            thread::park_timeout(TICK);
+            if let Ok(_driver_busy) = ring.drive_lock.try_lock() {
+                let _cq = lock(&ring.cq);
+                ring.reap();
+            }
+            continue;
+        }
         if let Err(e) = sys::eventfd_wait(ring.efd.as_raw_fd()) {
             // Only a broken eventfd gets here: leaking what is in flight is safe,
             // spinning is not.
             log::error!("caio: the io_uring reaper cannot wait ({e}); it stops");
             return;
         }
-        {
+        let reaped = {
             let _cq = lock(&ring.cq);
-            ring.reap();
+            ring.reap()
+        };
+        if !reaped && ring.driver.load(Ordering::Acquire) {
+            // What it took may have been a wake for a thread asleep in `block_on`, which
+            // started driving meanwhile: pass it on.
+            let _ = sys::eventfd_signal(ring.efd.as_raw_fd());
         }
         if ring.shutdown.load(Ordering::Acquire) && ring.inflight.load(Ordering::Acquire) == 0 {
             return;
@@ -439,7 +468,7 @@ impl Uring {
         let _ = ring.submitter().register_iowq_max_workers(&mut [t, t]);
         let ring = Arc::new(Ring {
             ring,
-            efd,
+            efd: Arc::new(efd),
             sq: Mutex::new(()),
             cq: Mutex::new(()),
             inflight: AtomicUsize::new(0),
@@ -449,6 +478,9 @@ impl Uring {
             threads,
             max_requests,
             ops: BoxPool::new(max_requests),
+            driver: AtomicBool::new(false),
+            drive_lock: Mutex::new(()),
+            reaper: OnceCell::new(),
         });
         let r = Arc::clone(&ring);
         thread::Builder::new()
@@ -537,6 +569,61 @@ impl FileIo for Uring {
             }
         }
         self.queue.give_back(batch);
+    }
+
+    fn drive_begin(&self, signal: &Arc<Signal>) -> bool {
+        let ring = &self.ring;
+        // In a child after fork() the kernel context is the parent's: park instead.
+        if sys::fork_generation() != self.fork_generation
+            || ring
+                .driver
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            return false;
+        }
+        signal.set_kick(Arc::clone(&ring.efd));
+        true
+    }
+
+    fn drive_ready(&self) -> usize {
+        match self.ring.cq.try_lock() {
+            // SAFETY: `cq` is held, so this is the only completion queue view.
+            Ok(_cq) => unsafe { self.ring.ring.completion_shared() }.len(),
+            Err(_) => 0,
+        }
+    }
+
+    fn drive_batch(&self) -> usize {
+        (self.ring.inflight.load(Ordering::Acquire) / 4).max(1)
+    }
+
+    fn drive_sleep(&self, signal: &Signal, ready: bool) -> bool {
+        let ring = &self.ring;
+        let _reaping = lock(&ring.drive_lock);
+        if !ready {
+            if !signal.sleep_begin() {
+                return true;
+            }
+            // The kernel signals the eventfd for every completion it posts, and a wake
+            // from another thread writes to it: either ends the sleep. (A count left by
+            // completions reaped without a sleep ends it at once: one look more.)
+            let r = sys::eventfd_wait(ring.efd.as_raw_fd());
+            signal.sleep_end();
+            if r.is_err() {
+                return false; // the reaper finds the same error, and says so
+            }
+        }
+        let _cq = lock(&ring.cq);
+        ring.reap();
+        true
+    }
+
+    fn drive_end(&self) {
+        self.ring.driver.store(false, Ordering::Release);
+        if let Some(t) = self.ring.reaper.get() {
+            t.unpark();
+        }
     }
 }
 
