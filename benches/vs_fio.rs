@@ -416,6 +416,7 @@ fn main() {
         block,
         depth,
         duration: Duration::from_secs_f64(secs),
+        block_on: false,
     };
 
     if want("randread-direct") {

@@ -134,6 +134,10 @@ pub fn run(a: &Args) {
     for i in Implementation::ALL {
         if i.is_available() {
             systems.push(format!("caio {i}"));
+            if i != Implementation::Blocking {
+                // The same, with the thread waiting for its completions itself.
+                systems.push(format!("caio {i} block_on"));
+            }
         }
     }
     systems.extend(["compio".into(), "tokio spawn_blocking+pread".into()]);
@@ -156,7 +160,7 @@ pub fn run(a: &Args) {
         {
             for s in systems.iter().filter(|s| {
                 a.backend
-                    .is_none_or(|b| **s == format!("caio {b}") || s.starts_with("fio"))
+                    .is_none_or(|b| s.starts_with(&format!("caio {b}")) || s.starts_with("fio"))
             }) {
                 if s == "caio blocking" && qd > 1 {
                     continue; // one at a time whatever the depth
@@ -381,6 +385,7 @@ pub fn child(args: &[String]) {
         block: 4096,
         depth: qd,
         duration: Duration::from_secs_f64(secs),
+        block_on: system.ends_with(" block_on"),
     };
     let (ops, elapsed, user, sys) = if let Some(name) = system.strip_prefix("caio-raw ") {
         let i: Implementation = name.parse().unwrap();
@@ -393,7 +398,7 @@ pub fn child(args: &[String]) {
         let o = workload::run_raw(&ctx, f.as_raw_fd(), len, &w).unwrap();
         (o.ops, o.elapsed, o.user, o.sys)
     } else if let Some(name) = system.strip_prefix("caio ") {
-        let i: Implementation = name.parse().unwrap();
+        let i: Implementation = name.trim_end_matches(" block_on").parse().unwrap();
         let ctx = Context::builder()
             .implementation(i)
             .max_requests(qd)

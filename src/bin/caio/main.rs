@@ -98,6 +98,10 @@ enum Command {
         /// implementation's own cost rather than the disk's drift.
         #[arg(long)]
         fast_device: bool,
+        /// Run each measurement under `Context::block_on`, the thread waiting for
+        /// completions itself, instead of a generic executor (`futures::executor`).
+        #[arg(long)]
+        block_on: bool,
     },
 }
 
@@ -158,11 +162,12 @@ fn main() -> ExitCode {
             secs,
             implementations,
             fast_device,
+            block_on,
         } => {
             if fast_device {
-                fast_bench(&size, secs, &implementations)
+                fast_bench(&size, secs, &implementations, block_on)
             } else {
-                bench(&path, &size, secs, &implementations)
+                bench(&path, &size, secs, &implementations, block_on)
             }
         }
     };
@@ -507,7 +512,7 @@ fn parse_size(s: &str) -> Result<u64> {
 // bench
 
 /// `bench --fast-device`: the same measurement on a loop device over tmpfs.
-fn fast_bench(size: &str, secs: f64, only: &[String]) -> Result<()> {
+fn fast_bench(size: &str, secs: f64, only: &[String], block_on: bool) -> Result<()> {
     let len = parse_size(size)?;
     if len < 4 << 20 {
         return Err(format!(
@@ -526,10 +531,10 @@ fn fast_bench(size: &str, secs: f64, only: &[String]) -> Result<()> {
         dev.dev.display(),
         dev.image.display()
     );
-    bench(&dev.dev, size, secs, only)
+    bench(&dev.dev, size, secs, only, block_on)
 }
 
-fn bench(path: &Path, size: &str, secs: f64, only: &[String]) -> Result<()> {
+fn bench(path: &Path, size: &str, secs: f64, only: &[String], block_on: bool) -> Result<()> {
     if !(secs.is_finite() && secs > 0.0 && secs <= 3600.0) {
         return Err(format!(
             "--secs {secs} must be more than 0 and at most 3600"
@@ -600,6 +605,7 @@ fn bench(path: &Path, size: &str, secs: f64, only: &[String]) -> Result<()> {
         block,
         depth,
         duration,
+        block_on,
     };
     let mut rows: Vec<(&str, bool, Workload)> = vec![
         (
@@ -641,10 +647,15 @@ fn bench(path: &Path, size: &str, secs: f64, only: &[String]) -> Result<()> {
         ));
     }
     out!(
-        "caio bench: {} ({}), {secs} s per cell, {} cores",
+        "caio bench: {} ({}), {secs} s per cell, {} cores{}",
         file.display(),
         human_bytes(len),
-        cores()
+        cores(),
+        if block_on {
+            ", under Context::block_on"
+        } else {
+            ""
+        }
     );
     out_part!("{:<34} {:>4}", "workload", "qd");
     for i in &available {

@@ -42,6 +42,9 @@ pub struct Workload {
     pub block: usize,
     pub depth: usize,
     pub duration: Duration,
+    /// Run the lanes under [`Context::block_on`], the thread waiting for completions
+    /// itself, instead of `futures::executor::block_on`.
+    pub block_on: bool,
 }
 
 /// What a workload achieved.
@@ -111,7 +114,7 @@ impl Rng {
 /// # Errors
 /// The first failed operation, or `InvalidInput` for a file smaller than one block.
 pub fn run(file: &File, file_len: u64, w: &Workload) -> io::Result<Outcome> {
-    lanes(file_len, w, |buf, off| {
+    lanes(file.context(), file_len, w, |buf, off| {
         let f = file.clone();
         async move {
             if w.pattern.is_write() {
@@ -128,7 +131,7 @@ pub fn run(file: &File, file_len: u64, w: &Workload) -> io::Result<Outcome> {
 /// # Errors
 /// As [`run`].
 pub fn run_raw(ctx: &Context, fd: RawFd, file_len: u64, w: &Workload) -> io::Result<Outcome> {
-    lanes(file_len, w, |buf, off| {
+    lanes(ctx, file_len, w, |buf, off| {
         if w.pattern.is_write() {
             ctx.write_at_from(buf, fd, off)
         } else {
@@ -140,7 +143,7 @@ pub fn run_raw(ctx: &Context, fd: RawFd, file_len: u64, w: &Workload) -> io::Res
 /// `w.depth` lanes on one thread (`futures::executor`), each doing one operation after
 /// another into its own reused buffer, as fio's jobs do: what a run measures is caio's
 /// cost, not a buffer allocation or a boxed future per operation.
-fn lanes<F, Fut>(file_len: u64, w: &Workload, op: F) -> io::Result<Outcome>
+fn lanes<F, Fut>(ctx: &Context, file_len: u64, w: &Workload, op: F) -> io::Result<Outcome>
 where
     F: Fn(Buffer, u64) -> Fut,
     Fut: Future<Output = (io::Result<usize>, Buffer)>,
@@ -191,13 +194,18 @@ where
         }
         io::Result::Ok(())
     };
-    futures::executor::block_on(async {
+    let all = async {
         let mut lanes: FuturesUnordered<_> = (0..w.depth).map(lane).collect();
         while let Some(r) = lanes.next().await {
             r?;
         }
         io::Result::Ok(())
-    })?;
+    };
+    if w.block_on {
+        ctx.block_on(all)?;
+    } else {
+        futures::executor::block_on(all)?;
+    }
     let (user, sys) = process_cpu_split();
     Ok(Outcome {
         ops: ops.get(),
