@@ -349,6 +349,16 @@ fn bench_prints_a_table_for_every_backend() {
     ]);
     let (out, err) = text(&o);
     assert!(o.status.success() && !out.contains("write"), "{out}{err}");
+    // Under Context::block_on: the same rows, every cell measured.
+    let o = caio(&["bench", f.to_str().unwrap(), "--secs", "0.05", "--block-on"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.contains("under Context::block_on"), "{out}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("4 KiB random read, page cache"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(row.contains("IOPS") && !row.contains("error"), "{row}");
 }
 
 #[test]

@@ -400,11 +400,13 @@ pub fn child(args: &[String]) {
         (o.ops, o.elapsed, o.user, o.sys)
     } else if let Some(name) = system.strip_prefix("caio ") {
         let i: Implementation = name.trim_end_matches(" block_on").parse().unwrap();
-        let ctx = Context::builder()
-            .implementation(i)
-            .max_requests(qd)
-            .build()
-            .unwrap();
+        let mut ctx = Context::builder().implementation(i).max_requests(qd);
+        if i == Implementation::Thread {
+            // As many threads as reads in flight, as tokio's blocking pool grows to: with
+            // the default (twice the cores, at least 4) only that many reads are in flight.
+            ctx = ctx.threads(qd.max(caio::default_threads()));
+        }
+        let ctx = ctx.build().unwrap();
         let f = futures::executor::block_on(
             caio::OpenOptions::new()
                 .read(true)
