@@ -31,7 +31,7 @@ use super::{fastdev::FastDevice, workload, Args};
 use workload::{Pattern, Rng, Workload};
 
 /// The syscalls counted, as perf's tracepoint names, and how the table names them.
-const CALLS: [(&str, &str); 7] = [
+const CALLS: [(&str, &str); 8] = [
     ("io_submit", "io_submit"),
     ("io_getevents", "io_getevents"),
     ("io_uring_enter", "io_uring_enter"),
@@ -39,6 +39,7 @@ const CALLS: [(&str, &str); 7] = [
     ("read", "read"),
     ("newfstat", "fstat"),
     ("statx", "statx"),
+    ("sched_yield", "sched_yield"),
 ];
 
 /// One system measured at one point.
