@@ -70,8 +70,9 @@ fn serial(file: &caio::File) -> u64 {
 }
 
 /// Allocations over `COUNTED` reads after `WARM`, 16 in flight: 16 lanes, each reading
-/// into its own buffer again and again (what a storage engine's I/O tasks do).
-fn concurrent(ctx: &Context, fd: i32) -> u64 {
+/// into its own buffer again and again (what a storage engine's I/O tasks do), under
+/// `futures::executor::block_on` or (`driven`) under `Context::block_on`.
+fn concurrent(ctx: &Context, fd: i32, driven: bool) -> u64 {
     let mut bufs: Vec<Buffer> = (0..16).map(|_| Buffer::with_capacity(4096)).collect();
     let mut run = |n: u64| {
         let lanes = bufs
@@ -87,8 +88,13 @@ fn concurrent(ctx: &Context, fd: i32) -> u64 {
                 }
                 buf
             });
-        // join_all allocates its list of lanes once per run, not per read.
-        bufs = block_on(join_all(lanes));
+        // join_all allocates its list of lanes once per run, not per read; Context::block_on
+        // its waker once per call.
+        bufs = if driven {
+            ctx.block_on(join_all(lanes))
+        } else {
+            block_on(join_all(lanes))
+        };
     };
     run(WARM);
     let before = ALLOCATIONS.load(Ordering::Relaxed);
@@ -120,9 +126,11 @@ fn child_counts() {
     for direct in [true, false] {
         let f = open_rw(&ctx, &path, direct);
         let one = serial(&f);
-        let many = concurrent(&ctx, std::os::fd::AsRawFd::as_raw_fd(&f));
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+        let many = concurrent(&ctx, fd, false);
+        let driven = concurrent(&ctx, fd, true);
         println!(
-            "COUNT {i} {} {one} {many}",
+            "COUNT {i} {} {one} {many} {driven}",
             if direct { "O_DIRECT" } else { "page-cache" }
         );
     }
@@ -151,15 +159,20 @@ fn a_read_loop_into_reused_buffers_allocates_nothing_once_warm() {
         );
         for line in stdout.lines().filter_map(|l| l.split("COUNT ").nth(1)) {
             let f: Vec<&str> = line.split(' ').collect();
-            let (one, many): (u64, u64) = (f[2].parse().unwrap(), f[3].parse().unwrap());
+            let (one, many, driven): (u64, u64, u64) = (
+                f[2].parse().unwrap(),
+                f[3].parse().unwrap(),
+                f[4].parse().unwrap(),
+            );
             report.push(format!(
-                "{} {}: {one} allocations in {COUNTED} reads one at a time, {many} at depth 16",
+                "{} {}: {one} allocations in {COUNTED} reads one at a time, {many} at depth \
+                 16, {driven} at depth 16 under Context::block_on",
                 f[0], f[1]
             ));
             // At depth: join_all's own list of lanes (2 per run), and now and then a slot
             // for the operation cache while a backend thread still lets go of the last
             // one; a per-read allocation would be 20,000.
-            failed |= one > 0 || many > 8;
+            failed |= one > 0 || many > 8 || driven > 8;
         }
     }
     println!("{}", report.join("\n"));
