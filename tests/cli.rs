@@ -349,6 +349,10 @@ fn bench_prints_a_table_for_every_backend() {
     ]);
     let (out, err) = text(&o);
     assert!(o.status.success() && !out.contains("write"), "{out}{err}");
+    assert!(
+        !out.contains("blocking implementation"),
+        "a note on a backend not measured: {out}"
+    );
     // Under Context::block_on: the same rows, every cell measured.
     let o = caio(&["bench", f.to_str().unwrap(), "--secs", "0.05", "--block-on"]);
     let (out, err) = text(&o);

@@ -685,7 +685,9 @@ fn bench(path: &Path, size: &str, secs: f64, only: &[String], block_on: bool) ->
         }
         out!();
     }
-    out!("(the blocking implementation runs one operation at a time whatever the queue depth)");
+    if available.contains(&Implementation::Blocking) {
+        out!("(the blocking implementation runs one operation at a time whatever the queue depth)");
+    }
     Ok(())
 }
 
