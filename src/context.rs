@@ -183,7 +183,7 @@ impl Context {
     /// is pending, the thread spins for a short, adaptive while (up to 50 µs, yielding the
     /// CPU between looks) on a look at the completion ring, then sleeps in the kernel's own
     /// wait (`io_getevents` on `linux`, the ring's eventfd on `uring`) and completes what
-    /// it reaps. On a fast device this takes `linux` from 0.6–0.7× fio's rate at queue
+    /// it reaps. On a fast device this takes `linux` from 0.5–0.8× fio's rate at queue
     /// depth 8 and 32 to about fio's (see the README's fast-device table).
     ///
     /// - Any future runs here, not only this context's: a wake from another thread
