@@ -26,10 +26,10 @@ use std::{
     pin::pin,
     sync::{
         atomic::{AtomicBool, AtomicU8, Ordering},
-        Arc, OnceLock,
+        Arc, Mutex, MutexGuard, OnceLock,
     },
     task::{Context, Poll, Wake, Waker},
-    thread::{self, Thread},
+    thread::{self, Thread, ThreadId},
     time::{Duration, Instant},
 };
 
@@ -39,6 +39,85 @@ use crate::backend::FileIo;
 const MAX_SPIN: Duration = Duration::from_micros(50);
 /// The least a spin lasts once spinning keeps failing (a slow disk).
 const MIN_SPIN: Duration = Duration::from_micros(1);
+
+/// How often a backend's completion thread looks while another thread drives.
+const TICK: Duration = Duration::from_millis(1);
+
+/// What a backend with a completion thread of its own (the reaper) keeps for `block_on`:
+/// which thread drives, the lock it holds while it reaps or sleeps, and the reaper to
+/// hand waiting back to.
+pub(crate) struct Driver {
+    active: AtomicBool,
+    thread: Mutex<Option<ThreadId>>,
+    reaping: Mutex<()>,
+    reaper: OnceLock<Thread>,
+}
+
+impl Driver {
+    pub(crate) fn new() -> Driver {
+        Driver {
+            active: AtomicBool::new(false),
+            thread: Mutex::new(None),
+            reaping: Mutex::new(()),
+            reaper: OnceLock::new(),
+        }
+    }
+
+    fn thread(&self) -> MutexGuard<'_, Option<ThreadId>> {
+        self.thread.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes the calling thread the driving one; `false` when another thread is.
+    pub(crate) fn begin(&self) -> bool {
+        if self
+            .active
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        *self.thread() = Some(thread::current().id());
+        true
+    }
+
+    /// Hands waiting back to the reaper.
+    pub(crate) fn end(&self) {
+        *self.thread() = None;
+        self.active.store(false, Ordering::Release);
+        if let Some(t) = self.reaper.get() {
+            t.unpark();
+        }
+    }
+
+    /// Whether a thread drives.
+    pub(crate) fn is_active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// Whether a thread other than the calling one drives.
+    pub(crate) fn is_other(&self) -> bool {
+        self.thread().is_some_and(|t| t != thread::current().id())
+    }
+
+    /// Held by the driving thread while it reaps or sleeps.
+    pub(crate) fn reaping(&self) -> MutexGuard<'_, ()> {
+        self.reaping.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Called once by the reaper, so that `end` can wake it.
+    pub(crate) fn register_reaper(&self) {
+        let _ = self.reaper.set(thread::current());
+    }
+
+    /// The reaper's look while a thread drives: after a tick, `reap` runs unless the
+    /// driving thread is reaping or asleep (it runs user code, or nothing at all), so that
+    /// the reaper never takes a completion that thread sleeps for.
+    pub(crate) fn tick<R>(&self, reap: impl FnOnce() -> R) -> Option<R> {
+        thread::park_timeout(TICK);
+        let _busy = self.reaping.try_lock().ok()?;
+        Some(reap())
+    }
+}
 
 const RUNNING: u8 = 0;
 const SLEEPING: u8 = 1;

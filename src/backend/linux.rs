@@ -70,14 +70,14 @@ use crate::{
     backend::{
         thread::ThreadPool, BoxPool, FileIo, Kind, OpQueue, Request, Submit, DEFAULT_MAX_REQUESTS,
     },
-    drive::Signal,
+    drive::{Driver, Signal},
     sys::{self, AioContext, IoEvent, Iocb},
     Implementation,
 };
 
 /// `aio_data` of the reaper's wake-up poll (a request's is its non-null address).
 const WAKE_TOKEN: u64 = 0;
-/// How often the reaper looks while a thread in `block_on` waits for completions.
+/// How often a thread in `block_on` looks when it cannot be woken.
 const TICK: Duration = Duration::from_millis(1);
 /// The longest a thread in `block_on` sleeps before it looks again by itself (only a
 /// missed wake would need it; none is known).
@@ -546,15 +546,8 @@ struct Ring {
     max_requests: usize,
     /// Boxes of finished operations, for the next ones.
     ops: BoxPool<AioOp>,
-    /// A thread in `Context::block_on` waits for completions (see `drive.rs`).
-    driver: AtomicBool,
-    /// Held by that thread while it reaps or sleeps in `io_getevents`, so that the
-    /// reaper's look never takes a completion it sleeps for.
-    drive_lock: Mutex<()>,
-    /// The driving thread, to tell whether it reaped its own wake.
-    driver_thread: Mutex<Option<thread::ThreadId>>,
-    /// The reaper's thread, unparked when a drive ends.
-    reaper: OnceCell<thread::Thread>,
+    /// A thread in `Context::block_on` that waits for completions itself.
+    driver: Driver,
 }
 
 // SAFETY: the only non-Sync part is the wake-up iocb in an UnsafeCell, which Rust code
@@ -720,9 +713,7 @@ impl Ring {
             // `Drop` may have looked at `armed` before it was set again.
             return self.cancel_wake();
         }
-        let driver = *lock(&self.driver_thread);
-        let by_driver = by == Reaper::Driver || driver == Some(thread::current().id());
-        if !by_driver && driver.is_some() {
+        if by == Reaper::Other && self.driver.is_other() {
             // The driving thread may be asleep waiting for this very wake: pass it on.
             let _ = sys::eventfd_signal(w.efd.as_raw_fd());
         }
@@ -785,7 +776,7 @@ impl Ring {
 }
 
 fn reaper(ring: Arc<Ring>) {
-    let _ = ring.reaper.set(thread::current());
+    ring.driver.register_reaper();
     let mut events = vec![IoEvent::default(); EVENTS];
     let timeout = if ring.wake.is_some() {
         None
@@ -793,15 +784,14 @@ fn reaper(ring: Arc<Ring>) {
         Some(POLL_FALLBACK)
     };
     loop {
-        if ring.driver.load(Ordering::Acquire) {
-            // A thread in `block_on` waits for completions itself. Look every tick, and
-            // reap only while it runs user code (it does not hold `drive_lock`).
-            thread::park_timeout(TICK);
-            if let Ok(_driver_busy) = ring.drive_lock.try_lock() {
-                match sys::io_getevents(ring.ctx, 0, &mut events, Some(Duration::ZERO)) {
-                    Ok(n) => ring.complete_events(&events[..n], Reaper::Other),
-                    Err(e) => return reap_in_user_space(&ring, &e),
-                }
+        if ring.driver.is_active() {
+            // A thread in `block_on` waits for completions itself: only look.
+            let looked = ring.driver.tick(|| {
+                sys::io_getevents(ring.ctx, 0, &mut events, Some(Duration::ZERO))
+                    .map(|n| ring.complete_events(&events[..n], Reaper::Other))
+            });
+            if let Some(Err(e)) = looked {
+                return reap_in_user_space(&ring, &e);
             }
             continue;
         }
@@ -916,10 +906,7 @@ impl Linux {
             threads,
             max_requests,
             ops: BoxPool::new(max_requests),
-            driver: AtomicBool::new(false),
-            drive_lock: Mutex::new(()),
-            driver_thread: Mutex::new(None),
-            reaper: OnceCell::new(),
+            driver: Driver::new(),
         });
         let r = Arc::clone(&ring);
         if let Err(e) = thread::Builder::new()
@@ -1046,23 +1033,18 @@ impl FileIo for Linux {
 
     fn drive_begin(&self, signal: &Arc<Signal>) -> bool {
         let ring = &self.ring;
-        // In a child after fork() the kernel context is the parent's: park instead.
+        // In a child after fork() the kernel context is the parent's, and without a
+        // wake-up poll (before Linux 4.18) nothing could end the sleep: park instead.
+        let Some(w) = &ring.wake else {
+            return false;
+        };
         if sys::fork_generation() != self.fork_generation
             || ring.degraded.load(Ordering::Acquire)
-            || ring
-                .driver
-                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-                .is_err()
+            || !ring.driver.begin()
         {
             return false;
         }
-        let Some(w) = &ring.wake else {
-            // No wake-up poll (before Linux 4.18): nothing could end its sleep.
-            ring.driver.store(false, Ordering::Release);
-            return false;
-        };
         signal.set_kick(Arc::clone(&w.efd));
-        *lock(&ring.driver_thread) = Some(thread::current().id());
         true
     }
 
@@ -1077,7 +1059,7 @@ impl FileIo for Linux {
 
     fn drive_sleep(&self, signal: &Signal, ready: bool) -> bool {
         let ring = &self.ring;
-        let _reaping = lock(&ring.drive_lock);
+        let _reaping = ring.driver.reaping();
         let mut events = [IoEvent::default(); 64];
         let r = if ready {
             sys::io_getevents(ring.ctx, 0, &mut events, Some(Duration::ZERO))
@@ -1102,12 +1084,7 @@ impl FileIo for Linux {
     }
 
     fn drive_end(&self) {
-        let ring = &self.ring;
-        *lock(&ring.driver_thread) = None;
-        ring.driver.store(false, Ordering::Release);
-        if let Some(t) = ring.reaper.get() {
-            t.unpark();
-        }
+        self.ring.driver.end();
     }
 }
 

@@ -38,7 +38,6 @@ use std::{
         Arc, Mutex, MutexGuard,
     },
     thread,
-    time::Duration,
 };
 
 use io_uring::{opcode, squeue, types, IoUring, Probe};
@@ -46,7 +45,7 @@ use once_cell::sync::OnceCell;
 
 use crate::{
     backend::{thread::ThreadPool, BoxPool, FileIo, Kind, Meta, OpQueue, Request, Submit},
-    drive::Signal,
+    drive::{Driver, Signal},
     sys, Implementation,
 };
 
@@ -158,13 +157,8 @@ struct Ring {
     max_requests: usize,
     /// Boxes of finished operations, for the next ones.
     ops: BoxPool<UringOp>,
-    /// A thread in `Context::block_on` waits for completions (see `drive.rs`).
-    driver: AtomicBool,
-    /// Held by that thread while it reaps or sleeps on the eventfd, so that the reaper's
-    /// look never takes what it sleeps for.
-    drive_lock: Mutex<()>,
-    /// The reaper's thread, unparked when a drive ends.
-    reaper: OnceCell<thread::Thread>,
+    /// A thread in `Context::block_on` that waits for completions itself.
+    driver: Driver,
 }
 
 impl Ring {
@@ -379,20 +373,15 @@ fn meta_entry(m: &Meta, fd: i32, ops: &Opcodes) -> Option<squeue::Entry> {
     })
 }
 
-/// How often the reaper looks while a thread in `block_on` waits for completions.
-const TICK: Duration = Duration::from_millis(1);
-
 fn reaper(ring: Arc<Ring>) {
-    let _ = ring.reaper.set(thread::current());
+    ring.driver.register_reaper();
     loop {
-        if ring.driver.load(Ordering::Acquire) {
-            // A thread in `block_on` waits for completions itself. Look every tick, and
-            // reap only while it runs user code (it does not hold `drive_lock`).
-            thread::park_timeout(TICK);
-            if let Ok(_driver_busy) = ring.drive_lock.try_lock() {
+        if ring.driver.is_active() {
+            // A thread in `block_on` waits for completions itself: only look.
+            ring.driver.tick(|| {
                 let _cq = lock(&ring.cq);
-                ring.reap();
-            }
+                ring.reap()
+            });
             continue;
         }
         if let Err(e) = sys::eventfd_wait(ring.efd.as_raw_fd()) {
@@ -405,7 +394,7 @@ fn reaper(ring: Arc<Ring>) {
             let _cq = lock(&ring.cq);
             ring.reap()
         };
-        if !reaped && ring.driver.load(Ordering::Acquire) {
+        if !reaped && ring.driver.is_active() {
             // What it took may have been a wake for a thread asleep in `block_on`, which
             // started driving meanwhile: pass it on.
             let _ = sys::eventfd_signal(ring.efd.as_raw_fd());
@@ -478,9 +467,7 @@ impl Uring {
             threads,
             max_requests,
             ops: BoxPool::new(max_requests),
-            driver: AtomicBool::new(false),
-            drive_lock: Mutex::new(()),
-            reaper: OnceCell::new(),
+            driver: Driver::new(),
         });
         let r = Arc::clone(&ring);
         thread::Builder::new()
@@ -574,12 +561,7 @@ impl FileIo for Uring {
     fn drive_begin(&self, signal: &Arc<Signal>) -> bool {
         let ring = &self.ring;
         // In a child after fork() the kernel context is the parent's: park instead.
-        if sys::fork_generation() != self.fork_generation
-            || ring
-                .driver
-                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-                .is_err()
-        {
+        if sys::fork_generation() != self.fork_generation || !ring.driver.begin() {
             return false;
         }
         signal.set_kick(Arc::clone(&ring.efd));
@@ -600,7 +582,7 @@ impl FileIo for Uring {
 
     fn drive_sleep(&self, signal: &Signal, ready: bool) -> bool {
         let ring = &self.ring;
-        let _reaping = lock(&ring.drive_lock);
+        let _reaping = ring.driver.reaping();
         if !ready {
             if !signal.sleep_begin() {
                 return true;
@@ -620,10 +602,7 @@ impl FileIo for Uring {
     }
 
     fn drive_end(&self) {
-        self.ring.driver.store(false, Ordering::Release);
-        if let Some(t) = self.ring.reaper.get() {
-            t.unpark();
-        }
+        self.ring.driver.end();
     }
 }
 
