@@ -294,8 +294,17 @@ fn at_queue_depth_32_one_io_submit_carries_several_reads() {
     if !can_trace() {
         return;
     }
+    let (_, per_call) = at_qd_32("direct32");
+    println!("qd 32 under strace: {per_call:.1} reads per io_submit");
+}
+
+/// Traces 4096 O_DIRECT reads at max_requests 32 in `mode`, checks that every one went
+/// to the kernel through `io_submit` with at least 8 to a call (the issue's target through
+/// the public API; `cargo bench --bench vs_fio -- --fast` counts it without strace too, on
+/// a fast device), and gives the trace and the reads per call.
+fn at_qd_32(mode: &str) -> (Trace, f64) {
     let s = data_file();
-    let t = trace("direct32", 4096, &s.path);
+    let t = trace(mode, 4096, &s.path);
     let submits = t.submits("IOCB_CMD_PREAD");
     let reads: usize = submits.iter().sum();
     assert_eq!(
@@ -303,14 +312,12 @@ fn at_queue_depth_32_one_io_submit_carries_several_reads() {
         "every read went to the kernel through io_submit"
     );
     let per_call = reads as f64 / submits.len() as f64;
-    println!("qd 32 under strace: {per_call:.1} reads per io_submit");
-    // The issue's target through the public API; `cargo bench --bench vs_fio -- --fast`
-    // counts it without strace too (perf), on a fast device.
     assert!(
         per_call >= 8.0,
-        "at qd 32, {reads} reads took {} io_submit calls ({per_call:.1} each): not batched",
+        "{mode}: {reads} reads took {} io_submit calls ({per_call:.1} each): not batched",
         submits.len()
     );
+    (t, per_call)
 }
 
 #[test]
@@ -455,14 +462,8 @@ fn under_block_on_the_calling_thread_reaps_its_own_reads() {
     if !can_trace() {
         return;
     }
-    let s = data_file();
-    let t = trace("drive32", 4096, &s.path);
-    let submits = t.submits("IOCB_CMD_PREAD");
-    let reads: usize = submits.iter().sum();
-    assert_eq!(
-        reads, 4096,
-        "every read went to the kernel through io_submit"
-    );
+    let (t, per_call) = at_qd_32("drive32");
+    let reads = 4096;
     let (mut mine, mut theirs, mut their_waits) = (0, 0, 0);
     for (tid, _, args) in t.calls.iter().filter(|(_, n, _)| n == "io_getevents") {
         let (n, waited) = getevents(args);
@@ -479,9 +480,9 @@ fn under_block_on_the_calling_thread_reaps_its_own_reads() {
         .filter(|(tid, n, a)| *tid == t.tid && n == "futex" && a.contains("FUTEX_WAIT"))
         .count();
     println!(
-        "block_on, qd 32 under strace: {:.1} reads per io_submit; {mine} completions reaped \
-         by the calling thread, {theirs} by the reaper ({their_waits} waits); {parks} parks",
-        reads as f64 / submits.len() as f64
+        "block_on, qd 32 under strace: {per_call:.1} reads per io_submit; {mine} completions \
+         reaped by the calling thread, {theirs} by the reaper ({their_waits} waits); {parks} \
+         parks"
     );
     // The reaper waits twice at most: once begun before the drive started (it ends with
     // the first completion) and once after the drive ended. Meanwhile it only looks,
@@ -490,11 +491,6 @@ fn under_block_on_the_calling_thread_reaps_its_own_reads() {
     assert!(
         mine >= reads * 9 / 10,
         "the calling thread reaped {mine} of {reads} completions"
-    );
-    let per_call = reads as f64 / submits.len() as f64;
-    assert!(
-        per_call >= 8.0,
-        "{per_call:.1} reads per io_submit: not batched"
     );
     // No hop: the thread never parks to be woken by another thread per read.
     assert!(
