@@ -282,3 +282,30 @@ fn block_on_in_a_forked_child_fails_cleanly() {
         );
     }
 }
+
+/// A wake that reaches the eventfd together with a completion (here: the close of a
+/// dropped file) while the completion thread still waits on it, as a drive starts, must
+/// still end the driving thread's sleep. 100 rounds of: a thread starts driving and
+/// sleeps, a file is dropped, and the wake is sent at once.
+#[test]
+fn a_wake_beside_a_completion_at_the_start_of_a_drive_is_not_lost() {
+    for i in backends() {
+        let ctx = ctx(i);
+        let s = Scratch::new();
+        std::fs::write(&s.path, pattern(4096, 8)).unwrap();
+        within(60, &format!("{i}: 100 drives"), move || {
+            for round in 0..100 {
+                let f = open_rw(&ctx, &s.path, false);
+                let (tx, rx) = oneshot::channel::<()>();
+                let driver = {
+                    let ctx = ctx.clone();
+                    thread::spawn(move || ctx.block_on(rx))
+                };
+                thread::sleep(Duration::from_micros(200 + round * 10));
+                drop(f);
+                tx.send(()).unwrap();
+                driver.join().unwrap().unwrap();
+            }
+        });
+    }
+}

@@ -380,7 +380,7 @@ fn reaper(ring: Arc<Ring>) {
             // A thread in `block_on` waits for completions itself: only look.
             ring.driver.tick(|| {
                 let _cq = lock(&ring.cq);
-                ring.reap()
+                ring.reap();
             });
             continue;
         }
@@ -390,13 +390,14 @@ fn reaper(ring: Arc<Ring>) {
             log::error!("caio: the io_uring reaper cannot wait ({e}); it stops");
             return;
         }
-        let reaped = {
+        {
             let _cq = lock(&ring.cq);
-            ring.reap()
-        };
-        if !reaped && ring.driver.is_active() {
-            // What it took may have been a wake for a thread asleep in `block_on`, which
-            // started driving meanwhile: pass it on.
+            ring.reap();
+        }
+        if ring.driver.is_active() {
+            // A thread started driving while this one waited. The count it took may hold
+            // a wake for that thread, asleep on the same eventfd, beside completions (one
+            // count can stand for both): pass it on. From now on this thread only looks.
             let _ = sys::eventfd_signal(ring.efd.as_raw_fd());
         }
         if ring.shutdown.load(Ordering::Acquire) && ring.inflight.load(Ordering::Acquire) == 0 {
