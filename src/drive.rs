@@ -272,24 +272,41 @@ pub(crate) fn drives(backend: &dyn FileIo) -> bool {
     DRIVEN.with(|d| d.get() == address(backend))
 }
 
-/// Ends a drive when `block_on` returns or unwinds.
+/// Marks the calling thread as driving `backend` (or, when it cannot, as driving nothing,
+/// so that its operations take the generic path), and ends the drive when `block_on`
+/// returns or unwinds.
 struct Driving<'a> {
     backend: &'a dyn FileIo,
+    active: bool,
     /// What an enclosing `block_on` on this thread drove.
     outer: usize,
 }
 
 impl<'a> Driving<'a> {
-    fn new(backend: &'a dyn FileIo) -> Driving<'a> {
-        let outer = DRIVEN.with(|d| d.replace(address(backend)));
-        Driving { backend, outer }
+    fn new(backend: &'a dyn FileIo, active: bool) -> Driving<'a> {
+        let driven = if active { address(backend) } else { 0 };
+        let outer = DRIVEN.with(|d| d.replace(driven));
+        Driving {
+            backend,
+            active,
+            outer,
+        }
+    }
+
+    /// Ends the drive early: the thread parks from now on.
+    fn stop(&mut self) {
+        if std::mem::take(&mut self.active) {
+            // While the thread still counts as driving: the backend may finish its work.
+            self.backend.drive_end();
+            DRIVEN.with(|d| d.set(0));
+        }
     }
 }
 
 impl Drop for Driving<'_> {
     fn drop(&mut self) {
+        self.stop();
         DRIVEN.with(|d| d.set(self.outer));
-        self.backend.drive_end();
     }
 }
 
@@ -299,7 +316,7 @@ pub(crate) fn block_on<F: Future>(backend: &dyn FileIo, fut: F) -> F::Output {
     let waker = Waker::from(Arc::clone(&signal));
     let mut cx = Context::from_waker(&waker);
     let mut fut = pin!(fut);
-    let mut driving = backend.drive_begin(&signal).then(|| Driving::new(backend));
+    let mut driving = Driving::new(backend, backend.drive_begin(&signal));
     let mut spin = Spin { budget: MAX_SPIN };
     loop {
         if signal.take() {
@@ -310,25 +327,28 @@ pub(crate) fn block_on<F: Future>(backend: &dyn FileIo, fut: F) -> F::Output {
             backend.flush();
             continue;
         }
-        let batch = if driving.is_some() {
-            backend.drive_batch()
+        let ready = if !driving.active {
+            spin.run(|| signal.is_notified());
+            spin.learn(signal.is_notified());
+            false
+        } else if backend.drive_spin() {
+            let batch = backend.drive_batch();
+            spin.run(|| signal.is_notified() || backend.drive_ready() >= batch);
+            // When the spin ran out, what is there is reaped.
+            let ready = backend.drive_ready() > 0;
+            spin.learn(ready || signal.is_notified());
+            ready
         } else {
-            usize::MAX
+            backend.drive_ready() > 0
         };
-        spin.run(|| signal.is_notified() || (driving.is_some() && backend.drive_ready() >= batch));
-        // When the spin ran out, what is there is reaped.
-        let ready = driving.is_some() && backend.drive_ready() > 0;
-        spin.learn(ready || signal.is_notified());
         if signal.is_notified() {
             continue;
         }
-        if driving.is_some() {
-            if !backend.drive_sleep(&signal, ready) {
-                // The kernel's wait failed (a seccomp policy, say): park from now on.
-                driving = None;
-            }
-        } else {
+        if !driving.active {
             signal.park();
+        } else if !backend.drive_sleep(&signal, ready) {
+            // The kernel's wait failed (a seccomp policy, say): park from now on.
+            driving.stop();
         }
     }
 }

@@ -92,6 +92,11 @@ pub(crate) trait FileIo: Send + Sync + fmt::Debug {
     fn drive_begin(&self, _signal: &Arc<Signal>) -> bool {
         false
     }
+    /// Whether a spin on [`FileIo::drive_ready`] can see completions arrive before the
+    /// thread sleeps.
+    fn drive_spin(&self) -> bool {
+        true
+    }
     /// How many completions are ready to be reaped: a look, with no system call.
     fn drive_ready(&self) -> usize {
         0

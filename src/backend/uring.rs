@@ -31,13 +31,14 @@
 //! exits.
 
 use std::{
+    cell::Cell,
     fmt, io,
     os::fd::{AsRawFd, IntoRawFd, OwnedFd},
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc, Mutex, MutexGuard,
     },
-    thread,
+    thread::{self, ThreadId},
 };
 
 use io_uring::{opcode, squeue, types, IoUring, Probe};
@@ -159,6 +160,16 @@ struct Ring {
     ops: BoxPool<UringOp>,
     /// A thread in `Context::block_on` that waits for completions itself.
     driver: Driver,
+    /// The ring of the thread that drives (or last drove) this context, kept for its next
+    /// `block_on`.
+    own: Mutex<Option<Own>>,
+    /// What the driving thread queued for `own`, and continuations of what `own` completed.
+    own_queue: OpQueue<UringOp>,
+    /// Set while the driving thread uses `own`: the reaper then goes on reaping this ring.
+    owned: AtomicBool,
+    /// Set when this kernel cannot make such a ring: drivers then sleep on this one.
+    own_failed: AtomicBool,
+    entries: u32,
 }
 
 impl Ring {
@@ -223,13 +234,26 @@ impl Ring {
             // reports each entry once, and the completion ring is read by one thread.
             let op = unsafe { Box::from_raw(cqe.user_data() as *mut UringOp) };
             self.inflight.fetch_sub(1, Ordering::AcqRel);
-            self.complete(self.ops.unbox(op), cqe.result());
+            if let Some(next) = self.complete(self.ops.unbox(op), cqe.result()) {
+                self.submit([next]);
+            }
         }
         any
     }
 
-    /// Handles one completion (`res` is bytes or a negative errno).
-    fn complete(&self, op: UringOp, res: i32) {
+    /// Whether the calling thread drives this ring through a ring of its own, and what it
+    /// submits now is its own (not an operation of another thread that a completion
+    /// admits: that one must not wait for this thread's next enter).
+    fn owns(&self, backend: &dyn FileIo) -> bool {
+        self.owned.load(Ordering::Acquire)
+            && crate::drive::drives(backend)
+            && !COMPLETING.with(Cell::get)
+    }
+
+    /// Handles one completion (`res` is bytes or a negative errno). What it returns goes to
+    /// a ring again: the rest of a short transfer, or a read the page cache did not have.
+    #[must_use]
+    fn complete(&self, op: UringOp, res: i32) -> Option<Box<UringOp>> {
         let UringOp { mut req, len, mode } = op;
         if let Kind::Meta(m @ Meta::Close(_)) = &mut req.kind {
             // The kernel closed the number, whatever the result: the OwnedFd must not
@@ -241,9 +265,10 @@ impl Ring {
         if res < 0 {
             if mode == Mode::NoWait && (res == -libc::EAGAIN || res == -libc::EOPNOTSUPP) {
                 // Not in the page cache (or no NOWAIT here): the kernel's workers read it.
-                return self.submit([self.op(req, Mode::Worker)]);
+                return Some(self.op(req, Mode::Worker));
             }
-            return req.finish(Err(io::Error::from_raw_os_error(-res)));
+            req.finish(Err(io::Error::from_raw_os_error(-res)));
+            return None;
         }
         let n = (res as usize).min(len);
         let total = match &mut req.kind {
@@ -263,7 +288,10 @@ impl Ring {
                 req.written += n;
                 req.written
             }
-            _ => return req.finish(Ok(0)),
+            _ => {
+                req.finish(Ok(0));
+                return None;
+            }
         };
         if n > 0 && (n < len || req.has_more()) {
             // Short but not at an error: part in the page cache, past the per-call limit,
@@ -274,9 +302,170 @@ impl Ring {
             } else {
                 mode
             };
-            return self.submit([self.op(req, mode)]);
+            return Some(self.op(req, mode));
         }
         req.finish(Ok(total));
+        None
+    }
+}
+
+/// The `user_data` of the wake-up poll in an [`Own`] ring (an operation's is the address of
+/// its box, never 1).
+const WAKE: u64 = 1;
+
+/// How long a driving thread sleeps in its ring before it looks again, even with no
+/// completion and no wake.
+const OWN_WAIT: types::Timespec = types::Timespec::new().nsec(100_000_000);
+
+thread_local! {
+    /// Set while the driving thread completes what its own ring handed back.
+    static COMPLETING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Clears `COMPLETING` when the completions are done, or one of them panics.
+struct Completing;
+
+impl Drop for Completing {
+    fn drop(&mut self) {
+        COMPLETING.with(|c| c.set(false));
+    }
+}
+
+/// The ring of a thread in `Context::block_on`: `SINGLE_ISSUER | DEFER_TASKRUN`, entered by
+/// that thread alone.
+///
+/// On the shared ring the kernel runs each completion's last step as task work that
+/// interrupts the submitting thread, wherever it is. Here it keeps that work until the
+/// thread waits, wakes it once `want` completions are there, and runs them all in that
+/// one `io_uring_enter`. fio's io_uring engine sets up its ring the same way. Only what
+/// never waits for a kernel worker comes here: O_DIRECT I/O and `RWF_NOWAIT` attempts.
+/// The rest stays on the shared ring, whose reaper goes on reaping while a thread drives.
+///
+/// Nothing completes while this is locked: a completion runs wakers and admits waiting
+/// operations, which may queue or flush on this very thread. What the ring hands back
+/// goes to `done`, completed after the lock is let go ([`Uring::own_round`]).
+struct Own {
+    ring: IoUring,
+    thread: ThreadId,
+    /// Written by a wake of this thread while it sleeps in the ring; a poll on it in the
+    /// ring ends that sleep.
+    kick: Arc<OwnedFd>,
+    /// Whether that poll is in the ring.
+    armed: bool,
+    /// Operations in this ring, not reaped yet (the poll not counted).
+    inflight: usize,
+    /// Operations back from the kernel (or refused by it), with their results.
+    done: Vec<(Box<UringOp>, i32)>,
+}
+
+impl Own {
+    fn new(entries: u32, threads: usize) -> io::Result<Own> {
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_coop_taskrun()
+            .setup_taskrun_flag()
+            .build(entries)?;
+        let t = threads.min(u32::MAX as usize) as u32;
+        let _ = ring.submitter().register_iowq_max_workers(&mut [t, t]);
+        Ok(Own {
+            ring,
+            thread: thread::current().id(),
+            kick: Arc::new(sys::eventfd()?),
+            armed: false,
+            inflight: 0,
+            done: Vec::new(),
+        })
+    }
+
+    /// Writes `entry` into the submission ring, handing the ring to the kernel when full.
+    ///
+    /// # Safety
+    /// Every buffer and path `entry` names stays alive and unmoved until its completion is
+    /// reaped.
+    unsafe fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
+        loop {
+            // SAFETY: the caller's promise; `&mut self` makes this the only queue view.
+            if unsafe { self.ring.submission().push(entry) }.is_ok() {
+                return Ok(());
+            }
+            self.ring.submit()?;
+        }
+    }
+
+    /// Writes `batch` into the submission ring (the next enter sends it).
+    fn flush(&mut self, ring: &Ring, batch: &mut Vec<Box<UringOp>>) {
+        for mut op in batch.drain(..) {
+            if op.req.is_abandoned() {
+                continue; // its future is gone before it reached the kernel
+            }
+            let entry = flagged(&mut op, &ring.opcodes);
+            let p = Box::into_raw(op);
+            // SAFETY: the entry points into the leaked op, whose request owns every buffer
+            // and path it names until the op is reclaimed from its completion.
+            match unsafe { self.push(&entry.user_data(p as u64)) } {
+                Ok(()) => self.inflight += 1,
+                Err(e) => {
+                    // SAFETY: `p` was not pushed, so it is still ours, once.
+                    let op = unsafe { Box::from_raw(p) };
+                    self.done.push((op, -e.raw_os_error().unwrap_or(libc::EIO)));
+                }
+            }
+        }
+    }
+
+    /// Arms the wake-up poll, if it is not in the ring.
+    fn arm(&mut self) {
+        if self.armed {
+            return;
+        }
+        let poll = opcode::PollAdd::new(types::Fd(self.kick.as_raw_fd()), libc::POLLIN as u32)
+            .build()
+            .user_data(WAKE);
+        // SAFETY: the poll names only the eventfd, which `self.kick` keeps open for as long
+        // as the ring.
+        self.armed = unsafe { self.push(&poll) }.is_ok();
+    }
+
+    /// Sends what is in the submission ring, and with `want` above 0 sleeps until that
+    /// many completions are there, a wake, or `OWN_WAIT`. With `want` 0 it only runs the
+    /// completions the kernel holds back, if any. Then takes what completed into `done`.
+    fn enter(&mut self, want: usize) -> io::Result<()> {
+        let r = if want > 0 {
+            self.arm();
+            let args = types::SubmitArgs::new().timespec(&OWN_WAIT);
+            self.ring.submitter().submit_with_args(want, &args)
+        } else {
+            let sq = self.ring.submission();
+            if sq.is_empty() && !sq.taskrun() {
+                Ok(0)
+            } else {
+                drop(sq);
+                self.ring.submit()
+            }
+        };
+        match r {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) => {}
+            Err(e) => return Err(e),
+        }
+        for cqe in self.ring.completion() {
+            if cqe.user_data() == WAKE {
+                self.armed = false;
+                let _ = sys::eventfd_wait(self.kick.as_raw_fd()); // non-blocking: empties it
+                continue;
+            }
+            // SAFETY: `user_data` is the address leaked at submission; the kernel reports
+            // each entry once.
+            let op = unsafe { Box::from_raw(cqe.user_data() as *mut UringOp) };
+            self.inflight -= 1;
+            self.done.push((op, cqe.result()));
+        }
+        Ok(())
     }
 }
 
@@ -376,8 +565,8 @@ fn meta_entry(m: &Meta, fd: i32, ops: &Opcodes) -> Option<squeue::Entry> {
 fn reaper(ring: Arc<Ring>) {
     ring.driver.register_reaper();
     loop {
-        if ring.driver.is_active() {
-            // A thread in `block_on` waits for completions itself: only look.
+        if ring.driver.is_active() && !ring.owned.load(Ordering::Acquire) {
+            // A thread in `block_on` waits for completions on this ring itself: only look.
             ring.driver.tick(|| {
                 let _cq = lock(&ring.cq);
                 ring.reap();
@@ -394,7 +583,7 @@ fn reaper(ring: Arc<Ring>) {
             let _cq = lock(&ring.cq);
             ring.reap();
         }
-        if ring.driver.is_active() {
+        if ring.driver.is_active() && !ring.owned.load(Ordering::Acquire) {
             // A thread started driving while this one waited. The count it took may hold
             // a wake for that thread, asleep on the same eventfd, beside completions (one
             // count can stand for both): pass it on. From now on this thread only looks.
@@ -469,6 +658,11 @@ impl Uring {
             max_requests,
             ops: BoxPool::new(max_requests),
             driver: Driver::new(),
+            own: Mutex::new(None),
+            own_queue: OpQueue::new(),
+            owned: AtomicBool::new(false),
+            own_failed: AtomicBool::new(false),
+            entries,
         });
         let r = Arc::clone(&ring);
         thread::Builder::new()
@@ -483,8 +677,52 @@ impl Uring {
 
     fn queue(&self, req: Request, mode: Mode) -> Submit {
         let op = self.ring.op(req, mode);
-        self.queue.push(op);
+        if mode != Mode::Worker && self.ring.owns(self) {
+            self.ring.own_queue.push(op);
+        } else {
+            self.queue.push(op);
+        }
         Submit::Queued
+    }
+
+    /// One round on the driving thread's own ring, if the calling thread is that thread:
+    /// what it queued goes into the ring, `f` runs, and then (with the ring let go) what
+    /// came back completes. `None` when there is no such ring.
+    fn own_round<R>(&self, f: impl FnOnce(&mut Own) -> R) -> Option<R> {
+        let ring = &self.ring;
+        if !ring.owns(self) {
+            return None;
+        }
+        let mut batch = ring.own_queue.take();
+        let (r, mut done) = {
+            let mut own = lock(&ring.own);
+            let own = own.as_mut()?;
+            own.flush(ring, &mut batch);
+            let r = f(own);
+            if own.done.is_empty() {
+                ring.own_queue.give_back(batch);
+                return Some(r);
+            }
+            (r, std::mem::take(&mut own.done))
+        };
+        ring.own_queue.give_back(batch);
+        COMPLETING.with(|c| c.set(true));
+        let _completing = Completing;
+        for (op, res) in done.drain(..) {
+            if let Some(next) = ring.complete(ring.ops.unbox(op), res) {
+                if next.mode == Mode::Worker {
+                    ring.submit([next]);
+                } else {
+                    ring.own_queue.push(next); // sent at the next round
+                }
+            }
+        }
+        if let Some(own) = lock(&ring.own).as_mut() {
+            if own.done.is_empty() {
+                own.done = done; // its room, for the next round
+            }
+        }
+        Some(r)
     }
 
     /// Whether the ring may take this read or write (only regular files and block
@@ -545,6 +783,8 @@ impl FileIo for Uring {
     }
 
     fn flush(&self) {
+        // The driving thread's own operations: its next enter sends them.
+        self.own_round(|_| ());
         let mut batch = self.queue.take();
         // A request whose future is gone before it reached the kernel does not start.
         batch.retain(|op| !op.req.is_abandoned());
@@ -565,11 +805,46 @@ impl FileIo for Uring {
         if sys::fork_generation() != self.fork_generation || !ring.driver.begin() {
             return false;
         }
+        if !ring.own_failed.load(Ordering::Acquire) {
+            let me = thread::current().id();
+            let mut own = lock(&ring.own);
+            if own.as_ref().is_none_or(|o| o.thread != me) {
+                // Another thread's ring is empty (its drive drained it): replace it.
+                match Own::new(ring.entries, ring.threads) {
+                    Ok(o) => *own = Some(o),
+                    Err(e) => {
+                        log::info!(
+                            "caio: block_on waits on the shared io_uring: this kernel cannot \
+                             make a SINGLE_ISSUER | DEFER_TASKRUN ring ({e})"
+                        );
+                        ring.own_failed.store(true, Ordering::Release);
+                    }
+                }
+            }
+            if let Some(o) = own.as_ref().filter(|o| o.thread == me) {
+                signal.set_kick(Arc::clone(&o.kick));
+                ring.owned.store(true, Ordering::Release);
+                return true;
+            }
+        }
         signal.set_kick(Arc::clone(&ring.efd));
         true
     }
 
+    fn drive_spin(&self) -> bool {
+        // The kernel holds an own ring's completions back until the thread enters it:
+        // a look at its completion ring would find nothing.
+        !self.ring.owns(self)
+    }
+
     fn drive_ready(&self) -> usize {
+        if let Some(n) = self.own_round(|own| {
+            // Completions inside the submission, and whether the kernel holds any back.
+            let held_back = own.ring.submission().taskrun();
+            own.ring.completion().len() + usize::from(held_back)
+        }) {
+            return n;
+        }
         match self.ring.cq.try_lock() {
             // SAFETY: `cq` is held, so this is the only completion queue view.
             Ok(_cq) => unsafe { self.ring.ring.completion_shared() }.len(),
@@ -578,11 +853,34 @@ impl FileIo for Uring {
     }
 
     fn drive_batch(&self) -> usize {
-        (self.ring.inflight.load(Ordering::Acquire) / 4).max(1)
+        let inflight = self
+            .own_round(|own| own.inflight)
+            .unwrap_or_else(|| self.ring.inflight.load(Ordering::Acquire));
+        (inflight / 4).max(1)
     }
 
     fn drive_sleep(&self, signal: &Signal, ready: bool) -> bool {
         let ring = &self.ring;
+        let slept = self.own_round(|own| {
+            let want = if !ready && signal.sleep_begin() {
+                (own.inflight / 4).max(1)
+            } else {
+                0
+            };
+            let r = own.enter(want);
+            if want > 0 {
+                signal.sleep_end();
+            }
+            r
+        });
+        match slept {
+            Some(Ok(())) => return true,
+            Some(Err(e)) => {
+                log::error!("caio: block_on cannot wait in its io_uring ({e}); it parks instead");
+                return false;
+            }
+            None => {}
+        }
         let _reaping = ring.driver.reaping();
         if !ready {
             if !signal.sleep_begin() {
@@ -603,7 +901,22 @@ impl FileIo for Uring {
     }
 
     fn drive_end(&self) {
-        self.ring.driver.end();
+        let ring = &self.ring;
+        // What this thread started in its ring completes before `block_on` returns: nobody
+        // else may enter that ring.
+        while let Some(r) = self.own_round(|own| (own.inflight > 0).then(|| own.enter(1))) {
+            match r {
+                None => break,
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    // Their buffers stay with the ring, leaked: safe, if not tidy.
+                    log::error!("caio: cannot wait for the io_uring operations of block_on ({e})");
+                    break;
+                }
+            }
+        }
+        ring.owned.store(false, Ordering::Release);
+        ring.driver.end();
     }
 }
 
