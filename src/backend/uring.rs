@@ -393,7 +393,9 @@ impl Own {
         }
     }
 
-    /// Writes `batch` into the submission ring (the next enter sends it).
+    /// Writes `batch` into the submission ring (the next enter sends it). The boxes are
+    /// what the kernel is given the addresses of.
+    #[allow(clippy::vec_box)]
     fn flush(&mut self, ring: &Ring, batch: &mut Vec<Box<UringOp>>) {
         for mut op in batch.drain(..) {
             if op.req.is_abandoned() {
