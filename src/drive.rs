@@ -37,6 +37,14 @@ use crate::backend::FileIo;
 
 /// The most one spin lasts; on this machine's fast device a 4 KiB read takes 15–40 µs.
 const MAX_SPIN: Duration = Duration::from_micros(50);
+/// The most one spin lasts when a batch of [`DEEP_BATCH`] or more completions is awaited
+/// (16 or more in flight): the kernel's wait gathers the batch for less CPU. In one
+/// interleaved run on the fast device at qd 32, linux under `block_on` made 1.01–1.06× fio
+/// libaio's reads at 1.11–1.17× its CPU per read with the 50 µs spin, and 0.97–1.03× at
+/// 0.87–0.91× with this one.
+const DEEP_SPIN: Duration = Duration::from_micros(5);
+/// See [`DEEP_SPIN`].
+pub(crate) const DEEP_BATCH: usize = 4;
 /// The least a spin lasts once spinning keeps failing (a slow disk).
 const MIN_SPIN: Duration = Duration::from_micros(1);
 
@@ -226,8 +234,13 @@ impl Spin {
     /// microsecond) it yields the CPU between looks: the kernel worker that completes the
     /// I/O may be waiting for this very CPU. (In one interleaved run on the fast device,
     /// yielding gave 1.2× the reads at qd 1 of a spin that does not, and the same at depth.)
-    fn run(&self, done: impl Fn() -> bool) {
+    fn run(&self, batch: usize, done: impl Fn() -> bool) {
         let start = Instant::now();
+        let budget = if batch >= DEEP_BATCH {
+            self.budget.min(DEEP_SPIN)
+        } else {
+            self.budget
+        };
         let mut rounds = 0u32;
         loop {
             // The clock is read every 32 looks: a look is a few loads, a clock ~25 ns.
@@ -237,7 +250,7 @@ impl Spin {
                 }
                 std::hint::spin_loop();
             }
-            if done() || start.elapsed() >= self.budget {
+            if done() || start.elapsed() >= budget {
                 return;
             }
             rounds += 1;
@@ -327,19 +340,19 @@ pub(crate) fn block_on<F: Future>(backend: &dyn FileIo, fut: F) -> F::Output {
             backend.flush();
             continue;
         }
-        let ready = if !driving.active {
-            spin.run(|| signal.is_notified());
-            spin.learn(signal.is_notified());
-            false
-        } else if backend.drive_spin() {
+        let ready = if driving.active {
             let batch = backend.drive_batch();
-            spin.run(|| signal.is_notified() || backend.drive_ready() >= batch);
+            spin.run(batch, || {
+                signal.is_notified() || backend.drive_ready() >= batch
+            });
             // When the spin ran out, what is there is reaped.
             let ready = backend.drive_ready() > 0;
             spin.learn(ready || signal.is_notified());
             ready
         } else {
-            backend.drive_ready() > 0
+            spin.run(1, || signal.is_notified());
+            spin.learn(signal.is_notified());
+            false
         };
         if signal.is_notified() {
             continue;

@@ -70,7 +70,7 @@ use crate::{
     backend::{
         thread::ThreadPool, BoxPool, FileIo, Kind, OpQueue, Request, Submit, DEFAULT_MAX_REQUESTS,
     },
-    drive::{Driver, Signal},
+    drive::{Driver, Signal, DEEP_BATCH},
     sys::{self, AioContext, IoEvent, Iocb},
     Implementation,
 };
@@ -82,6 +82,9 @@ const TICK: Duration = Duration::from_millis(1);
 /// The longest a thread in `block_on` sleeps before it looks again by itself (only a
 /// missed wake would need it; none is known).
 const DRIVE_SLEEP: Duration = Duration::from_millis(100);
+/// How long a thread in `block_on` waits for a batch of completions at depth before it
+/// looks again; also the most a wake from another thread waits then.
+const DEEP_WAIT: Duration = Duration::from_millis(1);
 /// Events reaped per `io_getevents`.
 const EVENTS: usize = 256;
 /// How often a reaper without a wake-up poll checks for shutdown.
@@ -1070,7 +1073,16 @@ impl FileIo for Linux {
             if !signal.sleep_begin() {
                 return true;
             }
-            let r = sys::io_getevents(ring.ctx, 1, &mut events, Some(wait));
+            // At depth the kernel wakes this thread once a batch is there, not at each
+            // completion. The wake-up poll is one event, so a wake from another thread may
+            // then wait for the batch: at most `DEEP_WAIT`.
+            let batch = self.drive_batch();
+            let (min, wait) = if batch >= DEEP_BATCH {
+                (batch.min(events.len()), wait.min(DEEP_WAIT))
+            } else {
+                (1, wait)
+            };
+            let r = sys::io_getevents(ring.ctx, min, &mut events, Some(wait));
             signal.sleep_end();
             r
         };

@@ -92,11 +92,6 @@ pub(crate) trait FileIo: Send + Sync + fmt::Debug {
     fn drive_begin(&self, _signal: &Arc<Signal>) -> bool {
         false
     }
-    /// Whether a spin on [`FileIo::drive_ready`] can see completions arrive before the
-    /// thread sleeps.
-    fn drive_spin(&self) -> bool {
-        true
-    }
     /// How many completions are ready to be reaped: a look, with no system call.
     fn drive_ready(&self) -> usize {
         0
@@ -107,8 +102,8 @@ pub(crate) trait FileIo: Send + Sync + fmt::Debug {
     fn drive_batch(&self) -> usize {
         1
     }
-    /// Reaps ready completions, or (with `ready` false) sleeps until a completion or a
-    /// wake of `signal`. `false` when the kernel's wait failed and driving should stop.
+    /// Reaps ready completions, or (with `ready` false) sleeps until a batch of
+    /// completions (see [`FileIo::drive_batch`]), a wake of `signal`, or a timeout. `false` when the kernel's wait failed and driving should stop.
     fn drive_sleep(&self, _signal: &Signal, _ready: bool) -> bool {
         false
     }

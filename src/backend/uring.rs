@@ -430,8 +430,9 @@ impl Own {
     }
 
     /// Sends what is in the submission ring, and with `want` above 0 sleeps until that
-    /// many completions are there, a wake, or `OWN_WAIT`. With `want` 0 it only runs the
-    /// completions the kernel holds back, if any. Then takes what completed into `done`.
+    /// many completions are there, a wake, or `OWN_WAIT`. With `want` 0 it runs the
+    /// completions the kernel holds back, if any, and enters only when there is something
+    /// to send or run. Then takes what completed into `done`.
     fn enter(&mut self, want: usize) -> io::Result<()> {
         let r = if want > 0 {
             self.arm();
@@ -785,8 +786,11 @@ impl FileIo for Uring {
     }
 
     fn flush(&self) {
-        // The driving thread's own operations: its next enter sends them.
-        self.own_round(|_| ());
+        // The driving thread's own operations go to its own ring.
+        if let Some(Err(e)) = self.own_round(|own| own.enter(0)) {
+            // They stay in the ring: the thread's next wait sends them.
+            log::warn!("caio: io_uring_enter failed ({e}); block_on's next wait retries");
+        }
         let mut batch = self.queue.take();
         // A request whose future is gone before it reached the kernel does not start.
         batch.retain(|op| !op.req.is_abandoned());
@@ -833,19 +837,15 @@ impl FileIo for Uring {
         true
     }
 
-    fn drive_spin(&self) -> bool {
-        // The kernel holds an own ring's completions back until the thread enters it:
-        // a look at its completion ring would find nothing.
-        !self.ring.owns(self)
-    }
-
     fn drive_ready(&self) -> usize {
-        if let Some(n) = self.own_round(|own| {
-            // Completions inside the submission, and whether the kernel holds any back.
-            let held_back = own.ring.submission().taskrun();
-            own.ring.completion().len() + usize::from(held_back)
-        }) {
-            return n;
+        if self.ring.owns(self) {
+            if let Some(own) = lock(&self.ring.own).as_mut() {
+                // Completions inside the submission, and (a flag the kernel sets) whether
+                // it holds any back: then a batch's worth, so that the spin ends.
+                let held_back = own.ring.submission().taskrun();
+                let batch = (own.inflight / 4).max(1);
+                return own.ring.completion().len() + if held_back { batch } else { 0 };
+            }
         }
         match self.ring.cq.try_lock() {
             // SAFETY: `cq` is held, so this is the only completion queue view.
