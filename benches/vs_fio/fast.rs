@@ -1,7 +1,8 @@
 //! The fast-device mode (`--fast`): software cost, where the device costs next to nothing.
 //!
 //! A loop device with direct I/O over a tmpfs file (see `fastdev.rs`) takes 4 KiB random
-//! O_DIRECT reads at queue depth 1, 8, 32 and 128 from fio (libaio and io_uring), every
+//! O_DIRECT reads at queue depth 1, 8, 32 and 128 from fio (libaio, io_uring, and psync
+//! with one thread per read in flight: a pool of threads without a hand-off), every
 //! caio implementation (under `futures::executor`, and under `Context::block_on`, whose
 //! thread waits for its own completions), compio (io_uring, its own runtime) and tokio
 //! (`spawn_blocking` + `pread`), interleaved: each depth runs every system before the next depth. Then two
@@ -31,12 +32,13 @@ use super::{fastdev::FastDevice, workload, Args};
 use workload::{Pattern, Rng, Workload};
 
 /// The syscalls counted, as perf's tracepoint names, and how the table names them.
-const CALLS: [(&str, &str); 8] = [
+const CALLS: [(&str, &str); 9] = [
     ("io_submit", "io_submit"),
     ("io_getevents", "io_getevents"),
     ("io_uring_enter", "io_uring_enter"),
     ("futex", "futex"),
     ("read", "read"),
+    ("pread64", "pread"),
     ("newfstat", "fstat"),
     ("statx", "statx"),
     ("sched_yield", "sched_yield"),
@@ -131,7 +133,13 @@ pub fn run(a: &Args) {
     };
     let mut systems: Vec<String> = Vec::new();
     if have_fio {
-        systems.extend(["fio libaio".into(), "fio io_uring".into()]);
+        // psync: as many threads as reads in flight, each in `pread`: what a pool of
+        // threads can make of this machine without a hand-off (the thread backend's bound).
+        systems.extend([
+            "fio libaio".into(),
+            "fio io_uring".into(),
+            "fio psync".into(),
+        ]);
     }
     for i in Implementation::ALL {
         if i.is_available() {
@@ -289,10 +297,16 @@ fn measure(job: &Job, counted: bool) -> Option<(Measured, BTreeMap<&'static str,
             "--output-format=json",
         ])
         .arg(format!("--ioengine={engine}"))
-        .arg(format!("--filename={}", job.target.display()))
-        .arg(format!("--iodepth={}", job.qd))
-        .arg(format!("--direct={}", u8::from(job.direct)))
-        .arg(format!("--runtime={}ms", (secs * 1000.0) as u64));
+        .arg(format!("--filename={}", job.target.display()));
+        if engine == "psync" {
+            // One read at a time per thread, `qd` threads, reported as one job.
+            cmd.args(["--thread", "--group_reporting"])
+                .arg(format!("--numjobs={}", job.qd));
+        } else {
+            cmd.arg(format!("--iodepth={}", job.qd));
+        }
+        cmd.arg(format!("--direct={}", u8::from(job.direct)))
+            .arg(format!("--runtime={}ms", (secs * 1000.0) as u64));
     } else {
         if counted {
             cmd.arg(std::env::current_exe().unwrap());
@@ -318,8 +332,10 @@ fn measure(job: &Job, counted: bool) -> Option<(Measured, BTreeMap<&'static str,
         return None;
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let m = if fio.is_some() {
-        fio_measured(&stdout, secs)?
+    let m = if let Some(engine) = fio {
+        // With --group_reporting, fio gives the jobs' average CPU share.
+        let jobs = if engine == "psync" { job.qd } else { 1 };
+        fio_measured(&stdout, secs, jobs as f64)?
     } else {
         let line = stdout.lines().find_map(|l| l.strip_prefix("POINT "))?;
         let v: Vec<f64> = line.split(' ').filter_map(|x| x.parse().ok()).collect();
@@ -348,7 +364,7 @@ fn measure(job: &Job, counted: bool) -> Option<(Measured, BTreeMap<&'static str,
 }
 
 /// Operations, time and CPU from fio's JSON.
-fn fio_measured(json: &str, secs: f64) -> Option<Measured> {
+fn fio_measured(json: &str, secs: f64, jobs: f64) -> Option<Measured> {
     let read = &json[json.find("\"read\" : {")?..];
     let ops = super::fio_num(read, "total_ios")?;
     let runtime = super::fio_num(read, "runtime")? / 1000.0;
@@ -361,8 +377,8 @@ fn fio_measured(json: &str, secs: f64) -> Option<Measured> {
     Some(Measured {
         ops: ops as u64,
         secs: elapsed,
-        user: u / 100.0 * elapsed,
-        sys: s / 100.0 * elapsed,
+        user: u / 100.0 * elapsed * jobs,
+        sys: s / 100.0 * elapsed * jobs,
     })
 }
 
@@ -569,6 +585,7 @@ fn targets(rows: &[Row]) -> Vec<Target> {
         ("uring", "fio io_uring", None),
         ("thread", "tokio spawn_blocking+pread", Some(3.0)),
         ("thread block_on", "tokio spawn_blocking+pread", None),
+        ("thread", "fio psync", None),
     ];
     for (caio, other, bound) in per_depth {
         for qd in [1, 8, 32, 128] {
@@ -579,6 +596,15 @@ fn targets(rows: &[Row]) -> Vec<Target> {
                 bound,
             );
         }
+    }
+    // What a pool of threads can reach here at most, against tokio's.
+    for qd in [1, 8, 32, 128] {
+        ratio(
+            format!("fio psync (qd threads) ÷ tokio spawn_blocking+pread, qd {qd}"),
+            find(rows, "O_DIRECT", "fio psync", qd),
+            find(rows, "O_DIRECT", "tokio spawn_blocking+pread", qd),
+            None,
+        );
     }
     ratio(
         "page cache, raw descriptor, qd 32: linux ÷ fio libaio".into(),
