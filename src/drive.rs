@@ -9,12 +9,17 @@
 //! - When the future is pending, the thread first **spins** for a short, adaptive while
 //!   on a cheap look at the completion ring (no system call), yielding the CPU between
 //!   looks.
-//! - Then it **sleeps in the kernel's own wait** for completions (`io_getevents` on linux,
-//!   the ring's eventfd on uring) and reaps them itself. A wake from another thread (a
-//!   channel, the pool) interrupts that sleep through an eventfd.
-//! - Meanwhile the backend's completion thread **stands down**: it looks every
+//! - Then it **sleeps in the kernel's own wait** for completions and reaps them itself:
+//!   `io_getevents` on linux; on uring, `io_uring_enter` on a ring of the thread's own
+//!   (`SINGLE_ISSUER | DEFER_TASKRUN`, where the kernel runs the completions when the
+//!   thread waits instead of interrupting it for each). With 16 or more operations in
+//!   flight the spin is short and the kernel wakes the thread once a quarter of them are
+//!   done. A wake from another thread (a channel, the pool) interrupts that sleep through
+//!   an eventfd.
+//! - Meanwhile, on linux, the backend's completion thread **stands down**: it looks every
 //!   millisecond, and reaps only while the driving thread runs user code, so that
-//!   operations of other threads still complete.
+//!   operations of other threads still complete. On uring the shared ring keeps its
+//!   completion thread: the driving thread's own operations are in its own ring.
 //!
 //! One thread drives a context at a time. Another thread's `block_on` on the same context,
 //! and `thread` and `blocking` contexts, spin and then park.
@@ -38,10 +43,11 @@ use crate::backend::FileIo;
 /// The most one spin lasts; on this machine's fast device a 4 KiB read takes 15–40 µs.
 const MAX_SPIN: Duration = Duration::from_micros(50);
 /// The most one spin lasts when a batch of [`DEEP_BATCH`] or more completions is awaited
-/// (16 or more in flight): the kernel's wait gathers the batch for less CPU. In one
-/// interleaved run on the fast device at qd 32, linux under `block_on` made 1.01–1.06× fio
-/// libaio's reads at 1.11–1.17× its CPU per read with the 50 µs spin, and 0.97–1.03× at
-/// 0.87–0.91× with this one.
+/// (16 or more in flight): the kernel's wait then gathers the batch, for less CPU. A
+/// thread that spins until each batch is there keeps a core busy: at qd 32 on the fast
+/// device, linux under `block_on` made 1.01–1.06× fio libaio's reads at 1.11–1.17× its
+/// CPU per read that way, and 0.86–1.04× at 0.87–1.05× with this spin (three
+/// interleaved runs of each).
 const DEEP_SPIN: Duration = Duration::from_micros(5);
 /// See [`DEEP_SPIN`].
 pub(crate) const DEEP_BATCH: usize = 4;
@@ -309,7 +315,11 @@ impl<'a> Driving<'a> {
     /// Ends the drive early: the thread parks from now on.
     fn stop(&mut self) {
         if std::mem::take(&mut self.active) {
-            // While the thread still counts as driving: the backend may finish its work.
+            // Operations queued in the last poll skipped the flush they would owe under
+            // another executor (this thread flushes after each poll): send them now, or a
+            // future handed out of `block_on` would wait for them forever. And while the
+            // thread still counts as driving: the backend may finish its work.
+            self.backend.flush();
             self.backend.drive_end();
             DRIVEN.with(|d| d.set(0));
         }

@@ -18,7 +18,7 @@ use std::{
 };
 
 use caio::{Buffer, Context, File};
-use futures::{channel::oneshot, stream::FuturesUnordered, FutureExt, StreamExt};
+use futures::{channel::oneshot, future, stream::FuturesUnordered, FutureExt, StreamExt};
 use util::{backends, ctx, open_rw, pattern, Scratch};
 
 const LEN: usize = 1 << 20;
@@ -307,5 +307,45 @@ fn a_wake_beside_a_completion_at_the_start_of_a_drive_is_not_lost() {
                 driver.join().unwrap().unwrap();
             }
         });
+    }
+}
+
+/// Futures that leave `block_on` with their reads in flight (started, or only queued)
+/// complete afterwards on another thread and executor, with the right data: `block_on`
+/// finishes what its thread started before it returns (on uring those reads are in a ring
+/// only that thread may enter).
+#[test]
+fn reads_started_under_block_on_complete_after_it_returns() {
+    for i in backends() {
+        let ctx = ctx(i);
+        let (_s, f) = data(&ctx, 9);
+        let want = pattern(LEN, 9);
+        let started = ctx.block_on(async {
+            let mut reads: Vec<_> = (0..64u64)
+                .map(|k| {
+                    Box::pin(future::maybe_done(
+                        f.read_at_into(Buffer::with_capacity(4096), k * 8192),
+                    ))
+                })
+                .collect();
+            for r in &mut reads {
+                // One poll: the read starts (or is queued, or is done), and is handed out.
+                let _ = futures::poll!(r.as_mut());
+            }
+            reads
+        });
+        within(
+            20,
+            &format!("{i}: reads handed out of block_on"),
+            move || {
+                for (k, mut r) in started.into_iter().enumerate() {
+                    futures::executor::block_on(r.as_mut());
+                    let (n, b) = r.as_mut().take_output().expect("done once");
+                    assert_eq!(n.unwrap(), 4096, "{i}: read {k}");
+                    let off = k * 8192;
+                    assert!(b[..] == want[off..off + 4096], "{i}: data of read {k}");
+                }
+            },
+        );
     }
 }

@@ -102,8 +102,9 @@ pub(crate) trait FileIo: Send + Sync + fmt::Debug {
     fn drive_batch(&self) -> usize {
         1
     }
-    /// Reaps ready completions, or (with `ready` false) sleeps until a batch of
-    /// completions (see [`FileIo::drive_batch`]), a wake of `signal`, or a timeout. `false` when the kernel's wait failed and driving should stop.
+    /// Reaps ready completions, or (with `ready` false) sleeps until a completion (at
+    /// depth: a batch, see [`FileIo::drive_batch`]), a wake of `signal`, or a timeout.
+    /// `false` when the kernel's wait failed and driving should stop.
     fn drive_sleep(&self, _signal: &Signal, _ready: bool) -> bool {
         false
     }

@@ -22,6 +22,15 @@
 //! - Pipes, sockets and directories go to the pool, whose positional calls report the same
 //!   errno as every other backend (the ring would read a pipe ignoring the offset).
 //!
+//! # Under `Context::block_on`
+//!
+//! The driving thread gets a ring of its own ([`Own`]), made with `SINGLE_ISSUER |
+//! DEFER_TASKRUN` and kept for its next `block_on` on the context. Its O_DIRECT I/O and
+//! `RWF_NOWAIT` attempts go there; it waits in `io_uring_enter` for a quarter of what is in
+//! flight, and the kernel runs those completions in that one call. Everything else stays
+//! on the shared ring and its reaper. `block_on` completes what is in its own ring before
+//! it returns.
+//!
 //! # Ownership and shutdown
 //!
 //! A request is leaked into the ring (`Box::into_raw`; its address is the entry's
