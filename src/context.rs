@@ -200,7 +200,9 @@ impl Context {
     ///   returns (a future dropped or handed out with an operation in flight waits for it
     ///   there), and an operation this thread starts completes only while it waits: a
     ///   future started here and then sent to another thread completes when this thread
-    ///   next waits, or returns.
+    ///   next waits, or returns. Nor may such a future be awaited inside a `block_on` of
+    ///   another context nested in this one: it would wait for this one, which waits for
+    ///   the nested one to return.
     /// - One thread drives a context at a time. A second `block_on` on the same context,
     ///   and `block_on` on `thread` and `blocking` contexts, spin and then park, as
     ///   `futures::executor::block_on` would.

@@ -355,9 +355,15 @@ pub(crate) fn block_on<F: Future>(backend: &dyn FileIo, fut: F) -> F::Output {
             spin.run(batch, || {
                 signal.is_notified() || backend.drive_ready() >= batch
             });
-            // When the spin ran out, what is there is reaped.
-            let ready = backend.drive_ready() > 0;
-            spin.learn(ready || signal.is_notified());
+            // When the spin ran out, what is there is reaped; at depth only a whole batch,
+            // or the kernel's wait gathers the rest first (one submission per batch).
+            let n = backend.drive_ready();
+            let ready = if batch >= DEEP_BATCH {
+                n >= batch
+            } else {
+                n > 0
+            };
+            spin.learn(n > 0 || signal.is_notified());
             ready
         } else {
             spin.run(1, || signal.is_notified());

@@ -38,7 +38,8 @@ fn run_child(test: &str, env: &[(&str, &str)]) -> Output {
 }
 
 /// In the child: `n` reads, `n` vectored reads and writes, then `n` writes, at once on
-/// descriptor 777 through a uring context, O_DIRECT (`direct`) or buffered; prints the number of threads after.
+/// descriptor 777 through a uring context, O_DIRECT (`direct`, and `drive` under
+/// `Context::block_on`) or buffered; prints the number of threads after, and its thread.
 #[test]
 fn child_io() {
     let Ok(spec) = std::env::var(CHILD) else {
@@ -49,7 +50,9 @@ fn child_io() {
     let path = std::env::var("CAIO_URING_TEST_FILE").unwrap();
     let mut o = fs::OpenOptions::new();
     o.read(true).write(true);
-    if mode == "direct" {
+    // "drive": O_DIRECT, under `Context::block_on`.
+    let drive = mode == "drive";
+    if mode == "direct" || drive {
         std::os::unix::fs::OpenOptionsExt::custom_flags(&mut o, libc::O_DIRECT);
     }
     let file = o.open(&path).unwrap();
@@ -62,7 +65,7 @@ fn child_io() {
         .unwrap();
     let want = pattern(FILE_SIZE, 21);
     let slots = FILE_SIZE / 4096;
-    block_on(async {
+    let work = async {
         let mut reads: FuturesUnordered<_> = (0..n)
             .map(|k| {
                 let off = ((k * 7919) % slots * 4096) as u64;
@@ -101,14 +104,23 @@ fn child_io() {
         for r in writes.collect::<Vec<_>>().await {
             assert_eq!(r.unwrap(), 4096);
         }
-    });
-    println!("\nCHILD threads={}", util::threads());
+    };
+    if drive {
+        ctx.block_on(work);
+    } else {
+        block_on(work);
+    }
+    // SAFETY: gettid takes no arguments.
+    let tid = unsafe { libc::gettid() };
+    println!("\nCHILD threads={} tid={tid}", util::threads());
 }
 
 struct Trace {
-    /// (syscall, arguments) of every traced call, every thread.
-    calls: Vec<(String, String)>,
+    /// (thread, syscall, arguments) of every traced call, every thread.
+    calls: Vec<(u32, String, String)>,
     threads: usize,
+    /// The thread that ran the operations.
+    tid: u32,
 }
 
 fn trace(mode: &str, n: usize) -> Trace {
@@ -135,23 +147,30 @@ fn trace(mode: &str, n: usize) -> Trace {
         "{mode}: the child failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let threads = stdout
-        .split("CHILD threads=")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|s| s.parse().ok())
-        .unwrap();
+    let field = |k: &str| -> u32 {
+        stdout
+            .split(&format!(" {k}="))
+            .nth(1)
+            .or_else(|| stdout.split(&format!("CHILD {k}=")).nth(1))
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .unwrap()
+    };
+    let (threads, tid) = (field("threads") as usize, field("tid"));
     let text = fs::read_to_string(&out_path).unwrap();
     let calls = text
         .lines()
         .filter_map(|l| {
-            l.split_once(char::is_whitespace)
-                .map(|(_, r)| r.trim_start())
+            let (tid, rest) = l.split_once(char::is_whitespace)?;
+            let (name, args) = rest.trim_start().split_once('(')?;
+            Some((tid.parse().ok()?, name.to_string(), args.to_string()))
         })
-        .filter_map(|r| r.split_once('('))
-        .map(|(name, args)| (name.to_string(), args.to_string()))
         .collect();
-    Trace { calls, threads }
+    Trace {
+        calls,
+        threads,
+        tid,
+    }
 }
 
 fn can_trace() -> bool {
@@ -184,7 +203,7 @@ fn reads_and_writes_go_through_io_uring_enter_with_no_thread_per_operation() {
             let on_file: Vec<_> = t
                 .calls
                 .iter()
-                .filter(|(n, a)| n.starts_with("p") && a.starts_with(&format!("{FD},")))
+                .filter(|(_, n, a)| n.starts_with("p") && a.starts_with(&format!("{FD},")))
                 .collect();
             assert!(
                 on_file.is_empty(),
@@ -194,7 +213,7 @@ fn reads_and_writes_go_through_io_uring_enter_with_no_thread_per_operation() {
         let enters = big
             .calls
             .iter()
-            .filter(|(n, _)| n == "io_uring_enter")
+            .filter(|(_, n, _)| n == "io_uring_enter")
             .count();
         assert!(enters > 0, "{mode}: no io_uring_enter");
         // Batched: fewer enters than operations. (How many an enter carries depends on
@@ -215,6 +234,69 @@ fn reads_and_writes_go_through_io_uring_enter_with_no_thread_per_operation() {
             big.threads
         );
     }
+}
+
+/// Under `Context::block_on`, the calling thread waits for its own O_DIRECT completions in
+/// `io_uring_enter` (on a ring of its own, `SINGLE_ISSUER | DEFER_TASKRUN`), and the
+/// completion thread carries none of them: no eventfd read per operation, no positional
+/// call on the file, and threads flat.
+#[test]
+fn under_block_on_the_calling_thread_waits_in_its_own_ring() {
+    let _serial = serial();
+    if !can_trace() {
+        return;
+    }
+    let (small, big) = (trace("drive", 64), trace("drive", 1024));
+    let many = 4 * 1024;
+    for t in [&small, &big] {
+        assert!(
+            !t.calls
+                .iter()
+                .any(|(_, n, a)| n.starts_with("p") && a.starts_with(&format!("{FD},"))),
+            "block_on: a positional call on the file"
+        );
+    }
+    let waits = big
+        .calls
+        .iter()
+        .filter(|(tid, n, a)| {
+            *tid == big.tid && n == "io_uring_enter" && a.contains("IORING_ENTER_GETEVENTS")
+        })
+        .count();
+    let enters = big
+        .calls
+        .iter()
+        .filter(|(_, n, _)| n == "io_uring_enter")
+        .count();
+    let reaper_reads = big
+        .calls
+        .iter()
+        .filter(|(tid, n, _)| *tid != big.tid && n == "read")
+        .count();
+    eprintln!(
+        "block_on: {many} operations, {enters} io_uring_enter ({waits} waits by the calling \
+         thread), {reaper_reads} reads by other threads, {} threads",
+        big.threads
+    );
+    assert!(
+        waits > 0,
+        "the calling thread never waited in io_uring_enter"
+    );
+    assert!(
+        enters < many,
+        "{enters} io_uring_enter for {many} operations"
+    );
+    assert!(
+        reaper_reads * 10 <= many,
+        "the completion thread read its eventfd {reaper_reads} times for {many} operations"
+    );
+    assert!(
+        big.threads <= small.threads + 2,
+        "threads grow with operations: {} for {}, {} for {many}",
+        small.threads,
+        4 * 64,
+        big.threads
+    );
 }
 
 /// In the child: selection and an explicit uring build, after an optional seccomp denial.

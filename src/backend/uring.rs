@@ -55,7 +55,7 @@ use once_cell::sync::OnceCell;
 
 use crate::{
     backend::{thread::ThreadPool, BoxPool, FileIo, Kind, Meta, OpQueue, Request, Submit},
-    drive::{Driver, Signal},
+    drive::{Driver, Signal, DEEP_BATCH},
     sys, Implementation,
 };
 
@@ -702,7 +702,8 @@ impl Uring {
     /// came back completes. `None` when there is no such ring.
     fn own_round<R>(&self, f: impl FnOnce(&mut Own) -> R) -> Option<R> {
         let ring = &self.ring;
-        if !ring.owns(self) {
+        // In a child forked while this thread drove, the ring is the parent's.
+        if !ring.owns(self) || sys::fork_generation() != self.fork_generation {
             return None;
         }
         let mut batch = ring.own_queue.take();
@@ -850,10 +851,17 @@ impl FileIo for Uring {
         if self.ring.owns(self) {
             if let Some(own) = lock(&self.ring.own).as_mut() {
                 // Completions inside the submission, and (a flag the kernel sets) whether
-                // it holds any back: then a batch's worth, so that the spin ends.
+                // it holds any back. How many it holds back is not told: below depth,
+                // count them as a batch, so that the spin ends at the first; at depth, as
+                // one, so that the kernel's wait gathers the batch.
                 let held_back = own.ring.submission().taskrun();
                 let batch = (own.inflight / 4).max(1);
-                return own.ring.completion().len() + if held_back { batch } else { 0 };
+                let held_back = match (held_back, batch >= DEEP_BATCH) {
+                    (false, _) => 0,
+                    (true, false) => batch,
+                    (true, true) => 1,
+                };
+                return own.ring.completion().len() + held_back;
             }
         }
         match self.ring.cq.try_lock() {
