@@ -186,9 +186,9 @@ impl Context {
     /// `io_uring_enter` on a ring of this thread's own (`SINGLE_ISSUER | DEFER_TASKRUN`,
     /// set up as fio's io_uring engine sets up its ring). With 16 or more operations in
     /// flight the spin lasts at most 5 µs and the kernel wakes the thread once a quarter of
-    /// them are done. On a fast device this takes `linux` and `uring` from 0.4–0.9× fio's
-    /// rate at queue depth 8 to 128 to about fio's or more (see the README's fast-device
-    /// table).
+    /// them are done. On a fast device this takes `linux` and `uring` from 0.46–0.78× fio's
+    /// rate at queue depth 8 to 128 to 0.85–1.52×, at less CPU per read than fio's at qd 32
+    /// (see the README's fast-device table).
     ///
     /// - Any future runs here, not only this context's: a wake from another thread
     ///   interrupts the sleep. With 16 or more operations in flight on `linux`, a wake
