@@ -706,19 +706,18 @@ impl Uring {
         if !ring.owns(self) || sys::fork_generation() != self.fork_generation {
             return None;
         }
-        let mut batch = ring.own_queue.take();
         let (r, mut done) = {
             let mut own = lock(&ring.own);
             let own = own.as_mut()?;
+            let mut batch = ring.own_queue.take();
             own.flush(ring, &mut batch);
             let r = f(own);
+            ring.own_queue.give_back(batch);
             if own.done.is_empty() {
-                ring.own_queue.give_back(batch);
                 return Some(r);
             }
             (r, std::mem::take(&mut own.done))
         };
-        ring.own_queue.give_back(batch);
         COMPLETING.with(|c| c.set(true));
         let _completing = Completing;
         for (op, res) in done.drain(..) {
