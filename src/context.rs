@@ -200,9 +200,12 @@ impl Context {
     ///   returns (a future dropped or handed out with an operation in flight waits for it
     ///   there), and an operation this thread starts completes only while it waits: a
     ///   future started here and then sent to another thread completes when this thread
-    ///   next waits, or returns. Nor may such a future be awaited inside a `block_on` of
-    ///   another context nested in this one: it would wait for this one, which waits for
-    ///   the nested one to return.
+    ///   next waits, or returns.
+    /// - A `block_on` nested in this one (from inside `fut`, on this context or another)
+    ///   first sends what this one's tasks queued and, on `uring`, completes what is in
+    ///   this thread's ring, so that it may await anything started here. Meanwhile the
+    ///   completion thread reaps this context's other operations, looking every
+    ///   millisecond.
     /// - One thread drives a context at a time. A second `block_on` on the same context,
     ///   and `block_on` on `thread` and `blocking` contexts, spin and then park, as
     ///   `futures::executor::block_on` would.

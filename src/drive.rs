@@ -279,6 +279,36 @@ impl Spin {
 thread_local! {
     /// The backend this thread drives in `block_on`, by address (0: none).
     static DRIVEN: Cell<usize> = const { Cell::new(0) };
+    /// The same backend, to pause its drive while a nested `block_on` runs.
+    static DRIVING: Cell<Option<*const (dyn FileIo + 'static)>> = const { Cell::new(None) };
+}
+
+/// Pauses the drive of an enclosing `block_on` on this thread, if any, for as long as a
+/// nested one runs: the nested one may await what the enclosing one started, which only
+/// the enclosing one would otherwise complete.
+struct Paused {
+    outer: Option<*const (dyn FileIo + 'static)>,
+}
+
+impl Paused {
+    fn new() -> Paused {
+        let outer = DRIVING.with(Cell::get);
+        if let Some(p) = outer {
+            // SAFETY: `p` is the backend the enclosing `block_on` on this thread drives: its
+            // frame, below this one on the stack, borrows it until it returns, after this.
+            unsafe { &*p }.drive_pause();
+        }
+        Paused { outer }
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        if let Some(p) = self.outer {
+            // SAFETY: as in `Paused::new`; the enclosing `block_on` has not returned.
+            unsafe { &*p }.drive_resume();
+        }
+    }
 }
 
 fn address(backend: &dyn FileIo) -> usize {
@@ -295,20 +325,23 @@ pub(crate) fn drives(backend: &dyn FileIo) -> bool {
 /// so that its operations take the generic path), and ends the drive when `block_on`
 /// returns or unwinds.
 struct Driving<'a> {
-    backend: &'a dyn FileIo,
+    backend: &'a (dyn FileIo + 'static),
     active: bool,
     /// What an enclosing `block_on` on this thread drove.
     outer: usize,
+    outer_backend: Option<*const (dyn FileIo + 'static)>,
 }
 
 impl<'a> Driving<'a> {
-    fn new(backend: &'a dyn FileIo, active: bool) -> Driving<'a> {
+    fn new(backend: &'a (dyn FileIo + 'static), active: bool) -> Driving<'a> {
         let driven = if active { address(backend) } else { 0 };
         let outer = DRIVEN.with(|d| d.replace(driven));
+        let outer_backend = DRIVING.with(|d| d.replace(active.then_some(backend as *const _)));
         Driving {
             backend,
             active,
             outer,
+            outer_backend,
         }
     }
 
@@ -322,6 +355,7 @@ impl<'a> Driving<'a> {
             self.backend.flush();
             self.backend.drive_end();
             DRIVEN.with(|d| d.set(0));
+            DRIVING.with(|d| d.set(None));
         }
     }
 }
@@ -330,11 +364,13 @@ impl Drop for Driving<'_> {
     fn drop(&mut self) {
         self.stop();
         DRIVEN.with(|d| d.set(self.outer));
+        DRIVING.with(|d| d.set(self.outer_backend));
     }
 }
 
 /// `Context::block_on`'s loop; see the module docs.
-pub(crate) fn block_on<F: Future>(backend: &dyn FileIo, fut: F) -> F::Output {
+pub(crate) fn block_on<F: Future>(backend: &(dyn FileIo + 'static), fut: F) -> F::Output {
+    let _paused = Paused::new();
     let signal = Arc::new(Signal::new());
     let waker = Waker::from(Arc::clone(&signal));
     let mut cx = Context::from_waker(&waker);

@@ -349,3 +349,32 @@ fn reads_started_under_block_on_complete_after_it_returns() {
         );
     }
 }
+
+/// A read started under `block_on` and then awaited inside a nested `block_on`, of the same
+/// context and of another, completes with the right data: the enclosing drive pauses (on
+/// uring the read is in a ring only the enclosing drive would otherwise complete).
+#[test]
+fn a_read_started_outside_completes_inside_a_nested_block_on() {
+    for i in backends() {
+        let (a, b) = (ctx(i), ctx(i));
+        let (_s, f) = data(&a, 10);
+        let want = pattern(LEN, 10);
+        within(20, &format!("{i}: nested block_on"), move || {
+            for (k, inner) in [&a, &b].into_iter().enumerate() {
+                a.block_on(async {
+                    let off = 8192 * (k + 1);
+                    let mut r = Box::pin(future::maybe_done(
+                        f.read_at_into(Buffer::with_capacity(4096), off as u64),
+                    ));
+                    let _ = futures::poll!(r.as_mut());
+                    inner.block_on(r.as_mut());
+                    let (n, b) = r.as_mut().take_output().expect("done once");
+                    assert_eq!(n.unwrap(), 4096, "{i}, nested context {k}");
+                    assert!(b[..] == want[off..off + 4096], "{i}: data");
+                    // The enclosing drive goes on after the nested one.
+                    check_reads(&f, 10, 64).await;
+                });
+            }
+        });
+    }
+}

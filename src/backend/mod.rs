@@ -110,6 +110,15 @@ pub(crate) trait FileIo: Send + Sync + fmt::Debug {
     }
     /// Hands waiting back to the backend's own thread.
     fn drive_end(&self) {}
+    /// A nested `block_on` starts on the driving thread, which stops waiting for this
+    /// backend until [`FileIo::drive_resume`]: what only that thread would send or
+    /// complete must be sent or completed now. (What the enclosing poll queued so far
+    /// skipped the flush it would owe under another executor.)
+    fn drive_pause(&self) {
+        self.flush();
+    }
+    /// The nested `block_on` returned; the thread drives this backend again.
+    fn drive_resume(&self) {}
 }
 
 /// A way of running file operations.

@@ -737,6 +737,22 @@ impl Uring {
         Some(r)
     }
 
+    /// Completes everything in the driving thread's own ring, if the calling thread is
+    /// that thread.
+    fn own_drain(&self) {
+        while let Some(r) = self.own_round(|own| (own.inflight > 0).then(|| own.enter(1))) {
+            match r {
+                None => break,
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    // Their buffers stay with the ring, leaked: safe, if not tidy.
+                    log::error!("caio: cannot wait for the io_uring operations of block_on ({e})");
+                    break;
+                }
+            }
+        }
+    }
+
     /// Whether the ring may take this read or write (only regular files and block
     /// devices), and whether it is O_DIRECT. The file layer knows; for a raw descriptor, a
     /// cached `statx` and an `fcntl`.
@@ -918,21 +934,27 @@ impl FileIo for Uring {
         true
     }
 
+    fn drive_pause(&self) {
+        // The own ring is entered by this thread alone, and a nested block_on may await
+        // what is in it: complete it, and send what comes meanwhile to the shared ring.
+        self.flush();
+        self.own_drain();
+        self.ring.owned.store(false, Ordering::Release);
+    }
+
+    fn drive_resume(&self) {
+        let ring = &self.ring;
+        let me = thread::current().id();
+        if lock(&ring.own).as_ref().is_some_and(|o| o.thread == me) {
+            ring.owned.store(true, Ordering::Release);
+        }
+    }
+
     fn drive_end(&self) {
         let ring = &self.ring;
         // What this thread started in its ring completes before `block_on` returns: nobody
         // else may enter that ring.
-        while let Some(r) = self.own_round(|own| (own.inflight > 0).then(|| own.enter(1))) {
-            match r {
-                None => break,
-                Some(Ok(())) => {}
-                Some(Err(e)) => {
-                    // Their buffers stay with the ring, leaked: safe, if not tidy.
-                    log::error!("caio: cannot wait for the io_uring operations of block_on ({e})");
-                    break;
-                }
-            }
-        }
+        self.own_drain();
         ring.owned.store(false, Ordering::Release);
         ring.driver.end();
     }
