@@ -386,6 +386,13 @@ pub(crate) fn block_on<F: Future>(backend: &(dyn FileIo + 'static), fut: F) -> F
             backend.flush();
             continue;
         }
+        // From here to the end of the sleep the thread waits for completions: the
+        // backend's completion thread leaves them to it.
+        let _busy = if driving.active {
+            backend.drive_busy()
+        } else {
+            None
+        };
         let ready = if driving.active {
             let batch = backend.drive_batch();
             spin.run(batch, || {

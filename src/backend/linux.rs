@@ -1051,6 +1051,10 @@ impl FileIo for Linux {
         true
     }
 
+    fn drive_busy(&self) -> Option<MutexGuard<'_, ()>> {
+        Some(self.ring.driver.reaping())
+    }
+
     fn drive_ready(&self) -> usize {
         // SAFETY: the context lives as long as the ring.
         unsafe { sys::ring_pending(self.ring.ctx) }
@@ -1062,7 +1066,6 @@ impl FileIo for Linux {
 
     fn drive_sleep(&self, signal: &Signal, ready: bool) -> bool {
         let ring = &self.ring;
-        let _reaping = ring.driver.reaping();
         let mut events = [IoEvent::default(); 64];
         let r = if ready {
             sys::io_getevents(ring.ctx, 0, &mut events, Some(Duration::ZERO))

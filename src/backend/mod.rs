@@ -45,7 +45,10 @@
 //! variant, its names (the column in `parse.rs`, shared with `build.rs`), a summary, an
 //! availability probe that gives the reason when it fails, and a constructor. Parsing,
 //! selection, `Display`, `caio info` and the CLI help all read the table.
-use std::{fmt, sync::Arc};
+use std::{
+    fmt,
+    sync::{Arc, MutexGuard},
+};
 
 use crate::{drive::Signal, parse};
 
@@ -91,6 +94,12 @@ pub(crate) trait FileIo: Send + Sync + fmt::Debug {
     /// `false` when another thread already does, or when this backend cannot.
     fn drive_begin(&self, _signal: &Arc<Signal>) -> bool {
         false
+    }
+    /// Held while the driving thread spins and sleeps waiting for completions, so that
+    /// the backend's own completion thread takes none of them then (only while the
+    /// driving thread runs user code).
+    fn drive_busy(&self) -> Option<MutexGuard<'_, ()>> {
+        None
     }
     /// How many completions are ready to be reaped: a look, with no system call.
     fn drive_ready(&self) -> usize {

@@ -862,6 +862,11 @@ impl FileIo for Uring {
         true
     }
 
+    fn drive_busy(&self) -> Option<MutexGuard<'_, ()>> {
+        // With a ring of its own, the driving thread's completions are not on this one.
+        (!self.ring.owns(self)).then(|| self.ring.driver.reaping())
+    }
+
     fn drive_ready(&self) -> usize {
         if self.ring.owns(self) {
             if let Some(own) = lock(&self.ring.own).as_mut() {
@@ -915,7 +920,6 @@ impl FileIo for Uring {
             }
             None => {}
         }
-        let _reaping = ring.driver.reaping();
         if !ready {
             if !signal.sleep_begin() {
                 return true;
