@@ -277,9 +277,8 @@ impl Spin {
 }
 
 thread_local! {
-    /// The backend this thread drives in `block_on`, by address (0: none).
-    static DRIVEN: Cell<usize> = const { Cell::new(0) };
-    /// The same backend, to pause its drive while a nested `block_on` runs.
+    /// The backend this thread drives in `block_on`: to tell its operations apart, and to
+    /// pause its drive while a nested `block_on` runs.
     static DRIVING: Cell<Option<*const (dyn FileIo + 'static)>> = const { Cell::new(None) };
 }
 
@@ -311,14 +310,10 @@ impl Drop for Paused {
     }
 }
 
-fn address(backend: &dyn FileIo) -> usize {
-    backend as *const dyn FileIo as *const () as usize
-}
-
 /// Whether the calling thread drives `backend`: then it flushes queued operations itself
 /// before it waits, once for everything its tasks queued.
 pub(crate) fn drives(backend: &dyn FileIo) -> bool {
-    DRIVEN.with(|d| d.get() == address(backend))
+    DRIVING.with(|d| d.get().is_some_and(|p| std::ptr::addr_eq(p, backend)))
 }
 
 /// Marks the calling thread as driving `backend` (or, when it cannot, as driving nothing,
@@ -328,20 +323,16 @@ struct Driving<'a> {
     backend: &'a (dyn FileIo + 'static),
     active: bool,
     /// What an enclosing `block_on` on this thread drove.
-    outer: usize,
-    outer_backend: Option<*const (dyn FileIo + 'static)>,
+    outer: Option<*const (dyn FileIo + 'static)>,
 }
 
 impl<'a> Driving<'a> {
     fn new(backend: &'a (dyn FileIo + 'static), active: bool) -> Driving<'a> {
-        let driven = if active { address(backend) } else { 0 };
-        let outer = DRIVEN.with(|d| d.replace(driven));
-        let outer_backend = DRIVING.with(|d| d.replace(active.then_some(backend as *const _)));
+        let outer = DRIVING.with(|d| d.replace(active.then_some(backend as *const _)));
         Driving {
             backend,
             active,
             outer,
-            outer_backend,
         }
     }
 
@@ -354,7 +345,6 @@ impl<'a> Driving<'a> {
             // thread still counts as driving: the backend may finish its work.
             self.backend.flush();
             self.backend.drive_end();
-            DRIVEN.with(|d| d.set(0));
             DRIVING.with(|d| d.set(None));
         }
     }
@@ -363,8 +353,7 @@ impl<'a> Driving<'a> {
 impl Drop for Driving<'_> {
     fn drop(&mut self) {
         self.stop();
-        DRIVEN.with(|d| d.set(self.outer));
-        DRIVING.with(|d| d.set(self.outer_backend));
+        DRIVING.with(|d| d.set(self.outer));
     }
 }
 
