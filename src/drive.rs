@@ -51,6 +51,13 @@ const MAX_SPIN: Duration = Duration::from_micros(50);
 const DEEP_SPIN: Duration = Duration::from_micros(5);
 /// See [`DEEP_SPIN`].
 pub(crate) const DEEP_BATCH: usize = 4;
+
+/// How many completions are worth waiting for together with `inflight` operations in
+/// flight: a quarter, at least one. Reaping them together lets their tasks' next
+/// operations go to the kernel together, while the rest keep the device busy.
+pub(crate) fn batch(inflight: usize) -> usize {
+    (inflight / 4).max(1)
+}
 /// The least a spin lasts once spinning keeps failing (a slow disk).
 const MIN_SPIN: Duration = Duration::from_micros(1);
 
@@ -58,8 +65,8 @@ const MIN_SPIN: Duration = Duration::from_micros(1);
 const TICK: Duration = Duration::from_millis(1);
 
 /// What a backend with a completion thread of its own (the reaper) keeps for `block_on`:
-/// which thread drives, the lock it holds while it reaps or sleeps, and the reaper to
-/// hand waiting back to.
+/// which thread drives, the lock it holds while it waits for completions (spins, sleeps
+/// or reaps), and the reaper to hand waiting back to.
 pub(crate) struct Driver {
     active: AtomicBool,
     thread: Mutex<Option<ThreadId>>,
@@ -113,7 +120,8 @@ impl Driver {
         self.thread().is_some_and(|t| t != thread::current().id())
     }
 
-    /// Held by the driving thread while it reaps or sleeps.
+    /// Held by the driving thread while it waits for completions: it spins, sleeps or
+    /// reaps (see `FileIo::drive_busy`).
     pub(crate) fn reaping(&self) -> MutexGuard<'_, ()> {
         self.reaping.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -124,8 +132,8 @@ impl Driver {
     }
 
     /// The reaper's look while a thread drives: after a tick, `reap` runs unless the
-    /// driving thread is reaping or asleep (it runs user code, or nothing at all), so that
-    /// the reaper never takes a completion that thread sleeps for.
+    /// driving thread waits for completions (it runs user code, or nothing at all), so
+    /// that the reaper never takes a completion that thread waits for.
     pub(crate) fn tick<R>(&self, reap: impl FnOnce() -> R) -> Option<R> {
         thread::park_timeout(TICK);
         let _busy = self.reaping.try_lock().ok()?;

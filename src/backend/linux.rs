@@ -70,7 +70,7 @@ use crate::{
     backend::{
         thread::ThreadPool, BoxPool, FileIo, Kind, OpQueue, Request, Submit, DEFAULT_MAX_REQUESTS,
     },
-    drive::{Driver, Signal, DEEP_BATCH},
+    drive::{self, Driver, Signal, DEEP_BATCH},
     sys::{self, AioContext, IoEvent, Iocb},
     Implementation,
 };
@@ -1061,7 +1061,7 @@ impl FileIo for Linux {
     }
 
     fn drive_batch(&self) -> usize {
-        (self.ring.inflight.load(Ordering::Acquire) / 4).max(1)
+        drive::batch(self.ring.inflight.load(Ordering::Acquire))
     }
 
     fn drive_sleep(&self, signal: &Signal, ready: bool) -> bool {

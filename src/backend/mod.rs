@@ -105,9 +105,8 @@ pub(crate) trait FileIo: Send + Sync + fmt::Debug {
     fn drive_ready(&self) -> usize {
         0
     }
-    /// How many completions are worth a spin before reaping: a quarter of what is in
-    /// flight, at least one. Reaping them together lets their tasks' next operations go
-    /// to the kernel together, while the rest keep the device busy.
+    /// How many completions are worth a spin before reaping ([`crate::drive::batch`] of
+    /// what is in flight).
     fn drive_batch(&self) -> usize {
         1
     }

@@ -55,7 +55,7 @@ use once_cell::sync::OnceCell;
 
 use crate::{
     backend::{thread::ThreadPool, BoxPool, FileIo, Kind, Meta, OpQueue, Request, Submit},
-    drive::{Driver, Signal, DEEP_BATCH},
+    drive::{self, Driver, Signal, DEEP_BATCH},
     sys, Implementation,
 };
 
@@ -254,9 +254,7 @@ impl Ring {
     /// submits now is its own (not an operation of another thread that a completion
     /// admits: that one must not wait for this thread's next enter).
     fn owns(&self, backend: &dyn FileIo) -> bool {
-        self.owned.load(Ordering::Acquire)
-            && crate::drive::drives(backend)
-            && !COMPLETING.with(Cell::get)
+        self.owned.load(Ordering::Acquire) && drive::drives(backend) && !COMPLETING.with(Cell::get)
     }
 
     /// Handles one completion (`res` is bytes or a negative errno). What it returns goes to
@@ -875,7 +873,7 @@ impl FileIo for Uring {
                 // count them as a batch, so that the spin ends at the first; at depth, as
                 // one, so that the kernel's wait gathers the batch.
                 let held_back = own.ring.submission().taskrun();
-                let batch = (own.inflight / 4).max(1);
+                let batch = drive::batch(own.inflight);
                 let held_back = match (held_back, batch >= DEEP_BATCH) {
                     (false, _) => 0,
                     (true, false) => batch,
@@ -892,17 +890,20 @@ impl FileIo for Uring {
     }
 
     fn drive_batch(&self) -> usize {
-        let inflight = self
-            .own_round(|own| own.inflight)
-            .unwrap_or_else(|| self.ring.inflight.load(Ordering::Acquire));
-        (inflight / 4).max(1)
+        // A look: with a ring of its own, what is in flight there.
+        let own = self.ring.owns(self).then(|| lock(&self.ring.own));
+        let inflight = match own.as_deref() {
+            Some(Some(own)) => own.inflight,
+            _ => self.ring.inflight.load(Ordering::Acquire),
+        };
+        drive::batch(inflight)
     }
 
     fn drive_sleep(&self, signal: &Signal, ready: bool) -> bool {
         let ring = &self.ring;
         let slept = self.own_round(|own| {
             let want = if !ready && signal.sleep_begin() {
-                (own.inflight / 4).max(1)
+                drive::batch(own.inflight)
             } else {
                 0
             };
