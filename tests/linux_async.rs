@@ -192,10 +192,7 @@ fn trace(mode: &str, n: usize, file: &Path) -> Trace {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains(&format!("CHILD done {n}")), "{stdout}");
-    let field = |k: &str| -> i64 {
-        let s = stdout.split(&format!(" {k}=")).nth(1).unwrap();
-        s.split_whitespace().next().unwrap().parse().unwrap()
-    };
+    let field = |k: &str| -> i64 { util::child_field(&stdout, k) };
     let text = fs::read_to_string(&out_path).unwrap();
     // Join "<unfinished ...>" / "<... resumed>" halves per thread.
     let mut open: HashMap<u32, String> = HashMap::new();

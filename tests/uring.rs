@@ -147,16 +147,10 @@ fn trace(mode: &str, n: usize) -> Trace {
         "{mode}: the child failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let field = |k: &str| -> u32 {
-        stdout
-            .split(&format!(" {k}="))
-            .nth(1)
-            .or_else(|| stdout.split(&format!("CHILD {k}=")).nth(1))
-            .and_then(|s| s.split_whitespace().next())
-            .and_then(|s| s.parse().ok())
-            .unwrap()
-    };
-    let (threads, tid) = (field("threads") as usize, field("tid"));
+    let (threads, tid) = (
+        util::child_field(&stdout, "threads"),
+        util::child_field(&stdout, "tid"),
+    );
     let text = fs::read_to_string(&out_path).unwrap();
     let calls = text
         .lines()

@@ -377,3 +377,13 @@ pub fn poll_once<F: std::future::Future + Unpin>(f: &mut F) -> Option<F::Output>
         std::task::Poll::Pending => None,
     }
 }
+
+/// The value printed as ` key=value` in a child test's output.
+pub fn child_field<T: std::str::FromStr>(stdout: &str, key: &str) -> T {
+    stdout
+        .split(&format!(" {key}="))
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no {key}= in the child's output:\n{stdout}"))
+}
