@@ -123,6 +123,16 @@ struct Trace {
     tid: u32,
 }
 
+impl Trace {
+    /// Positional reads and writes (`pread64`, `pwritev`...) on the child's file.
+    fn positional_on_file(&self) -> Vec<&(u32, String, String)> {
+        self.calls
+            .iter()
+            .filter(|(_, n, a)| n.starts_with("p") && a.starts_with(&format!("{FD},")))
+            .collect()
+    }
+}
+
 fn trace(mode: &str, n: usize) -> Trace {
     let s = Scratch::new();
     fs::write(&s.path, pattern(FILE_SIZE, 21)).unwrap();
@@ -194,11 +204,7 @@ fn reads_and_writes_go_through_io_uring_enter_with_no_thread_per_operation() {
         // The child runs n reads, n vectored reads, n vectored writes and n writes.
         let (few, many) = (4 * 64, 4 * 1024);
         for t in [&small, &big] {
-            let on_file: Vec<_> = t
-                .calls
-                .iter()
-                .filter(|(_, n, a)| n.starts_with("p") && a.starts_with(&format!("{FD},")))
-                .collect();
+            let on_file = t.positional_on_file();
             assert!(
                 on_file.is_empty(),
                 "{mode}: positional calls on the file: {on_file:?}"
@@ -243,11 +249,10 @@ fn under_block_on_the_calling_thread_waits_in_its_own_ring() {
     let (small, big) = (trace("drive", 64), trace("drive", 1024));
     let many = 4 * 1024;
     for t in [&small, &big] {
+        let on_file = t.positional_on_file();
         assert!(
-            !t.calls
-                .iter()
-                .any(|(_, n, a)| n.starts_with("p") && a.starts_with(&format!("{FD},"))),
-            "block_on: a positional call on the file"
+            on_file.is_empty(),
+            "block_on: positional calls on the file: {on_file:?}"
         );
     }
     let waits = big
