@@ -6,7 +6,20 @@
 
 mod util;
 
-use std::{collections::HashMap, fs, os::unix::io::AsRawFd, path::Path, process::Command};
+use std::{
+    collections::HashMap,
+    fs,
+    future::Future,
+    os::unix::io::AsRawFd,
+    path::Path,
+    pin::Pin,
+    process::Command,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+    },
+    task::{Poll, Wake, Waker},
+};
 
 use caio::{Context, Implementation};
 use futures::{stream::FuturesUnordered, StreamExt};
@@ -27,7 +40,10 @@ fn child_reads() {
         std::env::var("CAIO_ASYNC_TEST_FILE").unwrap(),
         n.parse().unwrap(),
     );
-    let direct = matches!(mode, "direct" | "direct32" | "drive32" | "vectored");
+    let direct = matches!(
+        mode,
+        "direct" | "direct32" | "drive32" | "drive1" | "vectored"
+    );
     let mut o = fs::OpenOptions::new();
     o.read(true);
     if direct {
@@ -62,6 +78,21 @@ fn child_reads() {
         println!("CHILD filefd={}", f.as_raw_fd());
         f
     });
+    if mode == "drive1" {
+        // One read at a time under `block_on`.
+        ctx.block_on(async {
+            for k in 0..n {
+                let off = ((k * 7919) % slots * size) as u64;
+                let got = ctx.read(size, fd, off).await.unwrap();
+                assert!(
+                    got[..] == expected[off as usize..off as usize + size],
+                    "data at {off}"
+                );
+            }
+        });
+        println!("CHILD done {n}");
+        return;
+    }
     if mode == "vectored" {
         // Two caller-owned aligned buffers per operation, one PREADV each.
         block_on(async {
@@ -88,15 +119,23 @@ fn child_reads() {
         println!("CHILD done {n}");
         return;
     }
+    let wakes = Arc::new(Wakes {
+        tid,
+        mine: AtomicUsize::new(0),
+        theirs: AtomicUsize::new(0),
+    });
     let reads = async {
         let mut reads: FuturesUnordered<_> = (0..n)
             .map(|k| {
                 let off = ((k * 7919) % slots * size) as u64;
-                let f: std::pin::Pin<
-                    Box<dyn std::future::Future<Output = std::io::Result<caio::Buffer>>>,
-                > = match &file {
+                let f: Pin<Box<dyn Future<Output = std::io::Result<caio::Buffer>>>> = match &file {
                     Some(file) => Box::pin(file.read_at(size, off)),
                     None => Box::pin(ctx.read(size, fd, off)),
+                };
+                let f = Counted {
+                    inner: f,
+                    wakes: Arc::clone(&wakes),
+                    here: Arc::new(AtomicBool::new(false)),
                 };
                 async move { (off, f.await) }
             })
@@ -115,7 +154,74 @@ fn child_reads() {
     } else {
         block_on(reads);
     }
+    println!(
+        "CHILD finished_here={} finished_elsewhere={}",
+        wakes.mine.load(Ordering::Relaxed),
+        wakes.theirs.load(Ordering::Relaxed)
+    );
     println!("CHILD done {n}");
+}
+
+/// How many reads were last woken, before they finished, on the calling thread (`tid`)
+/// and on others: a completion wakes its read on the thread that reaped it, by a system
+/// call or straight from the ring in user space, which strace does not show.
+struct Wakes {
+    tid: i32,
+    mine: AtomicUsize,
+    theirs: AtomicUsize,
+}
+
+/// A read counted in `wakes` when it finishes.
+struct Counted {
+    inner: Pin<Box<dyn Future<Output = std::io::Result<caio::Buffer>>>>,
+    wakes: Arc<Wakes>,
+    /// Whether its last wake was on the calling thread.
+    here: Arc<AtomicBool>,
+}
+
+struct CountingWaker {
+    inner: Waker,
+    tid: i32,
+    here: Arc<AtomicBool>,
+}
+
+impl Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        // SAFETY: gettid has no arguments and cannot fail.
+        let here = unsafe { libc::gettid() } == self.tid;
+        self.here.store(here, Ordering::Relaxed);
+        self.inner.wake_by_ref();
+    }
+}
+
+impl Future for Counted {
+    type Output = std::io::Result<caio::Buffer>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let waker = Waker::from(Arc::new(CountingWaker {
+            inner: cx.waker().clone(),
+            tid: self.wakes.tid,
+            here: Arc::clone(&self.here),
+        }));
+        let r = self
+            .inner
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(&waker));
+        if r.is_ready() {
+            let w = &self.wakes;
+            let n = if self.here.load(Ordering::Relaxed) {
+                &w.mine
+            } else {
+                &w.theirs
+            };
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
 }
 
 struct Trace {
@@ -123,6 +229,8 @@ struct Trace {
     calls: Vec<(u32, String, String)>,
     fd: i32,
     tid: u32,
+    /// What the child printed.
+    stdout: String,
 }
 
 impl Trace {
@@ -233,6 +341,7 @@ fn trace(mode: &str, n: usize, file: &Path) -> Trace {
         calls,
         fd: fd as i32,
         tid: field("tid") as u32,
+        stdout,
     }
 }
 
@@ -454,13 +563,9 @@ fn getevents(args: &str) -> (usize, bool) {
     (n, waited)
 }
 
-#[test]
-fn under_block_on_the_calling_thread_reaps_its_own_reads() {
-    if !can_trace() {
-        return;
-    }
-    let (t, per_call) = at_qd_32("drive32");
-    let reads = 4096;
+/// Completions taken with `io_getevents` by the calling thread `tid`, and by others,
+/// and how many of the others' calls waited.
+fn reaped_by_call(t: &Trace) -> (usize, usize, usize) {
     let (mut mine, mut theirs, mut their_waits) = (0, 0, 0);
     for (tid, _, args) in t.calls.iter().filter(|(_, n, _)| n == "io_getevents") {
         let (n, waited) = getevents(args);
@@ -471,15 +576,57 @@ fn under_block_on_the_calling_thread_reaps_its_own_reads() {
             their_waits += usize::from(waited);
         }
     }
+    (mine, theirs, their_waits)
+}
+
+#[test]
+fn under_block_on_completions_the_spin_finds_are_taken_from_the_ring_without_a_syscall() {
+    if !can_trace() {
+        return;
+    }
+    let s = data_file();
+    let reads = 1024;
+    let t = trace("drive1", reads, &s.path);
+    let submitted: usize = t.submits("IOCB_CMD_PREAD").iter().sum();
+    assert_eq!(
+        submitted, reads,
+        "every read went to the kernel through io_submit"
+    );
+    let (mine, theirs, _) = reaped_by_call(&t);
+    let user = reads.saturating_sub(mine + theirs);
+    println!(
+        "block_on, qd 1 under strace: of {reads} completions, {mine} taken with io_getevents \
+         by the calling thread, {theirs} by the reaper, {user} straight from the ring"
+    );
+    // Every read finished, and those no io_getevents returned were taken from the ring in
+    // user space. One read at a time: the read is done by the time io_submit returns or
+    // soon after, while the thread spins.
+    assert!(
+        user * 2 >= reads,
+        "only {user} of {reads} completions were taken from the ring without a system call"
+    );
+}
+
+#[test]
+fn under_block_on_the_calling_thread_reaps_its_own_reads() {
+    if !can_trace() {
+        return;
+    }
+    let (t, per_call) = at_qd_32("drive32");
+    let reads = 4096;
+    let (by_call, theirs, their_waits) = reaped_by_call(&t);
+    // Completions the calling thread took with io_getevents, and all it took: also those
+    // straight from the ring, which strace does not show.
+    let mine: usize = util::child_field(&t.stdout, "finished_here");
     let parks = t
         .calls
         .iter()
         .filter(|(tid, n, a)| *tid == t.tid && n == "futex" && a.contains("FUTEX_WAIT"))
         .count();
     println!(
-        "block_on, qd 32 under strace: {per_call:.1} reads per io_submit; {mine} completions \
-         reaped by the calling thread, {theirs} by the reaper ({their_waits} waits); {parks} \
-         parks"
+        "block_on, qd 32 under strace: {per_call:.1} reads per io_submit; {mine} reads \
+         woken to finish on the calling thread, which took {by_call} completions with \
+         io_getevents; the reaper took {theirs} ({their_waits} waits); {parks} parks"
     );
     // The reaper waits twice at most: once begun before the drive started (it ends with
     // the first completion) and once after the drive ended. Meanwhile it only looks,

@@ -551,6 +551,21 @@ struct Ring {
     ops: BoxPool<AioOp>,
     /// A thread in `Context::block_on` that waits for completions itself.
     driver: Driver,
+    /// Held while the ring is reaped in user space, which must overlap no other reap of it
+    /// (the kernel serializes only its own): every `io_getevents` that may return events
+    /// first counts itself in `kernel_reaps` under this lock, and a reap in user space
+    /// happens only while that count is 0.
+    user_reap: Mutex<()>,
+    /// `io_getevents` calls that may return events, running now.
+    kernel_reaps: AtomicUsize,
+}
+
+/// Why the ring could not be reaped in user space.
+enum NoUserReap {
+    /// Another thread reaps it in the kernel now.
+    Busy,
+    /// The ring is not in the layout this code knows.
+    Layout,
 }
 
 // SAFETY: the only non-Sync part is the wake-up iocb in an UnsafeCell, which Rust code
@@ -656,9 +671,50 @@ impl Ring {
     /// complete inside `io_submit`), with no hop through the reaper. Never waits. A fired
     /// wake-up poll among them is passed on (see `woken`).
     fn reap_ready(&self) {
+        // SAFETY: the context lives as long as the ring.
+        if unsafe { sys::ring_pending(self.ctx) } == 0 {
+            return;
+        }
         let mut events = [IoEvent::default(); 64];
-        if let Ok(n) = sys::io_getevents(self.ctx, 0, &mut events, Some(Duration::ZERO)) {
+        if let Ok(n) = self.reap_now(&mut events) {
             self.complete_events(&events[..n], Reaper::Other);
+        }
+    }
+
+    /// Runs `getevents`, an `io_getevents` call, as a kernel reap: no reap in user space
+    /// overlaps it.
+    fn kernel_reap<R>(&self, getevents: impl FnOnce() -> R) -> R {
+        {
+            let _g = lock(&self.user_reap);
+            self.kernel_reaps.fetch_add(1, Ordering::AcqRel);
+        }
+        let r = getevents();
+        self.kernel_reaps.fetch_sub(1, Ordering::AcqRel);
+        r
+    }
+
+    /// Takes what the ring holds in user space, with no system call, unless another
+    /// thread reaps it in the kernel right now.
+    fn reap_user(&self, events: &mut [IoEvent]) -> Result<usize, NoUserReap> {
+        let _g = lock(&self.user_reap);
+        if self.kernel_reaps.load(Ordering::Acquire) > 0 {
+            return Err(NoUserReap::Busy);
+        }
+        // SAFETY: the context lives as long as the ring, and no other reap overlaps this
+        // one: reaps in user space hold `user_reap`, and every kernel reap counts itself
+        // in `kernel_reaps` under it before it starts (`kernel_reap`), and is over when it
+        // stops counting.
+        unsafe { sys::ring_reap(self.ctx, events) }.ok_or(NoUserReap::Layout)
+    }
+
+    /// Takes what the ring holds without waiting: in user space when it can, else with
+    /// `io_getevents`.
+    fn reap_now(&self, events: &mut [IoEvent]) -> io::Result<usize> {
+        match self.reap_user(events) {
+            Ok(n) => Ok(n),
+            Err(_) => {
+                self.kernel_reap(|| sys::io_getevents(self.ctx, 0, events, Some(Duration::ZERO)))
+            }
         }
     }
 
@@ -790,7 +846,7 @@ fn reaper(ring: Arc<Ring>) {
         if ring.driver.is_active() {
             // A thread in `block_on` waits for completions itself: only look.
             let looked = ring.driver.tick(|| {
-                sys::io_getevents(ring.ctx, 0, &mut events, Some(Duration::ZERO))
+                ring.reap_now(&mut events)
                     .map(|n| ring.complete_events(&events[..n], Reaper::Other))
             });
             if let Some(Err(e)) = looked {
@@ -798,7 +854,7 @@ fn reaper(ring: Arc<Ring>) {
             }
             continue;
         }
-        match sys::io_getevents(ring.ctx, 1, &mut events, timeout) {
+        match ring.kernel_reap(|| sys::io_getevents(ring.ctx, 1, &mut events, timeout)) {
             Ok(n) => ring.complete_events(&events[..n], Reaper::Other),
             Err(e) => return reap_in_user_space(&ring, &e),
         }
@@ -827,12 +883,12 @@ fn reap_in_user_space(ring: &Ring, e: &io::Error) {
     );
     let mut events = [IoEvent::default(); 64];
     while ring.inflight.load(Ordering::Acquire) > 0 {
-        // SAFETY: the context lives until this thread destroys it below, and this thread
-        // is the only reaper (io_getevents fails for everyone else too).
-        match unsafe { sys::ring_reap(ring.ctx, &mut events) } {
-            Some(0) => thread::sleep(Duration::from_millis(1)),
-            Some(n) => ring.complete_events(&events[..n], Reaper::Other),
-            None => {
+        // The context lives until this thread destroys it below. Reaps in the kernel fail
+        // now, but one started before the policy may still wait: `Busy` until it returns.
+        match ring.reap_user(&mut events) {
+            Ok(0) | Err(NoUserReap::Busy) => thread::sleep(Duration::from_millis(1)),
+            Ok(n) => ring.complete_events(&events[..n], Reaper::Other),
+            Err(NoUserReap::Layout) => {
                 // An unknown ring layout: leaking what is in flight is safe, spinning not.
                 log::error!("caio: the AIO ring cannot be read; in-flight operations are lost");
                 break;
@@ -910,6 +966,8 @@ impl Linux {
             max_requests,
             ops: BoxPool::new(max_requests),
             driver: Driver::new(),
+            user_reap: Mutex::new(()),
+            kernel_reaps: AtomicUsize::new(0),
         });
         let r = Arc::clone(&ring);
         if let Err(e) = thread::Builder::new()
@@ -1068,7 +1126,8 @@ impl FileIo for Linux {
         let ring = &self.ring;
         let mut events = [IoEvent::default(); 64];
         let r = if ready {
-            sys::io_getevents(ring.ctx, 0, &mut events, Some(Duration::ZERO))
+            // What the spin saw, taken in user space: no system call.
+            ring.reap_now(&mut events)
         } else {
             // Without its wake-up poll (the kernel refused it for now) a wake from another
             // thread could not end the sleep: look again every tick instead.
@@ -1085,7 +1144,7 @@ impl FileIo for Linux {
             } else {
                 (1, wait)
             };
-            let r = sys::io_getevents(ring.ctx, min, &mut events, Some(wait));
+            let r = ring.kernel_reap(|| sys::io_getevents(ring.ctx, min, &mut events, Some(wait)));
             signal.sleep_end();
             r
         };
