@@ -44,10 +44,10 @@ use crate::backend::FileIo;
 const MAX_SPIN: Duration = Duration::from_micros(50);
 /// The most one spin lasts when a batch of [`DEEP_BATCH`] or more completions is awaited
 /// (16 or more in flight): the kernel's wait then gathers the batch, for less CPU. A
-/// thread that spins until each batch is there keeps a core busy: at qd 32 on the fast
-/// device, linux under `block_on` made 1.01–1.06× fio libaio's reads at 1.11–1.17× its
-/// CPU per read that way, and 0.86–1.04× at 0.87–1.05× with this spin (three
-/// interleaved runs of each).
+/// thread that spins until each batch is there keeps a core busy. At qd 32 on the fast
+/// device, in 8 interleaved rounds against fio libaio, linux under `block_on` made 0.89×
+/// its reads at 0.80× its CPU per read with this spin, 0.92× at 0.92× with 20 µs, and
+/// 1.01× at 1.01× with 50 µs.
 const DEEP_SPIN: Duration = Duration::from_micros(5);
 /// See [`DEEP_SPIN`].
 pub(crate) const DEEP_BATCH: usize = 4;
