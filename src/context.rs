@@ -181,13 +181,14 @@ impl Context {
     /// Under another executor a completion takes two wake-ups to reach its task: the kernel
     /// wakes the context's completion thread, which wakes the executor's. Here, when `fut`
     /// is pending, the thread spins for a short, adaptive while (up to 50 µs, yielding the
-    /// CPU between looks) on a look at the completion ring, then sleeps in the kernel's own
+    /// CPU between looks) on a look at the completion ring, takes what it finds there (on
+    /// `linux` straight from the ring, with no system call), else sleeps in the kernel's own
     /// wait and completes what it reaps: `io_getevents` on `linux`; on `uring`,
     /// `io_uring_enter` on a ring of this thread's own (`SINGLE_ISSUER | DEFER_TASKRUN`,
     /// set up as fio's io_uring engine sets up its ring). With 16 or more operations in
     /// flight the spin lasts at most 5 µs and the kernel wakes the thread once a quarter of
-    /// them are done. On a fast device this takes `linux` and `uring` from 0.46–0.78× fio's
-    /// rate at queue depth 8 to 128 to 0.85–1.52×, at less CPU per read than fio's at qd 32
+    /// them are done. On a fast device this takes `linux` and `uring` from 0.35–0.75× fio's
+    /// rate at queue depth 1 to 128 to 0.81–1.38×, at less CPU per read than fio's at qd 32
     /// (see the README's fast-device table).
     ///
     /// - Any future runs here, not only this context's: a wake from another thread
@@ -209,8 +210,9 @@ impl Context {
     /// - One thread drives a context at a time. A second `block_on` on the same context,
     ///   and `block_on` on `thread` and `blocking` contexts, spin and then park, as
     ///   `futures::executor::block_on` would.
-    /// - The spin costs CPU time: up to 50 µs per wait, less as spins keep failing (on a
-    ///   slow disk, about 1 µs per wait).
+    /// - The spin costs CPU time: up to 50 µs per wait. Waits longer than that halve it (on
+    ///   a slow disk, about 1 µs per wait); shorter ones double it, so at queue depth 1 on a
+    ///   fast device the thread spins through each read.
     ///
     /// ```no_run
     /// # fn main() -> std::io::Result<()> {
