@@ -124,12 +124,18 @@ struct Trace {
 }
 
 impl Trace {
-    /// Positional reads and writes (`pread64`, `pwritev`...) on the child's file.
-    fn positional_on_file(&self) -> Vec<&(u32, String, String)> {
-        self.calls
+    /// Asserts that the child made no positional read or write (`pread64`, `pwritev`...)
+    /// on its file: the ring carried them all.
+    fn assert_no_positional_on_file(&self, what: &str) {
+        let on_file: Vec<_> = self
+            .calls
             .iter()
             .filter(|(_, n, a)| n.starts_with("p") && a.starts_with(&format!("{FD},")))
-            .collect()
+            .collect();
+        assert!(
+            on_file.is_empty(),
+            "{what}: positional calls on the file: {on_file:?}"
+        );
     }
 }
 
@@ -204,11 +210,7 @@ fn reads_and_writes_go_through_io_uring_enter_with_no_thread_per_operation() {
         // The child runs n reads, n vectored reads, n vectored writes and n writes.
         let (few, many) = (4 * 64, 4 * 1024);
         for t in [&small, &big] {
-            let on_file = t.positional_on_file();
-            assert!(
-                on_file.is_empty(),
-                "{mode}: positional calls on the file: {on_file:?}"
-            );
+            t.assert_no_positional_on_file(mode);
         }
         let enters = big
             .calls
@@ -249,11 +251,7 @@ fn under_block_on_the_calling_thread_waits_in_its_own_ring() {
     let (small, big) = (trace("drive", 64), trace("drive", 1024));
     let many = 4 * 1024;
     for t in [&small, &big] {
-        let on_file = t.positional_on_file();
-        assert!(
-            on_file.is_empty(),
-            "block_on: positional calls on the file: {on_file:?}"
-        );
+        t.assert_no_positional_on_file("block_on");
     }
     let waits = big
         .calls
