@@ -30,7 +30,7 @@ use std::{
     os::fd::OwnedFd,
     pin::pin,
     sync::{
-        atomic::{AtomicBool, AtomicU8, Ordering},
+        atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering},
         Arc, Mutex, MutexGuard, OnceLock,
     },
     task::{Context, Poll, Wake, Waker},
@@ -71,6 +71,10 @@ pub(crate) struct Driver {
     active: AtomicBool,
     thread: Mutex<Option<ThreadId>>,
     reaping: Mutex<()>,
+    /// Signs of life from the driving thread (it began to wait for completions, or sent
+    /// operations to the kernel), and how many the reaper had seen at its last look.
+    beats: AtomicUsize,
+    seen: AtomicUsize,
     reaper: OnceLock<Thread>,
 }
 
@@ -80,6 +84,8 @@ impl Driver {
             active: AtomicBool::new(false),
             thread: Mutex::new(None),
             reaping: Mutex::new(()),
+            beats: AtomicUsize::new(0),
+            seen: AtomicUsize::new(0),
             reaper: OnceLock::new(),
         }
     }
@@ -123,7 +129,14 @@ impl Driver {
     /// Held by the driving thread while it waits for completions: it spins, sleeps or
     /// reaps (see `FileIo::drive_busy`).
     pub(crate) fn reaping(&self) -> MutexGuard<'_, ()> {
-        self.reaping.lock().unwrap_or_else(|p| p.into_inner())
+        let g = self.reaping.lock().unwrap_or_else(|p| p.into_inner());
+        self.beat();
+        g
+    }
+
+    /// The driving thread sends operations to the kernel: it will come back to wait.
+    pub(crate) fn beat(&self) {
+        self.beats.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Called once by the reaper, so that `end` can wake it.
@@ -131,11 +144,20 @@ impl Driver {
         let _ = self.reaper.set(thread::current());
     }
 
-    /// The reaper's look while a thread drives: after a tick, `reap` runs unless the
-    /// driving thread waits for completions (it runs user code, or nothing at all), so
-    /// that the reaper never takes a completion that thread waits for.
+    /// The reaper's look while a thread drives: after a tick, `reap` runs only if the
+    /// driving thread showed no sign of life since the last look (neither waited for
+    /// completions nor sent operations: it has been running user code all along, or
+    /// nothing at all). So the reaper never takes a completion that thread waits for, nor
+    /// one of a thread that keeps coming back for them. (Taking those split one poll's
+    /// operations between two threads: under `strace`, where a poll that sends its
+    /// operations in parts lasts over a tick, the reaper took one completion in four, and
+    /// the operations its tasks queued went to the kernel one by one.)
     pub(crate) fn tick<R>(&self, reap: impl FnOnce() -> R) -> Option<R> {
         thread::park_timeout(TICK);
+        let beats = self.beats.load(Ordering::Relaxed);
+        if self.seen.swap(beats, Ordering::Relaxed) != beats {
+            return None;
+        }
         let _busy = self.reaping.try_lock().ok()?;
         Some(reap())
     }

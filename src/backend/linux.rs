@@ -1065,6 +1065,9 @@ impl FileIo for Linux {
     }
 
     fn flush(&self) {
+        if drive::drives(self) {
+            self.ring.driver.beat();
+        }
         let mut batch = self.queue.take();
         // A request whose future is gone before it reached the kernel does not start: its
         // descriptor may have been closed, and its number reused, since.
