@@ -58,6 +58,56 @@ pub(crate) const DEEP_BATCH: usize = 4;
 pub(crate) fn batch(inflight: usize) -> usize {
     (inflight / 4).max(1)
 }
+/// The least first part of a batch that [`Early`] sends to the kernel on its own.
+const PART: usize = 8;
+
+/// When the thread in `block_on` sends a large batch to the kernel in parts.
+///
+/// After a reap of `n` completions, their tasks queue about `n` operations in the poll
+/// that follows. One system call for all of them holds every request until the last is
+/// built (an `io_submit` plugs them), and meanwhile the device may run out of work.
+/// Instead, the first part goes to the kernel as soon as it is queued, so the device
+/// starts on it while the rest are built; each next part is twice the one before, and a
+/// part is sent only while at least as many more are expected. The first part is a
+/// quarter of what was in flight, and at least [`PART`]: so every call carries at least
+/// that many, the last one too when the tasks queue what was expected.
+///
+/// At qd 32 on the fast device, in 8 interleaved rounds against fio libaio, this took
+/// linux under `block_on` from 0.83× fio's reads to 0.94× (11.6 reads per `io_submit`,
+/// from 15.0); parts of 8 throughout gave 0.96×, at 8.5 reads per call.
+///
+/// Used only by the driving thread (atomics because the backend is shared).
+#[derive(Default)]
+pub(crate) struct Early {
+    /// Operations still expected from the last reap's tasks.
+    expected: AtomicUsize,
+    /// The size of the next part.
+    part: AtomicUsize,
+}
+
+impl Early {
+    /// The driving thread reaped `n` completions, with `inflight` operations in flight
+    /// before.
+    pub(crate) fn reaped(&self, n: usize, inflight: usize) {
+        self.part
+            .store(batch(inflight).max(PART), Ordering::Relaxed);
+        self.expected.store(n, Ordering::Relaxed);
+    }
+
+    /// The driving thread queued an operation, and `queued` wait for the next flush:
+    /// whether to flush now.
+    pub(crate) fn queued(&self, queued: usize) -> bool {
+        let left = self.expected.load(Ordering::Relaxed).saturating_sub(1);
+        self.expected.store(left, Ordering::Relaxed);
+        let part = self.part.load(Ordering::Relaxed);
+        let send = part > 0 && queued >= part && left >= part;
+        if send {
+            self.part.store(part * 2, Ordering::Relaxed);
+        }
+        send
+    }
+}
+
 /// The least a spin lasts once spinning keeps failing (a slow disk).
 const MIN_SPIN: Duration = Duration::from_micros(1);
 
@@ -446,5 +496,74 @@ pub(crate) fn block_on<F: Future>(backend: &(dyn FileIo + 'static), fut: F) -> F
             }
         }
         spin.learn(start.elapsed());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sizes of the parts `Early` sends when the tasks of a reap of `n` completions,
+    /// with `inflight` in flight, queue `queued` operations (the last one by the flush at
+    /// the poll's end).
+    fn parts(n: usize, inflight: usize, queued: usize) -> Vec<usize> {
+        let early = Early::default();
+        early.reaped(n, inflight);
+        let (mut sent, mut waiting) = (Vec::new(), 0);
+        for _ in 0..queued {
+            waiting += 1;
+            if early.queued(waiting) {
+                sent.push(std::mem::take(&mut waiting));
+            }
+        }
+        if waiting > 0 {
+            sent.push(waiting);
+        }
+        sent
+    }
+
+    #[test]
+    fn a_large_reap_goes_back_to_the_kernel_first_in_a_part_of_a_quarter_of_the_depth() {
+        assert_eq!(parts(24, 32, 24), [8, 16]);
+        assert_eq!(parts(19, 32, 19), [8, 11]);
+        assert_eq!(parts(32, 32, 32), [8, 24]);
+        assert_eq!(parts(64, 64, 64), [16, 48]);
+        assert_eq!(parts(60, 64, 60), [16, 44]);
+        assert_eq!(parts(100, 128, 100), [32, 68]);
+        assert_eq!(parts(250, 256, 250), [64, 186]);
+        assert_eq!(
+            parts(200, 64, 200),
+            [16, 32, 64, 88],
+            "each part twice the last"
+        );
+    }
+
+    #[test]
+    fn no_part_is_smaller_than_eight_while_the_tasks_queue_what_was_expected() {
+        assert_eq!(parts(15, 32, 15), [15]);
+        assert_eq!(parts(12, 16, 12), [12]);
+        for inflight in 1..=256 {
+            for n in 1..=inflight {
+                let p = parts(n, inflight, n);
+                assert_eq!(p.iter().sum::<usize>(), n);
+                assert!(
+                    p.len() == 1 || p.iter().all(|&k| k >= PART),
+                    "{n} of {inflight}: {p:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn fewer_operations_than_expected_leave_the_rest_to_the_poll_s_flush() {
+        // Tasks that finish instead of queueing more: the last flush sends what is there.
+        assert_eq!(parts(24, 32, 10), [8, 2]);
+        assert_eq!(parts(40, 32, 30), [8, 16, 6]);
+        // A later reap starts a new count.
+        let early = Early::default();
+        early.reaped(24, 32);
+        assert!(!early.queued(7));
+        early.reaped(4, 32);
+        assert!(!early.queued(8), "only 3 more are expected: no part yet");
     }
 }

@@ -608,6 +608,36 @@ fn under_block_on_completions_the_spin_finds_are_taken_from_the_ring_without_a_s
 }
 
 #[test]
+fn under_block_on_a_large_reap_goes_back_to_the_kernel_in_parts() {
+    if !can_trace() {
+        return;
+    }
+    // Under strace every completion of a batch is there by the time the thread looks:
+    // reaps of 16 to 32 at qd 32, whose tasks queue as many reads in one poll.
+    let (t, per_call) = at_qd_32("drive32");
+    let mine: Vec<usize> = t
+        .calls
+        .iter()
+        .filter(|(tid, n, a)| *tid == t.tid && n == "io_submit" && a.contains("IOCB_CMD_PREAD"))
+        .map(|(_, _, a)| a.split(", ").nth(1).unwrap().trim().parse().unwrap())
+        .collect();
+    // After the first 32, a poll sends a first part of 8 (a quarter of the depth) as soon
+    // as it is queued, and the rest after: a whole batch in one call is rare.
+    let whole: usize = mine.iter().skip(1).filter(|&&k| k >= 32).sum();
+    let parts = mine.iter().filter(|&&k| k == 8).count();
+    println!(
+        "block_on, qd 32 under strace: {per_call:.1} reads per io_submit; the calling thread \
+         made {} calls, {parts} of them a first part (8); {whole} reads went in calls of 32",
+        mine.len()
+    );
+    assert!(parts * 3 >= mine.len(), "few parts: {mine:?}");
+    assert!(
+        whole * 10 <= 4096,
+        "{whole} reads went in calls of 32: {mine:?}"
+    );
+}
+
+#[test]
 fn under_block_on_the_calling_thread_reaps_its_own_reads() {
     if !can_trace() {
         return;

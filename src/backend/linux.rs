@@ -70,7 +70,7 @@ use crate::{
     backend::{
         thread::ThreadPool, BoxPool, FileIo, Kind, OpQueue, Request, Submit, DEFAULT_MAX_REQUESTS,
     },
-    drive::{self, Driver, Signal, DEEP_BATCH},
+    drive::{self, Driver, Early, Signal, DEEP_BATCH},
     sys::{self, AioContext, IoEvent, Iocb},
     Implementation,
 };
@@ -911,6 +911,8 @@ pub(crate) struct Linux {
     fork_generation: u64,
     /// What the next flush sends to the kernel.
     queue: OpQueue<AioOp>,
+    /// When the driving thread sends what it queued before its poll ends.
+    early: Early,
 }
 
 // SAFETY: `AioOp`s in the queue hold raw pointers (inside the iocb, as integers) into
@@ -981,15 +983,20 @@ impl Linux {
             ring,
             fork_generation: sys::fork_generation(),
             queue: OpQueue::new(),
+            early: Early::default(),
         })
     }
 }
 
 impl Linux {
-    /// Queues an operation for the next flush's batched `io_submit`.
+    /// Queues an operation for the next flush's batched `io_submit`; in `block_on`, a
+    /// large batch goes in parts (see [`Early`]).
     fn queue(&self, req: Request, nowait: bool) -> Submit {
         let op = self.ring.op(req, nowait);
-        self.queue.push(op);
+        let queued = self.queue.push(op);
+        if drive::drives(self) && self.early.queued(queued) {
+            self.flush();
+        }
         Submit::Queued
     }
 
@@ -1153,6 +1160,7 @@ impl FileIo for Linux {
         };
         match r {
             Ok(n) => {
+                self.early.reaped(n, ring.inflight.load(Ordering::Acquire));
                 ring.complete_events(&events[..n], Reaper::Driver);
                 true
             }

@@ -72,8 +72,11 @@ impl<T> OpQueue<T> {
         }
     }
 
-    pub(crate) fn push(&self, op: Box<T>) {
-        lock(&self.queued).push(op);
+    /// Queues `op` for the next flush; how many are queued now.
+    pub(crate) fn push(&self, op: Box<T>) -> usize {
+        let mut q = lock(&self.queued);
+        q.push(op);
+        q.len()
     }
 
     /// Everything queued, in a vector to hand back to [`OpQueue::give_back`] once drained.
