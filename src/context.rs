@@ -187,15 +187,17 @@ impl Context {
     /// `io_uring_enter` on a ring of this thread's own (`SINGLE_ISSUER | DEFER_TASKRUN`,
     /// set up as fio's io_uring engine sets up its ring). With 16 or more operations in
     /// flight the spin lasts at most 5 µs and the kernel wakes the thread once a quarter of
-    /// them are done. On a fast device this takes `linux` and `uring` from 0.35–0.75× fio's
-    /// rate at queue depth 1 to 128 to 0.81–1.38×, at less CPU per read than fio's at qd 32
-    /// (see the README's fast-device table).
+    /// them are done; on `linux` the operations the woken tasks queue go back in parts,
+    /// the first as soon as it is queued. On a fast device this takes `linux` and `uring`
+    /// from 0.33–0.87× fio's rate at queue depth 1 to 128 to 0.98–1.38×, at less CPU per
+    /// read than fio's at qd 32 (see the README's fast-device table).
     ///
     /// - Any future runs here, not only this context's: a wake from another thread
     ///   interrupts the sleep. With 16 or more operations in flight on `linux`, a wake
     ///   may wait for a quarter of them, at most 1 ms.
-    /// - Other threads' operations on this context keep completing. On `linux`, while this
-    ///   thread runs user code, the completion thread looks every millisecond; on `uring`
+    /// - Other threads' operations on this context keep completing. On `linux`, once this
+    ///   thread has run user code for 1 to 2 ms (it neither waited nor submitted), the
+    ///   completion thread reaps them; on `uring`
     ///   they are on the shared ring, which keeps its completion thread.
     /// - On `uring`, what this thread started in its own ring completes before `block_on`
     ///   returns (a future dropped or handed out with an operation in flight waits for it

@@ -16,8 +16,12 @@
 //!   flight the spin is short and the kernel wakes the thread once a quarter of them are
 //!   done. A wake from another thread (a channel, the pool) interrupts that sleep through
 //!   an eventfd.
+//! - On linux, the tasks woken by a large reap send their next operations in **parts**:
+//!   the first as soon as it is queued, so the device starts on it while the rest are
+//!   built (see [`Early`]).
 //! - Meanwhile, on linux, the backend's completion thread **stands down**: it looks every
-//!   millisecond, and reaps only while the driving thread runs user code, so that
+//!   millisecond, and reaps only if the driving thread has neither waited for completions
+//!   nor sent operations since its last look (it has been in user code all along), so that
 //!   operations of other threads still complete. On uring the shared ring keeps its
 //!   completion thread: the driving thread's own operations are in its own ring.
 //!
