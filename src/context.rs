@@ -197,8 +197,8 @@ impl Context {
     ///   may wait for a quarter of them, at most 1 ms.
     /// - Other threads' operations on this context keep completing. On `linux`, once this
     ///   thread has run user code for 1 to 2 ms (it neither waited nor submitted), the
-    ///   completion thread reaps them; on `uring`
-    ///   they are on the shared ring, which keeps its completion thread.
+    ///   completion thread reaps them; on `uring` they are on the shared ring, which keeps
+    ///   its completion thread.
     /// - On `uring`, what this thread started in its own ring completes before `block_on`
     ///   returns (a future dropped or handed out with an operation in flight waits for it
     ///   there), and an operation this thread starts completes only while it waits: a

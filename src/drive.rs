@@ -188,7 +188,8 @@ impl Driver {
         g
     }
 
-    /// The driving thread sends operations to the kernel: it will come back to wait.
+    /// A sign of life from the driving thread (it waits for completions, or sends
+    /// operations to the kernel and will come back to wait for them).
     pub(crate) fn beat(&self) {
         self.beats.fetch_add(1, Ordering::Relaxed);
     }

@@ -241,9 +241,14 @@ impl Trace {
     /// The number of iocbs of each io_submit call that carries `command` (strace shows a
     /// few iocbs of a call; its count is the second argument).
     fn submits(&self, command: &str) -> Vec<usize> {
+        self.submits_by(|_| true, command)
+    }
+
+    /// The same, for the calls of the threads `by` picks.
+    fn submits_by(&self, by: impl Fn(u32) -> bool, command: &str) -> Vec<usize> {
         self.calls
             .iter()
-            .filter(|(_, name, a)| name == "io_submit" && a.contains(command))
+            .filter(|(tid, name, a)| by(*tid) && name == "io_submit" && a.contains(command))
             .map(|(_, _, a)| a.split(", ").nth(1).unwrap().trim().parse().unwrap())
             .collect()
     }
@@ -615,12 +620,7 @@ fn under_block_on_a_large_reap_goes_back_to_the_kernel_in_parts() {
     // Under strace every completion of a batch is there by the time the thread looks:
     // reaps of 16 to 32 at qd 32, whose tasks queue as many reads in one poll.
     let (t, per_call) = at_qd_32("drive32");
-    let mine: Vec<usize> = t
-        .calls
-        .iter()
-        .filter(|(tid, n, a)| *tid == t.tid && n == "io_submit" && a.contains("IOCB_CMD_PREAD"))
-        .map(|(_, _, a)| a.split(", ").nth(1).unwrap().trim().parse().unwrap())
-        .collect();
+    let mine = t.submits_by(|tid| tid == t.tid, "IOCB_CMD_PREAD");
     // After the first 32, a poll sends a first part of 8 (a quarter of the depth) as soon
     // as it is queued, and the rest after: a whole batch in one call is rare.
     let whole: usize = mine.iter().skip(1).filter(|&&k| k >= 32).sum();
