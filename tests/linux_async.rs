@@ -91,7 +91,7 @@ fn child_reads() {
             }
         });
         println!("CHILD done {n}");
-        return;
+        exit_with_context_open(ctx);
     }
     if mode == "vectored" {
         // Two caller-owned aligned buffers per operation, one PREADV each.
@@ -117,7 +117,7 @@ fn child_reads() {
             }
         });
         println!("CHILD done {n}");
-        return;
+        exit_with_context_open(ctx);
     }
     let wakes = Arc::new(Wakes {
         tid,
@@ -160,6 +160,17 @@ fn child_reads() {
         wakes.theirs.load(Ordering::Relaxed)
     );
     println!("CHILD done {n}");
+    exit_with_context_open(ctx);
+}
+
+/// Ends the child while `ctx` is open. Dropping it would hand its kernel context to a
+/// thread that keeps it for reuse (`caio-aio-idle`), which the process's exit races: a
+/// thread started, or not, by timing alone, after everything the traces measure.
+fn exit_with_context_open(ctx: Context) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _open = ctx;
+    std::process::exit(0);
 }
 
 /// How many reads were last woken, before they finished, on the calling thread (`tid`)
