@@ -16,7 +16,7 @@ use std::{
     process::Command,
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
-        Arc,
+        Arc, OnceLock,
     },
     task::{Poll, Wake, Waker},
 };
@@ -442,6 +442,12 @@ fn at_qd_32(mode: &str) -> (Trace, f64) {
     (t, per_call)
 }
 
+/// The "drive32" trace at qd 32 (`at_qd_32`), made once for the tests that read it.
+fn drive32() -> &'static (Trace, f64) {
+    static TRACE: OnceLock<(Trace, f64)> = OnceLock::new();
+    TRACE.get_or_init(|| at_qd_32("drive32"))
+}
+
 #[test]
 fn vectored_o_direct_reads_are_one_preadv_command_each_in_batches() {
     if !can_trace() {
@@ -630,7 +636,7 @@ fn under_block_on_a_large_reap_goes_back_to_the_kernel_in_parts() {
     }
     // Under strace every completion of a batch is there by the time the thread looks:
     // reaps of 16 to 32 at qd 32, whose tasks queue as many reads in one poll.
-    let (t, per_call) = at_qd_32("drive32");
+    let (t, per_call) = drive32();
     let mine = t.submits_by(|tid| tid == t.tid, "IOCB_CMD_PREAD");
     // After the first 32, a poll sends a first part of 8 (a quarter of the depth) as soon
     // as it is queued, and the rest after: a whole batch in one call is rare.
@@ -653,9 +659,9 @@ fn under_block_on_the_calling_thread_reaps_its_own_reads() {
     if !can_trace() {
         return;
     }
-    let (t, per_call) = at_qd_32("drive32");
+    let (t, per_call) = drive32();
     let reads = 4096;
-    let (by_call, theirs, their_waits) = reaped_by_call(&t);
+    let (by_call, theirs, their_waits) = reaped_by_call(t);
     // Completions the calling thread took with io_getevents, and all it took: also those
     // straight from the ring, which strace does not show.
     let mine: usize = util::child_field(&t.stdout, "finished_here");
