@@ -68,7 +68,8 @@ use once_cell::sync::{Lazy, OnceCell};
 
 use crate::{
     backend::{
-        thread::ThreadPool, BoxPool, FileIo, Kind, OpQueue, Request, Submit, DEFAULT_MAX_REQUESTS,
+        hold_wakes, thread::ThreadPool, BoxPool, FileIo, Kind, OpQueue, Request, Submit,
+        DEFAULT_MAX_REQUESTS,
     },
     drive::{self, Driver, Early, Signal, DEEP_BATCH},
     sys::{self, AioContext, IoEvent, Iocb},
@@ -654,6 +655,9 @@ impl Ring {
 
     /// Completes reaped events.
     fn complete_events(&self, events: &[IoEvent], by: Reaper) {
+        // Every operation the batch admits is queued before its futures run on another
+        // thread. (The thread in `block_on` polls its tasks after this returns anyway.)
+        let _held = (by == Reaper::Other).then(hold_wakes);
         for ev in events {
             if ev.data == WAKE_TOKEN {
                 self.woken(by);

@@ -62,12 +62,12 @@ pub(crate) mod thread;
 pub(crate) mod uring;
 
 pub(crate) use recycle::{BoxPool, OpQueue};
+pub(crate) use request::{
+    hold_wakes, Admission, Bufs, Call, Completer, Completion, FdInfo, Kind, Meta, Opened, Out,
+    Permit, Plan, Request, Slot, What,
+};
 #[cfg(test)]
 pub(crate) use request::{take_result, test_request};
-pub(crate) use request::{
-    Admission, Bufs, Call, Completer, Completion, FdInfo, Kind, Meta, Opened, Out, Permit, Plan,
-    Request, Slot, What,
-};
 
 /// Default number of operations in flight per context.
 pub const DEFAULT_MAX_REQUESTS: usize = 256;

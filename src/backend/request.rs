@@ -4,9 +4,14 @@
 //! A request owns every byte the kernel or a worker may touch; the future owns only an
 //! `Arc<Slot>`. Completing a request gives its in-flight [`Permit`] back first, then stores
 //! the result and wakes the future.
+//!
+//! A thread that completes a batch of completions holds their wakes back until the whole
+//! batch is complete ([`hold_wakes`]): the operations their permits admit are queued by
+//! then, so the first woken future's flush sends them all in one submission.
 
 use std::{
     any::Any,
+    cell::{Cell, RefCell},
     ffi::CString,
     fmt, io,
     os::fd::{AsRawFd, OwnedFd, RawFd},
@@ -511,6 +516,59 @@ impl Request {
     }
 }
 
+thread_local! {
+    /// How many [`HeldWakes`] live on this thread.
+    static HOLDING: Cell<usize> = const { Cell::new(0) };
+    /// The wakes they hold back.
+    static HELD: RefCell<Vec<Waker>> = const { RefCell::new(Vec::new()) };
+}
+
+/// While it lives, the futures of the operations completed on this thread are woken only
+/// when it drops; see [`hold_wakes`].
+#[must_use = "the wakes are held back only while it lives"]
+pub(crate) struct HeldWakes(());
+
+/// Holds back the wakes of the operations this thread completes until the guard drops.
+///
+/// A reaper completes a batch of completions in a row. Each one first admits the next
+/// queued operation (which a batching backend queues) and then wakes its future. Woken
+/// at once, an executor on another thread starts polling while the batch is still being
+/// completed, and its first flush sends only what was queued by then: the batch goes to
+/// the kernel in small pieces. Held back, every admitted operation is queued before any
+/// future runs. Guards nest; the outermost one wakes.
+pub(crate) fn hold_wakes() -> HeldWakes {
+    HOLDING.with(|h| h.set(h.get() + 1));
+    HeldWakes(())
+}
+
+impl Drop for HeldWakes {
+    fn drop(&mut self) {
+        if HOLDING.with(|h| h.replace(h.get() - 1)) != 1 {
+            return;
+        }
+        // Taken out before any wake runs: a waker that completes operations itself (an
+        // executor that polls inside `wake`) wakes them straight away, not into this list.
+        let mut held = HELD.with(|h| std::mem::take(&mut *h.borrow_mut()));
+        for w in held.drain(..) {
+            w.wake();
+        }
+        HELD.with(|h| {
+            let mut h = h.borrow_mut();
+            if h.capacity() == 0 {
+                *h = held; // its room, for the next batch
+            }
+        });
+    }
+}
+
+/// Wakes `w` now, or when this thread's [`HeldWakes`] drops.
+fn wake(w: Waker) {
+    if HOLDING.with(Cell::get) == 0 {
+        return w.wake();
+    }
+    HELD.with(|h| h.borrow_mut().push(w));
+}
+
 /// Where a result lands and the future's waker waits.
 #[derive(Debug, Default)]
 pub(crate) struct Slot {
@@ -563,7 +621,7 @@ impl Slot {
         };
         drop(self);
         if let Some(w) = waker {
-            w.wake();
+            wake(w);
         }
     }
 
@@ -599,7 +657,7 @@ impl Slot {
             (s.waker.clone(), s.abandoned || s.detached.is_some())
         };
         if let Some(w) = waker {
-            w.wake();
+            wake(w);
         }
         gone
     }
@@ -893,6 +951,78 @@ mod tests {
         drop(req);
         let e = take_result(&slot).expect("completed").unwrap_err();
         assert!(e.to_string().contains("abandoned"), "{e}");
+    }
+
+    /// Counts its wakes; the first one may finish another request, as a waker that
+    /// polls inside `wake` would.
+    #[derive(Default)]
+    struct Counting {
+        wakes: std::sync::atomic::AtomicUsize,
+        then: Mutex<Option<Request>>,
+    }
+
+    impl std::task::Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.wakes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let next = self.then.lock().unwrap().take();
+            if let Some(req) = next {
+                req.finish(Ok(0));
+            }
+        }
+    }
+
+    impl Counting {
+        fn wakes(&self) -> usize {
+            self.wakes.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    /// A request whose future waits with `waker`.
+    fn waited(waker: &Waker) -> Request {
+        let (req, slot) = test_request(Kind::Fsync);
+        let poll = slot.poll(&mut Context::from_waker(waker)).0;
+        assert!(poll.is_pending());
+        req
+    }
+
+    #[test]
+    fn held_wakes_run_once_each_when_the_outermost_guard_drops() {
+        let count = Arc::new(Counting::default());
+        let waker = Waker::from(Arc::clone(&count));
+        let (a, b) = (waited(&waker), waited(&waker));
+        let outer = hold_wakes();
+        a.finish(Ok(0));
+        {
+            let _inner = hold_wakes();
+            b.finish(Ok(0));
+        }
+        assert_eq!(count.wakes(), 0, "woken before the batch was complete");
+        drop(outer);
+        assert_eq!(count.wakes(), 2);
+        waited(&waker).finish(Ok(0));
+        assert_eq!(
+            count.wakes(),
+            3,
+            "with no guard, a completion wakes at once"
+        );
+    }
+
+    #[test]
+    fn a_wake_that_completes_another_operation_wakes_it_too() {
+        let count = Arc::new(Counting::default());
+        let waker = Waker::from(Arc::clone(&count));
+        let first = waited(&waker);
+        *count.then.lock().unwrap() = Some(waited(&waker));
+        drop({
+            let held = hold_wakes();
+            first.finish(Ok(0));
+            held
+        });
+        assert_eq!(
+            count.wakes(),
+            2,
+            "the one completed inside a held wake was lost"
+        );
     }
 
     #[test]

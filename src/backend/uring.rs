@@ -54,7 +54,9 @@ use io_uring::{opcode, squeue, types, IoUring, Probe};
 use once_cell::sync::OnceCell;
 
 use crate::{
-    backend::{thread::ThreadPool, BoxPool, FileIo, Kind, Meta, OpQueue, Request, Submit},
+    backend::{
+        hold_wakes, thread::ThreadPool, BoxPool, FileIo, Kind, Meta, OpQueue, Request, Submit,
+    },
     drive::{self, Driver, Signal, DEEP_BATCH},
     sys, Implementation,
 };
@@ -235,6 +237,8 @@ impl Ring {
     /// Completes what the completion ring holds now. `true` when it took any.
     fn reap(&self) -> bool {
         let mut any = false;
+        // Every operation the batch admits is queued before its futures run.
+        let _held = hold_wakes();
         // SAFETY: `cq` is held by the callers, so this is the only completion queue view.
         let cq = unsafe { self.ring.completion_shared() };
         for cqe in cq {
