@@ -110,6 +110,15 @@ pub fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
 }
 
+/// The names of the process's threads (`/proc/self/task/*/comm`).
+pub fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task").map_or(Vec::new(), |d| {
+        d.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|n| n.trim_end().to_string())
+            .collect()
+    })
+}
+
 /// Waits until the process has no more than `before` threads: every worker and reaper of
 /// dropped contexts exits on its own.
 pub fn wait_for_threads(before: usize, limit: std::time::Duration, what: &str) {
