@@ -8,7 +8,9 @@
 //!   N tasks woken together) therefore costs a handful of `io_submit` calls, not N.
 //! - **Completion is one thread per context** (`caio-aio-reaper`), blocked in
 //!   `io_getevents`, which stores each result and wakes the waiting future. No thread is
-//!   ever started per operation.
+//!   ever started per operation. It wakes a reap's futures only once the whole reap is
+//!   complete (`hold_wakes`): by then every operation their slots admit is queued, so the
+//!   first woken future's flush sends them all in one `io_submit`.
 //! - **Buffered reads** are tried on the submitting thread with `preadv2(RWF_NOWAIT)`: a
 //!   page-cache hit is a memcpy done at once (no ring, no reaper, no thread hop); a miss
 //!   fails with `EAGAIN` without touching the disk and is handed to the fallback pool.

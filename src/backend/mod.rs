@@ -31,7 +31,9 @@
 //!
 //! `submit` returns [`Submit::Queued`] when the backend batches: the operation sits in a
 //! queue that the next [`FileIo::flush`] (from any operation's next poll) sends to the
-//! kernel together with every other queued operation.
+//! kernel together with every other queued operation. A thread that completes a batch of
+//! completions holds their wakes back until the batch is complete (`hold_wakes`), so
+//! that the operations the batch admits are queued before any of its futures flushes.
 //!
 //! A backend that reaps completions on a thread of its own may also let a thread in
 //! [`Context::block_on`](crate::Context::block_on) wait for them itself (`drive_begin`,
