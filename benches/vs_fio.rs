@@ -10,6 +10,7 @@
 //! `--fast` measures on a fast device instead (a loop device with direct I/O over tmpfs;
 //! needs root and `losetup`, and says why it skips otherwise): see `vs_fio/fast.rs`. It
 //! writes to `OUT/fast/`; `--rounds N` repeats the interleaved sweep and reports medians.
+//! `--replot` only draws `OUT/fast/iops_vs_qd.png` again from that sweep's `results.csv`.
 
 #[path = "vs_fio/fast.rs"]
 mod fast;
@@ -48,6 +49,8 @@ struct Args {
     fast: bool,
     /// Sweeps of the fast-device mode (medians are reported).
     rounds: usize,
+    /// Only draw the fast-device plot again, from the last sweep's `results.csv`.
+    replot: bool,
 }
 
 fn args() -> Args {
@@ -60,6 +63,7 @@ fn args() -> Args {
         backend: None,
         fast: false,
         rounds: 1,
+        replot: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -69,6 +73,7 @@ fn args() -> Args {
             "--secs" => a.secs = it.next().expect("--secs N").parse().expect("--secs N"),
             "--only" => a.only = it.next(),
             "--fast" => a.fast = true,
+            "--replot" => a.replot = true,
             "--rounds" => a.rounds = it.next().expect("--rounds N").parse().expect("--rounds N"),
             "--qd" => a.qd = Some(it.next().expect("--qd N").parse().expect("--qd N")),
             "--backend" => {
@@ -385,6 +390,9 @@ fn main() {
         return fast::child(&argv);
     }
     let a = args();
+    if a.replot {
+        return fast::replot(&a);
+    }
     ensure_file(&a.file);
     if a.fast {
         return fast::run(&a);
@@ -642,18 +650,29 @@ fn plot_titled(
         .y_label_formatter(&|v| format!("{:.0}k", v / 1000.0))
         .label_style(("sans-serif", 15))
         .draw()?;
+    // Kelly's colours of maximum contrast: a line for each of up to 14 systems.
     let colors = [
-        RED,
-        BLUE,
-        GREEN,
-        MAGENTA,
-        CYAN,
-        BLACK,
-        RGBColor(230, 140, 0),
-        RGBColor(120, 70, 20),
+        RGBColor(0, 0, 0),
+        RGBColor(230, 159, 0),
+        RGBColor(86, 180, 233),
+        RGBColor(0, 158, 115),
+        RGBColor(213, 94, 0),
+        RGBColor(0, 114, 178),
+        RGBColor(204, 121, 167),
+        RGBColor(128, 62, 117),
+        RGBColor(193, 0, 32),
+        RGBColor(129, 112, 102),
+        RGBColor(0, 125, 52),
+        RGBColor(246, 118, 142),
+        RGBColor(83, 55, 122),
+        RGBColor(127, 24, 13),
     ];
     for (k, system) in systems.iter().enumerate() {
         let color = colors[k % colors.len()];
+        // caio's lines are thick with round marks; what it is compared with, thin with
+        // triangles.
+        let ours = system.starts_with("caio");
+        let width = if ours { 3 } else { 1 };
         let mut line: Vec<(f64, f64)> = pts
             .iter()
             .filter(|p| &p.system == system)
@@ -661,15 +680,22 @@ fn plot_titled(
             .collect();
         line.sort_by(|a, b| a.0.total_cmp(&b.0));
         chart
-            .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))?
+            .draw_series(LineSeries::new(line.clone(), color.stroke_width(width)))?
             .label(system.as_str())
             .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(width))
             });
-        chart.draw_series(
-            line.iter()
-                .map(|&(x, y)| Circle::new((x, y), 4, color.filled())),
-        )?;
+        if ours {
+            chart.draw_series(
+                line.iter()
+                    .map(|&(x, y)| Circle::new((x, y), 4, color.filled())),
+            )?;
+        } else {
+            chart.draw_series(
+                line.iter()
+                    .map(|&(x, y)| TriangleMarker::new((x, y), 5, color.filled())),
+            )?;
+        }
     }
     chart
         .configure_series_labels()

@@ -747,19 +747,47 @@ fn report(a: &Args, rows: &[Row]) {
     let points: Vec<super::Point> = rows
         .iter()
         .filter(|r| r.suite == "O_DIRECT")
-        .map(|r| super::Point {
-            suite: "randread-direct",
-            system: r.system.clone(),
-            depth: r.qd,
-            iops: r.iops,
-            mib_s: r.iops * 4096.0 / (1 << 20) as f64,
-            cpu_us_per_op: r.user_us + r.sys_us,
-            peak_rss_mib: f64::NAN,
-        })
+        .map(|r| (r.system.clone(), r.qd, r.iops))
+        .map(plot_point)
         .collect();
+    plot(&out, &points);
+}
+
+/// Draws the plot again from the `results.csv` of the last sweep in `a.out` (`--replot`),
+/// with no new measurement.
+pub fn replot(a: &Args) {
+    let out = a.out.join("fast");
+    let csv = fs::read_to_string(out.join("results.csv"))
+        .unwrap_or_else(|e| panic!("{}: {e}", out.join("results.csv").display()));
+    let points: Vec<super::Point> = csv
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f.len() > 3 && f[0] == "O_DIRECT")
+                .then(|| Some((f[1].to_string(), f[2].parse().ok()?, f[3].parse().ok()?)))?
+        })
+        .map(plot_point)
+        .collect();
+    plot(&out, &points);
+}
+
+fn plot_point((system, qd, iops): (String, usize, f64)) -> super::Point {
+    super::Point {
+        suite: "randread-direct",
+        system,
+        depth: qd,
+        iops,
+        mib_s: iops * 4096.0 / (1 << 20) as f64,
+        cpu_us_per_op: f64::NAN,
+        peak_rss_mib: f64::NAN,
+    }
+}
+
+fn plot(out: &Path, points: &[super::Point]) {
     match super::plot_titled(
         &out.join("iops_vs_qd.png"),
-        &points,
+        points,
         "4 KiB random reads, O_DIRECT, fast device (loop over tmpfs)",
     ) {
         Ok(_) => eprintln!("wrote {}", out.join("iops_vs_qd.png").display()),
