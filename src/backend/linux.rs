@@ -70,8 +70,8 @@ use once_cell::sync::{Lazy, OnceCell};
 
 use crate::{
     backend::{
-        hold_wakes, thread::ThreadPool, BoxPool, FileIo, Kind, OpQueue, Request, Submit,
-        DEFAULT_MAX_REQUESTS,
+        completes_for_others, hold_wakes, thread::ThreadPool, BoxPool, FileIo, Kind, OpQueue,
+        Request, Submit, DEFAULT_MAX_REQUESTS,
     },
     drive::{self, Driver, Early, Signal, DEEP_BATCH},
     sys::{self, AioContext, IoEvent, Iocb},
@@ -842,6 +842,7 @@ impl Ring {
 
 fn reaper(ring: Arc<Ring>) {
     ring.driver.register_reaper();
+    completes_for_others();
     let mut events = vec![IoEvent::default(); EVENTS];
     let timeout = if ring.wake.is_some() {
         None

@@ -31,9 +31,10 @@
 //!
 //! `submit` returns [`Submit::Queued`] when the backend batches: the operation sits in a
 //! queue that the next [`FileIo::flush`] (from any operation's next poll) sends to the
-//! kernel together with every other queued operation. A thread that completes a batch of
-//! completions holds their wakes back until the batch is complete (`hold_wakes`), so
-//! that the operations the batch admits are queued before any of its futures flushes.
+//! kernel together with every other queued operation. A completion thread (one that
+//! called `completes_for_others`) holds the wakes of a batch of completions back until
+//! the batch is complete (`hold_wakes`), so that the operations the batch admits are
+//! queued before any of its futures flushes.
 //!
 //! A backend that reaps completions on a thread of its own may also let a thread in
 //! [`Context::block_on`](crate::Context::block_on) wait for them itself (`drive_begin`,
@@ -65,8 +66,8 @@ pub(crate) mod uring;
 
 pub(crate) use recycle::{BoxPool, OpQueue};
 pub(crate) use request::{
-    hold_wakes, Admission, Bufs, Call, Completer, Completion, FdInfo, Kind, Meta, Opened, Out,
-    Permit, Plan, Request, Slot, What,
+    completes_for_others, hold_wakes, Admission, Bufs, Call, Completer, Completion, FdInfo, Kind,
+    Meta, Opened, Out, Permit, Plan, Request, Slot, What,
 };
 #[cfg(test)]
 pub(crate) use request::{take_result, test_request};

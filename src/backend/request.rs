@@ -5,9 +5,9 @@
 //! `Arc<Slot>`. Completing a request gives its in-flight [`Permit`] back first, then stores
 //! the result and wakes the future.
 //!
-//! A thread that completes a batch of completions holds their wakes back until the whole
-//! batch is complete ([`hold_wakes`]): the operations their permits admit are queued by
-//! then, so the first woken future's flush sends them all in one submission.
+//! A backend's completion thread holds the wakes of a batch of completions back until the
+//! whole batch is complete ([`hold_wakes`]): the operations their permits admit are queued
+//! by then, so the first woken future's flush sends them all in one submission.
 
 use std::{
     any::Any,
@@ -516,11 +516,24 @@ impl Request {
     }
 }
 
+/// How many wakes a thread holds back at most (two per completion: its own future's and
+/// the one its slot admits); past that, those held are woken first. The room is taken
+/// once, when the thread starts (`completes_for_others`), and never grows.
+const HELD_WAKES: usize = 256;
+
 thread_local! {
     /// How many [`HeldWakes`] live on this thread.
     static HOLDING: Cell<usize> = const { Cell::new(0) };
-    /// The wakes they hold back.
+    /// The wakes they hold back; no room on a thread that does not hold.
     static HELD: RefCell<Vec<Waker>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Makes the calling thread one that completes operations for other threads (a backend's
+/// completion thread): under [`hold_wakes`] it holds their wakes back. Takes the room for
+/// them now, so that holding never allocates. (On other threads a guard holds nothing:
+/// a thread that completes what it polls itself gains nothing from it.)
+pub(crate) fn completes_for_others() {
+    HELD.with(|h| h.borrow_mut().reserve_exact(HELD_WAKES));
 }
 
 /// While it lives, the futures of the operations completed on this thread are woken only
@@ -535,7 +548,8 @@ pub(crate) struct HeldWakes(());
 /// at once, an executor on another thread starts polling while the batch is still being
 /// completed, and its first flush sends only what was queued by then: the batch goes to
 /// the kernel in small pieces. Held back, every admitted operation is queued before any
-/// future runs. Guards nest; the outermost one wakes.
+/// future runs (past [`HELD_WAKES`] wakes, before each [`HELD_WAKES`] of them run).
+/// Guards nest; the outermost one wakes.
 pub(crate) fn hold_wakes() -> HeldWakes {
     HOLDING.with(|h| h.set(h.get() + 1));
     HeldWakes(())
@@ -546,16 +560,12 @@ impl Drop for HeldWakes {
         if HOLDING.with(|h| h.replace(h.get() - 1)) != 1 {
             return;
         }
-        // Taken out before any wake runs: a waker that completes operations itself (an
-        // executor that polls inside `wake`) wakes them straight away, not into this list.
-        let mut held = HELD.with(|h| std::mem::take(&mut *h.borrow_mut()));
-        for w in held.drain(..) {
-            w.wake();
-        }
-        HELD.with(|h| {
-            let mut h = h.borrow_mut();
-            if h.capacity() == 0 {
-                *h = held; // its room, for the next batch
+        // Nothing is held from here on: a waker that completes operations itself (an
+        // executor that polls inside `wake`) finds the list borrowed, or no guard, and
+        // wakes them at once. At thread exit the list may be gone; `wake` then woke at once.
+        let _ = HELD.try_with(|h| {
+            if let Ok(mut h) = h.try_borrow_mut() {
+                h.drain(..).for_each(Waker::wake);
             }
         });
     }
@@ -566,7 +576,25 @@ fn wake(w: Waker) {
     if HOLDING.with(Cell::get) == 0 {
         return w.wake();
     }
-    HELD.with(|h| h.borrow_mut().push(w));
+    let mut w = Some(w);
+    let _ = HELD.try_with(|h| {
+        // Borrowed: a held wake is running and completed this one; wake it at once. No
+        // room: not a thread that holds.
+        let Ok(mut h) = h.try_borrow_mut() else {
+            return;
+        };
+        if h.capacity() < HELD_WAKES {
+            return;
+        }
+        if h.len() == HELD_WAKES {
+            // Full (an enormous batch): those held so far go now.
+            h.drain(..).for_each(Waker::wake);
+        }
+        h.push(w.take().expect("taken once"));
+    });
+    if let Some(w) = w {
+        w.wake();
+    }
 }
 
 /// Where a result lands and the future's waker waits.
@@ -987,6 +1015,7 @@ mod tests {
 
     #[test]
     fn held_wakes_run_once_each_when_the_outermost_guard_drops() {
+        completes_for_others();
         let count = Arc::new(Counting::default());
         let waker = Waker::from(Arc::clone(&count));
         let (a, b) = (waited(&waker), waited(&waker));
@@ -1008,7 +1037,42 @@ mod tests {
     }
 
     #[test]
+    fn past_its_room_the_held_wakes_go_first_and_none_is_lost() {
+        completes_for_others();
+        let count = Arc::new(Counting::default());
+        let waker = Waker::from(Arc::clone(&count));
+        let reqs: Vec<Request> = (0..HELD_WAKES + 5).map(|_| waited(&waker)).collect();
+        let held = hold_wakes();
+        for r in reqs {
+            r.finish(Ok(0));
+        }
+        assert_eq!(
+            count.wakes(),
+            HELD_WAKES,
+            "the first {HELD_WAKES} go when the list is full"
+        );
+        drop(held);
+        assert_eq!(count.wakes(), HELD_WAKES + 5);
+    }
+
+    #[test]
+    fn a_thread_that_completes_only_for_itself_holds_nothing() {
+        let count = Arc::new(Counting::default());
+        let waker = Waker::from(Arc::clone(&count));
+        let req = waited(&waker);
+        // A thread of its own: the test harness's may have made room already.
+        std::thread::spawn(move || {
+            let _held = hold_wakes();
+            req.finish(Ok(0));
+            assert_eq!(count.wakes(), 1, "held on a thread with no room");
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
     fn a_wake_that_completes_another_operation_wakes_it_too() {
+        completes_for_others();
         let count = Arc::new(Counting::default());
         let waker = Waker::from(Arc::clone(&count));
         let first = waited(&waker);

@@ -55,7 +55,8 @@ use once_cell::sync::OnceCell;
 
 use crate::{
     backend::{
-        hold_wakes, thread::ThreadPool, BoxPool, FileIo, Kind, Meta, OpQueue, Request, Submit,
+        completes_for_others, hold_wakes, thread::ThreadPool, BoxPool, FileIo, Kind, Meta, OpQueue,
+        Request, Submit,
     },
     drive::{self, Driver, Signal, DEEP_BATCH},
     sys, Implementation,
@@ -578,6 +579,7 @@ fn meta_entry(m: &Meta, fd: i32, ops: &Opcodes) -> Option<squeue::Entry> {
 
 fn reaper(ring: Arc<Ring>) {
     ring.driver.register_reaper();
+    completes_for_others();
     loop {
         if ring.driver.is_active() && !ring.owned.load(Ordering::Acquire) {
             // A thread in `block_on` waits for completions on this ring itself: only look.
