@@ -757,15 +757,18 @@ fn report(a: &Args, rows: &[Row]) {
 /// with no new measurement.
 pub fn replot(a: &Args) {
     let out = a.out.join("fast");
-    let csv = fs::read_to_string(out.join("results.csv"))
-        .unwrap_or_else(|e| panic!("{}: {e}", out.join("results.csv").display()));
+    let path = out.join("results.csv");
+    let csv = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    // suite,system,qd,iops,...: the O_DIRECT rows.
     let points: Vec<super::Point> = csv
         .lines()
         .skip(1)
         .filter_map(|l| {
             let f: Vec<&str> = l.split(',').collect();
-            (f.len() > 3 && f[0] == "O_DIRECT")
-                .then(|| Some((f[1].to_string(), f[2].parse().ok()?, f[3].parse().ok()?)))?
+            if f.len() < 4 || f[0] != "O_DIRECT" {
+                return None;
+            }
+            Some((f[1].to_string(), f[2].parse().ok()?, f[3].parse().ok()?))
         })
         .map(plot_point)
         .collect();

@@ -1079,7 +1079,8 @@ impl FileIo for Linux {
     }
 
     fn flush(&self) {
-        if drive::drives(self) {
+        let driving = drive::drives(self);
+        if driving {
             self.ring.driver.beat();
         }
         let mut batch = self.queue.take();
@@ -1099,10 +1100,7 @@ impl FileIo for Linux {
             // nothing else in flight (queue depth 1) the look would only cost a syscall.
             // A thread in `block_on` looks at the ring next anyway.
             let earlier = self.ring.inflight.load(Ordering::Acquire) > sent;
-            if (nowait || earlier)
-                && !self.ring.degraded.load(Ordering::Acquire)
-                && !crate::drive::drives(self)
-            {
+            if (nowait || earlier) && !self.ring.degraded.load(Ordering::Acquire) && !driving {
                 self.ring.reap_ready();
             }
         }
