@@ -186,9 +186,9 @@ impl Context {
     /// wait and completes what it reaps: `io_getevents` on `linux`; on `uring`,
     /// `io_uring_enter` on a ring of this thread's own (`SINGLE_ISSUER | DEFER_TASKRUN`,
     /// set up as fio's io_uring engine sets up its ring). With 16 or more operations in
-    /// flight the spin lasts at most 5 µs and the kernel wakes the thread once a quarter of
-    /// them are done; on `linux` the operations the woken tasks queue go back in parts,
-    /// the first as soon as it is queued. On a fast device this takes `linux` and `uring`
+    /// flight the thread does not spin, and the kernel wakes it once a quarter of them are
+    /// done; on `linux` the operations the woken tasks queue go back in parts, each as soon
+    /// as it is queued. On a fast device this takes `linux` and `uring`
     /// from 0.33–0.87× fio's rate at queue depth 1 to 128 to 0.98–1.38×, at less CPU per
     /// read than fio's at qd 32 (see the README's fast-device table).
     ///

@@ -13,11 +13,11 @@
 //!   `io_getevents` on linux; on uring, `io_uring_enter` on a ring of the thread's own
 //!   (`SINGLE_ISSUER | DEFER_TASKRUN`, where the kernel runs the completions when the
 //!   thread waits instead of interrupting it for each). With 16 or more operations in
-//!   flight the spin is short and the kernel wakes the thread once a quarter of them are
-//!   done. A wake from another thread (a channel, the pool) interrupts that sleep through
+//!   flight the thread only looks, without spinning, and the kernel wakes it once a
+//!   quarter of them are done. A wake from another thread (a channel, the pool) interrupts that sleep through
 //!   an eventfd.
 //! - On linux, the tasks woken by a large reap send their next operations in **parts**:
-//!   the first as soon as it is queued, so the device starts on it while the rest are
+//!   each as soon as it is queued, so the device starts on it while the rest are
 //!   built (see [`Early`]).
 //! - Meanwhile, on linux, the backend's completion thread **stands down**: it looks every
 //!   millisecond, and reaps only if the driving thread has neither waited for completions
@@ -46,14 +46,14 @@ use crate::backend::FileIo;
 
 /// The most one spin lasts; on this machine's fast device a 4 KiB read takes 15–40 µs.
 const MAX_SPIN: Duration = Duration::from_micros(50);
-/// The most one spin lasts when a batch of [`DEEP_BATCH`] or more completions is awaited
-/// (16 or more in flight): the kernel's wait then gathers the batch, for less CPU. A
-/// thread that spins until each batch is there keeps a core busy. At qd 32 on the fast
-/// device, in 8 interleaved rounds against fio libaio, linux under `block_on` made 0.89×
-/// its reads at 0.80× its CPU per read with this spin, 0.92× at 0.92× with 20 µs, and
-/// 1.01× at 1.01× with 50 µs.
-const DEEP_SPIN: Duration = Duration::from_micros(5);
-/// See [`DEEP_SPIN`].
+/// From how many awaited completions (16 or more in flight) the thread does not spin at
+/// all: the kernel's wait gathers the batch, for less CPU. A thread that spins until each
+/// batch is there keeps a core busy. At qd 32 on the fast device, against fio libaio in
+/// interleaved rounds, linux under `block_on` made 0.89× its reads at 0.80× its CPU per
+/// read with a 5 µs spin, 0.92× at 0.92× with 20 µs and 1.01× at 1.01× with 50 µs (8
+/// rounds). No spin at all (with [`Early`]'s parts of one size) made the same reads as
+/// 5 µs, 1.01× in 26 rounds paired with it, at 0.95× its CPU (uring: 0.98× at 0.98×, 10
+/// rounds, within the noise of one round, ±10 %).
 pub(crate) const DEEP_BATCH: usize = 4;
 
 /// How many completions are worth waiting for together with `inflight` operations in
@@ -70,15 +70,16 @@ const PART: usize = 8;
 /// After a reap of `n` completions, their tasks queue about `n` operations in the poll
 /// that follows. One system call for all of them holds every request until the last is
 /// built (an `io_submit` plugs them), and meanwhile the device may run out of work.
-/// Instead, the first part goes to the kernel as soon as it is queued, so the device
-/// starts on it while the rest are built; each next part is twice the one before, and a
-/// part is sent only while at least as many more are expected. The first part is a
-/// quarter of what was in flight, and at least [`PART`]: so every call carries at least
-/// that many, the last one too when the tasks queue what was expected.
+/// Instead, each part goes to the kernel as soon as it is queued, so the device starts on
+/// it while the rest are built. A part is a quarter of what was in flight, and at least
+/// [`PART`]; one is sent only while at least as many more are expected, so every call
+/// carries at least that many, the last one too when the tasks queue what was expected.
 ///
-/// At qd 32 on the fast device, in 8 interleaved rounds against fio libaio, this took
-/// linux under `block_on` from 0.83× fio's reads to 0.94× (11.6 reads per `io_submit`,
-/// from 15.0); parts of 8 throughout gave 0.96×, at 8.5 reads per call.
+/// At qd 32 on the fast device, in 8 interleaved rounds against fio libaio, sending the
+/// first part early took linux under `block_on` from 0.83× fio's reads to 0.94× (11.6
+/// reads per `io_submit`, from 15.0). Each next part used to be twice the one before;
+/// parts of one size make the same reads for less CPU (see [`DEEP_BATCH`]), at 8.5 reads
+/// per call.
 ///
 /// Used only by the driving thread (atomics because the backend is shared).
 #[derive(Default)]
@@ -104,11 +105,7 @@ impl Early {
         let left = self.expected.load(Ordering::Relaxed).saturating_sub(1);
         self.expected.store(left, Ordering::Relaxed);
         let part = self.part.load(Ordering::Relaxed);
-        let send = part > 0 && queued >= part && left >= part;
-        if send {
-            self.part.store(part * 2, Ordering::Relaxed);
-        }
-        send
+        part > 0 && queued >= part && left >= part
     }
 }
 
@@ -321,7 +318,8 @@ struct Spin {
 }
 
 impl Spin {
-    /// Spins until `done` or the budget runs out. After the first 64 looks (about a
+    /// Spins until `done` or the budget runs out; at depth (a batch of [`DEEP_BATCH`] or
+    /// more awaited) it only looks, 32 times. After the first 64 looks (about a
     /// microsecond) it yields the CPU between looks: the kernel worker that completes the
     /// I/O may be waiting for this very CPU. (In one interleaved run on the fast device,
     /// yielding gave 1.2× the reads at qd 1 of a spin that does not, and the same at depth.
@@ -330,7 +328,7 @@ impl Spin {
     fn run(&self, batch: usize, done: impl Fn() -> bool) {
         let start = Instant::now();
         let budget = if batch >= DEEP_BATCH {
-            self.budget.min(DEEP_SPIN)
+            Duration::ZERO
         } else {
             self.budget
         };
@@ -528,18 +526,18 @@ mod tests {
     }
 
     #[test]
-    fn a_large_reap_goes_back_to_the_kernel_first_in_a_part_of_a_quarter_of_the_depth() {
-        assert_eq!(parts(24, 32, 24), [8, 16]);
+    fn a_large_reap_goes_back_to_the_kernel_in_parts_of_a_quarter_of_the_depth() {
+        assert_eq!(parts(24, 32, 24), [8, 8, 8]);
         assert_eq!(parts(19, 32, 19), [8, 11]);
-        assert_eq!(parts(32, 32, 32), [8, 24]);
-        assert_eq!(parts(64, 64, 64), [16, 48]);
-        assert_eq!(parts(60, 64, 60), [16, 44]);
-        assert_eq!(parts(100, 128, 100), [32, 68]);
-        assert_eq!(parts(250, 256, 250), [64, 186]);
+        assert_eq!(parts(32, 32, 32), [8, 8, 8, 8]);
+        assert_eq!(parts(64, 64, 64), [16, 16, 16, 16]);
+        assert_eq!(parts(60, 64, 60), [16, 16, 28]);
+        assert_eq!(parts(100, 128, 100), [32, 32, 36]);
+        assert_eq!(parts(250, 256, 250), [64, 64, 122]);
         assert_eq!(
             parts(200, 64, 200),
-            [16, 32, 64, 88],
-            "each part twice the last"
+            [16; 11].iter().copied().chain([24]).collect::<Vec<_>>(),
+            "a reap larger than what was in flight: still a quarter of it"
         );
     }
 
@@ -563,7 +561,7 @@ mod tests {
     fn fewer_operations_than_expected_leave_the_rest_to_the_poll_s_flush() {
         // Tasks that finish instead of queueing more: the last flush sends what is there.
         assert_eq!(parts(24, 32, 10), [8, 2]);
-        assert_eq!(parts(40, 32, 30), [8, 16, 6]);
+        assert_eq!(parts(40, 32, 30), [8, 8, 8, 6]);
         // A later reap starts a new count.
         let early = Early::default();
         early.reaped(24, 32);
