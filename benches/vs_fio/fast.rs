@@ -2,14 +2,15 @@
 //!
 //! A loop device with direct I/O over a tmpfs file (see `fastdev.rs`) takes 4 KiB random
 //! O_DIRECT reads at queue depth 1, 8, 32 and 128 from fio (libaio, io_uring, and psync
-//! with one thread per read in flight: a pool of threads without a hand-off), every
-//! caio implementation (under `futures::executor`, and under `Context::block_on`, whose
-//! thread waits for its own completions), compio (io_uring, its own runtime) and tokio
-//! (`spawn_blocking` + `pread`), interleaved: each depth runs every system before the
-//! next depth. Then two page-cache suites: reads on the (cached) 1 GiB file at qd 32
-//! (caio's through a raw descriptor, and the thread backend's and tokio's through a
-//! file), and reads of a file in tmpfs at qd 1 (where `RWF_NOWAIT` reads answer
-//! EOPNOTSUPP).
+//! with one thread per read in flight: a pool of threads without a hand-off), a minimal
+//! kernel AIO loop that batches as caio does (what that rule allows on this device with
+//! no software around it), every caio implementation (under `futures::executor`, and
+//! under `Context::block_on`, whose thread waits for its own completions), compio
+//! (io_uring, its own runtime) and tokio (`spawn_blocking` + `pread`), interleaved: each
+//! depth runs every system before the next depth. Then two page-cache suites: reads on
+//! the (cached) 1 GiB file at qd 32 (caio's through a raw descriptor, and the thread
+//! backend's and tokio's through a file), and reads of a file in tmpfs at qd 1 (where
+//! `RWF_NOWAIT` reads answer EOPNOTSUPP).
 //!
 //! Every point runs in a process of its own, twice: a timed pass (IOPS; user and system
 //! CPU time of the whole process, threads included, from getrusage or fio's own report)
@@ -57,6 +58,8 @@ struct Row {
     sys_us: f64,
     /// Calls per operation, by the table's name.
     calls: BTreeMap<&'static str, f64>,
+    /// Which round of the sweep measured it (in a row of medians, 0).
+    round: usize,
 }
 
 /// What a child process measured.
@@ -99,10 +102,10 @@ pub fn run(a: &Args) {
     let mut rows = Vec::new();
     let secs = a.secs;
     let len = dev.len();
-    // `count`: also the counted pass (the first round only).
-    let mut add = |suite: &'static str, job: Job, count: bool| {
+    // The counted pass runs in the first round only.
+    let mut add = |suite: &'static str, job: Job, round: usize| {
         let timed = measure(&job, false);
-        let counted = if perf && count {
+        let counted = if perf && round == 0 {
             measure(&job, true)
         } else {
             None
@@ -126,6 +129,7 @@ pub fn run(a: &Args) {
             user_us: m.user / m.ops.max(1) as f64 * 1e6,
             sys_us: m.sys / m.ops.max(1) as f64 * 1e6,
             calls,
+            round,
         };
         eprintln!(
             "{suite:<16} {:<28} qd {:>3}: {:>8.0} IOPS {:>6.2} + {:>6.2} µs CPU/op {:?}",
@@ -143,6 +147,7 @@ pub fn run(a: &Args) {
             "fio psync".into(),
         ]);
     }
+    systems.push(MINIMAL.into());
     for i in Implementation::ALL {
         if i.is_available() {
             systems.push(format!("caio {i}"));
@@ -177,13 +182,13 @@ pub fn run(a: &Args) {
                 if s == "caio blocking" && qd > 1 {
                     continue; // one at a time whatever the depth
                 }
-                add("O_DIRECT", job(s, &dev.dev, len, qd, true), round == 0);
+                add("O_DIRECT", job(s, &dev.dev, len, qd, true), round);
             }
         }
     }
     if a.qd.is_some() {
         drop(dev);
-        return report(a, &medians(rows));
+        return report(a, &rows);
     }
     // The page cache through a raw descriptor at qd 32: the 1 GiB file, cached.
     let _ = fs::read(&a.file);
@@ -199,11 +204,7 @@ pub fn run(a: &Args) {
             continue;
         }
         for round in 0..a.rounds.max(1) {
-            add(
-                "page cache",
-                job(s, &a.file, super::GIB, 32, false),
-                round == 0,
-            );
+            add("page cache", job(s, &a.file, super::GIB, 32, false), round);
         }
     }
     // The page cache of a tmpfs file at qd 1 (RWF_NOWAIT answers EOPNOTSUPP there).
@@ -215,18 +216,18 @@ pub fn run(a: &Args) {
         "caio-raw uring",
     ] {
         for round in 0..a.rounds.max(1) {
-            add("tmpfs", job(s, &dev.image, len, 1, false), round == 0);
+            add("tmpfs", job(s, &dev.image, len, 1, false), round);
         }
     }
     drop(dev);
-    report(a, &medians(rows));
+    report(a, &rows);
 }
 
 /// One row per point: the median of its rounds' IOPS and CPU times, the counted pass's
 /// calls.
-fn medians(rows: Vec<Row>) -> Vec<Row> {
+fn medians(rows: &[Row]) -> Vec<Row> {
     let mut out: Vec<Row> = Vec::new();
-    for r in &rows {
+    for r in rows {
         if find(&out, r.suite, &r.system, r.qd).is_some() {
             continue;
         }
@@ -234,20 +235,17 @@ fn medians(rows: Vec<Row>) -> Vec<Row> {
             .iter()
             .filter(|o| o.suite == r.suite && o.system == r.system && o.qd == r.qd)
             .collect();
-        let median = |f: fn(&Row) -> f64| {
-            let mut v: Vec<f64> = same.iter().map(|o| f(o)).collect();
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
+        let mid = |f: fn(&Row) -> f64| median(same.iter().map(|o| f(o)).collect()).unwrap();
         let calls = same
             .iter()
             .find(|o| !o.calls.is_empty())
             .map_or_else(BTreeMap::new, |o| o.calls.clone());
         out.push(Row {
-            iops: median(|o| o.iops),
-            user_us: median(|o| o.user_us),
-            sys_us: median(|o| o.sys_us),
+            iops: mid(|o| o.iops),
+            user_us: mid(|o| o.user_us),
+            sys_us: mid(|o| o.sys_us),
             calls,
+            round: 0,
             ..r.clone()
         });
     }
@@ -445,6 +443,8 @@ pub fn child(args: &[String]) {
         (o.ops, o.elapsed, o.user, o.sys)
     } else if system == "compio" {
         compio_point(&target, len, qd, secs, direct)
+    } else if system == MINIMAL {
+        minimal_point(&target, len, qd, secs)
     } else {
         tokio_point(&target, len, qd, secs, direct)
     };
@@ -468,6 +468,147 @@ fn open_std(path: &Path, direct: bool) -> fs::File {
 /// A page of memory, for O_DIRECT.
 #[repr(C, align(4096))]
 struct Page([u8; 4096]);
+
+/// The reference loop: what kernel AIO makes of this device with no software around it,
+/// under caio's batching rule (see [`minimal_point`]).
+const MINIMAL: &str = "minimal loop, 8+ per call";
+
+/// `struct iocb` of `<linux/aio_abi.h>` (little-endian).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct Iocb {
+    data: u64,
+    key: u32,
+    rw_flags: i32,
+    opcode: u16,
+    reqprio: i16,
+    fildes: u32,
+    buf: u64,
+    nbytes: u64,
+    offset: i64,
+    reserved2: u64,
+    flags: u32,
+    resfd: u32,
+}
+
+/// `struct io_event` of `<linux/aio_abi.h>`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct IoEvent {
+    data: u64,
+    obj: u64,
+    res: i64,
+    res2: i64,
+}
+
+/// A minimal kernel AIO loop on one thread, as a C program would write it: `qd` reads in
+/// flight; sleep in `io_getevents` until a quarter of them are done; send the next reads
+/// back in parts of a quarter of the depth, at least 8, each part once it is built, what
+/// is left over with the last part. With 16 or more in flight that is the rule caio's
+/// `block_on` follows, so every call carries at least 8 (fio's engine sends one read per
+/// call), and what separates caio from this loop is caio's own cost. Below 16, caio
+/// spins instead of sleeping, and this loop shows what the spin is worth.
+fn minimal_point(
+    path: &Path,
+    len: u64,
+    qd: usize,
+    secs: f64,
+) -> (u64, Duration, Duration, Duration) {
+    const IOCB_CMD_PREAD: u16 = 0;
+    let file = open_std(path, true);
+    let mut ctx: libc::c_ulong = 0;
+    // SAFETY: io_setup writes the new context's id into `ctx`, which outlives the call.
+    let r = unsafe { libc::syscall(libc::SYS_io_setup, qd as libc::c_long, &mut ctx) };
+    assert_eq!(r, 0, "io_setup: {}", std::io::Error::last_os_error());
+    let mut pages: Vec<Page> = (0..qd).map(|_| Page([0; 4096])).collect();
+    let mut cbs = vec![Iocb::default(); qd];
+    let mut events = vec![IoEvent::default(); qd];
+    // The kernel is handed raw pointers: take each base pointer once, and never make a
+    // reference into either vector while reads are in flight.
+    let (pages, cbs) = (pages.as_mut_ptr(), cbs.as_mut_ptr());
+    let blocks = len / 4096;
+    let mut rng = Rng::new(0x5eed ^ qd as u64);
+    let (batch, part) = ((qd / 4).max(1), (qd / 4).max(8));
+    let fd = file.as_raw_fd() as u32;
+    let mut ptrs: Vec<*mut Iocb> = Vec::with_capacity(qd);
+    let mut prep = |i: usize| {
+        let cb = Iocb {
+            data: i as u64,
+            opcode: IOCB_CMD_PREAD,
+            fildes: fd,
+            buf: pages.wrapping_add(i) as u64,
+            nbytes: 4096,
+            offset: (rng.next() % blocks * 4096) as i64,
+            ..Iocb::default()
+        };
+        // SAFETY: `i < qd`, the length of `cbs`; the kernel copied this iocb when it was
+        // last submitted, and its read is complete.
+        unsafe { cbs.add(i).write(cb) };
+        cbs.wrapping_add(i)
+    };
+    let submit = |ptrs: &mut Vec<*mut Iocb>| {
+        // SAFETY: every pointer is to an iocb of `cbs`, for a page of `pages`; both live
+        // until after the last completion.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_io_submit,
+                ctx,
+                ptrs.len() as libc::c_long,
+                ptrs.as_ptr(),
+            )
+        };
+        assert_eq!(
+            n,
+            ptrs.len() as libc::c_long,
+            "io_submit: {}",
+            std::io::Error::last_os_error()
+        );
+        ptrs.clear();
+    };
+    let (cpu0, start) = (workload::process_cpu_split(), Instant::now());
+    let deadline = start + Duration::from_secs_f64(secs);
+    ptrs.extend((0..qd).map(&mut prep));
+    submit(&mut ptrs);
+    let (mut ops, mut inflight) = (0u64, qd);
+    while inflight > 0 {
+        // SAFETY: `events` has room for `qd` events, the most asked for.
+        let got = unsafe {
+            libc::syscall(
+                libc::SYS_io_getevents,
+                ctx,
+                batch.min(inflight) as libc::c_long,
+                qd as libc::c_long,
+                events.as_mut_ptr(),
+                std::ptr::null::<libc::timespec>(),
+            )
+        };
+        assert!(got > 0, "io_getevents: {}", std::io::Error::last_os_error());
+        let got = got as usize;
+        inflight -= got;
+        ops += got as u64;
+        if Instant::now() >= deadline {
+            continue; // drain what is in flight
+        }
+        for (k, ev) in events[..got].iter().enumerate() {
+            assert_eq!(ev.res, 4096, "a read failed");
+            ptrs.push(prep(ev.data as usize));
+            // A part goes once built, while at least as many more are to come.
+            if ptrs.len() >= part && got - k > part {
+                inflight += ptrs.len();
+                submit(&mut ptrs);
+            }
+        }
+        if !ptrs.is_empty() {
+            inflight += ptrs.len();
+            submit(&mut ptrs);
+        }
+    }
+    let elapsed = start.elapsed();
+    let (u, s) = workload::process_cpu_split();
+    // SAFETY: nothing is in flight any more.
+    unsafe { libc::syscall(libc::SYS_io_destroy, ctx) };
+    (ops, elapsed, u - cpu0.0, s - cpu0.1)
+}
 
 /// compio on its own runtime, one lane per operation in flight, each reading into its own
 /// aligned page (leaked: compio's owned buffers must be `'static`).
@@ -554,6 +695,34 @@ fn find<'a>(rows: &'a [Row], suite: &str, system: &str, qd: usize) -> Option<&'a
         .find(|r| r.suite == suite && r.system == system && r.qd == qd)
 }
 
+/// The median over the sweep's rounds of `f(a) / f(b)`, from the two points' rows of the
+/// same round: the machine drifts more from one round to the next (fio libaio at qd 1 made
+/// 25k reads a second in one round and 40k in another of the same sweep) than within one.
+fn paired(all: &[Row], a: &Row, b: &Row, f: fn(&Row) -> f64) -> Option<f64> {
+    let same = |x: &Row, r: &Row| r.suite == x.suite && r.system == x.system && r.qd == x.qd;
+    let v: Vec<f64> = all
+        .iter()
+        .filter(|ra| same(a, ra))
+        .filter_map(|ra| {
+            all.iter()
+                .find(|rb| same(b, rb) && rb.round == ra.round)
+                .map(|rb| f(ra) / f(rb))
+        })
+        .collect();
+    median(v)
+}
+
+/// The middle value (of an even number, the mean of the two in the middle).
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
 /// One row of the targets table: a target when `bound` is set (at least, or at most),
 /// else a figure shown for reference beside one.
 struct Target {
@@ -576,12 +745,12 @@ impl Target {
 /// The issue's targets, each checked against this run. The O_DIRECT targets are checked
 /// on the `block_on` rows (the thread waits for its own completions, as fio's does); the
 /// same ratios under a generic executor are shown for reference.
-fn targets(rows: &[Row]) -> Vec<Target> {
+fn targets(rows: &[Row], all: &[Row]) -> Vec<Target> {
     let mut t = Vec::new();
     let mut ratio = |name: String, a: Option<&Row>, b: Option<&Row>, bound: Option<f64>| {
         t.push(Target {
             name,
-            value: a.zip(b).map(|(a, b)| a.iops / b.iops),
+            value: a.zip(b).and_then(|(a, b)| paired(all, a, b, |r| r.iops)),
             bound,
             at_most: false,
         });
@@ -605,6 +774,23 @@ fn targets(rows: &[Row]) -> Vec<Target> {
                 bound,
             );
         }
+    }
+    // What kernel AIO makes of this device under caio's batching rule with no software
+    // around it, against fio; and caio against it.
+    for qd in [1, 8, 32, 128] {
+        let min = find(rows, "O_DIRECT", MINIMAL, qd);
+        ratio(
+            format!("{MINIMAL} ÷ fio libaio, qd {qd}"),
+            min,
+            find(rows, "O_DIRECT", "fio libaio", qd),
+            None,
+        );
+        ratio(
+            format!("linux block_on ÷ {MINIMAL}, qd {qd}"),
+            find(rows, "O_DIRECT", "caio linux block_on", qd),
+            min,
+            None,
+        );
     }
     // What a pool of threads can reach here at most, against tokio's.
     for qd in [1, 8, 32, 128] {
@@ -646,7 +832,7 @@ fn targets(rows: &[Row]) -> Vec<Target> {
         );
         t.push(Target {
             name: format!("CPU per op at qd 32: {system} ÷ fio libaio (at most)"),
-            value: l.zip(f).map(|(l, f)| cpu(l) / cpu(f)),
+            value: l.zip(f).and_then(|(l, f)| paired(all, l, f, cpu)),
             bound,
             at_most: true,
         });
@@ -665,7 +851,8 @@ fn targets(rows: &[Row]) -> Vec<Target> {
     t
 }
 
-fn report(a: &Args, rows: &[Row]) {
+fn report(a: &Args, all: &[Row]) {
+    let rows = &medians(all);
     let out = a.out.join("fast");
     fs::create_dir_all(&out).unwrap();
     let mut md = String::new();
@@ -673,8 +860,9 @@ fn report(a: &Args, rows: &[Row]) {
         md,
         "Machine: {}. Fast device: a loop device with direct I/O over a 1 GiB tmpfs file; \
          4 KiB random reads, {} s per point, every point in its own process, the whole \
-         sweep interleaved {} time(s), the median shown. CPU: user + system µs per \
-         operation, every thread of the process. Calls: system calls per operation, \
+         sweep interleaved {} time(s), the median shown. A ratio (`vs fio`, the targets) \
+         is the median of the rounds' ratios, each of two points of the same round. CPU: \
+         user + system µs per operation, every thread of the process. Calls: system calls per operation, \
          counted by `perf stat` (syscall tracepoints) in a separate pass.\n",
         super::machine(),
         a.secs,
@@ -700,7 +888,8 @@ fn report(a: &Args, rows: &[Row]) {
         };
         let vs = find(rows, r.suite, limit, r.qd)
             .filter(|f| f.system != r.system)
-            .map_or(String::new(), |f| format!("{:.2}", r.iops / f.iops));
+            .and_then(|f| paired(all, r, f, |x| x.iops))
+            .map_or(String::new(), |v| format!("{v:.2}"));
         let calls: Vec<String> = names
             .iter()
             .map(|n| r.calls.get(n).map_or(String::new(), |v| format!("{v:.2}")))
@@ -731,7 +920,7 @@ fn report(a: &Args, rows: &[Row]) {
     let _ = writeln!(md, "\nTargets (ratios from this run):\n");
     let _ = writeln!(md, "| target | measured | wanted | |");
     let _ = writeln!(md, "|---|---:|---:|---|");
-    for t in targets(rows) {
+    for t in targets(rows, all) {
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} |",
