@@ -520,12 +520,16 @@ fn minimal_point(
     // SAFETY: io_setup writes the new context's id into `ctx`, which outlives the call.
     let r = unsafe { libc::syscall(libc::SYS_io_setup, qd as libc::c_long, &mut ctx) };
     assert_eq!(r, 0, "io_setup: {}", std::io::Error::last_os_error());
-    let mut pages: Vec<Page> = (0..qd).map(|_| Page([0; 4096])).collect();
-    let mut cbs = vec![Iocb::default(); qd];
+    // The kernel is handed raw pointers into these: leaked, so that they outlive any read
+    // in flight, even past a panic (the process is a child that exits after one point),
+    // and only raw pointers are made into them from here on.
+    let pages = (0..qd)
+        .map(|_| Page([0; 4096]))
+        .collect::<Vec<_>>()
+        .leak()
+        .as_mut_ptr();
+    let cbs = vec![Iocb::default(); qd].leak().as_mut_ptr();
     let mut events = vec![IoEvent::default(); qd];
-    // The kernel is handed raw pointers: take each base pointer once, and never make a
-    // reference into either vector while reads are in flight.
-    let (pages, cbs) = (pages.as_mut_ptr(), cbs.as_mut_ptr());
     let blocks = len / 4096;
     let mut rng = Rng::new(0x5eed ^ qd as u64);
     let (batch, part) = ((qd / 4).max(1), (qd / 4).max(8));
@@ -541,14 +545,14 @@ fn minimal_point(
             offset: (rng.next() % blocks * 4096) as i64,
             ..Iocb::default()
         };
-        // SAFETY: `i < qd`, the length of `cbs`; the kernel copied this iocb when it was
-        // last submitted, and its read is complete.
+        // SAFETY: `i < qd`, the length of `cbs`. The kernel reads an iocb only inside
+        // `io_submit`, and this one is either new or its read is complete.
         unsafe { cbs.add(i).write(cb) };
         cbs.wrapping_add(i)
     };
     let submit = |ptrs: &mut Vec<*mut Iocb>| {
-        // SAFETY: every pointer is to an iocb of `cbs`, for a page of `pages`; both live
-        // until after the last completion.
+        // SAFETY: every pointer is to an iocb of `cbs`, for a page of `pages`; both are
+        // leaked, so they outlive every read.
         let n = unsafe {
             libc::syscall(
                 libc::SYS_io_submit,
@@ -698,6 +702,8 @@ fn find<'a>(rows: &'a [Row], suite: &str, system: &str, qd: usize) -> Option<&'a
 /// The median over the sweep's rounds of `f(a) / f(b)`, from the two points' rows of the
 /// same round: the machine drifts more from one round to the next (fio libaio at qd 1 made
 /// 25k reads a second in one round and 40k in another of the same sweep) than within one.
+/// (The page-cache suites run each system's rounds in a row: there a round is the n-th
+/// repetition.)
 fn paired(all: &[Row], a: &Row, b: &Row, f: fn(&Row) -> f64) -> Option<f64> {
     let same = |x: &Row, r: &Row| r.suite == x.suite && r.system == x.system && r.qd == x.qd;
     let v: Vec<f64> = all
