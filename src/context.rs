@@ -187,8 +187,8 @@ impl Context {
     /// `io_uring_enter` on a ring of this thread's own (`SINGLE_ISSUER | DEFER_TASKRUN`,
     /// set up as fio's io_uring engine sets up its ring). With 16 or more operations in
     /// flight the thread does not spin, and the kernel wakes it once a quarter of them are
-    /// done; on `linux` the operations the woken tasks queue go back in parts, each as soon
-    /// as it is queued. On a fast device this takes `linux` and `uring` from 0.40–0.93×
+    /// done; on `linux` the operations the woken tasks queue go back in parts, the first as
+    /// soon as it is queued. On a fast device this takes `linux` and `uring` from 0.40–0.93×
     /// fio's rate at queue depth 1 to 128 to 0.95–1.46× (at parity at qd 32, above it
     /// elsewhere), at less CPU per read than fio's at qd 32 (see the README's fast-device
     /// table).

@@ -14,10 +14,10 @@
 //!   (`SINGLE_ISSUER | DEFER_TASKRUN`, where the kernel runs the completions when the
 //!   thread waits instead of interrupting it for each). With 16 or more operations in
 //!   flight the thread only looks, without spinning, and the kernel wakes it once a
-//!   quarter of them are done. A wake from another thread (a channel, the pool) interrupts that sleep through
-//!   an eventfd.
+//!   quarter of them are done. A wake from another thread (a channel, the pool)
+//!   interrupts that sleep through an eventfd.
 //! - On linux, the tasks woken by a large reap send their next operations in **parts**:
-//!   each as soon as it is queued, so the device starts on it while the rest are
+//!   the first as soon as it is queued, so the device starts on it while the rest are
 //!   built (see [`Early`]).
 //! - Meanwhile, on linux, the backend's completion thread **stands down**: it looks every
 //!   millisecond, and reaps only if the driving thread has neither waited for completions
@@ -51,9 +51,9 @@ const MAX_SPIN: Duration = Duration::from_micros(50);
 /// batch is there keeps a core busy. At qd 32 on the fast device, against fio libaio in
 /// interleaved rounds, linux under `block_on` made 0.89× its reads at 0.80× its CPU per
 /// read with a 5 µs spin, 0.92× at 0.92× with 20 µs and 1.01× at 1.01× with 50 µs (8
-/// rounds). No spin at all (with [`Early`]'s parts of one size) made the same reads as
-/// 5 µs, 1.01× in 26 rounds paired with it, at 0.95× its CPU (uring: 0.98× at 0.98×, 10
-/// rounds, within the noise of one round, ±10 %).
+/// rounds). No spin at all made the same reads as 5 µs (0.97× both, 8 rounds) at 0.75×
+/// fio's CPU per read instead of 0.86× (uring: 0.93× against 0.92× at 0.76× against
+/// 0.84×, 6 rounds; one round spreads ±10 %).
 pub(crate) const DEEP_BATCH: usize = 4;
 
 /// How many completions are worth waiting for together with `inflight` operations in
@@ -70,16 +70,15 @@ const PART: usize = 8;
 /// After a reap of `n` completions, their tasks queue about `n` operations in the poll
 /// that follows. One system call for all of them holds every request until the last is
 /// built (an `io_submit` plugs them), and meanwhile the device may run out of work.
-/// Instead, each part goes to the kernel as soon as it is queued, so the device starts on
-/// it while the rest are built. A part is a quarter of what was in flight, and at least
-/// [`PART`]; one is sent only while at least as many more are expected, so every call
-/// carries at least that many, the last one too when the tasks queue what was expected.
+/// Instead, the first part goes to the kernel as soon as it is queued, so the device
+/// starts on it while the rest are built; each next part is twice the one before, and a
+/// part is sent only while at least as many more are expected. The first part is a
+/// quarter of what was in flight, and at least [`PART`]: so every call carries at least
+/// that many, the last one too when the tasks queue what was expected.
 ///
-/// At qd 32 on the fast device, in 8 interleaved rounds against fio libaio, sending the
-/// first part early took linux under `block_on` from 0.83× fio's reads to 0.94× (11.6
-/// reads per `io_submit`, from 15.0). Each next part used to be twice the one before;
-/// parts of one size make the same reads for less CPU (see [`DEEP_BATCH`]), at 8.5 reads
-/// per call.
+/// At qd 32 on the fast device, in 8 interleaved rounds against fio libaio, this took
+/// linux under `block_on` from 0.83× fio's reads to 0.94× (11.6 reads per `io_submit`,
+/// from 15.0); parts of 8 throughout gave 0.96×, at 8.5 reads per call.
 ///
 /// Used only by the driving thread (atomics because the backend is shared).
 #[derive(Default)]
@@ -105,7 +104,11 @@ impl Early {
         let left = self.expected.load(Ordering::Relaxed).saturating_sub(1);
         self.expected.store(left, Ordering::Relaxed);
         let part = self.part.load(Ordering::Relaxed);
-        part > 0 && queued >= part && left >= part
+        let send = part > 0 && queued >= part && left >= part;
+        if send {
+            self.part.store(part * 2, Ordering::Relaxed);
+        }
+        send
     }
 }
 
@@ -526,18 +529,18 @@ mod tests {
     }
 
     #[test]
-    fn a_large_reap_goes_back_to_the_kernel_in_parts_of_a_quarter_of_the_depth() {
-        assert_eq!(parts(24, 32, 24), [8, 8, 8]);
+    fn a_large_reap_goes_back_to_the_kernel_first_in_a_part_of_a_quarter_of_the_depth() {
+        assert_eq!(parts(24, 32, 24), [8, 16]);
         assert_eq!(parts(19, 32, 19), [8, 11]);
-        assert_eq!(parts(32, 32, 32), [8, 8, 8, 8]);
-        assert_eq!(parts(64, 64, 64), [16, 16, 16, 16]);
-        assert_eq!(parts(60, 64, 60), [16, 16, 28]);
-        assert_eq!(parts(100, 128, 100), [32, 32, 36]);
-        assert_eq!(parts(250, 256, 250), [64, 64, 122]);
+        assert_eq!(parts(32, 32, 32), [8, 24]);
+        assert_eq!(parts(64, 64, 64), [16, 48]);
+        assert_eq!(parts(60, 64, 60), [16, 44]);
+        assert_eq!(parts(100, 128, 100), [32, 68]);
+        assert_eq!(parts(250, 256, 250), [64, 186]);
         assert_eq!(
             parts(200, 64, 200),
-            [16; 11].iter().copied().chain([24]).collect::<Vec<_>>(),
-            "a reap larger than what was in flight: still a quarter of it"
+            [16, 32, 64, 88],
+            "each part twice the last"
         );
     }
 
@@ -561,7 +564,7 @@ mod tests {
     fn fewer_operations_than_expected_leave_the_rest_to_the_poll_s_flush() {
         // Tasks that finish instead of queueing more: the last flush sends what is there.
         assert_eq!(parts(24, 32, 10), [8, 2]);
-        assert_eq!(parts(40, 32, 30), [8, 8, 8, 6]);
+        assert_eq!(parts(40, 32, 30), [8, 16, 6]);
         // A later reap starts a new count.
         let early = Early::default();
         early.reaped(24, 32);
