@@ -188,10 +188,10 @@ impl Context {
     /// set up as fio's io_uring engine sets up its ring). With 16 or more operations in
     /// flight the thread does not spin, and the kernel wakes it once a quarter of them are
     /// done; on `linux` the operations the woken tasks queue go back in parts, the first as
-    /// soon as it is queued. On a fast device this takes `linux` and `uring` from 0.40–0.93×
-    /// fio's rate at queue depth 1 to 128 to 0.95–1.46× (at parity at qd 32, above it
-    /// elsewhere), at less CPU per read than fio's at qd 32 (see the README's fast-device
-    /// table).
+    /// soon as it is queued. On a fast device this takes `linux` and `uring` from
+    /// 0.43–0.84× fio's rate at queue depth 1 to 128 to 0.84–1.44× (below it at qd 32,
+    /// above it elsewhere), at less CPU per read than fio's at qd 32 (see the README's
+    /// fast-device table).
     ///
     /// - Any future runs here, not only this context's: a wake from another thread
     ///   interrupts the sleep. With 16 or more operations in flight on `linux`, a wake
