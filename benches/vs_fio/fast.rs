@@ -62,6 +62,17 @@ struct Row {
     round: usize,
 }
 
+impl Row {
+    /// Whether this row measures the point (suite, system, depth) that `other` does.
+    fn same_point(&self, other: &Row) -> bool {
+        self.is(other.suite, &other.system, other.qd)
+    }
+
+    fn is(&self, suite: &str, system: &str, qd: usize) -> bool {
+        self.suite == suite && self.system == system && self.qd == qd
+    }
+}
+
 /// What a child process measured.
 struct Measured {
     ops: u64,
@@ -231,10 +242,7 @@ fn medians(rows: &[Row]) -> Vec<Row> {
         if find(&out, r.suite, &r.system, r.qd).is_some() {
             continue;
         }
-        let same: Vec<&Row> = rows
-            .iter()
-            .filter(|o| o.suite == r.suite && o.system == r.system && o.qd == r.qd)
-            .collect();
+        let same: Vec<&Row> = rows.iter().filter(|o| o.same_point(r)).collect();
         let mid = |f: fn(&Row) -> f64| median(same.iter().map(|o| f(o)).collect()).unwrap();
         let calls = same
             .iter()
@@ -695,8 +703,7 @@ fn tokio_point(
 }
 
 fn find<'a>(rows: &'a [Row], suite: &str, system: &str, qd: usize) -> Option<&'a Row> {
-    rows.iter()
-        .find(|r| r.suite == suite && r.system == system && r.qd == qd)
+    rows.iter().find(|r| r.is(suite, system, qd))
 }
 
 /// The median over the sweep's rounds of `f(a) / f(b)`, from the two points' rows of the
@@ -705,13 +712,12 @@ fn find<'a>(rows: &'a [Row], suite: &str, system: &str, qd: usize) -> Option<&'a
 /// (The page-cache suites run each system's rounds in a row: there a round is the n-th
 /// repetition.)
 fn paired(all: &[Row], a: &Row, b: &Row, f: fn(&Row) -> f64) -> Option<f64> {
-    let same = |x: &Row, r: &Row| r.suite == x.suite && r.system == x.system && r.qd == x.qd;
     let v: Vec<f64> = all
         .iter()
-        .filter(|ra| same(a, ra))
+        .filter(|ra| ra.same_point(a))
         .filter_map(|ra| {
             all.iter()
-                .find(|rb| same(b, rb) && rb.round == ra.round)
+                .find(|rb| rb.same_point(b) && rb.round == ra.round)
                 .map(|rb| f(ra) / f(rb))
         })
         .collect();
