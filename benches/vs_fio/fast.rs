@@ -159,6 +159,9 @@ pub fn run(a: &Args) {
         ]);
     }
     systems.push(MINIMAL.into());
+    if Implementation::Uring.is_available() {
+        systems.push(MINIMAL_URING.into());
+    }
     for i in Implementation::ALL {
         if i.is_available() {
             systems.push(format!("caio {i}"));
@@ -180,13 +183,17 @@ pub fn run(a: &Args) {
 
     // 4 KiB random O_DIRECT reads on the fast device.
     // `--qd N` (profiling): that depth only, no page-cache suites. `--rounds N`: the whole
-    // interleaved sweep N times; the table takes each point's median.
+    // interleaved sweep N times; the table takes each point's median. Each round runs the
+    // systems of a depth in an order of its own (the same for every run of the bench), so
+    // that no system always runs first or always right after the same other one.
     for round in 0..a.rounds.max(1) {
         for qd in [1usize, 8, 32, 128]
             .into_iter()
             .filter(|d| a.qd.is_none_or(|q| q == *d))
         {
-            for s in systems.iter().filter(|s| {
+            let mut order = systems.clone();
+            shuffle(&mut order, (round * 1000 + qd) as u64);
+            for s in order.iter().filter(|s| {
                 a.backend
                     .is_none_or(|b| s.starts_with(&format!("caio {b}")) || s.starts_with("fio"))
             }) {
@@ -232,6 +239,14 @@ pub fn run(a: &Args) {
     }
     drop(dev);
     report(a, &rows);
+}
+
+/// Puts `v` in an order drawn from `seed` (Fisher–Yates).
+fn shuffle<T>(v: &mut [T], seed: u64) {
+    let mut rng = Rng::new(seed);
+    for i in (1..v.len()).rev() {
+        v.swap(i, (rng.next() % (i as u64 + 1)) as usize);
+    }
 }
 
 /// One row per point: the median of its rounds' IOPS and CPU times, the counted pass's
@@ -453,6 +468,8 @@ pub fn child(args: &[String]) {
         compio_point(&target, len, qd, secs, direct)
     } else if system == MINIMAL {
         minimal_point(&target, len, qd, secs)
+    } else if system == MINIMAL_URING {
+        minimal_uring_point(&target, len, qd, secs)
     } else {
         tokio_point(&target, len, qd, secs, direct)
     };
@@ -480,6 +497,7 @@ struct Page([u8; 4096]);
 /// The reference loop: what kernel AIO makes of this device with no software around it,
 /// under caio's batching rule (see [`minimal_point`]).
 const MINIMAL: &str = "minimal loop, 8+ per call";
+const MINIMAL_URING: &str = "minimal io_uring loop, 8+ per call";
 
 /// `struct iocb` of `<linux/aio_abi.h>` (little-endian).
 #[repr(C)]
@@ -619,6 +637,78 @@ fn minimal_point(
     let (u, s) = workload::process_cpu_split();
     // SAFETY: nothing is in flight any more.
     unsafe { libc::syscall(libc::SYS_io_destroy, ctx) };
+    (ops, elapsed, u - cpu0.0, s - cpu0.1)
+}
+
+/// The same loop on io_uring, as a C program on liburing would write it: sleep in
+/// `io_uring_enter` until a quarter of the reads are done; queue the next reads back, and
+/// send each part of a quarter of the depth (at least 8) once it is built, while as many
+/// more are to come; the last part goes with the next wait, in the same `io_uring_enter`.
+/// What separates caio's uring `block_on` from it is caio's own cost.
+fn minimal_uring_point(
+    path: &Path,
+    len: u64,
+    qd: usize,
+    secs: f64,
+) -> (u64, Duration, Duration, Duration) {
+    use io_uring::{opcode, types, IoUring};
+    let file = open_std(path, true);
+    let entries = u32::try_from(qd.next_power_of_two()).expect("a depth io_uring takes");
+    let mut ring = IoUring::new(entries).expect("io_uring_setup");
+    // Leaked, as in `minimal_point`: no read in flight can outlive its page.
+    let pages = (0..qd)
+        .map(|_| Page([0; 4096]))
+        .collect::<Vec<_>>()
+        .leak()
+        .as_mut_ptr();
+    let blocks = len / 4096;
+    let mut rng = Rng::new(0x5eed ^ qd as u64);
+    let (batch, part) = ((qd / 4).max(1), (qd / 4).max(8));
+    let fd = types::Fd(file.as_raw_fd());
+    let mut prep = |i: usize| {
+        let page = pages.wrapping_add(i).cast::<u8>();
+        opcode::Read::new(fd, page, 4096)
+            .offset(rng.next() % blocks * 4096)
+            .build()
+            .user_data(i as u64)
+    };
+    let mut push = |ring: &mut IoUring, i: usize| {
+        // SAFETY: the entry reads into page `i` of `pages`, which is leaked; that page's
+        // last read is complete (or it has had none).
+        unsafe { ring.submission().push(&prep(i)) }.expect("room for every read in flight");
+    };
+    let (cpu0, start) = (workload::process_cpu_split(), Instant::now());
+    let deadline = start + Duration::from_secs_f64(secs);
+    for i in 0..qd {
+        push(&mut ring, i);
+    }
+    let (mut ops, mut inflight, mut queued) = (0u64, 0usize, qd);
+    let mut done: Vec<(u64, i32)> = Vec::with_capacity(qd);
+    while inflight + queued > 0 {
+        let want = batch.min(inflight + queued);
+        ring.submit_and_wait(want).expect("io_uring_enter");
+        inflight += std::mem::take(&mut queued);
+        done.clear();
+        done.extend(ring.completion().map(|c| (c.user_data(), c.result())));
+        inflight -= done.len();
+        ops += done.len() as u64;
+        if Instant::now() >= deadline {
+            continue; // drain what is in flight
+        }
+        let got = done.len();
+        for (k, &(i, res)) in done.iter().enumerate() {
+            assert_eq!(res, 4096, "a read failed");
+            push(&mut ring, i as usize);
+            queued += 1;
+            // A part goes once built, while at least as many more are to come.
+            if queued >= part && got - k > part {
+                ring.submit().expect("io_uring_enter");
+                inflight += std::mem::take(&mut queued);
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    let (u, s) = workload::process_cpu_split();
     (ops, elapsed, u - cpu0.0, s - cpu0.1)
 }
 
@@ -800,6 +890,19 @@ fn targets(rows: &[Row], all: &[Row]) -> Vec<Target> {
         ratio(
             format!("linux block_on ÷ {MINIMAL}, qd {qd}"),
             find(rows, "O_DIRECT", "caio linux block_on", qd),
+            min,
+            None,
+        );
+        let min = find(rows, "O_DIRECT", MINIMAL_URING, qd);
+        ratio(
+            format!("{MINIMAL_URING} ÷ fio io_uring, qd {qd}"),
+            min,
+            find(rows, "O_DIRECT", "fio io_uring", qd),
+            None,
+        );
+        ratio(
+            format!("uring block_on ÷ {MINIMAL_URING}, qd {qd}"),
+            find(rows, "O_DIRECT", "caio uring block_on", qd),
             min,
             None,
         );
