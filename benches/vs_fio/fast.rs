@@ -436,7 +436,7 @@ pub fn child(args: &[String]) {
         block_on: system.ends_with(" block_on"),
     };
     let (ops, elapsed, user, sys) = if let Some(name) = system.strip_prefix("caio-raw ") {
-        let i: Implementation = name.parse().unwrap();
+        let i: Implementation = name.trim_end_matches(" block_on").parse().unwrap();
         let ctx = Context::builder()
             .implementation(i)
             .max_requests(qd)
