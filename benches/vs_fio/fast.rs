@@ -644,7 +644,9 @@ fn minimal_point(
 /// `io_uring_enter` until a quarter of the reads are done; queue the next reads back, and
 /// send each part of a quarter of the depth (at least 8) once it is built, while as many
 /// more are to come; the last part goes with the next wait, in the same `io_uring_enter`.
-/// What separates caio's uring `block_on` from it is caio's own cost.
+/// Its ring is set up as the one caio's `block_on` drives (and fio's engine): one issuer,
+/// the completions' task work deferred to the wait. What separates caio's uring `block_on`
+/// from it is caio's own cost.
 fn minimal_uring_point(
     path: &Path,
     len: u64,
@@ -654,7 +656,13 @@ fn minimal_uring_point(
     use io_uring::{opcode, types, IoUring};
     let file = open_std(path, true);
     let entries = u32::try_from(qd.next_power_of_two()).expect("a depth io_uring takes");
-    let mut ring = IoUring::new(entries).expect("io_uring_setup");
+    let mut ring: IoUring = IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_coop_taskrun()
+        .setup_taskrun_flag()
+        .build(entries)
+        .expect("io_uring_setup");
     // Leaked, as in `minimal_point`: no read in flight can outlive its page.
     let pages = (0..qd)
         .map(|_| Page([0; 4096]))
