@@ -497,6 +497,7 @@ struct Page([u8; 4096]);
 /// The reference loop: what kernel AIO makes of this device with no software around it,
 /// under caio's batching rule (see [`minimal_point`]).
 const MINIMAL: &str = "minimal loop, 8+ per call";
+/// The same on io_uring (see [`minimal_uring_point`]).
 const MINIMAL_URING: &str = "minimal io_uring loop, 8+ per call";
 
 /// `struct iocb` of `<linux/aio_abi.h>` (little-endian).
