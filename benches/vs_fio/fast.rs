@@ -2,15 +2,16 @@
 //!
 //! A loop device with direct I/O over a tmpfs file (see `fastdev.rs`) takes 4 KiB random
 //! O_DIRECT reads at queue depth 1, 8, 32 and 128 from fio (libaio, io_uring, and psync
-//! with one thread per read in flight: a pool of threads without a hand-off), a minimal
-//! kernel AIO loop that batches as caio does (what that rule allows on this device with
-//! no software around it), every caio implementation (under `futures::executor`, and
-//! under `Context::block_on`, whose thread waits for its own completions), compio
-//! (io_uring, its own runtime) and tokio (`spawn_blocking` + `pread`), interleaved: each
-//! depth runs every system before the next depth. Then two page-cache suites: reads on
-//! the (cached) 1 GiB file at qd 32 (caio's through a raw descriptor, and the thread
-//! backend's and tokio's through a file), and reads of a file in tmpfs at qd 1 (where
-//! `RWF_NOWAIT` reads answer EOPNOTSUPP).
+//! with one thread per read in flight: a pool of threads without a hand-off), minimal
+//! kernel AIO and io_uring loops that batch as caio does (what that rule allows on this
+//! device with no software around it), every caio implementation (under
+//! `futures::executor`, and under `Context::block_on`, whose thread waits for its own
+//! completions), compio (io_uring, its own runtime) and tokio (`spawn_blocking` +
+//! `pread`), interleaved: each depth runs every system, in an order drawn for the round,
+//! before the next depth. Then two page-cache suites: reads on the (cached) 1 GiB file at
+//! qd 32 (caio's through a raw descriptor, and the thread backend's and tokio's through a
+//! file), and reads of a file in tmpfs at qd 1 (where `RWF_NOWAIT` reads answer
+//! EOPNOTSUPP).
 //!
 //! Every point runs in a process of its own, twice: a timed pass (IOPS; user and system
 //! CPU time of the whole process, threads included, from getrusage or fio's own report)
@@ -528,6 +529,24 @@ struct IoEvent {
     res2: i64,
 }
 
+/// `n` pages for reads in flight, leaked: the kernel is handed raw pointers into them, so
+/// they outlive any read, even past a panic (the process is a child that exits after one
+/// point), and only raw pointers are made into them.
+fn leaked_pages(n: usize) -> *mut Page {
+    (0..n)
+        .map(|_| Page([0; 4096]))
+        .collect::<Vec<_>>()
+        .leak()
+        .as_mut_ptr()
+}
+
+/// The minimal loops' batching rule at depth `qd`, as `block_on`'s: how many completions
+/// to sleep for (a quarter of the depth, at least 1), and the least part sent on its own
+/// (a quarter of the depth, at least 8).
+fn batching(qd: usize) -> (usize, usize) {
+    ((qd / 4).max(1), (qd / 4).max(8))
+}
+
 /// A minimal kernel AIO loop on one thread, as a C program would write it: `qd` reads in
 /// flight; sleep in `io_getevents` until a quarter of them are done; send the next reads
 /// back in parts of a quarter of the depth, at least 8, each part once it is built, what
@@ -547,19 +566,13 @@ fn minimal_point(
     // SAFETY: io_setup writes the new context's id into `ctx`, which outlives the call.
     let r = unsafe { libc::syscall(libc::SYS_io_setup, qd as libc::c_long, &mut ctx) };
     assert_eq!(r, 0, "io_setup: {}", std::io::Error::last_os_error());
-    // The kernel is handed raw pointers into these: leaked, so that they outlive any read
-    // in flight, even past a panic (the process is a child that exits after one point),
-    // and only raw pointers are made into them from here on.
-    let pages = (0..qd)
-        .map(|_| Page([0; 4096]))
-        .collect::<Vec<_>>()
-        .leak()
-        .as_mut_ptr();
+    // The kernel is handed raw pointers into the iocbs: leaked, as the pages are.
+    let pages = leaked_pages(qd);
     let cbs = vec![Iocb::default(); qd].leak().as_mut_ptr();
     let mut events = vec![IoEvent::default(); qd];
     let blocks = len / 4096;
     let mut rng = Rng::new(0x5eed ^ qd as u64);
-    let (batch, part) = ((qd / 4).max(1), (qd / 4).max(8));
+    let (batch, part) = batching(qd);
     let fd = file.as_raw_fd() as u32;
     let mut ptrs: Vec<*mut Iocb> = Vec::with_capacity(qd);
     let mut prep = |i: usize| {
@@ -664,15 +677,10 @@ fn minimal_uring_point(
         .setup_taskrun_flag()
         .build(entries)
         .expect("io_uring_setup");
-    // Leaked, as in `minimal_point`: no read in flight can outlive its page.
-    let pages = (0..qd)
-        .map(|_| Page([0; 4096]))
-        .collect::<Vec<_>>()
-        .leak()
-        .as_mut_ptr();
+    let pages = leaked_pages(qd);
     let blocks = len / 4096;
     let mut rng = Rng::new(0x5eed ^ qd as u64);
-    let (batch, part) = ((qd / 4).max(1), (qd / 4).max(8));
+    let (batch, part) = batching(qd);
     let fd = types::Fd(file.as_raw_fd());
     let mut prep = |i: usize| {
         let page = pages.wrapping_add(i).cast::<u8>();
@@ -886,35 +894,27 @@ fn targets(rows: &[Row], all: &[Row]) -> Vec<Target> {
             );
         }
     }
-    // What kernel AIO makes of this device under caio's batching rule with no software
-    // around it, against fio; and caio against it.
+    // What kernel AIO and io_uring make of this device under caio's batching rule with no
+    // software around it, against fio; and caio against that.
     for qd in [1, 8, 32, 128] {
-        let min = find(rows, "O_DIRECT", MINIMAL, qd);
-        ratio(
-            format!("{MINIMAL} ÷ fio libaio, qd {qd}"),
-            min,
-            find(rows, "O_DIRECT", "fio libaio", qd),
-            None,
-        );
-        ratio(
-            format!("linux block_on ÷ {MINIMAL}, qd {qd}"),
-            find(rows, "O_DIRECT", "caio linux block_on", qd),
-            min,
-            None,
-        );
-        let min = find(rows, "O_DIRECT", MINIMAL_URING, qd);
-        ratio(
-            format!("{MINIMAL_URING} ÷ fio io_uring, qd {qd}"),
-            min,
-            find(rows, "O_DIRECT", "fio io_uring", qd),
-            None,
-        );
-        ratio(
-            format!("uring block_on ÷ {MINIMAL_URING}, qd {qd}"),
-            find(rows, "O_DIRECT", "caio uring block_on", qd),
-            min,
-            None,
-        );
+        for (reference, fio, caio) in [
+            (MINIMAL, "fio libaio", "linux block_on"),
+            (MINIMAL_URING, "fio io_uring", "uring block_on"),
+        ] {
+            let min = find(rows, "O_DIRECT", reference, qd);
+            ratio(
+                format!("{reference} ÷ {fio}, qd {qd}"),
+                min,
+                find(rows, "O_DIRECT", fio, qd),
+                None,
+            );
+            ratio(
+                format!("{caio} ÷ {reference}, qd {qd}"),
+                find(rows, "O_DIRECT", &format!("caio {caio}"), qd),
+                min,
+                None,
+            );
+        }
     }
     // What a pool of threads can reach here at most, against tokio's.
     for qd in [1, 8, 32, 128] {
@@ -986,8 +986,8 @@ fn report(a: &Args, all: &[Row]) {
          4 KiB random reads, {} s per point, every point in its own process, the whole \
          sweep interleaved {} time(s), the median shown. A ratio (`vs fio`, the targets) \
          is the median of the rounds' ratios, each of two points of the same round. CPU: \
-         user + system µs per operation, every thread of the process. Calls: system calls per operation, \
-         counted by `perf stat` (syscall tracepoints) in a separate pass.\n",
+         user + system µs per operation, every thread of the process. Calls: system calls \
+         per operation, counted by `perf stat` (syscall tracepoints) in a separate pass.\n",
         super::machine(),
         a.secs,
         a.rounds.max(1)
