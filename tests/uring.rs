@@ -1,7 +1,8 @@
 //! The io_uring backend: proof read off `strace -f` that reads and writes, O_DIRECT and
 //! buffered, go through `io_uring_enter` with no pread/pwrite-family call on the data file
 //! and no thread per operation; and selection falling back to linux, with the reason, when
-//! `kernel.io_uring_disabled` forbids io_uring or seccomp denies `io_uring_setup`.
+//! `kernel.io_uring_disabled` forbids io_uring or seccomp denies `io_uring_setup`; and
+//! writes that outlive the thread that submitted them.
 #![cfg(target_os = "linux")]
 
 mod util;
@@ -393,4 +394,54 @@ fn io_uring_disabled_or_denied_falls_back_to_linux_with_the_reason() {
         out.contains("io_uring_disabled is 2"),
         "the reason names the setting: {out}"
     );
+}
+
+/// io_uring cancels the work a thread submitted when that thread exits, and a flush
+/// submits whatever any thread queued. Writes started on a thread that exits at once
+/// (and queued behind one another on a single kernel worker) must still all be written.
+#[test]
+fn writes_outlive_the_thread_that_submitted_them() {
+    if !Implementation::Uring.is_available() {
+        eprintln!("SKIP: io_uring is not available here");
+        return;
+    }
+    let _serial = serial();
+    const LEN: usize = 16 << 20;
+    let c = Context::builder()
+        .implementation(Implementation::Uring)
+        .threads(1)
+        .build()
+        .unwrap();
+    let s = Scratch::new();
+    let fd = s.fd();
+    let blocks: Vec<Vec<u8>> = (0..4).map(|k| pattern(LEN, k)).collect();
+    let writes = {
+        let blocks = blocks.clone();
+        std::thread::spawn(move || {
+            let mut writes: Vec<_> = blocks
+                .into_iter()
+                .enumerate()
+                .map(|(k, b)| c.write(b, fd, (k * LEN) as u64))
+                .collect();
+            // The first poll queues each write, the second sends them to the kernel.
+            for _ in 0..2 {
+                for w in &mut writes {
+                    assert!(
+                        util::poll_once(w).is_none(),
+                        "a 16 MiB write is not instant"
+                    );
+                }
+            }
+            writes
+        })
+        .join()
+        .unwrap()
+    };
+    for (k, w) in writes.into_iter().enumerate() {
+        assert_eq!(block_on(w).unwrap(), LEN, "write {k}");
+    }
+    let all = s.contents();
+    for (k, b) in blocks.iter().enumerate() {
+        assert!(all[k * LEN..(k + 1) * LEN] == b[..], "block {k} is on disk");
+    }
 }

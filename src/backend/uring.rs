@@ -38,6 +38,10 @@
 //! dropped future. When the last handle goes, `Drop` raises a flag and signals the
 //! eventfd; the reaper keeps reaping until nothing is in flight, then drops the ring and
 //! exits.
+//!
+//! The kernel cancels the queued work of a thread that exits, and a flush submits what
+//! any thread queued: an entry that comes back ECANCELED never ran, and goes to the ring
+//! again from the thread that reaps it (this backend cancels nothing itself).
 
 use std::{
     cell::Cell,
@@ -64,6 +68,9 @@ use crate::{
 
 /// The most one read or write asks of the kernel at once; the rest is a continuation.
 const MAX_IO: usize = 1 << 30;
+/// How many times an entry the kernel cancelled before it ran is submitted again, before
+/// its ECANCELED is reported: each time, the thread that submitted it exited.
+const CANCELLED_MAX: u8 = 16;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section moves values in or out whole: poison carries no broken state.
@@ -107,6 +114,8 @@ struct UringOp {
     /// Bytes asked of the kernel in this attempt.
     len: usize,
     mode: Mode,
+    /// Times the kernel cancelled it before it ran (see [`Ring::complete`]).
+    cancelled: u8,
 }
 
 impl UringOp {
@@ -120,7 +129,12 @@ impl UringOp {
             Kind::WriteV(v) => v.bufs.iter().map(|b| b.len()).sum::<usize>() - req.written,
             _ => 0,
         };
-        UringOp { req, len, mode }
+        UringOp {
+            req,
+            len,
+            mode,
+            cancelled: 0,
+        }
     }
 }
 
@@ -266,7 +280,21 @@ impl Ring {
     /// a ring again: the rest of a short transfer, or a read the page cache did not have.
     #[must_use]
     fn complete(&self, op: UringOp, res: i32) -> Option<Box<UringOp>> {
-        let UringOp { mut req, len, mode } = op;
+        let UringOp {
+            mut req,
+            len,
+            mode,
+            cancelled,
+        } = op;
+        if res == -libc::ECANCELED && cancelled < CANCELLED_MAX {
+            // Nothing here cancels an entry: the kernel did, because the thread that
+            // submitted it exited before its worker took it up (io_uring ties that queue
+            // to the submitting thread, and a flush submits what any thread queued). It
+            // never ran: it goes to the ring again, from this thread.
+            let mut again = self.op(req, mode);
+            again.cancelled = cancelled + 1;
+            return Some(again);
+        }
         if let Kind::Meta(m @ Meta::Close(_)) = &mut req.kind {
             // The kernel closed the number, whatever the result: the OwnedFd must not
             // close it again (it may be another file's by now).
