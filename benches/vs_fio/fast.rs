@@ -8,10 +8,14 @@
 //! `futures::executor`, and under `Context::block_on`, whose thread waits for its own
 //! completions), compio (io_uring, its own runtime) and tokio (`spawn_blocking` +
 //! `pread`), interleaved: each depth runs every system, in an order drawn for the round,
-//! before the next depth. Then two page-cache suites: reads on the (cached) 1 GiB file at
-//! qd 32 (caio's through a raw descriptor, and the thread backend's and tokio's through a
-//! file), and reads of a file in tmpfs at qd 1 (where `RWF_NOWAIT` reads answer
-//! EOPNOTSUPP).
+//! before the next depth. Where the guest's halt polling is off (cpuidle-haltpoll with
+//! `guest_halt_poll_ns` at 0, as on the VM the README's results come from), each round then
+//! runs the qd 32 points of fio, the minimal loops and caio's `block_on` again, each with
+//! it at the driver's default and set back after (the "O_DIRECT, halt poll" suite): what
+//! the machine's halted vCPUs cost each of them. Then two page-cache suites: reads on the
+//! (cached) 1 GiB file at qd 32 (caio's through a raw descriptor, and the thread backend's
+//! and tokio's through a file), and reads of a file in tmpfs at qd 1 (where `RWF_NOWAIT`
+//! reads answer EOPNOTSUPP).
 //!
 //! Every point runs in a process of its own, twice: a timed pass (IOPS; user and system
 //! CPU time of the whole process, threads included, from getrusage or fio's own report)
@@ -93,6 +97,50 @@ struct Job {
     secs: f64,
 }
 
+/// The guest's halt polling (cpuidle-haltpoll): how long an idle vCPU polls for work before
+/// it halts to the hypervisor. A halted vCPU is woken by an interrupt through the host,
+/// which a polling one does not need.
+const HALT_POLL: &str = "/sys/module/haltpoll/parameters/guest_halt_poll_ns";
+/// The haltpoll driver's own default, in ns.
+const HALT_POLL_DEFAULT: &str = "200000";
+/// The suite of the qd 32 points run again with the guest's halt polling at its default.
+const HALT_POLL_SUITE: &str = "O_DIRECT, halt poll";
+
+/// The guest's halt polling set to the driver's default for as long as it lives, then set
+/// back to what it was (also when the bench unwinds from a panic; a bench killed during
+/// such a point leaves it on: `echo 0 > /sys/module/haltpoll/parameters/guest_halt_poll_ns`).
+struct HaltPoll {
+    old: String,
+}
+
+impl HaltPoll {
+    /// Why the suite cannot run here, if it cannot: no haltpoll driver, or halt polling
+    /// not turned off (then the rows would measure nothing new).
+    fn unavailable() -> Option<String> {
+        match fs::read_to_string(HALT_POLL) {
+            Err(e) => Some(format!("{HALT_POLL}: {e}")),
+            Ok(v) if v.trim() != "0" => Some(format!("halt polling is on here ({} ns)", v.trim())),
+            Ok(_) => None,
+        }
+    }
+
+    fn set() -> Result<HaltPoll, String> {
+        let old = fs::read_to_string(HALT_POLL).map_err(|e| format!("{HALT_POLL}: {e}"))?;
+        fs::write(HALT_POLL, HALT_POLL_DEFAULT).map_err(|e| format!("{HALT_POLL}: {e}"))?;
+        Ok(HaltPoll {
+            old: old.trim().to_string(),
+        })
+    }
+}
+
+impl Drop for HaltPoll {
+    fn drop(&mut self) {
+        if let Err(e) = fs::write(HALT_POLL, &self.old) {
+            eprintln!("could not set {HALT_POLL} back to {}: {e}", self.old);
+        }
+    }
+}
+
 pub fn run(a: &Args) {
     let dev = match FastDevice::setup(1 << 30) {
         Ok(d) => d,
@@ -111,6 +159,10 @@ pub fn run(a: &Args) {
         eprintln!("note: perf stat with syscall tracepoints is unavailable: no syscall counts");
     }
     let have_fio = Command::new("fio").arg("--version").output().is_ok();
+    let halt_poll = HaltPoll::unavailable();
+    if let Some(why) = &halt_poll {
+        eprintln!("note: no \"{HALT_POLL_SUITE}\" suite: {why}");
+    }
     let mut rows = Vec::new();
     let secs = a.secs;
     let len = dev.len();
@@ -202,6 +254,30 @@ pub fn run(a: &Args) {
                     continue; // one at a time whatever the depth
                 }
                 add("O_DIRECT", job(s, &dev.dev, len, qd, true), round);
+            }
+        }
+        // qd 32 again, each point with the guest's halt polling at the driver's default,
+        // set back after it: what the machine's halted vCPUs cost each system.
+        if halt_poll.is_none() && a.qd.is_none_or(|q| q == 32) {
+            let mut order: Vec<&String> = systems
+                .iter()
+                .filter(|s| s.starts_with("fio libaio") || s.starts_with("fio io_uring"))
+                .chain(systems.iter().filter(|s| {
+                    [
+                        MINIMAL,
+                        MINIMAL_URING,
+                        "caio linux block_on",
+                        "caio uring block_on",
+                    ]
+                    .contains(&s.as_str())
+                }))
+                .collect();
+            shuffle(&mut order, (round * 1000 + 999) as u64);
+            for s in order {
+                match HaltPoll::set() {
+                    Ok(_on) => add(HALT_POLL_SUITE, job(s, &dev.dev, len, 32, true), round),
+                    Err(why) => eprintln!("{HALT_POLL_SUITE}: {s}: {why}"),
+                }
             }
         }
     }
@@ -916,6 +992,40 @@ fn targets(rows: &[Row], all: &[Row]) -> Vec<Target> {
             );
         }
     }
+    // The same at qd 32 with the guest's halt polling on, each point against fio in that
+    // setting, and each system against itself without it (from the same round).
+    if find(rows, HALT_POLL_SUITE, "fio libaio", 32).is_some() {
+        for (reference, fio, caio) in [
+            (MINIMAL, "fio libaio", "linux block_on"),
+            (MINIMAL_URING, "fio io_uring", "uring block_on"),
+        ] {
+            let caio = format!("caio {caio}");
+            let (on, off) = (
+                |s: &str| find(rows, HALT_POLL_SUITE, s, 32),
+                |s: &str| find(rows, "O_DIRECT", s, 32),
+            );
+            ratio(
+                format!("halt poll, qd 32: {caio} ÷ {fio}"),
+                on(&caio),
+                on(fio),
+                None,
+            );
+            ratio(
+                format!("halt poll, qd 32: {reference} ÷ {fio}"),
+                on(reference),
+                on(fio),
+                None,
+            );
+            for s in [fio, reference, caio.as_str()] {
+                ratio(
+                    format!("qd 32, {s}: with halt polling ÷ without"),
+                    on(s),
+                    off(s),
+                    None,
+                );
+            }
+        }
+    }
     // What a pool of threads can reach here at most, against tokio's.
     for qd in [1, 8, 32, 128] {
         ratio(
@@ -992,6 +1102,15 @@ fn report(a: &Args, all: &[Row]) {
         a.secs,
         a.rounds.max(1)
     );
+    if let Ok(ns) = fs::read_to_string(HALT_POLL) {
+        let _ = writeln!(
+            md,
+            "Guest halt polling (`{HALT_POLL}`): {} ns. The \"{HALT_POLL_SUITE}\" suite, if \
+             any, runs the qd 32 points again with it at the driver's default, \
+             {HALT_POLL_DEFAULT} ns, set back after each point.\n",
+            ns.trim()
+        );
+    }
     let names: Vec<&str> = CALLS.iter().map(|(_, n)| *n).collect();
     let _ = writeln!(
         md,
