@@ -457,13 +457,21 @@ pub(crate) fn block_on<F: Future>(backend: &(dyn FileIo + 'static), fut: F) -> F
     let mut fut = pin!(fut);
     let mut driving = Driving::new(backend, backend.drive_begin(&signal));
     let mut spin = Spin { budget: MAX_SPIN };
+    // Requests the last poll left for the wait to send (`FileIo::flush_for_wait`).
+    let mut unsent = false;
     loop {
         if signal.take() {
+            if std::mem::take(&mut unsent) {
+                // Woken again before any wait: they go now, or a task that keeps waking
+                // itself would hold them back for good.
+                backend.flush();
+            }
             if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
                 return out;
             }
-            // Everything the tasks queued in this poll goes to the kernel in one batch.
-            backend.flush();
+            // Everything the tasks queued in this poll goes to the kernel in one batch,
+            // or with the wait that follows.
+            unsent = backend.flush_for_wait();
             continue;
         }
         // From here to the end of the sleep the thread waits for completions: the
@@ -494,7 +502,9 @@ pub(crate) fn block_on<F: Future>(backend: &(dyn FileIo + 'static), fut: F) -> F
         if !signal.is_notified() {
             if !driving.active {
                 signal.park();
-            } else if !backend.drive_sleep(&signal, ready) {
+            } else if backend.drive_sleep(&signal, ready) {
+                unsent = false; // the wait sent them
+            } else {
                 // The kernel's wait failed (a seccomp policy, say): park from now on.
                 driving.stop();
             }

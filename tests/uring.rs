@@ -51,8 +51,10 @@ fn child_io() {
     let path = std::env::var("CAIO_URING_TEST_FILE").unwrap();
     let mut o = fs::OpenOptions::new();
     o.read(true).write(true);
-    // "drive": O_DIRECT, under `Context::block_on`.
-    let drive = mode == "drive";
+    // "drive": O_DIRECT, under `Context::block_on`; "lanes" too, as 32 lanes that each
+    // read one block after another (what a storage engine's workers do), reads only.
+    let lanes = mode == "lanes";
+    let drive = mode == "drive" || lanes;
     if mode == "direct" || drive {
         std::os::unix::fs::OpenOptionsExt::custom_flags(&mut o, libc::O_DIRECT);
     }
@@ -66,6 +68,21 @@ fn child_io() {
         .unwrap();
     let want = pattern(FILE_SIZE, 21);
     let slots = FILE_SIZE / 4096;
+    let lanes_work = async {
+        let lanes: FuturesUnordered<_> = (0..32)
+            .map(|lane| {
+                let (ctx, want) = (&ctx, &want);
+                async move {
+                    for k in 0..n / 32 {
+                        let off = ((lane * n / 32 + k) * 7919 % slots * 4096) as u64;
+                        let b = ctx.read(4096, FD, off).await.unwrap();
+                        assert_eq!(&b[..], &want[off as usize..off as usize + 4096]);
+                    }
+                }
+            })
+            .collect();
+        lanes.collect::<Vec<()>>().await;
+    };
     let work = async {
         let mut reads: FuturesUnordered<_> = (0..n)
             .map(|k| {
@@ -106,7 +123,9 @@ fn child_io() {
             assert_eq!(r.unwrap(), 4096);
         }
     };
-    if drive {
+    if lanes {
+        ctx.block_on(lanes_work);
+    } else if drive {
         ctx.block_on(work);
     } else {
         block_on(work);
@@ -299,6 +318,110 @@ fn under_block_on_the_calling_thread_waits_in_its_own_ring() {
         "the completion thread read its eventfd {reaper_reads} times for {many} operations"
     );
     assert_no_thread_per_operation("block_on", (&small, 4 * 64), (&big, many));
+}
+
+/// Under `Context::block_on` at depth, the reads the tasks of a reap queue go back to the
+/// kernel in the `io_uring_enter` that waits for the next batch: one system call sends and
+/// waits, as fio's engine and the minimal io_uring loop of the bench do.
+#[test]
+fn under_block_on_the_reads_of_a_reap_go_back_with_the_next_wait() {
+    let _serial = serial();
+    if !can_trace() {
+        return;
+    }
+    let n = 4096;
+    let t = trace("lanes", n);
+    t.assert_no_positional_on_file("lanes");
+    // io_uring_enter(fd, to_submit, min_complete, flags, ...): a wait asks for at least
+    // one completion; what it sends is `to_submit`.
+    let waits: Vec<usize> = t
+        .calls
+        .iter()
+        .filter(|(tid, name, _)| *tid == t.tid && name == "io_uring_enter")
+        .filter_map(|(_, _, a)| {
+            let mut args = a
+                .split(", ")
+                .skip(1)
+                .map(|v| v.trim().parse::<usize>().ok());
+            let (sent, min) = (args.next()??, args.next()??);
+            (min > 0).then_some(sent)
+        })
+        .collect();
+    let sending = waits.iter().filter(|&&k| k > 0).count();
+    let with_a_wait: usize = waits.iter().sum();
+    let enters = t
+        .calls
+        .iter()
+        .filter(|(_, name, _)| name == "io_uring_enter")
+        .count();
+    eprintln!(
+        "lanes: {n} reads, {enters} io_uring_enter, {} waits, {sending} of them sending \
+         reads too, {with_a_wait} reads sent with a wait",
+        waits.len()
+    );
+    assert!(
+        sending * 2 >= waits.len() && with_a_wait * 10 >= n,
+        "{with_a_wait} of {n} reads went to the kernel with a wait ({sending} of {} waits \
+         sent reads)",
+        waits.len()
+    );
+    assert!(
+        enters * 4 <= n,
+        "{enters} io_uring_enter for {n} reads: not batched"
+    );
+}
+
+/// Under `Context::block_on` at depth, a poll's reads are written to the ring and left for
+/// the wait's `io_uring_enter`. A task that wakes itself at every poll keeps the thread
+/// from ever waiting: those reads must go to the kernel all the same.
+#[test]
+fn reads_left_for_the_wait_are_sent_when_a_task_keeps_the_thread_from_waiting() {
+    if !Implementation::Uring.is_available() {
+        eprintln!("SKIP: io_uring is not available here");
+        return;
+    }
+    let s = Scratch::new();
+    let want = pattern(FILE_SIZE, 5);
+    fs::write(&s.path, &want).unwrap();
+    let mut o = fs::OpenOptions::new();
+    o.read(true);
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut o, libc::O_DIRECT);
+    let file = o.open(&s.path).unwrap();
+    let fd = file.as_raw_fd();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let ctx = Context::builder()
+            .implementation(Implementation::Uring)
+            .max_requests(64)
+            .build()
+            .unwrap();
+        let left = std::cell::Cell::new(32 * 8);
+        let lanes: FuturesUnordered<_> = (0..32)
+            .map(|lane| {
+                let (ctx, want, left) = (&ctx, &want, &left);
+                async move {
+                    for k in 0..8 {
+                        let off = ((lane * 8 + k) * 7919 % (FILE_SIZE / 4096) * 4096) as u64;
+                        let b = ctx.read(4096, fd, off).await.unwrap();
+                        assert_eq!(&b[..], &want[off as usize..off as usize + 4096]);
+                        left.set(left.get() - 1);
+                    }
+                }
+            })
+            .collect();
+        let restless = futures::future::poll_fn(|cx| {
+            if left.get() == 0 {
+                return std::task::Poll::Ready(());
+            }
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        });
+        ctx.block_on(futures::future::join(lanes.collect::<Vec<()>>(), restless));
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .expect("256 reads under block_on, beside a task that wakes itself, did not finish");
+    drop(file);
 }
 
 /// The child's own threads are as many for `many` operations as for `few`, and the

@@ -93,6 +93,13 @@ pub(crate) trait FileIo: Send + Sync + fmt::Debug {
     fn submit(&self, req: Request) -> Submit;
     /// Sends queued requests on their way; cheap when nothing is queued.
     fn flush(&self) {}
+    /// `flush` at the end of a poll of `Context::block_on`, which waits for completions
+    /// next: a backend whose wait also submits may leave the driving thread's requests
+    /// for it. `true` when it did; then `flush` must run if no wait comes first.
+    fn flush_for_wait(&self) -> bool {
+        self.flush();
+        false
+    }
     /// Makes the calling thread the one that waits for completions, until `drive_end`;
     /// `false` when another thread already does, or when this backend cannot.
     fn drive_begin(&self, _signal: &Arc<Signal>) -> bool {
