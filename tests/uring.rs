@@ -1,8 +1,9 @@
 //! The io_uring backend: proof read off `strace -f` that reads and writes, O_DIRECT and
 //! buffered, go through `io_uring_enter` with no pread/pwrite-family call on the data file
 //! and no thread per operation; and selection falling back to linux, with the reason, when
-//! `kernel.io_uring_disabled` forbids io_uring or seccomp denies `io_uring_setup`; and
-//! writes that outlive the thread that submitted them.
+//! `kernel.io_uring_disabled` forbids io_uring or seccomp denies `io_uring_setup`; writes
+//! that outlive the thread that submitted them; and, under `Context::block_on`, reads sent
+//! with the wait, and sent all the same when a task keeps the thread from waiting.
 #![cfg(target_os = "linux")]
 
 mod util;
@@ -322,7 +323,7 @@ fn under_block_on_the_calling_thread_waits_in_its_own_ring() {
 
 /// Under `Context::block_on` at depth, the reads the tasks of a reap queue go back to the
 /// kernel in the `io_uring_enter` that waits for the next batch: one system call sends and
-/// waits, as fio's engine and the minimal io_uring loop of the bench do.
+/// waits, as the bench's minimal io_uring loop does.
 #[test]
 fn under_block_on_the_reads_of_a_reap_go_back_with_the_next_wait() {
     let _serial = serial();
