@@ -261,16 +261,13 @@ pub fn run(a: &Args) {
         if halt_poll.is_none() && a.qd.is_none_or(|q| q == 32) {
             let mut order: Vec<&String> = systems
                 .iter()
-                .filter(|s| s.starts_with("fio libaio") || s.starts_with("fio io_uring"))
-                .chain(systems.iter().filter(|s| {
-                    [
-                        MINIMAL,
-                        MINIMAL_URING,
-                        "caio linux block_on",
-                        "caio uring block_on",
-                    ]
-                    .contains(&s.as_str())
-                }))
+                .filter(|s| {
+                    LOOPS.iter().any(|&(reference, fio, caio)| {
+                        s.as_str() == reference
+                            || s.as_str() == fio
+                            || s.strip_prefix("caio ") == Some(caio)
+                    })
+                })
                 .collect();
             shuffle(&mut order, (round * 1000 + 999) as u64);
             for s in order {
@@ -576,6 +573,12 @@ struct Page([u8; 4096]);
 const MINIMAL: &str = "minimal loop, 8+ per call";
 /// The same on io_uring (see [`minimal_uring_point`]).
 const MINIMAL_URING: &str = "minimal io_uring loop, 8+ per call";
+/// Each minimal loop, with the fio engine and the caio backend (under `block_on`) it is
+/// measured beside.
+const LOOPS: [(&str, &str, &str); 2] = [
+    (MINIMAL, "fio libaio", "linux block_on"),
+    (MINIMAL_URING, "fio io_uring", "uring block_on"),
+];
 
 /// `struct iocb` of `<linux/aio_abi.h>` (little-endian).
 #[repr(C)]
@@ -973,10 +976,7 @@ fn targets(rows: &[Row], all: &[Row]) -> Vec<Target> {
     // What kernel AIO and io_uring make of this device under caio's batching rule with no
     // software around it, against fio; and caio against that.
     for qd in [1, 8, 32, 128] {
-        for (reference, fio, caio) in [
-            (MINIMAL, "fio libaio", "linux block_on"),
-            (MINIMAL_URING, "fio io_uring", "uring block_on"),
-        ] {
+        for (reference, fio, caio) in LOOPS {
             let min = find(rows, "O_DIRECT", reference, qd);
             ratio(
                 format!("{reference} ÷ {fio}, qd {qd}"),
@@ -995,10 +995,7 @@ fn targets(rows: &[Row], all: &[Row]) -> Vec<Target> {
     // The same at qd 32 with the guest's halt polling on, each point against fio in that
     // setting, and each system against itself without it (from the same round).
     if find(rows, HALT_POLL_SUITE, "fio libaio", 32).is_some() {
-        for (reference, fio, caio) in [
-            (MINIMAL, "fio libaio", "linux block_on"),
-            (MINIMAL_URING, "fio io_uring", "uring block_on"),
-        ] {
+        for (reference, fio, caio) in LOOPS {
             let caio = format!("caio {caio}");
             let (on, off) = (
                 |s: &str| find(rows, HALT_POLL_SUITE, s, 32),
