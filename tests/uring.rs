@@ -69,21 +69,6 @@ fn child_io() {
         .unwrap();
     let want = pattern(FILE_SIZE, 21);
     let slots = FILE_SIZE / 4096;
-    let lanes_work = async {
-        let lanes: FuturesUnordered<_> = (0..32)
-            .map(|lane| {
-                let (ctx, want) = (&ctx, &want);
-                async move {
-                    for k in 0..n / 32 {
-                        let off = ((lane * n / 32 + k) * 7919 % slots * 4096) as u64;
-                        let b = ctx.read(4096, FD, off).await.unwrap();
-                        assert_eq!(&b[..], &want[off as usize..off as usize + 4096]);
-                    }
-                }
-            })
-            .collect();
-        lanes.collect::<Vec<()>>().await;
-    };
     let work = async {
         let mut reads: FuturesUnordered<_> = (0..n)
             .map(|k| {
@@ -125,7 +110,13 @@ fn child_io() {
         }
     };
     if lanes {
-        ctx.block_on(lanes_work);
+        ctx.block_on(read_lanes(
+            &ctx,
+            FD,
+            &want,
+            n / 32,
+            &std::cell::Cell::new(0),
+        ));
     } else if drive {
         ctx.block_on(work);
     } else {
@@ -140,6 +131,30 @@ fn child_io() {
         "\nCHILD threads={} workers={workers} tid={tid}",
         names.len() - workers
     );
+}
+
+/// 32 lanes on `ctx`, each reading `per_lane` 4 KiB blocks of `fd` one after another (what
+/// a storage engine's workers do) and checking each against `want`, the file's contents;
+/// `done` counts the reads.
+async fn read_lanes(
+    ctx: &Context,
+    fd: i32,
+    want: &[u8],
+    per_lane: usize,
+    done: &std::cell::Cell<usize>,
+) {
+    let slots = want.len() / 4096;
+    let lanes: FuturesUnordered<_> = (0..32)
+        .map(|lane| async move {
+            for k in 0..per_lane {
+                let off = ((lane * per_lane + k) * 7919 % slots * 4096) as u64;
+                let b = ctx.read(4096, fd, off).await.unwrap();
+                assert_eq!(&b[..], &want[off as usize..off as usize + 4096]);
+                done.set(done.get() + 1);
+            }
+        })
+        .collect();
+    lanes.collect::<Vec<()>>().await;
 }
 
 struct Trace {
@@ -215,9 +230,17 @@ fn trace(mode: &str, n: usize) -> Trace {
     }
 }
 
-fn can_trace() -> bool {
-    if !Implementation::Uring.is_available() {
+/// Whether io_uring works here; says why the test skips when not.
+fn uring_here() -> bool {
+    let here = Implementation::Uring.is_available();
+    if !here {
         eprintln!("SKIP: io_uring is not available here");
+    }
+    here
+}
+
+fn can_trace() -> bool {
+    if !uring_here() {
         return false;
     }
     if !Command::new("strace")
@@ -377,8 +400,7 @@ fn under_block_on_the_reads_of_a_reap_go_back_with_the_next_wait() {
 /// from ever waiting: those reads must go to the kernel all the same.
 #[test]
 fn reads_left_for_the_wait_are_sent_when_a_task_keeps_the_thread_from_waiting() {
-    if !Implementation::Uring.is_available() {
-        eprintln!("SKIP: io_uring is not available here");
+    if !uring_here() {
         return;
     }
     let s = Scratch::new();
@@ -396,28 +418,18 @@ fn reads_left_for_the_wait_are_sent_when_a_task_keeps_the_thread_from_waiting() 
             .max_requests(64)
             .build()
             .unwrap();
-        let left = std::cell::Cell::new(32 * 8);
-        let lanes: FuturesUnordered<_> = (0..32)
-            .map(|lane| {
-                let (ctx, want, left) = (&ctx, &want, &left);
-                async move {
-                    for k in 0..8 {
-                        let off = ((lane * 8 + k) * 7919 % (FILE_SIZE / 4096) * 4096) as u64;
-                        let b = ctx.read(4096, fd, off).await.unwrap();
-                        assert_eq!(&b[..], &want[off as usize..off as usize + 4096]);
-                        left.set(left.get() - 1);
-                    }
-                }
-            })
-            .collect();
+        let done = std::cell::Cell::new(0);
         let restless = futures::future::poll_fn(|cx| {
-            if left.get() == 0 {
+            if done.get() == 32 * 8 {
                 return std::task::Poll::Ready(());
             }
             cx.waker().wake_by_ref();
             std::task::Poll::Pending
         });
-        ctx.block_on(futures::future::join(lanes.collect::<Vec<()>>(), restless));
+        ctx.block_on(futures::future::join(
+            read_lanes(&ctx, fd, &want, 8, &done),
+            restless,
+        ));
         let _ = tx.send(());
     });
     rx.recv_timeout(std::time::Duration::from_secs(60))
@@ -525,8 +537,7 @@ fn io_uring_disabled_or_denied_falls_back_to_linux_with_the_reason() {
 /// (and queued behind one another on a single kernel worker) must still all be written.
 #[test]
 fn writes_outlive_the_thread_that_submitted_them() {
-    if !Implementation::Uring.is_available() {
-        eprintln!("SKIP: io_uring is not available here");
+    if !uring_here() {
         return;
     }
     let _serial = serial();
