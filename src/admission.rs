@@ -151,6 +151,9 @@ impl Drop for Unblock<'_> {
 /// Slots in flight, and what waits for one.
 pub(crate) struct Limiter<P> {
     state: Mutex<State<P>>,
+    /// `free`, stored under the lock at each change: read without it (a context checks
+    /// whether it went idle after every operation).
+    free_now: AtomicUsize,
 }
 
 struct State<P> {
@@ -175,6 +178,7 @@ impl<P> Limiter<P> {
                 free: slots,
                 waiting: VecDeque::new(),
             }),
+            free_now: AtomicUsize::new(slots),
         }
     }
 
@@ -189,6 +193,7 @@ impl<P> Limiter<P> {
         let mut st = self.lock();
         if st.free > 0 {
             st.free -= 1;
+            self.free_now.store(st.free, Ordering::Release);
             true
         } else {
             st.waiting.push_back(make());
@@ -204,6 +209,7 @@ impl<P> Limiter<P> {
             Some(p) => Some(p),
             None => {
                 st.free += 1;
+                self.free_now.store(st.free, Ordering::Release);
                 None
             }
         }
@@ -211,7 +217,7 @@ impl<P> Limiter<P> {
 
     /// Slots not in flight.
     pub(crate) fn available(&self) -> usize {
-        self.lock().free
+        self.free_now.load(Ordering::Acquire)
     }
 }
 

@@ -52,7 +52,7 @@ fn new_slot() -> Arc<Slot> {
         // kept may still be shared for a moment: take one that is not.
         let i = s.iter().rposition(|a| Arc::strong_count(a) == 1)?;
         let mut slot = s.swap_remove(i);
-        *Arc::get_mut(&mut slot)? = Slot::default();
+        Arc::get_mut(&mut slot)?.reset();
         Some(slot)
     });
     reused.ok().flatten().unwrap_or_default()

@@ -627,12 +627,11 @@ impl Ring {
                         // SAFETY: the kernel did not take it; its aio_data is the leaked
                         // AioOp's address, which we still own, once.
                         let op = unsafe { Box::from_raw((*iocbs[i]).aio_data as *mut AioOp) };
-                        let op = self.ops.unbox(op);
                         self.inflight.fetch_sub(1, Ordering::AcqRel);
                         i += 1;
                         match r {
                             // The kernel is out of resources for now: run it on threads.
-                            Ok(_) => self.to_pool(op.req),
+                            Ok(_) => self.to_pool(self.ops.unbox(op).req),
                             // A seccomp policy now denies io_submit: threads from now on.
                             Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
                                 if !self.degraded.swap(true, Ordering::AcqRel) {
@@ -640,10 +639,10 @@ impl Ring {
                                         "caio: io_submit failed ({e}); operations go to threads"
                                     );
                                 }
-                                self.to_pool(op.req)
+                                self.to_pool(self.ops.unbox(op).req)
                             }
                             Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && !op.nowait => {
-                                self.to_pool(op.req)
+                                self.to_pool(self.ops.unbox(op).req)
                             }
                             Err(e) => {
                                 self.complete(op, -i64::from(e.raw_os_error().unwrap_or(libc::EIO)))
@@ -668,7 +667,7 @@ impl Ring {
             // SAFETY: `data` is the address leaked by Box::into_raw at submission; the
             // kernel reports each submitted iocb exactly once, to exactly one reaper.
             let op = unsafe { Box::from_raw(ev.data as *mut AioOp) };
-            self.complete(self.ops.unbox(op), ev.res);
+            self.complete(op, ev.res);
             self.inflight.fetch_sub(1, Ordering::AcqRel);
         }
     }
@@ -784,14 +783,12 @@ impl Ring {
         }
     }
 
-    /// Handles one completion (`res` is bytes or a negative errno).
-    fn complete(&self, op: AioOp, res: i64) {
-        let AioOp {
-            mut req,
-            nowait,
-            len,
-            ..
-        } = op;
+    /// Handles one completion (`res` is bytes or a negative errno). A finished operation
+    /// completes where it is, and its box is kept for the next one; one that runs on (in
+    /// the pool, or in the kernel again) moves out.
+    fn complete(&self, mut op: Box<AioOp>, res: i64) {
+        let (nowait, len) = (op.nowait, op.len);
+        let req = &mut op.req;
         if res < 0 {
             let errno = (-res) as i32;
             if nowait && (errno == libc::EAGAIN || errno == libc::EOPNOTSUPP) {
@@ -800,12 +797,15 @@ impl Ring {
                     Some(f) => f.direct,
                     None => sys::is_direct(req.fd).unwrap_or(false),
                 };
-                return match route_would_block(Class::of(&req.kind), direct) {
+                let route = route_would_block(Class::of(&req.kind), direct);
+                let req = self.ops.unbox(op).req;
+                return match route {
                     Route::Kernel => self.submit([self.op(req, false)]),
                     _ => self.to_pool(req),
                 };
             }
-            return req.finish(Err(io::Error::from_raw_os_error(errno)));
+            req.finish_in_place(Err(io::Error::from_raw_os_error(errno)));
+            return self.ops.recycle(op);
         }
         let n = (res as usize).min(len);
         let total = match &mut req.kind {
@@ -830,13 +830,15 @@ impl Ring {
         if n > 0 && n < len {
             // Short but not at an error: a partly cached NOWAIT read, a transfer over the
             // kernel's per-call limit, or end of file. The pool finishes (or confirms) it.
-            return self.to_pool(req);
+            return self.to_pool(self.ops.unbox(op).req);
         }
         if n > 0 && req.has_more() {
             // A vectored transfer of more iovecs than one command takes: the next ones.
+            let req = self.ops.unbox(op).req;
             return self.submit([self.op(req, nowait)]);
         }
-        req.finish(Ok(total));
+        req.finish_in_place(Ok(total));
+        self.ops.recycle(op);
     }
 }
 

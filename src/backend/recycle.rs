@@ -46,6 +46,22 @@ impl<T> BoxPool<T> {
         }
         v
     }
+
+    /// Drops the value in `b` where it is and keeps the box for reuse.
+    pub(crate) fn recycle(&self, b: Box<T>) {
+        let raw = Box::into_raw(b);
+        // SAFETY: `raw` comes from a live `Box<T>`: the value is dropped exactly once, and
+        // the allocation is then owned as uninitialised memory of the same layout, which
+        // `MaybeUninit<T>` has.
+        let empty = unsafe {
+            raw.drop_in_place();
+            Box::from_raw(raw.cast::<MaybeUninit<T>>())
+        };
+        let mut free = self.lock();
+        if free.len() < self.keep {
+            free.push(empty);
+        }
+    }
 }
 
 /// Operations queued for a batching backend's next flush. A flush takes the queue whole

@@ -11,13 +11,18 @@
 
 use std::{
     any::Any,
-    cell::{Cell, RefCell},
+    cell::{Cell, RefCell, UnsafeCell},
     ffi::CString,
     fmt, io,
     os::fd::{AsRawFd, OwnedFd, RawFd},
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     task::{Context, Poll, Waker},
 };
+
+use futures::task::AtomicWaker;
 
 use crate::{
     align::DirectAlignment,
@@ -481,8 +486,16 @@ impl Request {
     }
 
     /// Delivers the result (with the buffers) to the waiting future, if any.
-    pub(crate) fn finish(self, result: io::Result<usize>) {
-        let bufs = match (self.kind, self.keep) {
+    pub(crate) fn finish(mut self, result: io::Result<usize>) {
+        self.finish_in_place(result);
+    }
+
+    /// [`Request::finish`] on a request that stays where it is (a backend's box, reused
+    /// for the next operation): its buffers and output go to the future, and what is left
+    /// (the descriptor it keeps open, among others) is dropped with it.
+    pub(crate) fn finish_in_place(&mut self, result: io::Result<usize>) {
+        let kind = std::mem::replace(&mut self.kind, Kind::Fsync);
+        let bufs = match (kind, std::mem::take(&mut self.keep)) {
             // A read on an aligned copy: the bytes go to the caller's buffers.
             (Kind::Read(tmp), Bufs::One(mut b)) => {
                 b.clear();
@@ -508,11 +521,11 @@ impl Request {
                 error: None,
                 n,
                 bufs,
-                out: self.out,
+                out: std::mem::take(&mut self.out),
             },
             Err(e) => Completion::failed(e, bufs),
         };
-        self.done.complete(c);
+        self.done.complete_now(c);
     }
 }
 
@@ -598,55 +611,78 @@ fn wake(w: Waker) {
 }
 
 /// Where a result lands and the future's waker waits.
-#[derive(Debug, Default)]
+///
+/// No lock: the result is written once, by the backend's [`Completer`], before `done` is
+/// set, and read once, by the one future that owns the slot, after it sees `done`. The
+/// waker is an [`AtomicWaker`]: the future registers it and then looks at `done`; the
+/// backend sets `done` and then takes it, so one of the two always sees the other.
+#[derive(Default)]
 pub(crate) struct Slot {
-    inner: Mutex<SlotInner>,
-}
-
-#[derive(Debug, Default)]
-struct SlotInner {
-    result: Option<Completion>,
-    waker: Option<Waker>,
+    /// Set (release) once `result` is written; the future reads `result` only after it
+    /// has seen this (acquire).
+    done: AtomicBool,
+    result: UnsafeCell<Option<Completion>>,
+    waker: AtomicWaker,
     /// Admitted from the queue into a batching backend: the future flushes on its next poll.
-    needs_flush: bool,
+    needs_flush: AtomicBool,
     /// The future is gone.
-    abandoned: bool,
+    abandoned: AtomicBool,
     /// Nobody ever waits for it (a close after a drop): it flushes for itself, and an
     /// error is logged rather than lost.
     detached: Option<&'static str>,
 }
 
-impl Slot {
-    fn lock(&self) -> MutexGuard<'_, SlotInner> {
-        // The critical sections only move values in and out: poison carries no broken state.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
+// SAFETY: `result` is the only part that is not Sync. It is written by one thread, once
+// (`set`, called only by the slot's one `Completer`, which completes once), before `done`
+// is stored with release ordering; it is read only by the future that owns the slot,
+// through `&mut`-exclusive polls (`Raw::poll`), after `done` was loaded with acquire
+// ordering. Write and read never overlap.
+unsafe impl Sync for Slot {}
 
+impl fmt::Debug for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Slot")
+            .field("done", &self.done.load(Ordering::Relaxed))
+            .field("abandoned", &self.abandoned.load(Ordering::Relaxed))
+            .field("detached", &self.detached)
+            .finish()
+    }
+}
+
+impl Slot {
     /// A slot nobody will poll, for an operation that must run anyway; `what` names it in
     /// the log if it fails.
     pub(crate) fn detached(what: &'static str) -> Slot {
         Slot {
-            inner: Mutex::new(SlotInner {
-                detached: Some(what),
-                ..SlotInner::default()
-            }),
+            detached: Some(what),
+            ..Slot::default()
         }
+    }
+
+    /// Makes a finished slot, held by nobody else, ready for a new operation.
+    pub(crate) fn reset(&mut self) {
+        *self.done.get_mut() = false;
+        *self.result.get_mut() = None;
+        drop(self.waker.take());
+        *self.needs_flush.get_mut() = false;
+        *self.abandoned.get_mut() = false;
+        self.detached = None;
     }
 
     /// Stores the result; wakes the future once this handle on the slot is gone, so a
     /// woken future finds itself the slot's only owner (and can reuse it).
     pub(crate) fn set(self: Arc<Self>, c: Completion) {
-        if let Some(what) = self.lock().detached {
+        if let Some(what) = self.detached {
             if let Some(e) = &c.error {
                 log::warn!("caio: {what} failed with nobody waiting for it: {e}");
             }
             return;
         }
-        let waker = {
-            let mut s = self.lock();
-            s.result = Some(c);
-            s.waker.take()
-        };
+        // SAFETY: see `impl Sync`: this is the one write, and no read starts before the
+        // store of `done` below.
+        unsafe { *self.result.get() = Some(c) };
+        self.done.store(true, Ordering::Release);
+        let waker = self.waker.take();
         drop(self);
         if let Some(w) = waker {
             wake(w);
@@ -654,51 +690,48 @@ impl Slot {
     }
 
     /// The result if it is there, else registers the waker; and whether the future owes
-    /// the backend a flush.
+    /// the backend a flush. Called only by the future that owns the slot.
     pub(crate) fn poll(&self, cx: &mut Context<'_>) -> (Poll<Completion>, bool) {
-        let mut s = self.lock();
-        let flush = std::mem::take(&mut s.needs_flush);
-        let poll = match s.result.take() {
-            Some(r) => Poll::Ready(r),
-            None => {
-                match &mut s.waker {
-                    Some(w) => w.clone_from(cx.waker()),
-                    w @ None => *w = Some(cx.waker().clone()),
-                }
-                Poll::Pending
+        let flush = self.needs_flush.load(Ordering::Relaxed)
+            && self.needs_flush.swap(false, Ordering::SeqCst);
+        if !self.done.load(Ordering::Acquire) {
+            self.waker.register(cx.waker());
+            if !self.done.load(Ordering::Acquire) {
+                return (Poll::Pending, flush);
             }
-        };
-        (poll, flush)
+        }
+        // SAFETY: see `impl Sync`: `done` was seen, so the write is over, and only this
+        // future reads; it reads once, since a taken result leaves `None`.
+        match unsafe { (*self.result.get()).take() } {
+            Some(r) => (Poll::Ready(r), flush),
+            None => (Poll::Pending, flush), // taken by an earlier poll: never again
+        }
     }
 
     /// The future owes the backend a flush on its next poll (it just queued a request).
     pub(crate) fn defer_flush(&self) {
-        self.lock().needs_flush = true;
+        self.needs_flush.store(true, Ordering::SeqCst);
     }
 
     /// After admission into a batching backend: asks the future to flush and wakes it.
     /// `true` when the future is gone, so the caller must flush instead.
     pub(crate) fn request_flush(&self) -> bool {
-        let (waker, gone) = {
-            let mut s = self.lock();
-            s.needs_flush = true;
-            (s.waker.clone(), s.abandoned || s.detached.is_some())
-        };
-        if let Some(w) = waker {
-            wake(w);
-        }
+        // With `abandon`'s store then swap, all SeqCst: either this sees the future gone,
+        // or the future, going, sees the flush it owes (or both, and two flush).
+        self.needs_flush.store(true, Ordering::SeqCst);
+        let gone = self.abandoned.load(Ordering::SeqCst) || self.detached.is_some();
+        self.waker.wake();
         gone
     }
 
     /// The future goes away; `true` when it owed a flush (which the caller then does).
     pub(crate) fn abandon(&self) -> bool {
-        let mut s = self.lock();
-        s.abandoned = true;
-        std::mem::take(&mut s.needs_flush)
+        self.abandoned.store(true, Ordering::SeqCst);
+        self.needs_flush.swap(false, Ordering::SeqCst)
     }
 
     pub(crate) fn is_abandoned(&self) -> bool {
-        self.lock().abandoned
+        self.abandoned.load(Ordering::Acquire)
     }
 }
 
@@ -728,6 +761,11 @@ impl Completer {
     }
 
     pub(crate) fn complete(mut self, c: Completion) {
+        self.complete_now(c);
+    }
+
+    /// Completes in place; the completer is spent (its drop does nothing).
+    pub(crate) fn complete_now(&mut self, c: Completion) {
         // Give the in-flight slot back first, so the woken task can start its next
         // operation at once.
         self.permit.take();
@@ -963,7 +1001,8 @@ pub(crate) fn test_request(kind: Kind) -> (Request, Arc<Slot>) {
 
 #[cfg(test)]
 pub(crate) fn take_result(slot: &Slot) -> Option<io::Result<Completion>> {
-    slot.lock().result.take().map(|mut c| match c.error.take() {
+    // SAFETY: tests only: the completer has finished with the slot.
+    unsafe { (*slot.result.get()).take() }.map(|mut c| match c.error.take() {
         Some(e) => Err(e),
         None => Ok(c),
     })
@@ -983,6 +1022,8 @@ mod tests {
 
     /// Counts its wakes; the first one may finish another request, as a waker that
     /// polls inside `wake` would.
+    use std::sync::Mutex;
+
     #[derive(Default)]
     struct Counting {
         wakes: std::sync::atomic::AtomicUsize,
@@ -1095,5 +1136,50 @@ mod tests {
         req.finish(Ok(3));
         let c = take_result(&slot).unwrap().unwrap();
         assert_eq!((c.n, &c.bufs.one()[..]), (3, &b"abc"[..]));
+    }
+
+    /// Unparks a thread.
+    struct Unpark(std::thread::Thread);
+
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+
+    #[test]
+    fn a_result_set_on_another_thread_while_the_future_polls_is_seen_once_and_wakes_it() {
+        // The slot has no lock: the future registers its waker, then looks for the result;
+        // the completer stores the result, then takes the waker. Race them many times, with
+        // the completer at every point of the future's poll; a lost wake is a pending
+        // poll that nothing wakes (caught by the timeout), a torn result a wrong count.
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        for i in 0..20_000usize {
+            let (req, slot) = test_request(Kind::Fsync);
+            let spin = i % 64;
+            let t = std::thread::spawn(move || {
+                for _ in 0..spin {
+                    std::hint::spin_loop();
+                }
+                req.finish(Ok(i));
+            });
+            let c = loop {
+                match slot.poll(&mut cx).0 {
+                    Poll::Ready(c) => break c,
+                    Poll::Pending => {
+                        let t0 = std::time::Instant::now();
+                        std::thread::park_timeout(std::time::Duration::from_secs(5));
+                        assert!(
+                            t0.elapsed() < std::time::Duration::from_secs(5),
+                            "poll {i}: the result came and nothing woke the future"
+                        );
+                    }
+                }
+            };
+            assert_eq!(c.n, i);
+            assert!(slot.poll(&mut cx).0.is_pending(), "a result is taken once");
+            t.join().unwrap();
+        }
     }
 }

@@ -268,7 +268,7 @@ impl Ring {
             // reports each entry once, and the completion ring is read by one thread.
             let op = unsafe { Box::from_raw(cqe.user_data() as *mut UringOp) };
             self.inflight.fetch_sub(1, Ordering::AcqRel);
-            if let Some(next) = self.complete(self.ops.unbox(op), cqe.result()) {
+            if let Some(next) = self.complete(op, cqe.result()) {
                 self.submit([next]);
             }
         }
@@ -284,23 +284,20 @@ impl Ring {
 
     /// Handles one completion (`res` is bytes or a negative errno). What it returns goes to
     /// a ring again: the rest of a short transfer, or a read the page cache did not have.
+    /// A finished operation completes where it is, and its box is kept for the next one.
     #[must_use]
-    fn complete(&self, op: UringOp, res: i32) -> Option<Box<UringOp>> {
-        let UringOp {
-            mut req,
-            len,
-            mode,
-            cancelled,
-        } = op;
+    fn complete(&self, mut op: Box<UringOp>, res: i32) -> Option<Box<UringOp>> {
+        let (len, mode, cancelled) = (op.len, op.mode, op.cancelled);
         if res == -libc::ECANCELED && cancelled < CANCELLED_MAX {
             // Nothing here cancels an entry: the kernel did, because the thread that
             // submitted it exited before its worker took it up (io_uring ties that queue
             // to the submitting thread, and a flush submits what any thread queued). It
             // never ran: it goes to the ring again, from this thread.
-            let mut again = self.op(req, mode);
+            let mut again = self.op(self.ops.unbox(op).req, mode);
             again.cancelled = cancelled + 1;
             return Some(again);
         }
+        let req = &mut op.req;
         if let Kind::Meta(m @ Meta::Close(_)) = &mut req.kind {
             // The kernel closed the number, whatever the result: the OwnedFd must not
             // close it again (it may be another file's by now).
@@ -311,9 +308,10 @@ impl Ring {
         if res < 0 {
             if mode == Mode::NoWait && (res == -libc::EAGAIN || res == -libc::EOPNOTSUPP) {
                 // Not in the page cache (or no NOWAIT here): the kernel's workers read it.
-                return Some(self.op(req, Mode::Worker));
+                return Some(self.op(self.ops.unbox(op).req, Mode::Worker));
             }
-            req.finish(Err(io::Error::from_raw_os_error(-res)));
+            req.finish_in_place(Err(io::Error::from_raw_os_error(-res)));
+            self.ops.recycle(op);
             return None;
         }
         let n = (res as usize).min(len);
@@ -335,7 +333,8 @@ impl Ring {
                 req.written
             }
             _ => {
-                req.finish(Ok(0));
+                req.finish_in_place(Ok(0));
+                self.ops.recycle(op);
                 return None;
             }
         };
@@ -348,9 +347,10 @@ impl Ring {
             } else {
                 mode
             };
-            return Some(self.op(req, mode));
+            return Some(self.op(self.ops.unbox(op).req, mode));
         }
-        req.finish(Ok(total));
+        req.finish_in_place(Ok(total));
+        self.ops.recycle(op);
         None
     }
 }
@@ -766,7 +766,7 @@ impl Uring {
         COMPLETING.with(|c| c.set(true));
         let _completing = Completing;
         for (op, res) in done.drain(..) {
-            if let Some(next) = ring.complete(ring.ops.unbox(op), res) {
+            if let Some(next) = ring.complete(op, res) {
                 if next.mode == Mode::Worker {
                     ring.submit([next]);
                 } else {
