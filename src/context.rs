@@ -195,7 +195,7 @@ impl Context {
     ///
     /// - Any future runs here, not only this context's: a wake from another thread
     ///   interrupts the sleep. With 16 or more operations in flight on `linux`, a wake
-    ///   may wait for a quarter of them, at most 1 ms.
+    ///   may wait for a quarter of them, at most 10 ms.
     /// - Other threads' operations on this context keep completing. On `linux`, once this
     ///   thread has run user code for 1 to 2 ms (it neither waited nor submitted), the
     ///   completion thread reaps them; on `uring` they are on the shared ring, which keeps

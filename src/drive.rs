@@ -15,7 +15,8 @@
 //!   thread waits instead of interrupting it for each). With 16 or more operations in
 //!   flight the thread only looks, without spinning, and the kernel wakes it once a
 //!   quarter of them are done. A wake from another thread (a channel, the pool)
-//!   interrupts that sleep through an eventfd.
+//!   interrupts that sleep through an eventfd (at depth on linux, the eventfd's poll is one
+//!   event of that quarter: the wake waits for the rest, at most 10 ms).
 //! - On linux, the tasks woken by a large reap send their next operations in **parts**:
 //!   the first as soon as it is queued, so the device starts on it while the rest are
 //!   built (see [`Early`]).
