@@ -720,7 +720,11 @@ impl Slot {
         // or the future, going, sees the flush it owes (or both, and two flush).
         self.needs_flush.store(true, Ordering::SeqCst);
         let gone = self.abandoned.load(Ordering::SeqCst) || self.detached.is_some();
-        self.waker.wake();
+        // Through `wake`: a completion thread holds it back until its whole reap is done.
+        // (The future registers its waker again when it polls.)
+        if let Some(w) = self.waker.take() {
+            wake(w);
+        }
         gone
     }
 
@@ -1001,7 +1005,11 @@ pub(crate) fn test_request(kind: Kind) -> (Request, Arc<Slot>) {
 
 #[cfg(test)]
 pub(crate) fn take_result(slot: &Slot) -> Option<io::Result<Completion>> {
-    // SAFETY: tests only: the completer has finished with the slot.
+    if !slot.done.load(Ordering::Acquire) {
+        return None;
+    }
+    // SAFETY: `done` was seen: the completer's one write is over, and the caller is the
+    // slot's only reader (no future polls it).
     unsafe { (*slot.result.get()).take() }.map(|mut c| match c.error.take() {
         Some(e) => Err(e),
         None => Ok(c),
@@ -1020,10 +1028,10 @@ mod tests {
         assert!(e.to_string().contains("abandoned"), "{e}");
     }
 
-    /// Counts its wakes; the first one may finish another request, as a waker that
-    /// polls inside `wake` would.
     use std::sync::Mutex;
 
+    /// Counts its wakes; the first one may finish another request, as a waker that
+    /// polls inside `wake` would.
     #[derive(Default)]
     struct Counting {
         wakes: std::sync::atomic::AtomicUsize,
