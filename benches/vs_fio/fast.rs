@@ -625,6 +625,108 @@ fn leaked_pages(n: usize) -> *mut Page {
         .as_mut_ptr()
 }
 
+/// A kernel AIO context of the minimal loops, by raw system calls; destroyed when dropped
+/// (by then both loops have drained what they sent).
+struct RawAio(libc::c_ulong);
+
+impl RawAio {
+    fn new(qd: usize) -> RawAio {
+        let mut ctx: libc::c_ulong = 0;
+        // SAFETY: io_setup writes the new context's id into `ctx`, which outlives the call.
+        let r = unsafe { libc::syscall(libc::SYS_io_setup, qd as libc::c_long, &mut ctx) };
+        assert_eq!(r, 0, "io_setup: {}", std::io::Error::last_os_error());
+        RawAio(ctx)
+    }
+
+    /// Sends every iocb of `cbs`.
+    ///
+    /// # Safety
+    /// Each pointer is to an iocb whose buffer outlives its read (both leaked, as
+    /// [`AioReads`] makes them).
+    unsafe fn submit(&self, cbs: &[*mut Iocb]) {
+        // SAFETY: the caller's.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_io_submit,
+                self.0,
+                cbs.len() as libc::c_long,
+                cbs.as_ptr(),
+            )
+        };
+        assert_eq!(
+            n,
+            cbs.len() as libc::c_long,
+            "io_submit: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// Sleeps (no timeout) until `min` reads are done; how many `events` took.
+    fn getevents(&self, min: usize, events: &mut [IoEvent]) -> usize {
+        // SAFETY: the kernel writes at most `events.len()` events into `events`.
+        let got = unsafe {
+            libc::syscall(
+                libc::SYS_io_getevents,
+                self.0,
+                min as libc::c_long,
+                events.len() as libc::c_long,
+                events.as_mut_ptr(),
+                std::ptr::null::<libc::timespec>(),
+            )
+        };
+        assert!(got > 0, "io_getevents: {}", std::io::Error::last_os_error());
+        got as usize
+    }
+}
+
+impl Drop for RawAio {
+    fn drop(&mut self) {
+        // SAFETY: the context is this one's; nothing is in flight any more.
+        unsafe { libc::syscall(libc::SYS_io_destroy, self.0) };
+    }
+}
+
+/// The minimal kernel AIO loops' `qd` reads: an iocb and a page each, both leaked (see
+/// [`leaked_pages`]), of 4 KiB at random blocks of a file of `blocks` blocks.
+struct AioReads {
+    cbs: *mut Iocb,
+    pages: *mut Page,
+    qd: usize,
+    fd: u32,
+    blocks: u64,
+}
+
+impl AioReads {
+    fn new(qd: usize, fd: u32, len: u64) -> AioReads {
+        AioReads {
+            cbs: vec![Iocb::default(); qd].leak().as_mut_ptr(),
+            pages: leaked_pages(qd),
+            qd,
+            fd,
+            blocks: len / 4096,
+        }
+    }
+
+    /// Read `i`'s iocb, set up for its next read (the last one is complete).
+    fn prep(&self, i: usize, rng: &mut Rng) -> *mut Iocb {
+        const IOCB_CMD_PREAD: u16 = 0;
+        assert!(i < self.qd, "read {i} of {}", self.qd);
+        let cb = Iocb {
+            data: i as u64,
+            opcode: IOCB_CMD_PREAD,
+            fildes: self.fd,
+            buf: self.pages.wrapping_add(i) as u64,
+            nbytes: 4096,
+            offset: (rng.next() % self.blocks * 4096) as i64,
+            ..Iocb::default()
+        };
+        // SAFETY: `i < qd`, the length of `cbs`. The kernel reads an iocb only inside
+        // `io_submit`, and read `i`'s is either new or its read is complete.
+        unsafe { self.cbs.add(i).write(cb) };
+        self.cbs.wrapping_add(i)
+    }
+}
+
 /// The minimal loops' batching rule at depth `qd`, as `block_on`'s: how many completions
 /// to sleep for (a quarter of the depth, at least 1), and the least part sent on its own
 /// (a quarter of the depth, at least 8).
@@ -645,53 +747,17 @@ fn minimal_point(
     qd: usize,
     secs: f64,
 ) -> (u64, Duration, Duration, Duration) {
-    const IOCB_CMD_PREAD: u16 = 0;
     let file = open_std(path, true);
-    let mut ctx: libc::c_ulong = 0;
-    // SAFETY: io_setup writes the new context's id into `ctx`, which outlives the call.
-    let r = unsafe { libc::syscall(libc::SYS_io_setup, qd as libc::c_long, &mut ctx) };
-    assert_eq!(r, 0, "io_setup: {}", std::io::Error::last_os_error());
-    // The kernel is handed raw pointers into the iocbs: leaked, as the pages are.
-    let pages = leaked_pages(qd);
-    let cbs = vec![Iocb::default(); qd].leak().as_mut_ptr();
+    let aio = RawAio::new(qd);
+    let reads = AioReads::new(qd, file.as_raw_fd() as u32, len);
     let mut events = vec![IoEvent::default(); qd];
-    let blocks = len / 4096;
     let mut rng = Rng::new(0x5eed ^ qd as u64);
     let (batch, part) = batching(qd);
-    let fd = file.as_raw_fd() as u32;
     let mut ptrs: Vec<*mut Iocb> = Vec::with_capacity(qd);
-    let mut prep = |i: usize| {
-        let cb = Iocb {
-            data: i as u64,
-            opcode: IOCB_CMD_PREAD,
-            fildes: fd,
-            buf: pages.wrapping_add(i) as u64,
-            nbytes: 4096,
-            offset: (rng.next() % blocks * 4096) as i64,
-            ..Iocb::default()
-        };
-        // SAFETY: `i < qd`, the length of `cbs`. The kernel reads an iocb only inside
-        // `io_submit`, and this one is either new or its read is complete.
-        unsafe { cbs.add(i).write(cb) };
-        cbs.wrapping_add(i)
-    };
+    let mut prep = |i: usize| reads.prep(i, &mut rng);
     let submit = |ptrs: &mut Vec<*mut Iocb>| {
-        // SAFETY: every pointer is to an iocb of `cbs`, for a page of `pages`; both are
-        // leaked, so they outlive every read.
-        let n = unsafe {
-            libc::syscall(
-                libc::SYS_io_submit,
-                ctx,
-                ptrs.len() as libc::c_long,
-                ptrs.as_ptr(),
-            )
-        };
-        assert_eq!(
-            n,
-            ptrs.len() as libc::c_long,
-            "io_submit: {}",
-            std::io::Error::last_os_error()
-        );
+        // SAFETY: every pointer is to an iocb of `reads`, whose pages are leaked.
+        unsafe { aio.submit(ptrs) };
         ptrs.clear();
     };
     let (cpu0, start) = (workload::process_cpu_split(), Instant::now());
@@ -700,19 +766,7 @@ fn minimal_point(
     submit(&mut ptrs);
     let (mut ops, mut inflight) = (0u64, qd);
     while inflight > 0 {
-        // SAFETY: `events` has room for `qd` events, the most asked for.
-        let got = unsafe {
-            libc::syscall(
-                libc::SYS_io_getevents,
-                ctx,
-                batch.min(inflight) as libc::c_long,
-                qd as libc::c_long,
-                events.as_mut_ptr(),
-                std::ptr::null::<libc::timespec>(),
-            )
-        };
-        assert!(got > 0, "io_getevents: {}", std::io::Error::last_os_error());
-        let got = got as usize;
+        let got = aio.getevents(batch.min(inflight), &mut events);
         inflight -= got;
         ops += got as u64;
         if Instant::now() >= deadline {
@@ -734,8 +788,6 @@ fn minimal_point(
     }
     let elapsed = start.elapsed();
     let (u, s) = workload::process_cpu_split();
-    // SAFETY: nothing is in flight any more.
-    unsafe { libc::syscall(libc::SYS_io_destroy, ctx) };
     (ops, elapsed, u - cpu0.0, s - cpu0.1)
 }
 
@@ -760,7 +812,6 @@ fn minimal_futures_point(
         future::poll_fn,
         task::{Context as TaskContext, Poll, Waker},
     };
-    const IOCB_CMD_PREAD: u16 = 0;
     /// Where a read's result lands and its lane's waker waits.
     #[derive(Default)]
     struct Slot {
@@ -769,7 +820,7 @@ fn minimal_futures_point(
     }
     /// Reads queued for `io_submit`, and caio's rule for sending them in parts.
     struct Sender {
-        ctx: libc::c_ulong,
+        aio: RawAio,
         queued: RefCell<Vec<*mut Iocb>>,
         inflight: Cell<usize>,
         expected: Cell<usize>,
@@ -781,22 +832,9 @@ fn minimal_futures_point(
             if q.is_empty() {
                 return;
             }
-            // SAFETY: every pointer is to an iocb of a leaked array, for a page of leaked
-            // pages; both outlive every read.
-            let n = unsafe {
-                libc::syscall(
-                    libc::SYS_io_submit,
-                    self.ctx,
-                    q.len() as libc::c_long,
-                    q.as_ptr(),
-                )
-            };
-            assert_eq!(
-                n,
-                q.len() as libc::c_long,
-                "io_submit: {}",
-                std::io::Error::last_os_error()
-            );
+            // SAFETY: every pointer is to an iocb of the loop's `AioReads`, whose pages
+            // are leaked.
+            unsafe { self.aio.submit(&q) };
             self.inflight.set(self.inflight.get() + q.len());
             q.clear();
         }
@@ -817,44 +855,25 @@ fn minimal_futures_point(
         }
     }
     let file = open_std(path, true);
-    let mut ctx: libc::c_ulong = 0;
-    // SAFETY: io_setup writes the new context's id into `ctx`, which outlives the call.
-    let r = unsafe { libc::syscall(libc::SYS_io_setup, qd as libc::c_long, &mut ctx) };
-    assert_eq!(r, 0, "io_setup: {}", std::io::Error::last_os_error());
-    let pages = leaked_pages(qd);
-    let cbs = vec![Iocb::default(); qd].leak().as_mut_ptr();
+    let reads = AioReads::new(qd, file.as_raw_fd() as u32, len);
     let slots: Vec<Slot> = (0..qd).map(|_| Slot::default()).collect();
     let (batch, _) = batching(qd);
     let sender = Sender {
-        ctx,
+        aio: RawAio::new(qd),
         queued: RefCell::new(Vec::with_capacity(qd)),
         inflight: Cell::new(0),
         expected: Cell::new(0),
         part: Cell::new(0),
     };
-    let blocks = len / 4096;
     let rng = RefCell::new(Rng::new(0x5eed ^ qd as u64));
-    let fd = file.as_raw_fd() as u32;
     let ops = Cell::new(0u64);
     let (cpu0, start) = (workload::process_cpu_split(), Instant::now());
     let deadline = start + Duration::from_secs_f64(secs);
     let lane = |i: usize| {
-        let (sender, slot, rng, ops) = (&sender, &slots[i], &rng, &ops);
+        let (sender, reads, slot, rng, ops) = (&sender, &reads, &slots[i], &rng, &ops);
         async move {
             while Instant::now() < deadline {
-                let cb = Iocb {
-                    data: i as u64,
-                    opcode: IOCB_CMD_PREAD,
-                    fildes: fd,
-                    buf: pages.wrapping_add(i) as u64,
-                    nbytes: 4096,
-                    offset: (rng.borrow_mut().next() % blocks * 4096) as i64,
-                    ..Iocb::default()
-                };
-                // SAFETY: `i < qd`, the length of `cbs`. The kernel reads an iocb only
-                // inside `io_submit`, and this lane's is either new or its read is done.
-                unsafe { cbs.add(i).write(cb) };
-                sender.queue(cbs.wrapping_add(i));
+                sender.queue(reads.prep(i, &mut rng.borrow_mut()));
                 let res = poll_fn(|cx| match slot.res.take() {
                     Some(r) => Poll::Ready(r),
                     None => {
@@ -886,22 +905,11 @@ fn minimal_futures_point(
         }
         sender.flush();
         let inflight = sender.inflight.get();
-        // SAFETY: `events` has room for `qd` events, the most asked for.
-        let got = unsafe {
-            libc::syscall(
-                libc::SYS_io_getevents,
-                ctx,
-                batch.min(inflight) as libc::c_long,
-                qd as libc::c_long,
-                events.as_mut_ptr(),
-                std::ptr::null::<libc::timespec>(),
-            )
-        };
-        assert!(got > 0, "io_getevents: {}", std::io::Error::last_os_error());
-        let got = got as usize;
+        let got = sender.aio.getevents(batch.min(inflight), &mut events);
         sender.inflight.set(inflight - got);
         sender.expected.set(got);
-        sender.part.set((inflight / 4).max(8));
+        // As `Early`: a quarter of what was in flight, at least 8.
+        sender.part.set(batching(inflight).1);
         for ev in &events[..got] {
             let slot = &slots[ev.data as usize];
             slot.res.set(Some(ev.res));
@@ -912,8 +920,6 @@ fn minimal_futures_point(
     }
     let elapsed = start.elapsed();
     let (u, s) = workload::process_cpu_split();
-    // SAFETY: nothing is in flight any more.
-    unsafe { libc::syscall(libc::SYS_io_destroy, ctx) };
     (ops.get(), elapsed, u - cpu0.0, s - cpu0.1)
 }
 
