@@ -16,7 +16,10 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use futures::channel::oneshot;
+use futures::{
+    channel::oneshot,
+    future::{ready, Either},
+};
 use once_cell::sync::OnceCell;
 
 use crate::{
@@ -628,14 +631,16 @@ impl File {
         mut buf: Buffer,
         offset: u64,
     ) -> impl Future<Output = (io::Result<usize>, Buffer)> + Send + 'static {
-        let f = self.clone();
-        async move {
-            if let Err(e) = f.check_positional(false) {
-                return (Err(e), buf);
-            }
-            let i = &f.inner;
-            match i.facts.align {
-                Some(a) if !a.allows(offset, buf.capacity()) => {
+        // Checked now, so the common case is the operation's future itself: no clone of
+        // the file, no wrapper future around it.
+        if let Err(e) = self.check_positional(false) {
+            return Either::Left(ready((Err(e), buf)));
+        }
+        let i = &self.inner;
+        match i.facts.align {
+            Some(a) if !a.allows(offset, buf.capacity()) => {
+                let f = self.clone();
+                Either::Right(Either::Right(Box::pin(async move {
                     match f.read_at_now(buf.capacity(), offset).await {
                         Ok(data) => {
                             buf.clear();
@@ -644,13 +649,14 @@ impl File {
                         }
                         Err(e) => (Err(e), buf),
                     }
-                }
-                _ => {
-                    i.ctx()
-                        .owned_file(What::ReadInto(buf), i.fd, offset, &i.info)
-                        .await
-                }
+                })))
             }
+            _ => Either::Right(Either::Left(i.ctx().owned_file(
+                What::ReadInto(buf),
+                i.fd,
+                offset,
+                &i.info,
+            ))),
         }
     }
 
@@ -675,13 +681,10 @@ impl File {
         buf: Buffer,
         offset: u64,
     ) -> impl Future<Output = (io::Result<usize>, Buffer)> + Send + 'static {
-        let f = self.clone();
-        async move {
-            if let Err(e) = f.check_positional(true) {
-                return (Err(e), buf);
-            }
-            f.write_once(buf, offset).await
+        if let Err(e) = self.check_positional(true) {
+            return Either::Left(ready((Err(e), buf)));
         }
+        Either::Right(self.write_once(buf, offset))
     }
 
     /// Reads at `offset` into several buffers in one operation (`preadv`; `PREADV` on
@@ -916,20 +919,22 @@ impl File {
     /// One pass: a single write, or for an unaligned direct write up to three (buffered
     /// head, direct middle, buffered tail), stopping at the first short one.
     /// Gives the buffer back, on an error too.
-    async fn write_once(&self, data: Buffer, offset: u64) -> (io::Result<usize>, Buffer) {
+    fn write_once(
+        &self,
+        data: Buffer,
+        offset: u64,
+    ) -> impl Future<Output = (io::Result<usize>, Buffer)> + Send + 'static {
         let i = &self.inner;
-        let Some(a) = i
-            .facts
-            .align
-            .filter(|a| !a.allows(offset, data.len()) && !i.facts.append)
-        else {
-            return i
-                .ctx()
-                .owned_file(What::Write(data), i.fd, offset, &i.info)
-                .await;
-        };
-        let r = self.write_split(&data, offset, a).await;
-        (r, data)
+        match i.facts.align {
+            Some(a) if !a.allows(offset, data.len()) && !i.facts.append => {
+                let f = self.clone();
+                Either::Right(Box::pin(async move {
+                    let r = f.write_split(&data, offset, a).await;
+                    (r, data)
+                }))
+            }
+            _ => Either::Left(i.ctx().owned_file(What::Write(data), i.fd, offset, &i.info)),
+        }
     }
 
     /// An unaligned write on an O_DIRECT file: split on page boundaries (at least), so

@@ -14,7 +14,7 @@ use std::{
 };
 
 use caio::{Buffer, Context, File};
-use futures::{stream::FuturesUnordered, StreamExt};
+use futures::{future::Either, stream::FuturesUnordered, StreamExt};
 
 /// What one workload does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,13 +115,10 @@ impl Rng {
 /// The first failed operation, or `InvalidInput` for a file smaller than one block.
 pub fn run(file: &File, file_len: u64, w: &Workload) -> io::Result<Outcome> {
     lanes(file.context(), file_len, w, |buf, off| {
-        let f = file.clone();
-        async move {
-            if w.pattern.is_write() {
-                f.write_at_from(buf, off).await
-            } else {
-                f.read_at_into(buf, off).await
-            }
+        if w.pattern.is_write() {
+            Either::Left(file.write_at_from(buf, off))
+        } else {
+            Either::Right(file.read_at_into(buf, off))
         }
     })
 }
