@@ -90,6 +90,19 @@ impl Raw {
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Completion> {
         loop {
+            // In flight: looked at in place (the state moves only once it is done).
+            if let State::InFlight(slot) = &self.state {
+                let (poll, flush) = slot.poll(cx);
+                if flush {
+                    self.shared.backend.flush();
+                }
+                if poll.is_ready() {
+                    if let State::InFlight(slot) = std::mem::replace(&mut self.state, State::Done) {
+                        recycle(slot);
+                    }
+                }
+                return poll;
+            }
             match std::mem::replace(&mut self.state, State::Done) {
                 State::Failed(e, bufs) => return Poll::Ready(Completion::failed(e, bufs)),
                 State::Waiting(plan) => {
@@ -134,22 +147,7 @@ impl Raw {
                         }
                     }
                 }
-                State::InFlight(slot) => {
-                    let (poll, flush) = slot.poll(cx);
-                    if flush {
-                        self.shared.backend.flush();
-                    }
-                    return match poll {
-                        Poll::Ready(c) => {
-                            recycle(slot);
-                            Poll::Ready(c)
-                        }
-                        Poll::Pending => {
-                            self.state = State::InFlight(slot);
-                            Poll::Pending
-                        }
-                    };
-                }
+                State::InFlight(_) => unreachable!("handled above"),
                 State::Done => {
                     return Poll::Ready(Completion::failed(
                         io::Error::other("caio: operation polled after it completed"),
