@@ -12,7 +12,7 @@ use std::{
     collections::VecDeque,
     fmt,
     sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering},
         Arc, Condvar, Mutex, MutexGuard,
     },
     task::Waker,
@@ -149,23 +149,29 @@ impl Drop for Unblock<'_> {
 }
 
 /// Slots in flight, and what waits for one.
+///
+/// A slot is taken and given back with one atomic operation on `count`; the lock is
+/// taken only while operations wait for one.
 pub(crate) struct Limiter<P> {
+    /// Free slots, less the operations that found none and wait for one (queued, or about
+    /// to queue).
+    count: AtomicIsize,
+    /// The waiting operations.
     state: Mutex<State<P>>,
-    /// `free`, stored under the lock at each change: read without it (a context checks
-    /// whether it went idle after every operation).
-    free_now: AtomicUsize,
 }
 
 struct State<P> {
-    free: usize,
     waiting: VecDeque<P>,
+    /// Slots given back for waiters that had counted themselves in but not queued yet:
+    /// the next of them to queue takes one instead.
+    handed: usize,
 }
 
 impl<P> fmt::Debug for Limiter<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let st = self.lock();
         f.debug_struct("Limiter")
-            .field("free", &st.free)
+            .field("free", &self.available())
             .field("waiting", &st.waiting.len())
             .finish()
     }
@@ -174,11 +180,11 @@ impl<P> fmt::Debug for Limiter<P> {
 impl<P> Limiter<P> {
     pub(crate) fn new(slots: usize) -> Limiter<P> {
         Limiter {
+            count: AtomicIsize::new(isize::try_from(slots).unwrap_or(isize::MAX)),
             state: Mutex::new(State {
-                free: slots,
                 waiting: VecDeque::new(),
+                handed: 0,
             }),
-            free_now: AtomicUsize::new(slots),
         }
     }
 
@@ -190,34 +196,40 @@ impl<P> Limiter<P> {
 
     /// Takes a slot (`true`), or queues what `make` returns to wait for one (`false`).
     pub(crate) fn acquire_or_wait(&self, make: impl FnOnce() -> P) -> bool {
+        self.count.fetch_sub(1, Ordering::AcqRel) > 0 || self.take_handed_or_wait(make)
+    }
+
+    /// With none free: this one is counted as waiting, so the release that frees a slot
+    /// next hands it over, through the queue or, if this one has not queued yet, as
+    /// `handed`.
+    fn take_handed_or_wait(&self, make: impl FnOnce() -> P) -> bool {
         let mut st = self.lock();
-        if st.free > 0 {
-            st.free -= 1;
-            self.free_now.store(st.free, Ordering::Release);
-            true
-        } else {
-            st.waiting.push_back(make());
-            false
+        if st.handed > 0 {
+            st.handed -= 1;
+            return true;
         }
+        st.waiting.push_back(make());
+        false
     }
 
     /// A slot leaves flight: it goes straight to the oldest waiter (returned, now holding
     /// it), or back to the free count.
     pub(crate) fn release(&self) -> Option<P> {
-        let mut st = self.lock();
-        match st.waiting.pop_front() {
-            Some(p) => Some(p),
-            None => {
-                st.free += 1;
-                self.free_now.store(st.free, Ordering::Release);
-                None
-            }
+        if self.count.fetch_add(1, Ordering::AcqRel) >= 0 {
+            return None;
         }
+        // Somebody counted as waiting: the slot is theirs.
+        let mut st = self.lock();
+        let next = st.waiting.pop_front();
+        if next.is_none() {
+            st.handed += 1;
+        }
+        next
     }
 
     /// Slots not in flight.
     pub(crate) fn available(&self) -> usize {
-        self.free_now.load(Ordering::Acquire)
+        usize::try_from(self.count.load(Ordering::Acquire)).unwrap_or(0)
     }
 }
 
@@ -327,5 +339,68 @@ mod tests {
         assert_eq!(l.release(), None);
         assert_eq!(l.release(), None);
         assert_eq!(l.available(), 2);
+    }
+
+    #[test]
+    fn a_slot_given_back_before_its_waiter_queued_goes_to_that_waiter() {
+        let l = Limiter::new(1);
+        assert!(l.acquire_or_wait(|| 'x'));
+        // A waiter has counted itself in (the first half of acquire_or_wait) when the
+        // slot comes back: the release finds nobody queued and hands the slot over.
+        assert!(l.count.fetch_sub(1, Ordering::AcqRel) <= 0);
+        assert_eq!(l.release(), None);
+        assert_eq!(l.available(), 0, "the slot is promised, not free");
+        // The waiter's second half takes it rather than queueing.
+        assert!(l.take_handed_or_wait(|| 'w'));
+        assert!(l.lock().waiting.is_empty());
+        assert_eq!(l.release(), None);
+        assert_eq!(l.available(), 1);
+    }
+
+    #[test]
+    fn slots_are_never_over_or_under_counted_under_contention() {
+        use std::sync::atomic::AtomicUsize;
+        const SLOTS: usize = 3;
+        let l = Arc::new(Limiter::<usize>::new(SLOTS));
+        let held = Arc::new(AtomicUsize::new(0));
+        let handed = Arc::new(Mutex::new(Vec::<usize>::new()));
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let (l, held, handed) = (&l, &held, &handed);
+                s.spawn(move || {
+                    for i in 0..5_000 {
+                        let me = t * 1_000_000 + i;
+                        let mut mine = l.acquire_or_wait(|| me);
+                        if !mine {
+                            // Queued: wait until a release hands this one its slot.
+                            let since = std::time::Instant::now();
+                            while !mine {
+                                assert!(
+                                    since.elapsed() < std::time::Duration::from_secs(10),
+                                    "a queued waiter was never handed a slot"
+                                );
+                                let mut h = handed.lock().unwrap();
+                                if let Some(k) = h.iter().position(|&w| w == me) {
+                                    h.swap_remove(k);
+                                    mine = true;
+                                }
+                                drop(h);
+                                std::thread::yield_now();
+                            }
+                        }
+                        let now = held.fetch_add(1, Ordering::SeqCst) + 1;
+                        assert!(now <= SLOTS, "{now} slots held of {SLOTS}");
+                        // Hold it a moment, so that others find none free.
+                        std::thread::yield_now();
+                        held.fetch_sub(1, Ordering::SeqCst);
+                        if let Some(w) = l.release() {
+                            handed.lock().unwrap().push(w);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(l.available(), SLOTS, "every slot came back");
+        assert!(l.lock().waiting.is_empty());
     }
 }
