@@ -516,6 +516,9 @@ fn child_copy_past_file_size_limit() {
     println!("ATOMIC COPY ERROR errno={:?} {e}", e.raw_os_error());
     let e = block_on(fs::copy(dir.join("big"), dir.join("in-place"))).unwrap_err();
     println!("IN-PLACE COPY ERROR errno={:?} {e}", e.raw_os_error());
+    // Looked at the moment the copy returned: no write of it is still under way.
+    let len = std::fs::metadata(dir.join("in-place")).unwrap().len();
+    println!("IN-PLACE LENGTH AT THE ERROR {len}");
 }
 
 #[test]
@@ -550,7 +553,12 @@ fn a_failed_atomic_copy_keeps_the_old_destination_and_leaves_no_temporary_file()
         std::fs::read(d.path().join("dst")).unwrap(),
         b"the old destination"
     );
-    // In place, as std::fs::copy and cp: what fit under the limit is there.
+    // In place, as std::fs::copy and cp: what fit under the limit is there, and was by
+    // the time the copy returned its error.
+    assert!(
+        stdout.contains(&format!("IN-PLACE LENGTH AT THE ERROR {}", 3 << 20)),
+        "{stdout}"
+    );
     let partial = std::fs::read(d.path().join("in-place")).unwrap();
     assert_eq!(partial.len(), 3 << 20);
     assert_eq!(partial, pattern(8 << 20, 7)[..3 << 20]);

@@ -245,24 +245,35 @@ async fn pump(input: &File, output: &File, opts: &CopyOptions) -> io::Result<u64
             Poll::Pending
         })
         .await;
-        match event {
-            Event::Wrote(r) => {
-                copied += r? as u64;
+        let failed = match event {
+            Event::Wrote(Err(e)) | Event::Read(Some(Err(e))) => e,
+            Event::Wrote(Ok(n)) => {
+                copied += n as u64;
                 if let Some(p) = &opts.progress {
                     p(copied);
                 }
+                continue;
             }
             Event::Read(None) if writes.is_empty() => return Ok(copied),
-            Event::Read(None) => reading = false,
-            Event::Read(Some(r)) => {
-                let (off, b) = r?;
+            Event::Read(None) => {
+                reading = false;
+                continue;
+            }
+            Event::Read(Some(Ok((off, b)))) => {
                 if !b.is_empty() {
                     let (out, n) = (output.clone(), b.len());
                     writes.push(Box::pin(
                         async move { out.write_chunk(b, off).await.map(|_| n) },
                     ));
                 }
+                continue;
             }
-        }
+        };
+        // Stop, but let the writes already under way finish first (their errors are the
+        // same story): once the copy returns, the destination changes no more, and a copy
+        // in place holds every chunk before the one that failed, as `std::fs::copy` would.
+        reads.stop();
+        while writes.next().await.is_some() {}
+        return Err(failed);
     }
 }
