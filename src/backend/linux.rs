@@ -55,7 +55,7 @@
 //! completion ring the kernel maps into the process, so no operation is left waiting.
 
 use std::{
-    cell::{RefCell, UnsafeCell},
+    cell::UnsafeCell,
     fmt, io,
     os::fd::{AsRawFd, OwnedFd},
     sync::{
@@ -70,8 +70,8 @@ use once_cell::sync::{Lazy, OnceCell};
 
 use crate::{
     backend::{
-        completes_for_others, hold_wakes, thread::ThreadPool, BoxPool, FileIo, Kind, LocalBoxes,
-        OpQueue, Request, Submit, DEFAULT_MAX_REQUESTS,
+        completes_for_others, hold_wakes, thread::ThreadPool, BoxPool, FileIo, Kind, OpQueue,
+        Request, Submit, DEFAULT_MAX_REQUESTS,
     },
     drive::{self, Driver, Early, Signal, DEEP_BATCH},
     sys::{self, AioContext, IoEvent, Iocb},
@@ -449,11 +449,6 @@ fn route_would_block(class: Class, direct: bool) -> Route {
 
 // ---------------------------------------------------------------------------------------
 // Requests in the kernel.
-
-thread_local! {
-    /// This thread's emptied boxes of operations (see [`BoxPool`]).
-    static AIO_OPS: LocalBoxes<AioOp> = const { RefCell::new(Vec::new()) };
-}
 
 /// A request on its way through the kernel: the iocb the kernel reads and the request
 /// that owns the memory it points into.
@@ -987,7 +982,7 @@ impl Linux {
             pool: OnceCell::new(),
             threads,
             max_requests,
-            ops: BoxPool::new(max_requests, &AIO_OPS),
+            ops: BoxPool::new(max_requests),
             driver: Driver::new(),
             user_reap: Mutex::new(()),
             kernel_reaps: AtomicUsize::new(0),

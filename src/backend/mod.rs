@@ -64,7 +64,7 @@ pub(crate) mod thread;
 #[cfg(target_os = "linux")]
 pub(crate) mod uring;
 
-pub(crate) use recycle::{BoxPool, LocalBoxes, OpQueue};
+pub(crate) use recycle::{BoxPool, OpQueue};
 pub(crate) use request::{
     completes_for_others, hold_wakes, Admission, Bufs, Call, Completer, Completion, FdInfo, Kind,
     Meta, Opened, Out, Permit, Plan, Request, Slot, What,

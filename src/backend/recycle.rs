@@ -2,33 +2,20 @@
 //! it, and a warm loop of operations should not pay an allocation for that.
 
 use std::{
-    cell::RefCell,
     mem::MaybeUninit,
     sync::{Mutex, MutexGuard},
-    thread::LocalKey,
 };
 
-/// A thread's own emptied boxes of one type, taken and given back with no lock.
-pub(crate) type LocalBoxes<T> = RefCell<Vec<Box<MaybeUninit<T>>>>;
-
-/// Boxes a thread keeps for itself, at most.
-const LOCAL_KEEP: usize = 64;
-
-/// Emptied boxes of `T`: first the calling thread's own (where a thread that completes
-/// what it submits, as in `block_on`, finds them with no lock), then at most `keep`
-/// shared ones, taken by one thread and given back by another (a submitter and a reaper).
-pub(crate) struct BoxPool<T: 'static> {
-    local: &'static LocalKey<LocalBoxes<T>>,
+/// Emptied boxes of `T`, at most `keep` of them, taken by one thread and given back by
+/// another (a submitter and a reaper).
+pub(crate) struct BoxPool<T> {
     free: Mutex<Vec<Box<MaybeUninit<T>>>>,
     keep: usize,
 }
 
-impl<T: 'static> BoxPool<T> {
-    /// A pool whose per-thread boxes are in `local` (a `thread_local!` of the
-    /// backend's, since a generic type cannot have one).
-    pub(crate) fn new(keep: usize, local: &'static LocalKey<LocalBoxes<T>>) -> BoxPool<T> {
+impl<T> BoxPool<T> {
+    pub(crate) fn new(keep: usize) -> BoxPool<T> {
         BoxPool {
-            local,
             free: Mutex::new(Vec::new()),
             keep,
         }
@@ -40,14 +27,7 @@ impl<T: 'static> BoxPool<T> {
 
     /// `v` in a box, reused if one is free.
     pub(crate) fn boxed(&self, v: T) -> Box<T> {
-        let local = self
-            .local
-            .try_with(|l| l.try_borrow_mut().ok()?.pop())
-            .ok()
-            .flatten();
-        let mut b = local
-            .or_else(|| self.lock().pop())
-            .unwrap_or_else(Box::new_uninit);
+        let mut b = self.lock().pop().unwrap_or_else(Box::new_uninit);
         b.write(v);
         // SAFETY: written just above.
         unsafe { b.assume_init() }
@@ -60,27 +40,11 @@ impl<T: 'static> BoxPool<T> {
         // the allocation is then owned as uninitialised memory of the same layout, which
         // `MaybeUninit<T>` has.
         let (v, empty) = unsafe { (raw.read(), Box::from_raw(raw.cast::<MaybeUninit<T>>())) };
-        self.keep_box(empty);
-        v
-    }
-
-    /// Keeps an emptied box: in this thread's boxes if there is room, else in the shared
-    /// ones if there is room, else frees it.
-    fn keep_box(&self, empty: Box<MaybeUninit<T>>) {
-        let mut empty = Some(empty);
-        let _ = self.local.try_with(|l| {
-            if let Ok(mut l) = l.try_borrow_mut() {
-                if l.len() < LOCAL_KEEP {
-                    l.push(empty.take().expect("taken once"));
-                }
-            }
-        });
-        if let Some(empty) = empty {
-            let mut free = self.lock();
-            if free.len() < self.keep {
-                free.push(empty);
-            }
+        let mut free = self.lock();
+        if free.len() < self.keep {
+            free.push(empty);
         }
+        v
     }
 
     /// Drops the value in `b` where it is and keeps the box for reuse.
@@ -93,7 +57,10 @@ impl<T: 'static> BoxPool<T> {
             raw.drop_in_place();
             Box::from_raw(raw.cast::<MaybeUninit<T>>())
         };
-        self.keep_box(empty);
+        let mut free = self.lock();
+        if free.len() < self.keep {
+            free.push(empty);
+        }
     }
 }
 
@@ -153,10 +120,7 @@ mod tests {
 
     #[test]
     fn boxes_are_reused_and_values_move_out_whole() {
-        thread_local! {
-            static LOCAL: LocalBoxes<String> = const { RefCell::new(Vec::new()) };
-        }
-        let pool = BoxPool::new(2, &LOCAL);
+        let pool = BoxPool::new(2);
         let a = pool.boxed(String::from("a"));
         let addr = &*a as *const String as usize;
         assert_eq!(pool.unbox(a), "a");
@@ -168,30 +132,7 @@ mod tests {
         for k in kept {
             pool.unbox(k);
         }
-        assert_eq!(
-            LOCAL.with(|l| l.borrow().len()),
-            4,
-            "this thread keeps its boxes"
-        );
-        // Another thread's boxes go to the shared ones, at most `keep` of them.
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let kept: Vec<_> = (0..LOCAL_KEEP + 4)
-                    .map(|k| Box::new(k.to_string()))
-                    .collect();
-                for k in kept {
-                    pool.recycle(k);
-                }
-            });
-        });
-        assert_eq!(pool.lock().len(), 2, "at most `keep` boxes are shared");
-        let b = pool.boxed(String::from("c"));
-        assert_eq!(
-            LOCAL.with(|l| l.borrow().len()),
-            3,
-            "this thread's own come first"
-        );
-        pool.recycle(b);
+        assert_eq!(pool.lock().len(), 2, "at most `keep` boxes are kept");
     }
 
     #[test]

@@ -50,7 +50,7 @@
 //! again from the thread that reaps it (this backend cancels nothing itself).
 
 use std::{
-    cell::{Cell, RefCell},
+    cell::Cell,
     fmt, io,
     os::fd::{AsRawFd, IntoRawFd, OwnedFd},
     sync::{
@@ -65,8 +65,8 @@ use once_cell::sync::OnceCell;
 
 use crate::{
     backend::{
-        completes_for_others, hold_wakes, thread::ThreadPool, BoxPool, FileIo, Kind, LocalBoxes,
-        Meta, OpQueue, Request, Submit,
+        completes_for_others, hold_wakes, thread::ThreadPool, BoxPool, FileIo, Kind, Meta, OpQueue,
+        Request, Submit,
     },
     drive::{self, Driver, Early, Signal, DEEP_BATCH},
     sys, Implementation,
@@ -112,11 +112,6 @@ pub(crate) fn probe() -> Result<(), String> {
     IoUring::new(4)
         .map(drop)
         .map_err(|e| describe_setup_error(&e))
-}
-
-thread_local! {
-    /// This thread's emptied boxes of operations (see [`BoxPool`]).
-    static URING_OPS: LocalBoxes<UringOp> = const { RefCell::new(Vec::new()) };
 }
 
 /// A request on its way through the ring.
@@ -713,7 +708,7 @@ impl Uring {
             pool: OnceCell::new(),
             threads,
             max_requests,
-            ops: BoxPool::new(max_requests, &URING_OPS),
+            ops: BoxPool::new(max_requests),
             driver: Driver::new(),
             own: Mutex::new(None),
             own_queue: OpQueue::new(),
