@@ -13,8 +13,9 @@
 //!   `io_getevents` on linux; on uring, `io_uring_enter` on a ring of the thread's own
 //!   (`SINGLE_ISSUER | DEFER_TASKRUN`, where the kernel runs the completions when the
 //!   thread waits instead of interrupting it for each). With 16 or more operations in
-//!   flight the thread only looks, without spinning, and the kernel wakes it once a
-//!   quarter of them are done. A wake from another thread (a channel, the pool)
+//!   flight the thread waits for a quarter of them at a time: on uring it only looks,
+//!   without spinning, and the kernel wakes it once they are done; on linux, up to qd 32,
+//!   it spins for them too, and sleeps only when the spin runs out. A wake from another thread (a channel, the pool)
 //!   interrupts that sleep through an eventfd (at depth on linux, the eventfd's poll is one
 //!   event of that quarter: the wake waits for the rest, at most 10 ms).
 //! - On linux, the tasks woken by a large reap send their next operations in **parts**:
@@ -48,13 +49,17 @@ use crate::backend::FileIo;
 /// The most one spin lasts; on this machine's fast device a 4 KiB read takes 15–40 µs.
 const MAX_SPIN: Duration = Duration::from_micros(50);
 /// From how many awaited completions (16 or more in flight) the thread does not spin at
-/// all: the kernel's wait gathers the batch, for less CPU. A thread that spins until each
-/// batch is there keeps a core busy. At qd 32 on the fast device, against fio libaio in
-/// interleaved rounds, linux under `block_on` made 0.89× its reads at 0.80× its CPU per
-/// read with a 5 µs spin, 0.92× at 0.92× with 20 µs and 1.01× at 1.01× with 50 µs (8
-/// rounds). No spin at all made the same reads as 5 µs (0.97× both, 8 rounds) at 0.75×
-/// fio's CPU per read instead of 0.86× (uring: 0.93× against 0.92× at 0.76× against
-/// 0.84×, 6 rounds; one round spreads ±10 %).
+/// all unless the backend asks for it (`FileIo::drive_spins_deep`): the kernel's wait
+/// gathers the batch, for less CPU. A thread that spins until each batch is there keeps
+/// a core busy. At qd 32 on the fast device, against fio libaio in interleaved rounds,
+/// linux under `block_on` made 0.89× its reads at 0.80× its CPU per read with a 5 µs
+/// spin, 0.92× at 0.92× with 20 µs and 1.01× at 1.01× with 50 µs (8 rounds). No spin at
+/// all made the same reads as 5 µs (0.97× both, 8 rounds) at 0.75× fio's CPU per read
+/// instead of 0.86× (uring: 0.93× against 0.92× at 0.76× against 0.84×, 6 rounds; one
+/// round spreads ±10 %). Since the per-read path got cheaper, the spin pays on linux up to
+/// qd 32 (see `Linux::drive_spins_deep`); on uring a spin at depth made 0.82× the reads
+/// of none, at 1.8× the CPU (8 rounds): the completions wait in the kernel until the
+/// thread enters it, so a look at the ring finds nothing.
 pub(crate) const DEEP_BATCH: usize = 4;
 
 /// How many completions are worth waiting for together with `inflight` operations in
@@ -323,16 +328,18 @@ struct Spin {
 
 impl Spin {
     /// Spins until `done` or the budget runs out; at depth (a batch of [`DEEP_BATCH`] or
-    /// more awaited) it only looks, 32 times. After the first 64 looks (about a
-    /// microsecond) it yields the CPU between looks: the kernel worker that completes the
-    /// I/O may be waiting for this very CPU. (In one interleaved run on the fast device,
-    /// yielding gave 1.2× the reads at qd 1 of a spin that does not, and the same at depth.
-    /// That was while the spin still collapsed to 1 µs; since, yielding at every round or
-    /// never made no difference beyond noise: 3 rounds at qd 1, 6 at qd 32.)
-    fn run(&self, batch: usize, done: impl Fn() -> bool) {
-        let deep = batch >= DEEP_BATCH;
-        // At depth the clock is never needed: no time goes on a clock read per wait.
-        let start = (!deep).then(Instant::now);
+    /// more awaited) on a backend that does not spin there (`deep_spin` false) it only
+    /// looks, 32 times. After the first 64 looks (about a microsecond) it yields the CPU
+    /// between looks: the kernel worker that completes the I/O may be waiting for this very
+    /// CPU. (In one interleaved run on the fast device, yielding gave 1.2× the reads at qd 1
+    /// of a spin that does not, and the same at depth. That was while the spin still
+    /// collapsed to 1 µs; since, yielding at every round or never made no difference beyond
+    /// noise: 3 rounds at qd 1, 6 at qd 32. With the spin at depth on linux, not yielding
+    /// made 1.08× fio libaio's reads against 1.12× yielding, 8 rounds at qd 32.)
+    fn run(&self, batch: usize, deep_spin: bool, done: impl Fn() -> bool) {
+        let look_only = batch >= DEEP_BATCH && !deep_spin;
+        // Looking only, the clock is never needed: no time goes on a clock read per wait.
+        let start = (!look_only).then(Instant::now);
         let mut rounds = 0u32;
         loop {
             // The clock is read every 32 looks: a look is a few loads, a clock ~25 ns.
@@ -485,7 +492,7 @@ pub(crate) fn block_on<F: Future>(backend: &(dyn FileIo + 'static), fut: F) -> F
         let start = Instant::now();
         let ready = if driving.active {
             let batch = backend.drive_batch();
-            spin.run(batch, || {
+            spin.run(batch, backend.drive_spins_deep(batch), || {
                 signal.is_notified() || backend.drive_ready() >= batch
             });
             // When the spin ran out, what is there is reaped; at depth only a whole batch,
@@ -497,7 +504,7 @@ pub(crate) fn block_on<F: Future>(backend: &(dyn FileIo + 'static), fut: F) -> F
                 n > 0
             }
         } else {
-            spin.run(1, || signal.is_notified());
+            spin.run(1, false, || signal.is_notified());
             false
         };
         if !signal.is_notified() {

@@ -120,6 +120,11 @@ pub(crate) trait FileIo: Send + Sync + fmt::Debug {
     fn drive_batch(&self) -> usize {
         1
     }
+    /// Whether the driving thread spins for a whole `batch` at depth too (see
+    /// [`crate::drive::DEEP_BATCH`]), rather than leaving the kernel's wait to gather it.
+    fn drive_spins_deep(&self, _batch: usize) -> bool {
+        false
+    }
     /// Reaps ready completions, or (with `ready` false) sleeps until a completion (at
     /// depth: a batch, see [`FileIo::drive_batch`]), a wake of `signal`, or a timeout.
     /// `false` when the kernel's wait failed and driving should stop.
