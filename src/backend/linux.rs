@@ -73,7 +73,7 @@ use crate::{
         completes_for_others, hold_wakes, thread::ThreadPool, BoxPool, FileIo, Kind, OpQueue,
         Request, Submit, DEFAULT_MAX_REQUESTS,
     },
-    drive::{self, Driver, Early, Signal, DEEP_BATCH},
+    drive::{self, Driver, Early, LateWakes, Signal, DEEP_BATCH},
     sys::{self, AioContext, IoEvent, Iocb},
     Implementation,
 };
@@ -931,6 +931,8 @@ pub(crate) struct Linux {
     queue: OpQueue<AioOp>,
     /// When the driving thread sends what it queued before its poll ends.
     early: Early,
+    /// Whether the driving thread spins through its waits at depth.
+    late: LateWakes,
 }
 
 // SAFETY: `AioOp`s in the queue hold raw pointers (inside the iocb, as integers) into
@@ -1002,6 +1004,7 @@ impl Linux {
             fork_generation: sys::fork_generation(),
             queue: OpQueue::new(),
             early: Early::default(),
+            late: LateWakes::default(),
         })
     }
 }
@@ -1148,9 +1151,10 @@ impl FileIo for Linux {
         drive::batch(self.ring.inflight.load(Ordering::Acquire))
     }
 
-    /// Up to a batch of [`SPIN_BATCH`] (qd 32) the driving thread spins at depth too (for
-    /// the adaptive budget, yielding between looks) until the whole batch is in the ring,
-    /// and takes it in user space: a thread asleep in `io_getevents` wakes late, its CPU
+    /// Up to a batch of [`SPIN_BATCH`] (qd 32), where a sleep comes back late on this
+    /// machine (see [`LateWakes`]), the driving thread spins at depth too (for the
+    /// adaptive budget, yielding between looks) until the whole batch is in the ring, and
+    /// takes it in user space: a thread asleep in `io_getevents` wakes late, its CPU
     /// halted. At qd 32 on the fast device, in interleaved rounds against fio libaio,
     /// sleeping made 0.97× and 0.99× fio's reads (8 and 16 rounds) at 0.59× its CPU per
     /// read; spinning made 1.12× and 1.06× at 0.82× and 0.87×, with the batches as large
@@ -1159,7 +1163,7 @@ impl FileIo for Linux {
     /// its worker: 0.93× the reads of sleeping (6 rounds). A slow disk's long waits shrink
     /// the budget to a microsecond.
     fn drive_spins_deep(&self, batch: usize) -> bool {
-        batch <= SPIN_BATCH
+        (DEEP_BATCH..=SPIN_BATCH).contains(&batch) && self.late.spin_next()
     }
 
     fn drive_sleep(&self, signal: &Signal, ready: bool) -> bool {
@@ -1186,6 +1190,9 @@ impl FileIo for Linux {
             };
             let r = ring.kernel_reap(|| sys::io_getevents(ring.ctx, min, &mut events, Some(wait)));
             signal.sleep_end();
+            if let (Ok(n), true) = (&r, batch >= DEEP_BATCH) {
+                self.late.slept(batch, *n);
+            }
             r
         };
         match r {
