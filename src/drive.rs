@@ -16,9 +16,10 @@
 //!   flight the thread waits for a quarter of them at a time: on uring it only looks,
 //!   without spinning, and the kernel wakes it once they are done; on linux, up to qd 32,
 //!   it spins for them too where a sleep comes back late on this machine (see
-//!   [`LateWakes`]), and sleeps only when the spin runs out. A wake from another thread (a channel, the pool)
-//!   interrupts that sleep through an eventfd (at depth on linux, the eventfd's poll is one
-//!   event of that quarter: the wake waits for the rest, at most 10 ms).
+//!   [`LateWakes`]), and sleeps only when the spin runs out. A wake from another thread
+//!   (a channel, the pool) interrupts that sleep through an eventfd (at depth on linux,
+//!   the eventfd's poll is one event of that quarter: the wake waits for the rest, at
+//!   most 10 ms).
 //! - On linux, the tasks woken by a large reap send their next operations in **parts**:
 //!   the first as soon as it is queued, so the device starts on it while the rest are
 //!   built (see [`Early`]).
