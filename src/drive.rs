@@ -603,8 +603,9 @@ mod tests {
         // Three late ones in the last 16 are not enough; the fourth is.
         assert_eq!(waits(&late, 3, 30), 0);
         assert!(!late.spin_next());
-        late.slept(8, 16); // twice the batch: late
-                           // Now it spins, sleeping one wait in 16 as a sample.
+        // Twice the batch is late.
+        late.slept(8, 16);
+        // Now it spins, sleeping one wait in 16 as a sample.
         assert_eq!(waits(&late, 160, 30), 150);
         // The samples come back prompt again: after 13 of them only 3 late ones are left
         // in the window, and it sleeps at every wait.
