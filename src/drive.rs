@@ -120,8 +120,10 @@ impl Early {
     }
 }
 
-/// How many of the last 16 sampled sleeps must have come back late for the thread to
-/// spin through its waits at depth.
+/// How many sampled sleeps [`LateWakes`] remembers.
+const SAMPLES: u32 = 16;
+/// How many of the last [`SAMPLES`] sampled sleeps must have come back late for the thread
+/// to spin through its waits at depth.
 const LATE_MIN: u32 = 4;
 /// While it spins, one wait at depth in this many sleeps instead, as a sample.
 const SAMPLE_EVERY: u32 = 16;
@@ -135,15 +137,16 @@ const SAMPLE_EVERY: u32 = 16;
 /// goes on completing: the sleep comes back with far more than the batch, in 42–48 % of
 /// the sleeps at qd 32 on the fast device, most of them with 24 or more of the 32. With
 /// the guest's halt polling on, 8 %. A sleep is late when it comes back with at least
-/// twice its batch. The thread spins while at least [`LATE_MIN`] of the last 16 sampled
-/// sleeps were late; while it spins, one wait in [`SAMPLE_EVERY`] sleeps (after a look)
+/// twice its batch. The thread spins while at least [`LATE_MIN`] of the last [`SAMPLES`]
+/// sampled sleeps were late; while it spins, one wait in [`SAMPLE_EVERY`] sleeps (after a look)
 /// to keep sampling. A spin that runs out and then sleeps is no sample: it sleeps when
 /// the device is slow, not when the wake is.
 ///
 /// Used only by the driving thread (atomics because the backend is shared).
 #[derive(Default)]
 pub(crate) struct LateWakes {
-    /// The last 16 sampled sleeps, newest in the lowest bit; a set bit came back late.
+    /// The last [`SAMPLES`] sampled sleeps, newest in the lowest bit; a set bit came back
+    /// late.
     history: AtomicU32,
     /// Waits since the last sample, while spinning.
     since: AtomicU32,
@@ -168,8 +171,9 @@ impl LateWakes {
         if self.sampling.swap(false, Ordering::Relaxed) {
             let late = u32::from(n >= batch.saturating_mul(2));
             let h = self.history.load(Ordering::Relaxed);
+            let kept = (1 << SAMPLES) - 1;
             self.history
-                .store(((h << 1) | late) & 0xFFFF, Ordering::Relaxed);
+                .store(((h << 1) | late) & kept, Ordering::Relaxed);
         }
     }
 }

@@ -122,6 +122,8 @@ pub(crate) trait FileIo: Send + Sync + fmt::Debug {
     }
     /// Whether the driving thread spins for a whole `batch` at depth too (see
     /// [`crate::drive::DEEP_BATCH`]), rather than leaving the kernel's wait to gather it.
+    /// Asked once per wait, before its spin: a backend may count the waits by it (linux
+    /// samples one in 16 while it spins).
     fn drive_spins_deep(&self, _batch: usize) -> bool {
         false
     }
