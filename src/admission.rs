@@ -11,6 +11,7 @@ use std::{
     cell::{Cell, RefCell},
     collections::VecDeque,
     fmt,
+    mem::ManuallyDrop,
     sync::{
         atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering},
         Arc, Condvar, Mutex, MutexGuard,
@@ -21,15 +22,18 @@ use std::{
 use crate::backend::{Admission, Completer, FileIo, Permit, Plan, Slot, Submit};
 
 /// What every handle of a context shares.
+///
+/// In a child after `fork()`, an inherited one is never torn down (see `Drop`): its
+/// backend, its queued operations and their wakers are the parent's.
 pub(crate) struct Shared {
-    pub(crate) backend: Box<dyn FileIo>,
-    pub(crate) limiter: Limiter<Waiter>,
+    pub(crate) backend: ManuallyDrop<Box<dyn FileIo>>,
+    pub(crate) limiter: ManuallyDrop<Limiter<Waiter>>,
     pub(crate) max_requests: usize,
     /// Work promised but not started yet (a dropped writer's last writes): the context is
     /// not idle while it is above 0.
     pub(crate) held: AtomicUsize,
     /// Who waits for the context to go idle.
-    pub(crate) idle: Mutex<Vec<Waker>>,
+    pub(crate) idle: ManuallyDrop<Mutex<Vec<Waker>>>,
     pub(crate) idle_cv: Condvar,
     /// Threads blocked in `wait_idle_timeout`: without any, going idle (which a loop of
     /// operations finished inline does once per operation) costs no futex call.
@@ -46,14 +50,30 @@ impl Admission for Shared {
     }
 }
 
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if self.is_forked() {
+            // The parent's: its threads, kernel context, locks and queued wakers may be
+            // mid-use in a copy the child cannot trust. Leaked, once per inherited context.
+            return;
+        }
+        // SAFETY: dropped once, here, and never used again.
+        unsafe {
+            ManuallyDrop::drop(&mut self.backend);
+            ManuallyDrop::drop(&mut self.limiter);
+            ManuallyDrop::drop(&mut self.idle);
+        }
+    }
+}
+
 impl Shared {
     pub(crate) fn new(backend: Box<dyn FileIo>, max_requests: usize) -> Shared {
         Shared {
-            backend,
-            limiter: Limiter::new(max_requests),
+            backend: ManuallyDrop::new(backend),
+            limiter: ManuallyDrop::new(Limiter::new(max_requests)),
             max_requests,
             held: AtomicUsize::new(0),
-            idle: Mutex::new(Vec::new()),
+            idle: ManuallyDrop::new(Mutex::new(Vec::new())),
             idle_cv: Condvar::new(),
             idle_blocked: AtomicUsize::new(0),
             fork_generation: crate::sys::fork_generation(),

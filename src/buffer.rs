@@ -270,7 +270,7 @@ fn size_class(cap: usize) -> Option<(usize, usize)> {
 mod cache {
     use std::{
         ptr::NonNull,
-        sync::{Mutex, MutexGuard},
+        sync::{Mutex, MutexGuard, TryLockError},
     };
 
     use super::CLASSES;
@@ -284,9 +284,16 @@ mod cache {
 
     static CACHE: [Mutex<Vec<Block>>; CLASSES] = [const { Mutex::new(Vec::new()) }; CLASSES];
 
-    fn class(class: usize) -> MutexGuard<'static, Vec<Block>> {
-        // Push and pop leave the vector valid whatever panicked: poison carries nothing.
-        CACHE[class].lock().unwrap_or_else(|p| p.into_inner())
+    /// The class's blocks, unless another thread has them now: a cache may be passed by.
+    /// Never waiting also keeps a child after `fork()` from waiting forever on a lock a
+    /// thread of its parent held at that instant.
+    fn class(class: usize) -> Option<MutexGuard<'static, Vec<Block>>> {
+        match CACHE[class].try_lock() {
+            Ok(g) => Some(g),
+            // Push and pop leave the vector valid whatever panicked: poison carries nothing.
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
     }
 
     fn limit(class: usize) -> usize {
@@ -294,12 +301,14 @@ mod cache {
     }
 
     pub(super) fn take(c: usize) -> Option<NonNull<u8>> {
-        class(c).pop().map(|b| b.0)
+        class(c)?.pop().map(|b| b.0)
     }
 
     /// Keeps `ptr` (a block of this class's size); false when the class is full.
     pub(super) fn give(c: usize, ptr: NonNull<u8>) -> bool {
-        let mut v = class(c);
+        let Some(mut v) = class(c) else {
+            return false;
+        };
         if v.len() >= limit(c) {
             return false;
         }

@@ -15,6 +15,7 @@ use std::{
 use crate::{
     admission::{self, Shared},
     backend::{Call, Completion, Config, FdInfo, Meta, Out, Plan, What},
+    fork::PerProcess,
     op::{self, BufFuture, ReadFuture, SyncFuture, VectoredFuture, WriteFuture},
     select::selection,
     Buffer, Error, Implementation,
@@ -108,21 +109,44 @@ impl Context {
     /// # Errors
     /// When the first attempt to build it fails; later calls try again.
     pub fn global() -> Result<Context, Error> {
-        static GLOBAL: Mutex<Option<Context>> = Mutex::new(None);
-        let mut g = GLOBAL.lock().unwrap_or_else(|p| p.into_inner());
-        match &*g {
-            Some(c) if !c.shared.is_forked() => Ok(c.clone()),
-            _ => {
-                let c = Context::new()?;
-                c.shared.global.store(true, Ordering::Relaxed);
-                // The parent's context is dropped with its handles; here it must not be
-                // torn down (it is not ours), so it is forgotten.
-                if let Some(old) = g.replace(c.clone()) {
-                    std::mem::forget(old);
-                }
-                Ok(c)
+        // Per process: a child never waits on the lock a parent's thread held at fork(),
+        // and never drops the parent's context (its threads and kernel context are not
+        // the child's to tear down).
+        static GLOBAL: PerProcess<Mutex<Option<Context>>> = PerProcess::new();
+        let mut g = GLOBAL
+            .get(|| Mutex::new(None))
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = &*g {
+            return Ok(c.clone());
+        }
+        let c = Context::new()?;
+        c.shared.global.store(true, Ordering::Relaxed);
+        *g = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Where new work on this handle goes: its own context, or, for a handle of the
+    /// process-wide context inherited across `fork()`, the child's own process-wide
+    /// context, so that files opened on it, their writers and their closes carry on.
+    fn target(&self) -> Arc<Shared> {
+        if self.is_global() && self.shared.is_forked() {
+            if let Ok(c) = Context::global() {
+                return c.shared;
             }
         }
+        Arc::clone(&self.shared)
+    }
+
+    /// The context new work on this handle runs on (see `target`).
+    pub(crate) fn current(&self) -> Context {
+        Context {
+            shared: self.target(),
+        }
+    }
+
+    pub(crate) fn into_shared(self) -> Arc<Shared> {
+        self.shared
     }
 
     /// Whether this is the process-wide default context.
@@ -170,7 +194,7 @@ impl Context {
     /// ```
     pub fn wait_idle(&self) -> WaitIdle {
         WaitIdle {
-            shared: Arc::clone(&self.shared),
+            shared: self.target(),
         }
     }
 
@@ -227,22 +251,21 @@ impl Context {
     /// # Ok(()) }
     /// ```
     pub fn block_on<F: std::future::Future>(&self, fut: F) -> F::Output {
-        crate::drive::block_on(&*self.shared.backend, fut)
+        crate::drive::block_on(&**self.target().backend, fut)
     }
 
     /// [`wait_idle`](Context::wait_idle) for code that is not async: blocks the calling
     /// thread until nothing is in flight, or `timeout` passes. Whether it went idle.
     pub fn wait_idle_timeout(&self, timeout: Duration) -> bool {
-        self.shared.wait_idle_timeout(timeout)
+        self.target().wait_idle_timeout(timeout)
     }
 
     /// Keeps the context from being idle until the guard is dropped: for work that is
     /// promised but not started yet.
     pub(crate) fn hold(&self) -> Hold {
-        self.shared.held.fetch_add(1, Ordering::AcqRel);
-        Hold {
-            shared: Arc::clone(&self.shared),
-        }
+        let shared = self.target();
+        shared.held.fetch_add(1, Ordering::AcqRel);
+        Hold { shared }
     }
 
     /// Reads up to `nbytes` at `offset`. Fewer bytes come back only at end of file; at or
@@ -253,7 +276,7 @@ impl Context {
     /// The OS error (EBADF, EISDIR, EINVAL for misaligned O_DIRECT...); `InvalidInput`
     /// for an `nbytes` no allocation can hold.
     pub fn read(&self, nbytes: usize, fd: RawFd, offset: u64) -> ReadFuture {
-        op::read(Arc::clone(&self.shared), nbytes, fd, offset, None)
+        op::read(self.target(), nbytes, fd, offset, None)
     }
 
     /// Writes all of `data` at `offset`; resolves to the number of bytes written (fewer
@@ -262,7 +285,7 @@ impl Context {
     /// # Errors
     /// The OS error (EBADF, ENOSPC, EINVAL for misaligned O_DIRECT offsets...).
     pub fn write(&self, data: impl Into<Buffer>, fd: RawFd, offset: u64) -> WriteFuture {
-        op::write(Arc::clone(&self.shared), data.into(), fd, offset, None)
+        op::write(self.target(), data.into(), fd, offset, None)
     }
 
     /// Reads into `buf`, which the caller owns and reuses: up to `buf.capacity()` bytes
@@ -286,13 +309,7 @@ impl Context {
     /// # Ok(()) }
     /// ```
     pub fn read_at_into(&self, buf: Buffer, fd: RawFd, offset: u64) -> BufFuture {
-        op::owned(
-            Arc::clone(&self.shared),
-            What::ReadInto(buf),
-            fd,
-            offset,
-            None,
-        )
+        op::owned(self.target(), What::ReadInto(buf), fd, offset, None)
     }
 
     /// Writes all of `buf` at `offset` and hands it back with the count (fewer only when
@@ -310,7 +327,7 @@ impl Context {
     /// # Ok(()) }
     /// ```
     pub fn write_at_from(&self, buf: Buffer, fd: RawFd, offset: u64) -> BufFuture {
-        op::owned(Arc::clone(&self.shared), What::Write(buf), fd, offset, None)
+        op::owned(self.target(), What::Write(buf), fd, offset, None)
     }
 
     /// Reads at `offset` into several buffers in one operation (`preadv`; `IOCB_CMD_PREADV`
@@ -326,13 +343,7 @@ impl Context {
     /// # Ok(()) }
     /// ```
     pub fn read_vectored_at(&self, bufs: Vec<Buffer>, fd: RawFd, offset: u64) -> VectoredFuture {
-        op::vectored(
-            Arc::clone(&self.shared),
-            What::ReadV(bufs),
-            fd,
-            offset,
-            None,
-        )
+        op::vectored(self.target(), What::ReadV(bufs), fd, offset, None)
     }
 
     /// Writes all of several buffers, one after the other, at `offset` in one operation
@@ -348,13 +359,7 @@ impl Context {
     /// # Ok(()) }
     /// ```
     pub fn write_vectored_at(&self, bufs: Vec<Buffer>, fd: RawFd, offset: u64) -> VectoredFuture {
-        op::vectored(
-            Arc::clone(&self.shared),
-            What::WriteV(bufs),
-            fd,
-            offset,
-            None,
-        )
+        op::vectored(self.target(), What::WriteV(bufs), fd, offset, None)
     }
 
     /// Flushes the file's data and metadata to the device (`fsync`).
@@ -362,7 +367,7 @@ impl Context {
     /// # Errors
     /// The OS error.
     pub fn fsync(&self, fd: RawFd) -> SyncFuture {
-        op::fsync(Arc::clone(&self.shared), fd, false, None)
+        op::fsync(self.target(), fd, false, None)
     }
 
     /// Flushes the file's data (`fdatasync`, or `fsync` where there is none).
@@ -370,7 +375,7 @@ impl Context {
     /// # Errors
     /// The OS error.
     pub fn fdsync(&self, fd: RawFd) -> SyncFuture {
-        op::fsync(Arc::clone(&self.shared), fd, true, None)
+        op::fsync(self.target(), fd, true, None)
     }
 }
 
@@ -384,13 +389,7 @@ impl Context {
         offset: u64,
         file: &FdInfo,
     ) -> ReadFuture {
-        op::read(
-            Arc::clone(&self.shared),
-            nbytes,
-            fd,
-            offset,
-            Some(file.clone()),
-        )
+        op::read(self.target(), nbytes, fd, offset, Some(file.clone()))
     }
 
     /// [`Context::read_at_into`] and the rest, for the file layer.
@@ -401,13 +400,7 @@ impl Context {
         offset: u64,
         file: &FdInfo,
     ) -> BufFuture {
-        op::owned(
-            Arc::clone(&self.shared),
-            what,
-            fd,
-            offset,
-            Some(file.clone()),
-        )
+        op::owned(self.target(), what, fd, offset, Some(file.clone()))
     }
 
     pub(crate) fn vectored_file(
@@ -417,17 +410,11 @@ impl Context {
         offset: u64,
         file: &FdInfo,
     ) -> VectoredFuture {
-        op::vectored(
-            Arc::clone(&self.shared),
-            what,
-            fd,
-            offset,
-            Some(file.clone()),
-        )
+        op::vectored(self.target(), what, fd, offset, Some(file.clone()))
     }
 
     pub(crate) fn sync_file(&self, fd: RawFd, data_only: bool, file: &FdInfo) -> SyncFuture {
-        op::fsync(Arc::clone(&self.shared), fd, data_only, Some(file.clone()))
+        op::fsync(self.target(), fd, data_only, Some(file.clone()))
     }
 }
 
@@ -442,7 +429,7 @@ impl Context {
         file: Option<&FdInfo>,
         output: fn(Completion) -> T,
     ) -> op::Operation<T> {
-        op::meta(Arc::clone(&self.shared), fd, meta, file.cloned(), output)
+        op::meta(self.target(), fd, meta, file.cloned(), output)
     }
 
     /// A metadata operation whose result is nothing but success.
@@ -475,7 +462,7 @@ impl Context {
             what: What::Meta(meta),
             file: None,
         };
-        admission::detach(&self.shared, plan, what);
+        admission::detach(&self.target(), plan, what);
     }
 }
 

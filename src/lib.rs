@@ -73,6 +73,7 @@ mod buffer;
 mod context;
 mod drive;
 mod error;
+mod fork;
 pub mod fs;
 mod op;
 mod parse;

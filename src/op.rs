@@ -90,6 +90,11 @@ impl Raw {
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Completion> {
         loop {
+            if self.shared.is_forked() {
+                if let Some(done) = self.forked() {
+                    return Poll::Ready(done);
+                }
+            }
             // In flight: looked at in place (the state moves only once it is done).
             if let State::InFlight(slot) = &self.state {
                 let (poll, flush) = slot.poll(cx);
@@ -106,9 +111,6 @@ impl Raw {
             match std::mem::replace(&mut self.state, State::Done) {
                 State::Failed(e, bufs) => return Poll::Ready(Completion::failed(e, bufs)),
                 State::Waiting(plan) => {
-                    if self.shared.is_forked() {
-                        return Poll::Ready(Completion::failed(forked(), plan.what.into_bufs()));
-                    }
                     let slot = new_slot();
                     let mut plan = Some(plan);
                     let admitted = self.shared.limiter.acquire_or_wait(|| Waiter {
@@ -131,7 +133,7 @@ impl Raw {
                     };
                     match self.shared.backend.submit(req) {
                         Submit::Started => self.state = State::InFlight(slot),
-                        Submit::Queued if crate::drive::drives(&*self.shared.backend) => {
+                        Submit::Queued if crate::drive::drives(&**self.shared.backend) => {
                             // The thread in `block_on` flushes once its tasks are polled;
                             // the slot takes the waker now.
                             self.state = State::InFlight(slot);
@@ -158,6 +160,41 @@ impl Raw {
         }
     }
 
+    /// In a child after `fork()`, on a context of an ancestor's. An operation not started
+    /// yet on the process-wide context moves to the child's; anything else resolves with
+    /// the fork error, touching nothing of the parent's: not its ring or kernel context
+    /// (the child would submit or reap the parent's operations), not its queues (no
+    /// thread of the parent's runs here, so nothing would ever complete), and not the
+    /// slot of an operation in flight, which the parent's copy of the backend still owns.
+    fn forked(&mut self) -> Option<Completion> {
+        if let State::Waiting(_) = self.state {
+            if self
+                .shared
+                .global
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                if let Ok(c) = crate::Context::global() {
+                    self.shared = c.into_shared();
+                    return None;
+                }
+            }
+        }
+        let bufs = match std::mem::replace(&mut self.state, State::Done) {
+            State::Waiting(plan) => plan.what.into_bufs(),
+            // The slot and the buffers are the backend's: the child's copies are left
+            // alone (leaked), never freed or handed back.
+            State::InFlight(slot) => {
+                std::mem::forget(slot);
+                Bufs::None
+            }
+            other => {
+                self.state = other;
+                return None;
+            }
+        };
+        Some(Completion::failed(forked(), bufs))
+    }
+
     fn state_name(&self) -> &'static str {
         match &self.state {
             State::Failed(..) => "failed",
@@ -173,6 +210,13 @@ impl Drop for Raw {
         // Started is started: send on what this future still owed a flush, as the thread
         // backend would run it; one still waiting for a slot will not start.
         if let State::InFlight(slot) = &self.state {
+            if self.shared.is_forked() {
+                // Not this process's to abandon or flush (see `forked`).
+                if let State::InFlight(slot) = std::mem::replace(&mut self.state, State::Done) {
+                    std::mem::forget(slot);
+                }
+                return;
+            }
             if slot.abandon() {
                 self.shared.backend.flush();
             }

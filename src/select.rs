@@ -1,12 +1,19 @@
 //! Which implementation runs: `CAIO_IMPL`, else the packager's `default_implementation`
 //! file, else the first available of linux, uring, thread, blocking.
 
-use std::{env, ffi::OsString, fmt, str::FromStr};
-
-use once_cell::sync::Lazy;
+use std::{
+    env,
+    ffi::OsString,
+    fmt,
+    str::FromStr,
+    sync::{
+        atomic::{AtomicPtr, Ordering},
+        Mutex,
+    },
+};
 
 pub use crate::backend::Implementation;
-use crate::{backend::TABLE, parse, Error};
+use crate::{backend::TABLE, fork::PerProcess, parse, Error};
 
 /// The compiled-in `default_implementation` file (see `build.rs`).
 const DEFAULT_FILE: &str = include_str!(concat!(env!("OUT_DIR"), "/default_implementation"));
@@ -99,15 +106,33 @@ impl Selection {
 
 /// The selection for this process, made once, the first time it is needed.
 pub fn selection() -> &'static Selection {
-    static SELECTION: Lazy<Selection> = Lazy::new(|| {
-        let s = select(env::var_os(ENV_VAR), DEFAULT_FILE, |i| i.probe());
-        for w in &s.warnings {
-            log::warn!("caio: {w}");
-        }
-        log::debug!("caio: selected {} from {}", s.implementation, s.source);
-        s
-    });
-    &SELECTION
+    // An atomic pointer, not a `Once`: a child forked while a thread of its parent was
+    // making the selection then makes its own, under a lock of its own process, rather
+    // than wait forever for a thread it does not have.
+    static MADE: AtomicPtr<Selection> = AtomicPtr::new(std::ptr::null_mut());
+    static MAKING: PerProcess<Mutex<()>> = PerProcess::new();
+    let made = || {
+        // SAFETY: a non-null pointer here is a leaked Box, never freed.
+        unsafe { MADE.load(Ordering::Acquire).as_ref() }
+    };
+    if let Some(s) = made() {
+        return s;
+    }
+    let _making = MAKING
+        .get(|| Mutex::new(()))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(s) = made() {
+        return s;
+    }
+    let s = select(env::var_os(ENV_VAR), DEFAULT_FILE, |i| i.probe());
+    for w in &s.warnings {
+        log::warn!("caio: {w}");
+    }
+    log::debug!("caio: selected {} from {}", s.implementation, s.source);
+    let s: &'static Selection = Box::leak(Box::new(s));
+    MADE.store(s as *const Selection as *mut Selection, Ordering::Release);
+    s
 }
 
 /// The compiled-in text of the `default_implementation` file.

@@ -66,7 +66,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use once_cell::sync::{Lazy, OnceCell};
+use once_cell::sync::OnceCell;
 
 use crate::{
     backend::{
@@ -74,6 +74,7 @@ use crate::{
         Request, Submit, DEFAULT_MAX_REQUESTS,
     },
     drive::{self, Driver, Early, LateWakes, Signal, DEEP_BATCH},
+    fork::PerProcess,
     sys::{self, AioContext, IoEvent, Iocb},
     Implementation,
 };
@@ -112,20 +113,25 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 // Kernel contexts: creation that survives our own pending destroys, destruction off the
 // caller's thread.
 
-/// Kernel contexts being destroyed right now, and a condvar signalled as each finishes.
-static DESTROYS: Lazy<(Mutex<usize>, Condvar)> = Lazy::new(|| (Mutex::new(0), Condvar::new()));
+/// Kernel contexts this process is destroying right now, and a condvar signalled as each
+/// finishes. Per process: a child neither waits for its parent's destroys nor on a lock a
+/// parent's thread held at the fork.
+fn destroys() -> &'static (Mutex<usize>, Condvar) {
+    static DESTROYS: PerProcess<(Mutex<usize>, Condvar)> = PerProcess::new();
+    DESTROYS.get(|| (Mutex::new(0), Condvar::new()))
+}
 
 fn destroy_started() {
-    *lock(&DESTROYS.0) += 1;
+    *lock(&destroys().0) += 1;
 }
 
 fn destroy_now(ctx: AioContext) {
     if let Err(e) = sys::io_destroy(ctx) {
         log::error!("caio: io_destroy failed: {e}");
     }
-    let mut n = lock(&DESTROYS.0);
+    let mut n = lock(&destroys().0);
     *n -= 1;
-    DESTROYS.1.notify_all();
+    destroys().1.notify_all();
 }
 
 /// Destroys `ctx` on a short-lived thread (never on the caller's).
@@ -147,7 +153,7 @@ fn destroy_in_background(ctx: AioContext) {
 fn setup(nr_events: u32) -> io::Result<AioContext> {
     match sys::io_setup(nr_events) {
         Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
-            let (m, cv) = &*DESTROYS;
+            let (m, cv) = destroys();
             let pending = lock(m);
             if *pending == 0 {
                 return Err(e);

@@ -788,6 +788,10 @@ impl Uring {
     /// wait's `io_uring_enter` sends them with the wait, one system call for both, as the
     /// bench's minimal io_uring loop does. `true` when it left some for that wait.
     fn send(&self, now: bool) -> bool {
+        if sys::fork_generation() != self.fork_generation {
+            // In a child: the rings are the parent's, and whatever is queued is its too.
+            return false;
+        }
         let left = self.own_round(|own| {
             let deep = drive::batch(own.inflight) >= DEEP_BATCH;
             if !now && deep && !own.ring.submission().is_empty() {

@@ -1,7 +1,6 @@
 //! [`File`] and [`OpenOptions`].
 
 use std::{
-    borrow::Cow,
     ffi::CString,
     fmt,
     fs::{Metadata, Permissions},
@@ -389,9 +388,9 @@ struct Inner {
     owner: Arc<FdOwner>,
     /// What the backend is told of the descriptor (it holds the owner too).
     info: FdInfo,
+    /// The context its operations run on (a handle of the process-wide one carries on
+    /// in a child after `fork()`, on the child's own: see `Context::target`).
     ctx: Context,
-    /// Opened on the process-wide context: after a fork, the child's takes over.
-    global: bool,
     path: PathBuf,
     facts: Facts,
     /// A buffered descriptor on the same file, for the unaligned parts of direct writes.
@@ -406,17 +405,6 @@ struct Twin {
 }
 
 impl Inner {
-    /// The context to run on: the file's own, or in a child after `fork()`, for a file on
-    /// the process-wide context, the child's.
-    fn ctx(&self) -> Cow<'_, Context> {
-        if self.global && self.ctx.is_forked() {
-            if let Ok(c) = Context::global() {
-                return Cow::Owned(c);
-            }
-        }
-        Cow::Borrowed(&self.ctx)
-    }
-
     fn new(ctx: Context, fd: OwnedFd, path: PathBuf, facts: Facts) -> Inner {
         let raw = fd.as_raw_fd();
         let owner = FdOwner::new(fd, ctx.clone());
@@ -429,7 +417,6 @@ impl Inner {
                 memory: facts.memory,
             },
             owner,
-            global: ctx.is_global(),
             ctx,
             path,
             facts,
@@ -445,7 +432,7 @@ impl fmt::Debug for File {
             .field("fd", &self.inner.fd)
             .field("direct", &self.inner.facts.direct)
             .field("append", &self.inner.facts.append)
-            .field("implementation", &self.inner.ctx().implementation())
+            .field("implementation", &self.inner.ctx.implementation())
             .finish()
     }
 }
@@ -493,9 +480,10 @@ impl File {
         &self.inner.path
     }
 
-    /// The context its operations run on.
-    pub fn context(&self) -> &Context {
-        &self.inner.ctx
+    /// The context its operations run on: in a child after `fork()`, for a file on the
+    /// process-wide context, the child's own process-wide context.
+    pub fn context(&self) -> Context {
+        self.inner.ctx.current()
     }
 
     /// Whether it was opened with O_DIRECT.
@@ -561,7 +549,7 @@ impl File {
                 let take = (block.len() - skip).min(nbytes);
                 Ok(Buffer::from(&block[skip..skip + take]))
             }
-            _ => i.ctx().read_file(nbytes, i.fd, offset, &i.info).await,
+            _ => i.ctx.read_file(nbytes, i.fd, offset, &i.info).await,
         }
     }
 
@@ -651,7 +639,7 @@ impl File {
                     }
                 })))
             }
-            _ => Either::Right(Either::Left(i.ctx().owned_file(
+            _ => Either::Right(Either::Left(i.ctx.owned_file(
                 What::ReadInto(buf),
                 i.fd,
                 offset,
@@ -745,7 +733,7 @@ impl File {
                     Err(e) => (Err(e), bufs),
                 },
                 _ => {
-                    i.ctx()
+                    i.ctx
                         .vectored_file(What::ReadV(bufs), i.fd, offset, &i.info)
                         .await
                 }
@@ -796,7 +784,7 @@ impl File {
                     (r, bufs)
                 }
                 _ => {
-                    i.ctx()
+                    i.ctx
                         .vectored_file(What::WriteV(bufs), i.fd, offset, &i.info)
                         .await
                 }
@@ -933,7 +921,7 @@ impl File {
                     (r, data)
                 }))
             }
-            _ => Either::Left(i.ctx().owned_file(What::Write(data), i.fd, offset, &i.info)),
+            _ => Either::Left(i.ctx.owned_file(What::Write(data), i.fd, offset, &i.info)),
         }
     }
 
@@ -973,7 +961,7 @@ impl File {
                 (twin.fd, &twin.info)
             };
             let n = i
-                .ctx()
+                .ctx
                 .owned_file(What::Write(part), fd, start, info)
                 .await
                 .0?;
@@ -999,9 +987,9 @@ impl File {
             flags: libc::O_WRONLY,
             mode: 0,
         };
-        let fd = i.ctx().meta(-1, open, Some(&i.info), opened).await?.fd;
+        let fd = i.ctx.meta(-1, open, Some(&i.info), opened).await?.fd;
         let raw = fd.as_raw_fd();
-        let owner = FdOwner::new(fd, i.ctx().into_owned());
+        let owner = FdOwner::new(fd, i.ctx.clone());
         let twin = Twin {
             fd: raw,
             info: FdInfo {
@@ -1041,7 +1029,7 @@ impl File {
     /// The OS error.
     pub fn sync_all(&self) -> impl Future<Output = io::Result<()>> + Send + 'static {
         let i = Arc::clone(&self.inner);
-        async move { i.ctx().sync_file(i.fd, false, &i.info).await }
+        async move { i.ctx.sync_file(i.fd, false, &i.info).await }
     }
 
     /// Flushes data to the device (`fdatasync`).
@@ -1050,7 +1038,7 @@ impl File {
     /// The OS error.
     pub fn sync_data(&self) -> impl Future<Output = io::Result<()>> + Send + 'static {
         let i = Arc::clone(&self.inner);
-        async move { i.ctx().sync_file(i.fd, true, &i.info).await }
+        async move { i.ctx.sync_file(i.fd, true, &i.info).await }
     }
 
     /// Truncates or extends the file to `len` bytes (`ftruncate`, through the backend).
@@ -1062,7 +1050,7 @@ impl File {
         async move {
             f.check_access(true)?;
             let i = &f.inner;
-            i.ctx()
+            i.ctx
                 .meta_unit(i.fd, Meta::Truncate(len), Some(&i.info))
                 .await
         }
@@ -1076,7 +1064,7 @@ impl File {
         let i = Arc::clone(&self.inner);
         async move {
             let fd = i.fd;
-            i.ctx().run(Some(&i.info), move || sys::file_len(fd)).await
+            i.ctx.run(Some(&i.info), move || sys::file_len(fd)).await
         }
     }
 
@@ -1115,7 +1103,7 @@ impl File {
     ) -> impl Future<Output = io::Result<()>> + Send + 'static {
         let i = Arc::clone(&self.inner);
         async move {
-            i.ctx()
+            i.ctx
                 .meta_unit(i.fd, Meta::Allocate { offset, len }, Some(&i.info))
                 .await
         }
@@ -1153,7 +1141,7 @@ impl File {
                 len,
                 advice,
             };
-            i.ctx().meta_unit(i.fd, m, Some(&i.info)).await
+            i.ctx.meta_unit(i.fd, m, Some(&i.info)).await
         }
     }
 
@@ -1185,7 +1173,7 @@ impl File {
         let flags = flags.bits();
         async move {
             let m = Meta::SyncRange { offset, len, flags };
-            i.ctx().meta_unit(i.fd, m, Some(&i.info)).await
+            i.ctx.meta_unit(i.fd, m, Some(&i.info)).await
         }
     }
 
@@ -1199,9 +1187,9 @@ impl File {
         let i = Arc::clone(&self.inner);
         async move {
             let fd = i.fd;
-            let new = i.ctx().run(Some(&i.info), move || sys::dup(fd)).await?;
+            let new = i.ctx.run(Some(&i.info), move || sys::dup(fd)).await?;
             Ok(File::from_parts(
-                i.ctx().into_owned(),
+                i.ctx.clone(),
                 new,
                 i.path.clone(),
                 i.facts,
@@ -1251,7 +1239,7 @@ impl File {
         let i = Arc::clone(&self.inner);
         async move {
             let fd = i.fd;
-            i.ctx()
+            i.ctx
                 .run(Some(&i.info), move || {
                     // SAFETY: the request holds the descriptor's owner, so `fd` stays open
                     // while this runs; ManuallyDrop keeps the view from closing it.

@@ -396,3 +396,66 @@ pub fn child_field<T: std::str::FromStr>(stdout: &str, key: &str) -> T {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no {key}= in the child's output:\n{stdout}"))
 }
+
+/// Runs `test` of this test binary alone in a child process with `env` set, killing it
+/// after `limit` (a hang fails the test instead of stalling the suite).
+pub fn run_test_child(
+    test: &str,
+    env: &[(&str, &str)],
+    limit: std::time::Duration,
+) -> std::process::Output {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut c = cmd.spawn().unwrap();
+    let start = std::time::Instant::now();
+    while c.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = c.kill();
+            let out = c.wait_with_output().unwrap();
+            panic!(
+                "{test} hung for {limit:?}:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    c.wait_with_output().unwrap()
+}
+
+/// Forks; the child runs `f` and leaves with its exit code (`_exit`, so none of the
+/// parent's exit handlers run there). `Some(code)`, or `None` when the child did not exit
+/// within `limit` (it is then killed) or died of a signal.
+pub fn in_forked_child(limit: std::time::Duration, f: impl FnOnce() -> i32) -> Option<i32> {
+    // SAFETY: the child runs only `f` (caio and std code) and leaves with `_exit`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(101);
+        // SAFETY: leaves the child at once.
+        unsafe { libc::_exit(code) };
+    }
+    let start = std::time::Instant::now();
+    let mut status = 0;
+    loop {
+        // SAFETY: waits for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            return libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+        }
+        if start.elapsed() > limit {
+            // SAFETY: kills and reaps our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}

@@ -114,7 +114,7 @@ impl Rng {
 /// # Errors
 /// The first failed operation, or `InvalidInput` for a file smaller than one block.
 pub fn run(file: &File, file_len: u64, w: &Workload) -> io::Result<Outcome> {
-    lanes(file.context(), file_len, w, |buf, off| {
+    lanes(&file.context(), file_len, w, |buf, off| {
         if w.pattern.is_write() {
             Either::Left(file.write_at_from(buf, off))
         } else {
