@@ -623,3 +623,89 @@ fn bench_on_a_fast_device_measures_and_detaches_it_even_on_ctrl_c() {
     );
     assert_eq!(shm(), files, "Ctrl-C left the tmpfs file: {err}");
 }
+
+/// Runs the command with `stdin` fed to it, killed after `limit` (a hang fails the test).
+fn caio_within(args: &[&str], stdin: Option<&[u8]>, limit: std::time::Duration) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_caio"))
+        .args(args)
+        .env_remove("CAIO_IMPL")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(data) = stdin {
+        let data = data.to_vec();
+        // Written beside the command; a refusal closes the pipe, which ends the writer.
+        std::thread::spawn(move || {
+            let _ = input.write_all(&data);
+        });
+    } else {
+        drop(input);
+    }
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!("caio {args:?} hung for {limit:?}: {:?}", text(&o));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn copy_atomic_from_a_stream_is_refused_and_the_target_keeps_its_contents() {
+    use std::os::unix::fs::MetadataExt;
+    let d = dir();
+    let fifo = d.path().join("fifo");
+    mkfifo(&fifo);
+    let dst = d.path().join("dst");
+    let limit = std::time::Duration::from_secs(20);
+    let sources: [(&str, Option<&[u8]>); 3] = [
+        ("/dev/zero", None),
+        (fifo.to_str().unwrap(), None),
+        ("/dev/stdin", Some(&[7u8; 1 << 20])),
+    ];
+    for (src, stdin) in sources {
+        std::fs::write(&dst, b"precious").unwrap();
+        let ino = std::fs::metadata(&dst).unwrap().ino();
+        let o = caio_within(
+            &["copy", "--atomic", src, dst.to_str().unwrap()],
+            stdin,
+            limit,
+        );
+        assert_clean_failure(&o, "--atomic");
+        assert_eq!(std::fs::read(&dst).unwrap(), b"precious", "{src}");
+        assert_eq!(std::fs::metadata(&dst).unwrap().ino(), ino, "{src}");
+        let mut left = names(d.path());
+        left.sort();
+        assert_eq!(
+            left,
+            ["dst", "fifo"],
+            "{src}: something was left beside the target"
+        );
+    }
+}
+
+#[test]
+fn info_on_a_fifo_answers_at_once() {
+    let d = dir();
+    let fifo = d.path().join("fifo");
+    mkfifo(&fifo);
+    let o = caio_within(
+        &["info", fifo.to_str().unwrap()],
+        None,
+        std::time::Duration::from_secs(20),
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("O_DIRECT:") && l.contains("is a pipe or FIFO")),
+        "{out}"
+    );
+}

@@ -297,16 +297,52 @@ fn fs_type(path: &Path) -> Option<&'static str> {
     })
 }
 
+/// What a non-regular file is, for a message: "a FIFO", "a character device"...
+fn kind_of(meta: &fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_fifo() {
+        "a pipe or FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_dir() {
+        "a directory"
+    } else {
+        "a regular file"
+    }
+}
+
 /// O_DIRECT support on `path`: for a directory, on a file made there without a name
 /// (`O_TMPFILE`), so nothing appears in it; where the filesystem cannot, on a named file
 /// that is removed at once, and the note says so.
 fn direct_support(path: &Path) -> io::Result<(caio::DirectAlignment, Option<String>)> {
-    use std::os::unix::{fs::OpenOptionsExt, io::AsRawFd};
+    use std::os::unix::{
+        fs::{FileTypeExt, OpenOptionsExt},
+        io::AsRawFd,
+    };
     let meta = fs::metadata(path)?;
+    let t = meta.file_type();
+    if !(t.is_file() || t.is_dir() || t.is_block_device()) {
+        // Opening a FIFO would wait for a writer; O_DIRECT means nothing there anyway.
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is {}: O_DIRECT applies to regular files, directories (a file made in \
+                 them) and block devices",
+                path.display(),
+                kind_of(&meta)
+            ),
+        ));
+    }
     if !meta.is_dir() {
         let f = fs::OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_DIRECT)
+            // Never waits, whatever the path names by the time it is opened.
+            .custom_flags(libc::O_DIRECT | libc::O_NONBLOCK)
             .open(path)?;
         return caio::direct_alignment(f.as_raw_fd()).map(|a| (a, None));
     }
@@ -363,6 +399,16 @@ fn copy(
     let meta = fs::metadata(src).map_err(|e| format!("cannot read {}: {e}", src.display()))?;
     if meta.is_dir() {
         return Err(format!("cannot copy {}: it is a directory", src.display()));
+    }
+    if !meta.is_file() && atomic {
+        // A stream cannot be copied through the library's atomic copy, and writing it in
+        // place would break the promise --atomic makes: refused before DST is touched.
+        return Err(format!(
+            "cannot copy {} with --atomic: it is {}, not a regular file; --atomic copies \
+             regular files only (copy it without --atomic, or into a regular file first)",
+            src.display(),
+            kind_of(&meta)
+        ));
     }
     let ctx = context_for(implementation, None)?;
     if !meta.is_file() {
