@@ -207,6 +207,28 @@ fn atomic_copy_and_write_atomic_refuse_what_is_not_a_regular_file() {
 }
 
 #[test]
+fn an_atomic_copy_from_a_stream_is_refused_and_the_target_keeps_its_contents() {
+    use std::os::unix::fs::MetadataExt;
+    let d = dir();
+    let fifo = d.path().join("fifo");
+    mkfifo(&fifo);
+    let dst = d.path().join("dst");
+    for i in backends() {
+        for src in [Path::new("/dev/zero"), &fifo] {
+            std::fs::write(&dst, b"precious").unwrap();
+            let ino = std::fs::metadata(&dst).unwrap().ino();
+            let e = block_on(fs::copy_with(src, &dst, on(i).atomic(true))).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{i} {src:?}: {e}");
+            assert_eq!(std::fs::read(&dst).unwrap(), b"precious", "{i} {src:?}");
+            assert_eq!(std::fs::metadata(&dst).unwrap().ino(), ino, "{i} {src:?}");
+            let mut left = names(d.path());
+            left.sort();
+            assert_eq!(left, ["dst", "fifo"], "{i} {src:?}");
+        }
+    }
+}
+
+#[test]
 fn write_atomic_replaces_keeps_permissions_and_leaves_nothing_else() {
     let d = dir();
     let p = d.path().join("config");
