@@ -218,7 +218,11 @@ fn an_atomic_copy_from_a_stream_is_refused_and_the_target_keeps_its_contents() {
             std::fs::write(&dst, b"precious").unwrap();
             let ino = std::fs::metadata(&dst).unwrap().ino();
             let e = block_on(fs::copy_with(src, &dst, on(i).atomic(true))).unwrap_err();
-            assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{i} {src:?}: {e}");
+            assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::InvalidInput,
+                "{i} {src:?}: {e}"
+            );
             assert_eq!(std::fs::read(&dst).unwrap(), b"precious", "{i} {src:?}");
             assert_eq!(std::fs::metadata(&dst).unwrap().ino(), ino, "{i} {src:?}");
             let mut left = names(d.path());
