@@ -14,6 +14,30 @@ use crate::{fs::File, Buffer};
 
 type ReadFut = Pin<Box<dyn Future<Output = io::Result<Buffer>> + Send>>;
 
+/// The largest chunk a read-ahead reads at once. One `read(2)` moves at most just under
+/// 2 GiB on Linux anyway, and the chunk is one allocation.
+pub(crate) const MAX_CHUNK: usize = 1 << 30;
+/// The most reads a read-ahead keeps in flight: each is a future and, once started, a
+/// chunk of memory.
+pub(crate) const MAX_DEPTH: usize = 4096;
+
+/// Whether a read-ahead of `chunk` bytes, `depth` in flight, can run: `InvalidInput`
+/// naming the bound otherwise.
+pub(crate) fn check(chunk: usize, depth: usize) -> io::Result<()> {
+    let bad = |what: String| Err(io::Error::new(io::ErrorKind::InvalidInput, what));
+    if chunk == 0 || chunk > MAX_CHUNK {
+        return bad(format!(
+            "a read-ahead chunk of {chunk} bytes: it must be from 1 byte to {MAX_CHUNK} (1 GiB)"
+        ));
+    }
+    if depth == 0 || depth > MAX_DEPTH {
+        return bad(format!(
+            "a read-ahead depth of {depth}: it must be from 1 to {MAX_DEPTH} reads in flight"
+        ));
+    }
+    Ok(())
+}
+
 /// Reads of `chunk` bytes from `next` on, `depth` of them in flight.
 pub(crate) struct ReadAhead {
     file: File,
@@ -24,19 +48,28 @@ pub(crate) struct ReadAhead {
     ahead: VecDeque<(u64, ReadFut)>,
     /// A short read was seen: nothing more is scheduled until `restart`.
     eof: bool,
+    /// Made with a chunk or depth out of bounds (see `check`): every read fails with it.
+    invalid: Option<String>,
 }
 
 impl ReadAhead {
     /// On a file that is read in sequence (a pipe, FIFO or device), one read at a time.
+    /// A chunk or depth out of bounds makes every read fail with `InvalidInput`.
     pub(crate) fn new(file: File, chunk: usize, depth: usize, start: u64) -> ReadAhead {
-        let depth = if file.is_seekable() { depth.max(1) } else { 1 };
+        let invalid = check(chunk, depth).err().map(|e| e.to_string());
+        let depth = if file.is_seekable() {
+            depth.clamp(1, MAX_DEPTH)
+        } else {
+            1
+        };
         ReadAhead {
             file,
-            chunk: chunk.max(1),
+            chunk: chunk.clamp(1, MAX_CHUNK),
             depth,
             next: start,
             ahead: VecDeque::new(),
             eof: false,
+            invalid,
         }
     }
 
@@ -70,6 +103,12 @@ impl ReadAhead {
         &mut self,
         cx: &mut TaskContext<'_>,
     ) -> Poll<Option<io::Result<(u64, Buffer)>>> {
+        if let Some(why) = &self.invalid {
+            return Poll::Ready(Some(Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                why.clone(),
+            ))));
+        }
         while !self.eof && self.ahead.len() < self.depth {
             let off = self.next;
             let (file, chunk) = (self.file.clone(), self.chunk);

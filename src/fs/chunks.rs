@@ -55,13 +55,6 @@ impl Stream for Chunks {
         if this.done {
             return Poll::Ready(None);
         }
-        if this.size == 0 {
-            this.done = true;
-            return Poll::Ready(Some(Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "chunk size must be at least 1",
-            ))));
-        }
         let item = match this.reads.poll_next(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Some(Ok((_, b)))) if !b.is_empty() => Some(Ok(b)),

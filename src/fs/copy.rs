@@ -14,7 +14,11 @@ use std::{
 use futures::{stream::FuturesUnordered, StreamExt};
 
 use crate::{
-    fs::{ahead::ReadAhead, atomic::Replacement, File, OpenOptions, COPY_CHUNK},
+    fs::{
+        ahead::{self, ReadAhead},
+        atomic::Replacement,
+        File, OpenOptions, COPY_CHUNK,
+    },
     Buffer, Context,
 };
 
@@ -27,9 +31,9 @@ pub struct CopyOptions {
     pub direct: bool,
     /// The context to run on (default: the process-wide one).
     pub context: Option<Context>,
-    /// Bytes per read and write (default 1 MiB).
+    /// Bytes per read and write (default 1 MiB; at most 1 GiB).
     pub chunk: usize,
-    /// Reads, and writes, in flight at once (default 8 each).
+    /// Reads, and writes, in flight at once (default 8 each; at most 4096).
     pub depth: usize,
     /// Called with the bytes copied so far after every write.
     pub progress: Option<Progress>,
@@ -102,9 +106,9 @@ impl fmt::Debug for CopyOptions {
 /// chunk size, depth and a progress callback.
 ///
 /// # Errors
-/// As [`copy`](crate::fs::copy); `InvalidInput` for a chunk or depth of 0; with
-/// [`atomic`](CopyOptions::atomic), `InvalidInput` for a destination that is not a regular
-/// file.
+/// As [`copy`](crate::fs::copy); `InvalidInput` for a chunk of 0 or over 1 GiB, or a depth
+/// of 0 or over 4096; with [`atomic`](CopyOptions::atomic), `InvalidInput` for a
+/// destination that is not a regular file.
 pub fn copy_with(
     src: impl AsRef<Path>,
     dst: impl AsRef<Path>,
@@ -121,12 +125,7 @@ fn open_opts(opts: &CopyOptions, ctx: &Context) -> OpenOptions {
 }
 
 async fn copy_now(src: PathBuf, dst: PathBuf, opts: CopyOptions) -> io::Result<u64> {
-    if opts.chunk == 0 || opts.depth == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "copy chunk and depth must be at least 1",
-        ));
-    }
+    ahead::check(opts.chunk, opts.depth)?;
     let ctx = match &opts.context {
         Some(c) => c.clone(),
         None => Context::global()?,

@@ -11,7 +11,10 @@ use std::{
 use futures::io::{AsyncBufRead, AsyncRead, AsyncSeek};
 
 use crate::{
-    fs::{ahead::ReadAhead, File},
+    fs::{
+        ahead::{self, ReadAhead},
+        File,
+    },
     Buffer,
 };
 
@@ -70,9 +73,17 @@ impl Reader {
 
     /// A reader issuing reads of `chunk` bytes (rounded up to the O_DIRECT alignment),
     /// `depth` of them in flight.
+    ///
+    /// A `chunk` of 0 or over 1 GiB, or a `depth` of 0 or over 4096, makes every read
+    /// fail with an error of kind `InvalidInput`.
     pub fn with_read_ahead(file: File, chunk: usize, depth: usize) -> Reader {
-        let unit = file.direct_alignment().map_or(1, |a| a.offset.max(1)) as u64;
-        let chunk = (chunk.max(1) as u64).next_multiple_of(unit) as usize;
+        let unit = file.direct_alignment().map_or(1, |a| a.offset.max(1));
+        // Rounded within the bound, so that a valid chunk stays valid.
+        let chunk = match chunk.checked_next_multiple_of(unit) {
+            Some(c) if chunk > 0 && c <= ahead::MAX_CHUNK => c,
+            _ => chunk,
+        };
+        let unit = unit as u64;
         Reader {
             reads: ReadAhead::new(file, chunk, depth, 0),
             unit,
