@@ -10,7 +10,7 @@ mod util;
 
 use std::{
     fs,
-    os::unix::io::AsRawFd,
+    os::unix::{fs::OpenOptionsExt, io::AsRawFd},
     process::{Command, Output},
 };
 
@@ -578,5 +578,114 @@ fn writes_outlive_the_thread_that_submitted_them() {
     let all = s.contents();
     for (k, b) in blocks.iter().enumerate() {
         assert!(all[k * LEN..(k + 1) * LEN] == b[..], "block {k} is on disk");
+    }
+}
+
+// --- io_uring_enter denied after the rings exist (a sandbox installed after start-up).
+
+/// In the child: a uring context with its shared ring and a `block_on` ring of its own in
+/// use, then operations queued and not yet sent, then a seccomp policy that makes
+/// io_uring_enter, io_uring_register and io_uring_setup fail with the errno named by the
+/// mode. Prints `DENIED ok` once every operation, queued before or made after, completed
+/// with the right result.
+#[test]
+fn child_enter_denied() {
+    let Ok(errno) = std::env::var(CHILD) else {
+        return;
+    };
+    let errno: i32 = errno.parse().unwrap();
+    let path = std::env::var("CAIO_URING_TEST_FILE").unwrap();
+    let data = pattern(FILE_SIZE, 33);
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&path)
+        .unwrap();
+    let fd = file.as_raw_fd();
+    let ctx = Context::builder()
+        .implementation(Implementation::Uring)
+        .build()
+        .unwrap();
+    let check = |off: u64, b: &Buffer| b[..] == data[off as usize..off as usize + 4096];
+    // Both rings in use before the policy.
+    assert!(check(0, &block_on(ctx.read(4096, fd, 0)).unwrap()));
+    assert!(check(
+        4096,
+        &ctx.block_on(ctx.read(4096, fd, 4096)).unwrap()
+    ));
+    // Queued for the shared ring (a first poll writes nothing to the kernel yet).
+    let mut queued: Vec<_> = (0..16u64)
+        .map(|k| Box::pin(ctx.read(4096, fd, k * 8192)))
+        .collect();
+    for q in &mut queued {
+        assert!(util::poll_once(q).is_none());
+    }
+    util::deny_syscalls_with(
+        &[
+            libc::SYS_io_uring_enter,
+            libc::SYS_io_uring_register,
+            libc::SYS_io_uring_setup,
+        ],
+        errno,
+    );
+    // New operations on both paths. Which meets the refusal first: with EPERM, the
+    // thread's own ring (block_on); with ENOSYS, the shared one.
+    let reads = |k0: u64| {
+        futures::future::join_all((k0..k0 + 64).map(|k| {
+            let off = (k * 7919 % 2048) * 4096;
+            let ctx = &ctx;
+            async move { (off, ctx.read(4096, fd, off).await) }
+        }))
+    };
+    let driven = |k0| {
+        for (off, r) in ctx.block_on(reads(k0)) {
+            assert!(check(off, &r.unwrap()), "block_on read at {off}");
+        }
+    };
+    if errno == libc::EPERM {
+        driven(64);
+    }
+    for (k, q) in queued.into_iter().enumerate() {
+        let off = k as u64 * 8192;
+        assert!(check(off, &block_on(q).unwrap()), "queued read {k}");
+    }
+    for (off, r) in block_on(reads(0)) {
+        assert!(check(off, &r.unwrap()), "read at {off}");
+    }
+    driven(128);
+    let mut b = Buffer::with_capacity(4096);
+    b.extend_from_slice(&data[..4096]);
+    let (w, _) = ctx.block_on(ctx.write_at_from(b, fd, 0));
+    assert_eq!(w.unwrap(), 4096);
+    block_on(ctx.fdsync(fd)).unwrap();
+    block_on(ctx.wait_idle());
+    println!("\nDENIED ok");
+}
+
+#[test]
+fn io_uring_enter_denied_after_start_up_sends_everything_to_threads_never_hangs() {
+    let _serial = serial();
+    if !uring_here() {
+        return;
+    }
+    let s = Scratch::new();
+    fs::write(&s.path, pattern(FILE_SIZE, 33)).unwrap();
+    s.file.sync_all().unwrap();
+    for errno in [libc::EPERM, libc::ENOSYS] {
+        let o = util::run_test_child(
+            "child_enter_denied",
+            &[
+                (CHILD, &errno.to_string()),
+                ("CAIO_URING_TEST_FILE", s.path.to_str().unwrap()),
+            ],
+            std::time::Duration::from_secs(60),
+        );
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success() && out.contains("DENIED ok"),
+            "errno {errno}:\n{out}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
 }

@@ -176,8 +176,12 @@ struct Ring {
     /// Signalled by the kernel as completions arrive, by `Drop` at shutdown, and by a wake
     /// of a thread asleep on it in `Context::block_on` (which holds a handle too).
     efd: Arc<OwnedFd>,
-    /// Held while writing the submission ring.
-    sq: Mutex<()>,
+    /// Held while writing the submission ring: the addresses of the operations written
+    /// there that the kernel has not taken yet.
+    sq: Mutex<Vec<usize>>,
+    /// A policy denies `io_uring_enter` now (see `Ring::enter`): nothing more goes to a
+    /// ring of this backend.
+    denied: AtomicBool,
     /// Held while reading the completion ring.
     cq: Mutex<()>,
     /// Requests in the ring and not reaped yet.
@@ -225,33 +229,80 @@ impl Ring {
     /// Writes `batch` into the submission ring and enters the kernel once (more only when
     /// the ring fills); what the kernel refuses is completed here with its error.
     fn submit(&self, batch: impl IntoIterator<Item = Box<UringOp>>) {
-        let _sq = lock(&self.sq);
+        let mut sq = lock(&self.sq);
         for mut op in batch {
+            if self.denied.load(Ordering::Acquire) {
+                self.to_pool(self.ops.unbox(op).req);
+                continue;
+            }
             let entry = flagged(&mut op, &self.opcodes);
             let p = Box::into_raw(op);
             let entry = entry.user_data(p as u64);
             self.inflight.fetch_add(1, Ordering::AcqRel);
             loop {
-                // SAFETY: `_sq` makes this the only submission queue view; the entry
+                // SAFETY: `sq` makes this the only submission queue view; the entry
                 // points into the leaked op, whose request owns every buffer and path it
                 // names, alive and unmoved until the op is reclaimed from its completion.
                 let pushed = unsafe { self.ring.submission_shared().push(&entry) };
                 if pushed.is_ok() {
+                    sq.push(p as usize);
                     break;
                 }
                 // Full: hand what is there to the kernel and try again.
-                if let Err(e) = self.ring.submit() {
+                if let Err(e) = self.enter(&mut sq) {
                     // SAFETY: `p` was not pushed, so it is still ours, once.
                     let op = self.ops.unbox(unsafe { Box::from_raw(p) });
                     self.inflight.fetch_sub(1, Ordering::AcqRel);
-                    op.req.finish(Err(e));
+                    if self.denied.load(Ordering::Acquire) {
+                        self.to_pool(op.req);
+                    } else {
+                        op.req.finish(Err(e));
+                    }
                     break;
                 }
             }
         }
-        if let Err(e) = self.ring.submit() {
-            // The entries stay in the ring; the reaper's next enter submits them.
-            log::warn!("caio: io_uring_enter failed ({e}); the reaper will retry");
+        if let Err(e) = self.enter(&mut sq) {
+            if !self.denied.load(Ordering::Acquire) {
+                // The entries stay in the ring; the next submission enters again.
+                log::warn!("caio: io_uring_enter failed ({e}); the next submission retries");
+            }
+        }
+    }
+
+    /// Hands what is in the submission ring to the kernel; `unsent` lists the operations
+    /// there, in order. Where a policy denies `io_uring_enter` (a seccomp filter or
+    /// container installed after start-up), the operations the kernel never took go to
+    /// the pool, and so does every later one: the ring is never entered again, so their
+    /// entries, left in it, are never read.
+    fn enter(&self, unsent: &mut Vec<usize>) -> io::Result<()> {
+        match self.ring.submit() {
+            Ok(n) => {
+                unsent.drain(..n.min(unsent.len()));
+                Ok(())
+            }
+            Err(e) if is_denial(&e) => {
+                self.deny(&e);
+                for p in unsent.drain(..) {
+                    // SAFETY: the call was refused before it ran, so the kernel took none
+                    // of these entries: each op is still ours, once.
+                    let op = self.ops.unbox(unsafe { Box::from_raw(p as *mut UringOp) });
+                    self.inflight.fetch_sub(1, Ordering::AcqRel);
+                    self.to_pool(op.req);
+                }
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// From now on every operation of this backend goes to the pool; said once.
+    fn deny(&self, e: &io::Error) {
+        if !self.denied.swap(true, Ordering::AcqRel) {
+            log::warn!(
+                "caio: io_uring_enter failed ({e}): denied by seccomp or container policy; \
+                 operations go to threads from now on"
+            );
         }
     }
 
@@ -279,7 +330,10 @@ impl Ring {
     /// submits now is its own (not an operation of another thread that a completion
     /// admits: that one must not wait for this thread's next enter).
     fn owns(&self, backend: &dyn FileIo) -> bool {
-        self.owned.load(Ordering::Acquire) && drive::drives(backend) && !COMPLETING.with(Cell::get)
+        self.owned.load(Ordering::Acquire)
+            && !self.denied.load(Ordering::Acquire)
+            && drive::drives(backend)
+            && !COMPLETING.with(Cell::get)
     }
 
     /// Handles one completion (`res` is bytes or a negative errno). What it returns goes to
@@ -355,6 +409,15 @@ impl Ring {
     }
 }
 
+/// Whether `io_uring_enter` failed because a policy forbids it, which will not change:
+/// a seccomp filter answers with the errno it was given, most often EPERM or ENOSYS.
+fn is_denial(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EPERM | libc::ENOSYS | libc::EACCES)
+    )
+}
+
 /// The `user_data` of the wake-up poll in an [`Own`] ring (an operation's is the address of
 /// its box, never 1).
 const WAKE: u64 = 1;
@@ -400,9 +463,18 @@ struct Own {
     armed: bool,
     /// Operations in this ring, not reaped yet (the poll not counted).
     inflight: usize,
-    /// Operations back from the kernel (or refused by it), with their results.
+    /// Operations back from the kernel (or refused by it), with their results
+    /// (`TO_POOL`: the kernel never took it; it goes to the pool).
     done: Vec<(Box<UringOp>, i32)>,
+    /// What is written in the submission ring and not taken by the kernel yet, in order:
+    /// the ops' addresses, and `WAKE` for the wake-up poll.
+    unsent: Vec<u64>,
+    /// `io_uring_enter` was refused by a policy (see `is_denial`): never entered again.
+    denied: bool,
 }
+
+/// The result `Own` gives an operation whose entry the kernel never took.
+const TO_POOL: i32 = i32::MIN;
 
 impl Own {
     fn new(entries: u32, threads: usize) -> io::Result<Own> {
@@ -421,6 +493,8 @@ impl Own {
             armed: false,
             inflight: 0,
             done: Vec::new(),
+            unsent: Vec::new(),
+            denied: false,
         })
     }
 
@@ -433,9 +507,42 @@ impl Own {
         loop {
             // SAFETY: the caller's promise; `&mut self` makes this the only queue view.
             if unsafe { self.ring.submission().push(entry) }.is_ok() {
+                self.unsent.push(entry.get_user_data());
                 return Ok(());
             }
-            self.ring.submit()?;
+            self.sent(self.ring.submit())?;
+        }
+    }
+
+    /// Takes what the kernel took off `unsent`. Where a policy refused the call, every
+    /// entry still in the ring goes back: each op to `done`, for the pool (the ring is
+    /// never entered again, so the kernel never reads them).
+    fn sent(&mut self, r: io::Result<usize>) -> io::Result<usize> {
+        match r {
+            Ok(n) => {
+                self.unsent.drain(..n.min(self.unsent.len()));
+            }
+            Err(ref e) if is_denial(e) => self.refuse(),
+            Err(_) => {}
+        }
+        r
+    }
+
+    /// The ring is never entered again: every entry in it that the kernel never took
+    /// goes back, each op to `done`, for the pool.
+    fn refuse(&mut self) {
+        self.denied = true;
+        for data in std::mem::take(&mut self.unsent) {
+            if data == WAKE {
+                self.armed = false;
+                continue;
+            }
+            // SAFETY: no `io_uring_enter` ran since these were written (the last one was
+            // refused before it ran, or another ring's was and this one is entered no
+            // more), so the kernel took none of them: each op is still ours, once.
+            let op = unsafe { Box::from_raw(data as *mut UringOp) };
+            self.inflight -= 1;
+            self.done.push((op, TO_POOL));
         }
     }
 
@@ -456,7 +563,12 @@ impl Own {
                 Err(e) => {
                     // SAFETY: `p` was not pushed, so it is still ours, once.
                     let op = unsafe { Box::from_raw(p) };
-                    self.done.push((op, -e.raw_os_error().unwrap_or(libc::EIO)));
+                    let res = if self.denied {
+                        TO_POOL
+                    } else {
+                        -e.raw_os_error().unwrap_or(libc::EIO)
+                    };
+                    self.done.push((op, res));
                 }
             }
         }
@@ -480,6 +592,9 @@ impl Own {
     /// completions the kernel holds back, if any, and enters only when there is something
     /// to send or run. Then takes what completed into `done`.
     fn enter(&mut self, want: usize) -> io::Result<()> {
+        if self.denied {
+            return Err(io::Error::from_raw_os_error(libc::EPERM));
+        }
         let r = if want > 0 {
             self.arm();
             let args = types::SubmitArgs::new().timespec(&OWN_WAIT);
@@ -493,7 +608,7 @@ impl Own {
                 self.ring.submit()
             }
         };
-        match r {
+        match self.sent(r) {
             Ok(_) => {}
             Err(e)
                 if matches!(
@@ -700,7 +815,8 @@ impl Uring {
         let ring = Arc::new(Ring {
             ring,
             efd: Arc::new(efd),
-            sq: Mutex::new(()),
+            sq: Mutex::new(Vec::new()),
+            denied: AtomicBool::new(false),
             cq: Mutex::new(()),
             inflight: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
@@ -751,12 +867,36 @@ impl Uring {
         if !ring.owns(self) || sys::fork_generation() != self.fork_generation {
             return None;
         }
+        self.round(f)
+    }
+
+    /// After a refusal of `io_uring_enter`, wherever it was seen: what the calling thread
+    /// wrote to its own ring, or queued for it, goes to the pool.
+    fn refuse_own(&self) {
+        if sys::fork_generation() != self.fork_generation || !drive::drives(self) {
+            return;
+        }
+        let me = thread::current().id();
+        if lock(&self.ring.own)
+            .as_ref()
+            .is_some_and(|o| o.thread == me)
+        {
+            self.round(Own::refuse);
+        }
+    }
+
+    /// `own_round`'s round, for a caller that knows the ring is the calling thread's.
+    fn round<R>(&self, f: impl FnOnce(&mut Own) -> R) -> Option<R> {
+        let ring = &self.ring;
         let (r, mut done) = {
             let mut own = lock(&ring.own);
             let own = own.as_mut()?;
             let mut batch = ring.own_queue.take();
             own.flush(ring, &mut batch);
             let r = f(own);
+            if own.denied {
+                ring.deny(&io::Error::from_raw_os_error(libc::EPERM));
+            }
             ring.own_queue.give_back(batch);
             if own.done.is_empty() {
                 return Some(r);
@@ -766,6 +906,10 @@ impl Uring {
         COMPLETING.with(|c| c.set(true));
         let _completing = Completing;
         for (op, res) in done.drain(..) {
+            if res == TO_POOL {
+                ring.to_pool(ring.ops.unbox(op).req);
+                continue;
+            }
             if let Some(next) = ring.complete(op, res) {
                 if next.mode == Mode::Worker {
                     ring.submit([next]);
@@ -808,6 +952,9 @@ impl Uring {
             }
             None => false,
         };
+        if self.ring.denied.load(Ordering::Acquire) {
+            self.refuse_own();
+        }
         let mut batch = self.queue.take();
         // A request whose future is gone before it reached the kernel does not start.
         batch.retain(|op| !op.req.is_abandoned());
@@ -907,7 +1054,10 @@ impl FileIo for Uring {
     fn drive_begin(&self, signal: &Arc<Signal>) -> bool {
         let ring = &self.ring;
         // In a child after fork() the kernel context is the parent's: park instead.
-        if sys::fork_generation() != self.fork_generation || !ring.driver.begin() {
+        if sys::fork_generation() != self.fork_generation
+            || ring.denied.load(Ordering::Acquire)
+            || !ring.driver.begin()
+        {
             return false;
         }
         if !ring.own_failed.load(Ordering::Acquire) {
@@ -977,6 +1127,11 @@ impl FileIo for Uring {
 
     fn drive_sleep(&self, signal: &Signal, ready: bool) -> bool {
         let ring = &self.ring;
+        if ring.denied.load(Ordering::Acquire) {
+            // No kernel wait is allowed: the thread parks, woken as the pool completes.
+            self.refuse_own();
+            return false;
+        }
         let slept = self.own_round(|own| {
             let want = if !ready && signal.sleep_begin() {
                 drive::batch(own.inflight)

@@ -248,6 +248,13 @@ pub mod bpf {
 /// now on. For child processes of tests only.
 #[cfg(target_os = "linux")]
 pub fn deny_syscalls(nrs: &[libc::c_long]) {
+    deny_syscalls_with(nrs, libc::EPERM)
+}
+
+/// Makes the given system calls fail with `errno`, for every thread of this process from
+/// now on. For child processes of tests only.
+#[cfg(target_os = "linux")]
+pub fn deny_syscalls_with(nrs: &[libc::c_long], errno: i32) {
     use bpf::*;
     // Load the syscall number; for each denied one, "equal: jump to the EPERM return".
     let mut filter = vec![op(LD_W_ABS, 0, 0, 0)];
@@ -256,12 +263,7 @@ pub fn deny_syscalls(nrs: &[libc::c_long]) {
         filter.push(op(JMP_JEQ_K, to_deny, 0, nr as u32));
     }
     filter.push(op(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW));
-    filter.push(op(
-        RET_K,
-        0,
-        0,
-        libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
-    ));
+    filter.push(op(RET_K, 0, 0, libc::SECCOMP_RET_ERRNO | errno as u32));
     install_seccomp(&mut filter);
 }
 
