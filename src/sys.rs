@@ -54,6 +54,25 @@ pub(crate) fn pwrite(fd: RawFd, buf: &[u8], off: u64) -> io::Result<usize> {
     retry(|| cvt(unsafe { libc::pwrite(fd, buf.as_ptr().cast(), buf.len(), off) }))
 }
 
+/// What `pread(2)` (`write` false) or `pwrite(2)` (`write` true) says of a descriptor on
+/// which io_uring answered EBADF: the same EBADF, or ESPIPE where the file takes no
+/// positional I/O (a `/proc` file, say), which those calls check first. A zero-length
+/// call, made only after that refusal, so it moves no data: a descriptor io_uring refused
+/// lacks the access mode, and the call fails before it reads or writes.
+pub(crate) fn positional_errno(fd: RawFd, write: bool) -> i32 {
+    let mut byte = 0u8;
+    let r = if write {
+        pwrite(fd, &[], 0)
+    } else {
+        // SAFETY: zero bytes are written at `byte`, a live local.
+        unsafe { pread(fd, &mut byte, 0, 0) }
+    };
+    match r {
+        Err(e) => e.raw_os_error().unwrap_or(libc::EBADF),
+        Ok(_) => libc::EBADF,
+    }
+}
+
 /// The most iovecs one `preadv`/`pwritev` (or one vectored AIO or io_uring entry) takes.
 pub(crate) const IOV_MAX: usize = 1024;
 

@@ -359,6 +359,16 @@ impl Ring {
                 let _ = fd.into_raw_fd();
             }
         }
+        if res == -libc::EBADF {
+            if let Kind::Read(_) | Kind::ReadV(_) | Kind::Write(_) | Kind::WriteV(_) = &req.kind {
+                // Reported as the other backends' positional calls report it.
+                let write = matches!(req.kind, Kind::Write(_) | Kind::WriteV(_));
+                let errno = sys::positional_errno(req.fd, write);
+                req.finish_in_place(Err(io::Error::from_raw_os_error(errno)));
+                self.ops.recycle(op);
+                return None;
+            }
+        }
         if res < 0 {
             if mode == Mode::NoWait && (res == -libc::EAGAIN || res == -libc::EOPNOTSUPP) {
                 // Not in the page cache (or no NOWAIT here): the kernel's workers read it.
