@@ -527,6 +527,13 @@ impl Builder {
 
     /// Worker threads, where a pool is used. Default [`default_threads`]; 0 or more than
     /// 1024 is [`Error::InvalidConfig`] at `build`.
+    ///
+    /// On `uring` it bounds the kernel's own workers (`iou-wrk-…` threads, which run
+    /// buffered writes, syncs, metadata calls and reads the page cache does not hold). The
+    /// kernel keeps those workers per thread that submits to the ring: each such thread
+    /// (a thread whose poll sends operations, and the context's reaper) gets at most `n`
+    /// for I/O and `n` more for other calls. A process whose operations are sent from `k`
+    /// threads may so see up to `(k + 1) × 2 × n` of them, while they have work.
     pub fn threads(mut self, n: usize) -> Self {
         self.threads = Some(n);
         self

@@ -689,3 +689,85 @@ fn io_uring_enter_denied_after_start_up_sends_everything_to_threads_never_hangs(
         );
     }
 }
+
+// --- The kernel's io_uring workers: bounded per submitting thread.
+
+/// In the child: `SUBMITTERS` threads each keep 32 buffered writes (which io_uring runs
+/// on its kernel workers) in flight on one uring context of `threads(2)` for a second;
+/// prints the most `iou-wrk` threads seen at once.
+#[test]
+fn child_kernel_workers() {
+    let Ok(dir) = std::env::var(CHILD) else {
+        return;
+    };
+    let ctx = Context::builder()
+        .implementation(Implementation::Uring)
+        .threads(WORKER_LIMIT)
+        .build()
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let submitters: Vec<_> = (0..SUBMITTERS)
+        .map(|t| {
+            let (ctx, stop) = (ctx.clone(), stop.clone());
+            let path = std::path::Path::new(&dir).join(format!("w{t}"));
+            std::thread::spawn(move || {
+                let f = fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .open(path)
+                    .unwrap();
+                let fd = f.as_raw_fd();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let writes = (0..32u64).map(|k| ctx.write(vec![t as u8; 65536], fd, k * 65536));
+                    for r in block_on(futures::future::join_all(writes)) {
+                        assert_eq!(r.unwrap(), 65536);
+                    }
+                    block_on(ctx.fsync(fd)).unwrap();
+                }
+            })
+        })
+        .collect();
+    let start = std::time::Instant::now();
+    let mut most = 0;
+    while start.elapsed() < std::time::Duration::from_secs(1) {
+        let n = util::thread_names()
+            .iter()
+            .filter(|n| n.starts_with("iou-wrk"))
+            .count();
+        most = most.max(n);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for s in submitters {
+        s.join().unwrap();
+    }
+    println!("\nWORKERS most={most}");
+}
+
+const SUBMITTERS: usize = 4;
+const WORKER_LIMIT: usize = 2;
+
+#[test]
+fn kernel_workers_stay_within_the_documented_bound() {
+    if !uring_here() {
+        return;
+    }
+    let d = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let o = util::run_test_child(
+        "child_kernel_workers",
+        &[(CHILD, d.path().to_str().unwrap())],
+        std::time::Duration::from_secs(60),
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let most: usize = util::child_field(&out, "most");
+    // `threads` bounded and as many unbounded workers for each thread that submits: the
+    // submitters, the reaper (which sends the rest of short transfers) and the main thread.
+    let bound = (SUBMITTERS + 2) * 2 * WORKER_LIMIT;
+    println!("kernel workers: at most {most} at once, bound {bound}");
+    assert!(most <= bound, "{most} kernel workers, more than {bound}");
+}
