@@ -714,6 +714,7 @@ fn child_kernel_workers() {
                 let f = fs::OpenOptions::new()
                     .write(true)
                     .create(true)
+                    .truncate(true)
                     .open(path)
                     .unwrap();
                 let fd = f.as_raw_fd();
