@@ -960,11 +960,13 @@ impl File {
             } else {
                 (twin.fd, &twin.info)
             };
-            let n = i
-                .ctx
-                .owned_file(What::Write(part), fd, start, info)
-                .await
-                .0?;
+            let n = match i.ctx.owned_file(What::Write(part), fd, start, info).await.0 {
+                Ok(n) => n,
+                // As std's write: once bytes are in the file, the count is the answer,
+                // and the error comes with the next write, where it writes nothing.
+                Err(_) if written > 0 => break,
+                Err(e) => return Err(e),
+            };
             written += n;
             if n < want {
                 break;
