@@ -252,6 +252,18 @@ pub(crate) fn link_fd(fd: RawFd, to: &CStr) -> io::Result<()> {
     cvt(r as libc::ssize_t).map(drop)
 }
 
+/// `flock(fd, LOCK_EX | LOCK_NB)`: `Ok(true)` when this descriptor now holds the lock,
+/// `Ok(false)` when another open file holds it.
+pub(crate) fn try_lock_exclusive(fd: RawFd) -> io::Result<bool> {
+    // SAFETY: flock takes no pointers; a bad descriptor is reported as EBADF.
+    match retry(|| cvt(unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } as libc::ssize_t))
+    {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// `fallocate(2)` with mode 0 (allocate, extending the size), where it exists.
 pub(crate) fn fallocate(fd: RawFd, off: u64, len: u64) -> io::Result<()> {
     #[cfg(target_os = "linux")]

@@ -476,3 +476,114 @@ fn a_fifo_opened_for_reading_without_a_writer_never_blocks_the_executor() {
         );
     }
 }
+
+/// In the child, with O_TMPFILE denied (so the new file has a name from the start): atomic
+/// writes of `CAIO_COPY_TEST_CHILD/target`, one after another, until it is killed.
+#[test]
+fn child_writes_atomically_until_killed() {
+    let Ok(dir) = std::env::var(CHILD_WRITER) else {
+        return;
+    };
+    deny_o_tmpfile();
+    let data = pattern(64 << 20, 8);
+    loop {
+        block_on(fs::write_atomic(
+            Path::new(&dir).join("target"),
+            data.clone(),
+        ))
+        .unwrap();
+    }
+}
+
+const CHILD_WRITER: &str = "CAIO_COPY_TEST_WRITER";
+
+/// Sets `path`'s modification time `secs` seconds back.
+fn age(path: &Path, secs: u64) {
+    let f = std::fs::File::options().write(true).open(path).unwrap();
+    f.set_modified(std::time::SystemTime::now() - Duration::from_secs(secs))
+        .unwrap();
+}
+
+#[test]
+fn temporary_files_of_killed_writers_are_swept_and_live_ones_kept() {
+    use std::os::unix::io::AsRawFd;
+    let temps = |d: &Path| -> Vec<String> {
+        names(d)
+            .into_iter()
+            .filter(|n| n.starts_with(".target.caio-"))
+            .collect()
+    };
+    for i in backends() {
+        let d = dir();
+        // A writer killed (kill -9) while its named temporary file exists.
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "child_writes_atomically_until_killed",
+                "--nocapture",
+            ])
+            .env(CHILD_WRITER, d.path())
+            .env("CAIO_IMPL", i.as_str())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while temps(d.path()).is_empty() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{i}: no temporary file"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let dead = temps(d.path());
+        assert_eq!(dead.len(), 1, "{i}: {dead:?}");
+        // The kernel may finish the dead writer's last writes (and hold its file, and so
+        // its lock) a moment after the process is gone.
+        let start = Instant::now();
+        loop {
+            let f = std::fs::File::open(d.path().join(&dead[0])).unwrap();
+            // SAFETY: flock on a descriptor this test owns; closing it lets go.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{i}: still locked"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Lookalikes: one a live writer holds (locked), one just made, one of another user.
+        let live = d.path().join(".other.caio-1-1");
+        std::fs::write(&live, b"live").unwrap();
+        let held = std::fs::File::open(&live).unwrap();
+        // SAFETY: flock on a descriptor this test owns.
+        assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX) }, 0);
+        let young = d.path().join(".young.caio-2-2");
+        std::fs::write(&young, b"young").unwrap();
+        let foreign = d.path().join(".foreign.caio-3-3");
+        std::fs::write(&foreign, b"foreign").unwrap();
+        if is_root() {
+            std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).unwrap();
+        }
+        for p in [&d.path().join(&dead[0]), &live, &foreign] {
+            age(p, 120);
+        }
+        // The next atomic write into the directory sweeps.
+        block_on(fs::write_atomic(d.path().join("x"), "new")).unwrap();
+        let mut left = names(d.path());
+        left.retain(|n| n.contains(".caio-"));
+        left.sort();
+        let mut want = vec![".other.caio-1-1", ".young.caio-2-2"];
+        if is_root() {
+            want.insert(0, ".foreign.caio-3-3");
+        }
+        assert_eq!(
+            left, want,
+            "{i}: the dead writer's file should be gone, the rest kept"
+        );
+        assert_eq!(std::fs::read(d.path().join("x")).unwrap(), b"new");
+        drop(held);
+    }
+}

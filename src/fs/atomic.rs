@@ -7,6 +7,12 @@
 //! name just before the rename, in the same operation. Where the filesystem cannot make
 //! unnamed files (FUSE, NFS, off Linux), a hidden named file is used instead, and removed
 //! on failure and on drop.
+//!
+//! A process killed between naming its new file and the rename leaves that file behind.
+//! Its writer holds an exclusive `flock` on it for as long as it runs, so the next atomic
+//! write into the same directory recognises a stale one (caio's name, this user's, not
+//! touched for a minute, and no lock on it) and removes it: they never pile up, and a live
+//! writer's file is never touched.
 
 use std::{
     fs::{Metadata, Permissions},
@@ -39,11 +45,99 @@ fn temp_name(target: &Path) -> PathBuf {
     ))
 }
 
+/// Whether `name` is one `temp_name` makes: `.{target}.caio-{pid}-{seq}`.
+fn is_temp_name(name: &std::ffi::OsStr) -> bool {
+    let name = name.as_encoded_bytes();
+    let Some(at) = name.windows(6).rposition(|w| w == b".caio-") else {
+        return false;
+    };
+    let tail = &name[at + 6..];
+    let digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
+    name.first() == Some(&b'.')
+        && at > 0
+        && matches!(tail.iter().position(|&b| b == b'-'), Some(d) if digits(&tail[..d]) && digits(&tail[d + 1..]))
+}
+
+/// How long a temporary file must have gone untouched before a sweep looks at it: its
+/// writer takes the lock just after creating it, and this covers that moment.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Removes the temporary files of writers that no longer run from `dir`: caio's names,
+/// owned by this user, untouched for `STALE_AFTER`, and not locked (a running writer holds
+/// the lock on its file). Each directory at most once per `STALE_AFTER` per process, since
+/// nothing younger can go. Best effort: whatever cannot be checked is left alone.
+fn sweep(dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    static SWEPT: crate::fork::PerProcess<
+        Mutex<std::collections::HashMap<PathBuf, std::time::Instant>>,
+    > = crate::fork::PerProcess::new();
+    {
+        let mut swept = SWEPT
+            .get(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        if swept.len() > 1024 {
+            swept.retain(|_, at| now.duration_since(*at) < STALE_AFTER);
+        }
+        match swept.get(dir) {
+            Some(at) if now.duration_since(*at) < STALE_AFTER => return,
+            _ => {
+                swept.insert(dir.to_path_buf(), now);
+            }
+        }
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let now = std::time::SystemTime::now();
+    for e in entries.flatten() {
+        if !is_temp_name(&e.file_name()) {
+            continue;
+        }
+        let path = e.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|age| age >= STALE_AFTER);
+        if !meta.is_file() || meta.uid() != me || !old {
+            continue;
+        }
+        let mut o = std::fs::OpenOptions::new();
+        std::os::unix::fs::OpenOptionsExt::custom_flags(
+            o.read(true),
+            libc::O_NOFOLLOW | libc::O_NONBLOCK,
+        );
+        let Ok(f) = o.open(&path) else {
+            continue;
+        };
+        let same = f
+            .metadata()
+            .is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()));
+        if same && crate::sys::try_lock_exclusive(f.as_raw_fd()).unwrap_or(false) {
+            match std::fs::remove_file(&path) {
+                Ok(()) => log::info!(
+                    "caio: removed {}, left by a writer that died",
+                    path.display()
+                ),
+                Err(e) => log::debug!("caio: cannot remove {}: {e}", path.display()),
+            }
+        }
+    }
+}
+
 /// What a named temporary file's creator and its guard agree on, so that a drop racing
 /// the creation still leaves nothing behind.
 #[derive(Default)]
 struct Named {
-    created: bool,
+    /// The file's name, once it is created.
+    created: Option<PathBuf>,
     /// The guard went away (dropped or finished): a creation that completes now removes
     /// its own file.
     abandoned: bool,
@@ -51,30 +145,38 @@ struct Named {
 
 /// Removes a named temporary file unless the replacement went through.
 struct NamedGuard {
-    path: PathBuf,
     ctx: Context,
     state: Arc<Mutex<Named>>,
 }
 
 impl NamedGuard {
-    /// Stops guarding; `true` when the file exists and is now the caller's to remove.
-    fn disarm(&self) -> bool {
+    /// The file's name, once created.
+    fn path(&self) -> Option<PathBuf> {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .created
+            .clone()
+    }
+
+    /// Stops guarding; the file's name when it exists and is now the caller's to remove.
+    fn disarm(&self) -> Option<PathBuf> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         st.abandoned = true;
-        std::mem::take(&mut st.created)
+        st.created.take()
     }
 }
 
 impl Drop for NamedGuard {
     fn drop(&mut self) {
-        if self.disarm() {
-            match cstring(&self.path) {
+        if let Some(p) = self.disarm() {
+            match cstring(&p) {
                 Ok(path) => self.ctx.detach(
                     -1,
                     Meta::Unlink { path, dir: false },
                     "removing a temporary file",
                 ),
-                Err(e) => log::warn!("caio: cannot remove {}: {e}", self.path.display()),
+                Err(e) => log::warn!("caio: cannot remove {}: {e}", p.display()),
             }
         }
     }
@@ -123,7 +225,19 @@ impl Replacement {
     /// Resolves the target and makes the new, empty file beside it.
     pub(crate) async fn begin(ctx: &Context, path: &Path, direct: bool) -> io::Result<Self> {
         let p = path.to_path_buf();
-        let (target, meta) = ctx.run(None, move || resolve(&p)).await?;
+        let (target, meta) = ctx
+            .run(None, move || {
+                let (target, meta) = resolve(&p)?;
+                if let Some(dir) = target.parent() {
+                    sweep(if dir.as_os_str().is_empty() {
+                        Path::new(".")
+                    } else {
+                        dir
+                    });
+                }
+                Ok((target, meta))
+            })
+            .await?;
         if target.file_name().is_none() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -179,15 +293,13 @@ impl Replacement {
         existing: Option<Permissions>,
         direct: bool,
     ) -> io::Result<Self> {
-        let path = temp_name(&target);
         let state = Arc::new(Mutex::new(Named::default()));
         let guard = NamedGuard {
-            path: path.clone(),
             ctx: ctx.clone(),
             state: Arc::clone(&state),
         };
-        let p = path.clone();
-        let opened: Opened = ctx
+        let t = target.clone();
+        let (opened, path): (Opened, PathBuf) = ctx
             .run(None, move || {
                 let mut o = std::fs::OpenOptions::new();
                 o.write(true).create_new(true);
@@ -196,27 +308,39 @@ impl Replacement {
                     use std::os::unix::fs::OpenOptionsExt;
                     o.custom_flags(libc::O_DIRECT);
                 }
-                let f = o.open(&p)?;
+                // A name a dead writer of the same pid left is passed over.
+                let (f, p) = loop {
+                    let p = temp_name(&t);
+                    match o.open(&p) {
+                        Ok(f) => break (f, p),
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                        Err(e) => return Err(e),
+                    }
+                };
+                // Held while this writer runs: a sweep leaves the file alone. Where the
+                // filesystem has no locks, a sweep cannot take one either.
+                let _ = crate::sys::try_lock_exclusive(f.as_raw_fd());
                 let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
                 if st.abandoned {
                     drop(f);
                     let _ = std::fs::remove_file(&p);
                     return Err(io::Error::other("caio: the replacement was abandoned"));
                 }
-                st.created = true;
+                st.created = Some(p.clone());
                 drop(st);
                 let align = if direct {
                     Some(crate::direct_alignment(f.as_raw_fd())?)
                 } else {
                     None
                 };
-                Ok(Opened {
+                let opened = Opened {
                     fd: OwnedFd::from(f),
                     file_type: libc::S_IFREG,
                     align,
                     // Written only: whether it is in memory changes no read.
                     memory: false,
-                })
+                };
+                Ok((opened, p))
             })
             .await?;
         let file = File::from_opened(ctx.clone(), opened, path, direct, false, (false, true));
@@ -232,15 +356,13 @@ impl Replacement {
     /// Gives up: the new file is removed (a named one, through the backend).
     pub(crate) async fn abort(self) {
         let Replacement { ctx, named, .. } = self;
-        if let Some(g) = named {
-            if g.disarm() {
-                if let Ok(path) = cstring(&g.path) {
-                    let r = ctx
-                        .meta_unit(-1, Meta::Unlink { path, dir: false }, None)
-                        .await;
-                    if let Err(e) = r {
-                        log::warn!("caio: cannot remove {}: {e}", g.path.display());
-                    }
+        if let Some(p) = named.as_ref().and_then(NamedGuard::disarm) {
+            if let Ok(path) = cstring(&p) {
+                let r = ctx
+                    .meta_unit(-1, Meta::Unlink { path, dir: false }, None)
+                    .await;
+                if let Err(e) = r {
+                    log::warn!("caio: cannot remove {}: {e}", p.display());
                 }
             }
         }
@@ -269,12 +391,16 @@ impl Replacement {
         self.file.sync_all().await?;
         let (fd, info) = self.file.fd_info();
         let target = self.target.clone();
-        let named = self.named.as_ref().map(|g| g.path.clone());
+        let named = self.named.as_ref().and_then(NamedGuard::path);
         self.ctx
             .run(Some(info), move || {
                 let from = match named {
                     Some(n) => n,
-                    None => link_unnamed(fd, &target)?,
+                    None => {
+                        // Held while this writer runs: a sweep leaves the named file alone.
+                        let _ = crate::sys::try_lock_exclusive(fd);
+                        link_unnamed(fd, &target)?
+                    }
                 };
                 if let Err(e) = std::fs::rename(&from, &target) {
                     let _ = std::fs::remove_file(&from);
