@@ -109,14 +109,7 @@ impl Context {
     /// # Errors
     /// When the first attempt to build it fails; later calls try again.
     pub fn global() -> Result<Context, Error> {
-        // Per process: a child never waits on the lock a parent's thread held at fork(),
-        // and never drops the parent's context (its threads and kernel context are not
-        // the child's to tear down).
-        static GLOBAL: PerProcess<Mutex<Option<Context>>> = PerProcess::new();
-        let mut g = GLOBAL
-            .get(|| Mutex::new(None))
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut g = global_slot().lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = &*g {
             return Ok(c.clone());
         }
@@ -124,6 +117,28 @@ impl Context {
         c.shared.global.store(true, Ordering::Relaxed);
         *g = Some(c.clone());
         Ok(c)
+    }
+
+    /// [`Context::global`] for the file layer's futures: the first build (the selection's
+    /// probes, the backend's kernel context and threads) runs on a short-lived thread of
+    /// its own, never on the thread that polls.
+    pub(crate) async fn global_async() -> Result<Context, Error> {
+        if let Ok(g) = global_slot().try_lock() {
+            if let Some(c) = &*g {
+                return Ok(c.clone());
+            }
+        }
+        let (tx, rx) = futures::channel::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("caio-start".into())
+            .spawn(move || {
+                let _ = tx.send(Context::global());
+            });
+        match spawned {
+            Ok(_) => rx.await.unwrap_or_else(|_| Context::global()),
+            // No thread to be had: build it here after all.
+            Err(_) => Context::global(),
+        }
     }
 
     /// Where new work on this handle goes: its own context, or, for a handle of the
@@ -464,6 +479,14 @@ impl Context {
         };
         admission::detach(&self.target(), plan, what);
     }
+}
+
+/// Where the process-wide context lives. Per process: a child never waits on the lock a
+/// parent's thread held at fork(), and never drops the parent's context (its threads and
+/// kernel context are not the child's to tear down).
+fn global_slot() -> &'static Mutex<Option<Context>> {
+    static GLOBAL: PerProcess<Mutex<Option<Context>>> = PerProcess::new();
+    GLOBAL.get(|| Mutex::new(None))
 }
 
 /// The future of [`Context::wait_idle`].

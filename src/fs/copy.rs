@@ -128,7 +128,7 @@ async fn copy_now(src: PathBuf, dst: PathBuf, opts: CopyOptions) -> io::Result<u
     ahead::check(opts.chunk, opts.depth)?;
     let ctx = match &opts.context {
         Some(c) => c.clone(),
-        None => Context::global()?,
+        None => Context::global_async().await?,
     };
     // As std: only a regular file (or a symlink to one) is copied, and errors come in
     // std's order (the open's first). A FIFO is refused before the open, which would

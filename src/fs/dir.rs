@@ -10,7 +10,6 @@ use std::{
     io,
     path::{Path, PathBuf},
     pin::Pin,
-    sync::Arc,
     task::{Context as TaskContext, Poll},
 };
 
@@ -33,7 +32,7 @@ pub fn read_dir(
 ) -> impl Future<Output = io::Result<ReadDir>> + Send + 'static {
     let p = path.as_ref().to_path_buf();
     async move {
-        let ctx = Context::global()?;
+        let ctx = Context::global_async().await?;
         let inner = ctx.run(None, move || std::fs::read_dir(p)).await?;
         Ok(ReadDir {
             ctx,
@@ -44,7 +43,9 @@ pub fn read_dir(
     }
 }
 
-type Batch = (std::fs::ReadDir, Vec<io::Result<DirEntry>>, bool);
+/// The directory to go on with (`None` once it is read to the end, and closed) and the
+/// entries fetched.
+type Batch = (Option<std::fs::ReadDir>, Vec<io::Result<DirEntry>>);
 
 /// The entries of a directory: see [`read_dir`]. An entry that cannot be read is an `Err`
 /// item, and the stream goes on, as `std`'s iterator does.
@@ -76,26 +77,35 @@ impl ReadDir {
 }
 
 /// Reads up to a batch of entries, with the type of each where it comes for free
-/// (`d_type`) or by `lstat` where it does not.
+/// (`d_type`) or by `lstat` where it does not. At the end the directory is closed here,
+/// on the backend's thread: no entry keeps it open (std's would).
 fn fetch(mut inner: std::fs::ReadDir) -> io::Result<Batch> {
     let mut batch = Vec::with_capacity(READ_DIR_BATCH);
-    let mut end = false;
     while batch.len() < READ_DIR_BATCH {
         match inner.next() {
-            None => {
-                end = true;
-                break;
-            }
-            Some(r) => batch.push(r.map(|e| {
-                let file_type = e.file_type().ok();
-                DirEntry {
-                    inner: Arc::new(e),
-                    file_type,
-                }
+            None => return Ok((None, batch)),
+            Some(r) => batch.push(r.map(|e| DirEntry {
+                path: e.path(),
+                ino: std::os::unix::fs::DirEntryExt::ino(&e),
+                file_type: e.file_type().ok(),
             })),
         }
     }
-    Ok((inner, batch, end))
+    Ok((Some(inner), batch))
+}
+
+impl Drop for ReadDir {
+    fn drop(&mut self) {
+        // Dropped before its end: the directory is closed on the backend, not here.
+        if let Some(inner) = self.inner.take() {
+            let close: crate::backend::Call = Box::new(move || {
+                drop(inner);
+                Ok(Box::new(()) as Box<dyn std::any::Any + Send>)
+            });
+            self.ctx
+                .detach(-1, crate::backend::Meta::Call(close), "closing a directory");
+        }
+    }
 }
 
 impl Stream for ReadDir {
@@ -123,10 +133,8 @@ impl Stream for ReadDir {
             };
             this.fetch = None;
             match r {
-                Ok((inner, batch, end)) => {
-                    if !end {
-                        this.inner = Some(inner);
-                    }
+                Ok((inner, batch)) => {
+                    this.inner = inner;
                     this.ready.extend(batch);
                 }
                 // The backend could not run the fetch: the directory is lost with it.
@@ -139,31 +147,33 @@ impl Stream for ReadDir {
 /// One entry of a directory, as `tokio::fs::DirEntry`.
 #[derive(Clone)]
 pub struct DirEntry {
-    inner: Arc<std::fs::DirEntry>,
+    /// The directory's path joined with the entry's name.
+    path: PathBuf,
+    ino: u64,
     /// Known when the directory said it (`d_type`) or the fetch could `lstat` it.
     file_type: Option<FileType>,
 }
 
 impl fmt::Debug for DirEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("DirEntry").field(&self.inner.path()).finish()
+        f.debug_tuple("DirEntry").field(&self.path).finish()
     }
 }
 
 impl DirEntry {
     /// The directory's path joined with the entry's name.
     pub fn path(&self) -> PathBuf {
-        self.inner.path()
+        self.path.clone()
     }
 
     /// The entry's name (any bytes but `/` and NUL; not always UTF-8).
     pub fn file_name(&self) -> OsString {
-        self.inner.file_name()
+        self.path.file_name().unwrap_or_default().to_os_string()
     }
 
     /// The entry's inode number, as the directory reports it.
     pub fn ino(&self) -> u64 {
-        std::os::unix::fs::DirEntryExt::ino(&*self.inner)
+        self.ino
     }
 
     /// The entry's type, not following symlinks. Known from the directory in almost every
@@ -172,22 +182,30 @@ impl DirEntry {
     /// # Errors
     /// The error of that `lstat` (the entry was removed meanwhile, say).
     pub fn file_type(&self) -> impl Future<Output = io::Result<FileType>> + Send + 'static {
-        let (known, e) = (self.file_type, Arc::clone(&self.inner));
+        let (known, path) = (self.file_type, self.path.clone());
         async move {
             match known {
                 Some(t) => Ok(t),
-                None => Context::global()?.run(None, move || e.file_type()).await,
+                None => {
+                    let lstat = move || std::fs::symlink_metadata(path).map(|m| m.file_type());
+                    Context::global_async().await?.run(None, lstat).await
+                }
             }
         }
     }
 
-    /// The entry's metadata, not following symlinks (`fstatat` through the backend), as
+    /// The entry's metadata, not following symlinks (`lstat` through the backend), as
     /// [`std::fs::DirEntry::metadata`].
     ///
     /// # Errors
     /// As [`std::fs::DirEntry::metadata`].
     pub fn metadata(&self) -> impl Future<Output = io::Result<Metadata>> + Send + 'static {
-        let e = Arc::clone(&self.inner);
-        async move { Context::global()?.run(None, move || e.metadata()).await }
+        let path = self.path.clone();
+        async move {
+            Context::global_async()
+                .await?
+                .run(None, move || std::fs::symlink_metadata(path))
+                .await
+        }
     }
 }

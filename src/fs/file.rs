@@ -167,7 +167,7 @@ impl OpenOptions {
     async fn open_async(self, path: PathBuf) -> io::Result<File> {
         let ctx = match &self.context {
             Some(c) => c.clone(),
-            None => Context::global()?,
+            None => Context::global_async().await?,
         };
         let open = Meta::Open {
             path: cstring(&path)?,

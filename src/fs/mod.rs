@@ -142,7 +142,7 @@ pub fn write_atomic(
 ) -> impl Future<Output = io::Result<()>> + Send + 'static {
     let (path, data) = (path.as_ref().to_path_buf(), data.into());
     async move {
-        let ctx = Context::global()?;
+        let ctx = Context::global_async().await?;
         let rep = atomic::Replacement::begin(&ctx, &path, false).await?;
         match rep.file.write_all_at(data, 0).await {
             Ok(()) => rep.commit(None).await,

@@ -20,13 +20,13 @@ use crate::{backend::Meta, fs::file::cstring, Context};
 pub(crate) async fn off_thread<T: Send + 'static>(
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
-    Context::global()?.run(None, f).await
+    Context::global_async().await?.run(None, f).await
 }
 
 /// Runs a typed metadata operation (built when polled) on the default context's backend.
 async fn meta(build: impl FnOnce() -> io::Result<Meta> + Send + 'static) -> io::Result<()> {
     let m = build()?;
-    Context::global()?.meta_unit(-1, m, None).await
+    Context::global_async().await?.meta_unit(-1, m, None).await
 }
 
 /// The path as an owned `PathBuf`, for a `'static` future.
