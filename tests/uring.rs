@@ -772,3 +772,77 @@ fn kernel_workers_stay_within_the_documented_bound() {
     println!("kernel workers: at most {most} at once, bound {bound}");
     assert!(most <= bound, "{most} kernel workers, more than {bound}");
 }
+
+/// In the child: a `block_on` thread's read already taken by the kernel into its own ring
+/// when io_uring_enter starts being refused (the policy installed from another thread
+/// meanwhile). Prints `DENIED ok` once that read resolved (it cannot be reaped: an
+/// error) and later reads completed through the pool.
+#[test]
+fn child_enter_denied_in_flight() {
+    let Ok(dir) = std::env::var(CHILD) else {
+        return;
+    };
+    let path = std::path::Path::new(&dir).join("big");
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&path)
+        .unwrap();
+    let fd = file.as_raw_fd();
+    let ctx = Context::builder()
+        .implementation(Implementation::Uring)
+        .build()
+        .unwrap();
+    let (deny_tx, deny_rx) = std::sync::mpsc::channel::<()>();
+    let (denied_tx, denied_rx) = std::sync::mpsc::channel::<()>();
+    let policy = std::thread::spawn(move || {
+        deny_rx.recv().unwrap();
+        util::deny_syscalls(&[libc::SYS_io_uring_enter, libc::SYS_io_uring_setup]);
+        denied_tx.send(()).unwrap();
+    });
+    let (big, after) = ctx.block_on(async {
+        let mut big = Box::pin(ctx.read(64 << 20, fd, 0));
+        assert!(futures::poll!(big.as_mut()).is_pending());
+        // One turn of block_on: the read goes to the kernel through this thread's ring.
+        let mut turned = false;
+        futures::future::poll_fn(|cx| {
+            if std::mem::replace(&mut turned, true) {
+                std::task::Poll::Ready(())
+            } else {
+                cx.waker().wake_by_ref();
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+        deny_tx.send(()).unwrap();
+        denied_rx.recv().unwrap();
+        let big = big.await;
+        let after = ctx.read(4096, fd, 4096).await;
+        (big, after)
+    });
+    policy.join().unwrap();
+    println!("\nBIG {:?}", big.as_ref().map(|b| b.len()));
+    assert!(after.unwrap().len() == 4096);
+    println!("DENIED ok");
+}
+
+#[test]
+fn a_block_on_read_with_the_kernel_when_io_uring_enter_is_denied_resolves() {
+    let _serial = serial();
+    if !uring_here() {
+        return;
+    }
+    let d = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    fs::write(d.path().join("big"), pattern(64 << 20, 2)).unwrap();
+    let o = util::run_test_child(
+        "child_enter_denied_in_flight",
+        &[(CHILD, d.path().to_str().unwrap())],
+        std::time::Duration::from_secs(60),
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && out.contains("DENIED ok"),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

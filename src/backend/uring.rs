@@ -65,8 +65,8 @@ use once_cell::sync::OnceCell;
 
 use crate::{
     backend::{
-        completes_for_others, hold_wakes, thread::ThreadPool, BoxPool, FileIo, Kind, Meta, OpQueue,
-        Request, Submit,
+        completes_for_others, hold_wakes, thread::ThreadPool, BoxPool, Bufs, Completion, FileIo,
+        Kind, Meta, OpQueue, Request, Submit,
     },
     drive::{self, Driver, Early, Signal, DEEP_BATCH},
     sys, Implementation,
@@ -122,6 +122,8 @@ struct UringOp {
     mode: Mode,
     /// Times the kernel cancelled it before it ran (see [`Ring::complete`]).
     cancelled: u8,
+    /// Where it stands in its `Own` ring's `taken` list, while the kernel has it there.
+    taken_at: usize,
 }
 
 impl UringOp {
@@ -139,6 +141,7 @@ impl UringOp {
             req,
             len,
             mode,
+            taken_at: 0,
             cancelled: 0,
         }
     }
@@ -479,6 +482,9 @@ struct Own {
     /// What is written in the submission ring and not taken by the kernel yet, in order:
     /// the ops' addresses, and `WAKE` for the wake-up poll.
     unsent: Vec<u64>,
+    /// The addresses of the ops the kernel has taken and not handed back (each op knows
+    /// its place here).
+    taken: Vec<usize>,
     /// `io_uring_enter` was refused by a policy (see `is_denial`): never entered again.
     denied: bool,
 }
@@ -504,6 +510,7 @@ impl Own {
             inflight: 0,
             done: Vec::new(),
             unsent: Vec::new(),
+            taken: Vec::new(),
             denied: false,
         })
     }
@@ -530,7 +537,14 @@ impl Own {
     fn sent(&mut self, r: io::Result<usize>) -> io::Result<usize> {
         match r {
             Ok(n) => {
-                self.unsent.drain(..n.min(self.unsent.len()));
+                for data in self.unsent.drain(..n.min(self.unsent.len())) {
+                    if data != WAKE {
+                        // SAFETY: the op is leaked to the kernel and only this thread,
+                        // which owns the ring, touches it until its completion is reaped.
+                        unsafe { (*(data as *mut UringOp)).taken_at = self.taken.len() };
+                        self.taken.push(data as usize);
+                    }
+                }
             }
             Err(ref e) if is_denial(e) => self.refuse(),
             Err(_) => {}
@@ -553,6 +567,20 @@ impl Own {
             let op = unsafe { Box::from_raw(data as *mut UringOp) };
             self.inflight -= 1;
             self.done.push((op, TO_POOL));
+        }
+        // What the kernel took can no longer be reaped: with DEFER_TASKRUN its completions
+        // are posted only inside an io_uring_enter. Its futures fail now; its memory is
+        // leaked, since the kernel may still write into the buffers.
+        for op in std::mem::take(&mut self.taken) {
+            // SAFETY: the kernel's, never handed back, and never freed from here on: only
+            // its completer is used, which the kernel does not touch.
+            let req = unsafe { &mut (*(op as *mut UringOp)).req };
+            let e = io::Error::other(
+                "caio: io_uring_enter is denied now (seccomp or container policy), so this \
+                 operation, already with the kernel, cannot be reaped",
+            );
+            req.done.complete_now(Completion::failed(e, Bufs::None));
+            self.inflight -= 1;
         }
     }
 
@@ -636,6 +664,7 @@ impl Own {
             // SAFETY: `user_data` is the address leaked at submission; the kernel reports
             // each entry once.
             let op = unsafe { Box::from_raw(cqe.user_data() as *mut UringOp) };
+            reaped(&mut self.taken, &op);
             self.inflight -= 1;
             self.done.push((op, cqe.result()));
         }
@@ -734,6 +763,16 @@ fn meta_entry(m: &Meta, fd: i32, ops: &Opcodes) -> Option<squeue::Entry> {
         }
         _ => return None,
     })
+}
+
+/// Takes a reaped op off its ring's `taken` list.
+fn reaped(taken: &mut Vec<usize>, op: &UringOp) {
+    let at = op.taken_at;
+    taken.swap_remove(at);
+    if let Some(&moved) = taken.get(at) {
+        // SAFETY: a leaked op of the same ring, touched only by the thread that owns it.
+        unsafe { (*(moved as *mut UringOp)).taken_at = at };
+    }
 }
 
 fn reaper(ring: Arc<Ring>) {
