@@ -60,8 +60,10 @@ pub fn default_threads() -> usize {
 /// # fork
 ///
 /// A context belongs to the process that made it: in a child after `fork()`, every
-/// operation on it fails at once with an error that says so. [`Context::global`], and
-/// files opened without `.context(..)`, build a fresh context in the child by themselves.
+/// operation on it, new or in flight at the fork, fails at once with an error that says
+/// so. The process-wide context is the exception: [`Context::global`], its handles, and
+/// files opened without `.context(..)` carry on in the child on a fresh context of the
+/// child's own.
 ///
 /// ```no_run
 /// # fn main() -> std::io::Result<()> {
@@ -170,7 +172,8 @@ impl Context {
     }
 
     /// Whether this context was made before a `fork()` of this process (then every
-    /// operation on it fails at once with an error that says so).
+    /// operation on it fails at once with an error that says so, unless it is a handle of
+    /// the process-wide context, whose work goes to the child's own).
     pub fn is_forked(&self) -> bool {
         self.shared.is_forked()
     }
