@@ -13,7 +13,7 @@ use std::{
     io::Write,
     os::unix::io::{AsRawFd, FromRawFd},
     path::Path,
-    process::{Command, Output},
+    process::Output,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
@@ -23,7 +23,7 @@ use std::{
 
 use caio::{Context, File, Implementation, OpenOptions};
 use futures::{AsyncWriteExt, FutureExt};
-use util::{backends, block_on, dir, is_root, pattern, threads};
+use util::{backends, block_on, dir, is_root, pattern, run_test_child as child, threads};
 
 const CHILD: &str = "CAIO_HAZARDS_CHILD";
 
@@ -33,32 +33,6 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Runs `test` of this binary in a child with `env`, killing it after `limit`.
-fn child(test: &str, env: &[(&str, &str)], limit: Duration) -> Output {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut c = cmd.spawn().unwrap();
-    let start = Instant::now();
-    while c.try_wait().unwrap().is_none() {
-        if start.elapsed() > limit {
-            let _ = c.kill();
-            let out = c.wait_with_output().unwrap();
-            panic!(
-                "{test} hung for {limit:?}:\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    c.wait_with_output().unwrap()
 }
 
 fn stdout(o: &Output) -> String {

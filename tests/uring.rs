@@ -583,6 +583,21 @@ fn writes_outlive_the_thread_that_submitted_them() {
 
 // --- io_uring_enter denied after the rings exist (a sandbox installed after start-up).
 
+/// `path` opened for reading and writing with O_DIRECT, and a uring context.
+fn direct_on_uring(path: &std::path::Path) -> (fs::File, Context) {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .unwrap();
+    let ctx = Context::builder()
+        .implementation(Implementation::Uring)
+        .build()
+        .unwrap();
+    (file, ctx)
+}
+
 /// In the child: a uring context with its shared ring and a `block_on` ring of its own in
 /// use, then operations queued and not yet sent, then a seccomp policy that makes
 /// io_uring_enter, io_uring_register and io_uring_setup fail with the errno named by the
@@ -596,17 +611,8 @@ fn child_enter_denied() {
     let errno: i32 = errno.parse().unwrap();
     let path = std::env::var("CAIO_URING_TEST_FILE").unwrap();
     let data = pattern(FILE_SIZE, 33);
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&path)
-        .unwrap();
+    let (file, ctx) = direct_on_uring(path.as_ref());
     let fd = file.as_raw_fd();
-    let ctx = Context::builder()
-        .implementation(Implementation::Uring)
-        .build()
-        .unwrap();
     let check = |off: u64, b: &Buffer| b[..] == data[off as usize..off as usize + 4096];
     // Both rings in use before the policy.
     assert!(check(0, &block_on(ctx.read(4096, fd, 0)).unwrap()));
@@ -782,17 +788,8 @@ fn child_enter_denied_in_flight() {
     let Ok(dir) = std::env::var(CHILD) else {
         return;
     };
-    let path = std::path::Path::new(&dir).join("big");
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&path)
-        .unwrap();
+    let (file, ctx) = direct_on_uring(&std::path::Path::new(&dir).join("big"));
     let fd = file.as_raw_fd();
-    let ctx = Context::builder()
-        .implementation(Implementation::Uring)
-        .build()
-        .unwrap();
     let (deny_tx, deny_rx) = std::sync::mpsc::channel::<()>();
     let (denied_tx, denied_rx) = std::sync::mpsc::channel::<()>();
     let policy = std::thread::spawn(move || {
