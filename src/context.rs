@@ -222,18 +222,12 @@ impl Context {
     ///
     /// Under another executor a completion takes two wake-ups to reach its task: the kernel
     /// wakes the context's completion thread, which wakes the executor's. Here, when `fut`
-    /// is pending, the thread spins for a short, adaptive while (up to 50 µs, yielding the
-    /// CPU between looks) on a look at the completion ring, takes what it finds there (on
-    /// `linux` straight from the ring, with no system call), else sleeps in the kernel's own
-    /// wait and completes what it reaps: `io_getevents` on `linux`; on `uring`,
-    /// `io_uring_enter` on a ring of this thread's own (`SINGLE_ISSUER | DEFER_TASKRUN`,
-    /// set up as fio's io_uring engine sets up its ring). With 16 or more operations in
-    /// flight the thread does not spin, and the kernel wakes it once a quarter of them are
-    /// done; on `linux` the operations the woken tasks queue go back in parts, the first as
-    /// soon as it is queued. On a fast device this takes `linux` and `uring` from
-    /// 0.43–0.84× fio's rate at queue depth 1 to 128 to 0.84–1.44× (below it at qd 32,
-    /// above it elsewhere), at less CPU per read than fio's at qd 32 (see the README's
-    /// fast-device table).
+    /// is pending, the thread looks at the completion ring for a short, adaptive while,
+    /// then sleeps in the kernel's own wait (`io_getevents` on `linux`; on `uring`,
+    /// `io_uring_enter` on a ring of this thread's own) and completes what it reaps: one
+    /// wake-up per completion, as fio's own loop has. How it batches and when it spins is
+    /// told in the `drive` module; what it costs and makes is measured in
+    /// `benches/results/`.
     ///
     /// - Any future runs here, not only this context's: a wake from another thread
     ///   interrupts the sleep. With 16 or more operations in flight on `linux`, a wake
@@ -255,9 +249,9 @@ impl Context {
     /// - One thread drives a context at a time. A second `block_on` on the same context,
     ///   and `block_on` on `thread` and `blocking` contexts, spin and then park, as
     ///   `futures::executor::block_on` would.
-    /// - The spin costs CPU time: up to 50 µs per wait. Waits longer than that halve it (on
-    ///   a slow disk, about 1 µs per wait); shorter ones double it, so at queue depth 1 on a
-    ///   fast device the thread spins through each read.
+    /// - The spin costs CPU time, a few tens of microseconds per wait at most. Waits longer
+    ///   than the spin halve it (on a slow disk it all but stops); shorter ones double it,
+    ///   so at queue depth 1 on a fast device the thread spins through each read.
     ///
     /// ```no_run
     /// # fn main() -> std::io::Result<()> {

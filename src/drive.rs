@@ -15,7 +15,7 @@
 //!   thread waits instead of interrupting it for each). With 16 or more operations in
 //!   flight the thread waits for a quarter of them at a time: on uring it only looks,
 //!   without spinning, and the kernel wakes it once they are done; on linux, up to qd 32,
-//!   it spins for them too where a sleep comes back late on this machine (see
+//!   it spins for them too where a sleep comes back late on the machine it runs on (see
 //!   [`LateWakes`]), and sleeps only when the spin runs out. A wake from another thread
 //!   (a channel, the pool) interrupts that sleep through an eventfd (at depth on linux,
 //!   the eventfd's poll is one event of that quarter: the wake waits for the rest, at
@@ -48,20 +48,17 @@ use std::{
 
 use crate::backend::FileIo;
 
-/// The most one spin lasts; on this machine's fast device a 4 KiB read takes 15–40 µs.
+/// The most one spin lasts: about the time a 4 KiB read takes on a fast device, so that
+/// a spin covers one read but not a slow disk's.
 const MAX_SPIN: Duration = Duration::from_micros(50);
 /// From how many awaited completions (16 or more in flight) the thread does not spin at
 /// all unless the backend asks for it (`FileIo::drive_spins_deep`): the kernel's wait
 /// gathers the batch, for less CPU. A thread that spins until each batch is there keeps
-/// a core busy. At qd 32 on the fast device, against fio libaio in interleaved rounds,
-/// linux under `block_on` made 0.89× its reads at 0.80× its CPU per read with a 5 µs
-/// spin, 0.92× at 0.92× with 20 µs and 1.01× at 1.01× with 50 µs (8 rounds). No spin at
-/// all made the same reads as 5 µs (0.97× both, 8 rounds) at 0.75× fio's CPU per read
-/// instead of 0.86× (uring: 0.93× against 0.92× at 0.76× against 0.84×, 6 rounds; one
-/// round spreads ±10 %). Since the per-read path got cheaper, the spin pays on linux up to
-/// qd 32 (see `Linux::drive_spins_deep`); on uring a spin at depth made 0.82× the reads
-/// of none, at 1.8× the CPU (8 rounds): the completions wait in the kernel until the
-/// thread enters it, so a look at the ring finds nothing.
+/// a core busy, and a short spin buys no reads over none. linux spins at depth where a
+/// sleep comes back late (see `Linux::drive_spins_deep`); uring never does: its
+/// completions wait in the kernel until the thread enters it, so a look at the ring finds
+/// nothing. (The measurements behind this are in `benches/results/` and the README's
+/// performance notes.)
 pub(crate) const DEEP_BATCH: usize = 4;
 
 /// How many completions are worth waiting for together with `inflight` operations in
@@ -82,11 +79,8 @@ const PART: usize = 8;
 /// starts on it while the rest are built; each next part is twice the one before, and a
 /// part is sent only while at least as many more are expected. The first part is a
 /// quarter of what was in flight, and at least [`PART`]: so every call carries at least
-/// that many, the last one too when the tasks queue what was expected.
-///
-/// At qd 32 on the fast device, in 8 interleaved rounds against fio libaio, this took
-/// linux under `block_on` from 0.83× fio's reads to 0.94× (11.6 reads per `io_submit`,
-/// from 15.0); parts of 8 throughout gave 0.96×, at 8.5 reads per call.
+/// that many, the last one too when the tasks queue what was expected. Growing parts keep
+/// the calls few (parts of a fixed small size would make many more of them).
 ///
 /// Used only by the driving thread (atomics because the backend is shared).
 #[derive(Default)]
@@ -128,8 +122,8 @@ const LATE_MIN: u32 = 4;
 /// While it spins, one wait at depth in this many sleeps instead, as a sample.
 const SAMPLE_EVERY: u32 = 16;
 
-/// Whether a sleep in the kernel's wait comes back late on this machine, so that the
-/// driving thread should spin through its waits at depth instead.
+/// Whether a sleep in the kernel's wait comes back late on the machine it runs on, so
+/// that the driving thread should spin through its waits at depth instead.
 ///
 /// A thread that sleeps until a batch of completions is there, with more in flight, is
 /// woken when the batch is done. Where its CPU halts meanwhile and waking it is slow (a
@@ -391,11 +385,7 @@ impl Spin {
     /// more awaited) on a backend that does not spin there (`deep_spin` false) it only
     /// looks, 32 times. After the first 64 looks (about a microsecond) it yields the CPU
     /// between looks: the kernel worker that completes the I/O may be waiting for this very
-    /// CPU. (In one interleaved run on the fast device, yielding gave 1.2× the reads at qd 1
-    /// of a spin that does not, and the same at depth. That was while the spin still
-    /// collapsed to 1 µs; since, yielding at every round or never made no difference beyond
-    /// noise: 3 rounds at qd 1, 6 at qd 32. With the spin at depth on linux, not yielding
-    /// made 1.08× fio libaio's reads against 1.12× yielding, 8 rounds at qd 32.)
+    /// CPU.
     fn run(&self, batch: usize, deep_spin: bool, done: impl Fn() -> bool) {
         let look_only = batch >= DEEP_BATCH && !deep_spin;
         // Looking only, the clock is never needed: no time goes on a clock read per wait.

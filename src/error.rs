@@ -11,7 +11,8 @@ use crate::Implementation;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A name that is not one of the implementations' (`linux`, `thread`, `blocking`) or
+    /// A name that is not one of the implementations' (`linux`, `uring`, `thread`,
+    /// `blocking`) or
     /// their aliases (`python`).
     #[error("unknown caio implementation {0:?}: expected one of {names}", names = crate::parse::all_spellings())]
     UnknownImplementation(String),

@@ -1,4 +1,5 @@
-//! The behaviour API.md promises, run on every available implementation.
+//! The behaviour the public contract (`../shared/API.md`) promises, run on every
+//! available implementation.
 
 mod util;
 

@@ -1,4 +1,5 @@
-//! The file layer (API.md "Files") on every available implementation.
+//! The file layer (the contract's "Files", `../shared/API.md`) on every available
+//! implementation.
 
 mod util;
 

@@ -90,11 +90,8 @@ const DRIVE_SLEEP: Duration = Duration::from_millis(100);
 /// looks again; also the most a wake from another thread waits then.
 ///
 /// Not shorter: a timeout of 1 ms is the earliest timer on its CPU, so every wait arms
-/// and cancels the timer hardware (in a VM, exits to the host). At qd 32 on the fast
-/// device, against 1 ms, 10 ms made 1.05× and 1.02× the reads at 0.91× and 0.92× the CPU
-/// per read (two runs of 16 interleaved rounds); 100 ms made the same as 10 ms. A minimal
-/// loop of futures made its reads at 1.18–1.22× the CPU per read with a 1 ms timeout,
-/// and at the same CPU as without one with 10 ms or more.
+/// and cancels the timer hardware (in a VM, exits to the host), which costs CPU per read;
+/// a longer one changes nothing more.
 const DEEP_WAIT: Duration = Duration::from_millis(10);
 /// Events reaped per `io_getevents`.
 const EVENTS: usize = 256;
@@ -1157,17 +1154,13 @@ impl FileIo for Linux {
         drive::batch(self.ring.inflight.load(Ordering::Acquire))
     }
 
-    /// Up to a batch of [`SPIN_BATCH`] (qd 32), where a sleep comes back late on this
+    /// Up to a batch of [`SPIN_BATCH`] (qd 32), where a sleep comes back late on the
     /// machine (see [`LateWakes`]), the driving thread spins at depth too (for the
     /// adaptive budget, yielding between looks) until the whole batch is in the ring, and
     /// takes it in user space: a thread asleep in `io_getevents` wakes late, its CPU
-    /// halted. At qd 32 on the fast device, in interleaved rounds against fio libaio,
-    /// sleeping made 0.97× and 0.99× fio's reads (8 and 16 rounds) at 0.59× its CPU per
-    /// read; spinning made 1.12× and 1.06× at 0.82× and 0.87×, with the batches as large
-    /// (9.6 reads per `io_submit`, counted by `perf stat` on the syscall tracepoints). At
-    /// qd 128 (batches of 32) the device never runs short, and the spin only took CPU from
-    /// its worker: 0.93× the reads of sleeping (6 rounds). A slow disk's long waits shrink
-    /// the budget to a microsecond.
+    /// halted, while the device runs dry. The batches stay as large. Past that depth the
+    /// device never runs short, and a spin would only take CPU from the kernel's worker.
+    /// A slow disk's long waits shrink the budget to a microsecond.
     fn drive_spins_deep(&self, batch: usize) -> bool {
         (DEEP_BATCH..=SPIN_BATCH).contains(&batch) && self.late.spin_next()
     }

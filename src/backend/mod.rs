@@ -286,7 +286,7 @@ impl Implementation {
             .expect("every implementation has a row")
     }
 
-    /// The canonical name: `linux`, `thread` or `blocking`.
+    /// The canonical name: `linux`, `uring`, `thread` or `blocking`.
     pub fn as_str(self) -> &'static str {
         self.row().names.0
     }

@@ -31,10 +31,8 @@
 //! their tasks queue then go back as on linux: a first part as soon as it is built (see
 //! [`Early`]), and what the poll leaves is written to the ring and sent by the wait's own
 //! `io_uring_enter`, one system call to send and wait (`FileIo::flush_for_wait`; if a task
-//! wakes the thread again before it waits, a flush sends them first). At qd 32 on the
-//! fast device, in 24 interleaved rounds, that made 1.025× the reads of sending each
-//! poll's reads on their own (0.99× fio io_uring against 0.96×), at 1.02× the CPU per
-//! read. Everything else stays on the shared ring and its reaper. `block_on` completes
+//! wakes the thread again before it waits, a flush sends them first), which saves one
+//! system call per batch. Everything else stays on the shared ring and its reaper. `block_on` completes
 //! what is in its own ring before it returns.
 //!
 //! # Ownership and shutdown
