@@ -145,12 +145,10 @@ fn a_read_loop_into_reused_buffers_allocates_nothing_once_warm() {
     let mut report = Vec::new();
     let mut failed = false;
     for i in backends() {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "child_counts", "--nocapture", "--test-threads=1"])
-            .env(CHILD, i.as_str())
-            .env("CAIO_ALLOC_TEST_FILE", &path)
-            .output()
-            .unwrap();
+        let mut cmd = util::test_command("child_counts", &[]);
+        cmd.env(CHILD, i.as_str())
+            .env("CAIO_ALLOC_TEST_FILE", &path);
+        let out = util::output_within(cmd, std::time::Duration::from_secs(300));
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),

@@ -393,12 +393,9 @@ fn without_o_tmpfile_the_named_temporary_file_is_removed() {
         std::fs::write(d.path().join("small"), b"the new file").unwrap();
         std::fs::create_dir(d.path().join("out")).unwrap();
         std::fs::write(d.path().join("out/dst"), b"old").unwrap();
-        let out = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "child_named_temporary_files", "--nocapture"])
-            .env(CHILD, d.path())
-            .env("CAIO_IMPL", i.as_str())
-            .output()
-            .unwrap();
+        let mut cmd = util::test_command("child_named_temporary_files", &[]);
+        cmd.env(CHILD, d.path()).env("CAIO_IMPL", i.as_str());
+        let out = util::output_within(cmd, Duration::from_secs(300));
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
@@ -516,12 +513,7 @@ fn temporary_files_of_killed_writers_are_swept_and_live_ones_kept() {
     for i in backends() {
         let d = dir();
         // A writer killed (kill -9) while its named temporary file exists.
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "child_writes_atomically_until_killed",
-                "--nocapture",
-            ])
+        let mut child = util::test_command("child_writes_atomically_until_killed", &[])
             .env(CHILD_WRITER, d.path())
             .env("CAIO_IMPL", i.as_str())
             .stdout(std::process::Stdio::null())

@@ -3,7 +3,7 @@
 
 mod util;
 
-use std::{io, os::unix::fs::PermissionsExt, path::Path, process::Command};
+use std::{io, os::unix::fs::PermissionsExt, path::Path};
 
 use caio::{fs, Context, File, OpenOptions};
 use futures::{
@@ -528,16 +528,9 @@ fn a_failed_atomic_copy_keeps_the_old_destination_and_leaves_no_temporary_file()
     std::fs::write(d.path().join("big"), pattern(8 << 20, 7)).unwrap();
     std::fs::write(d.path().join("dst"), b"the old destination").unwrap();
     std::fs::write(d.path().join("in-place"), b"written over").unwrap();
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_copy_past_file_size_limit",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, d.path())
-        .output()
-        .unwrap();
+    let mut cmd = util::test_command("child_copy_past_file_size_limit", &[]);
+    cmd.env(CHILD, d.path());
+    let out = util::output_within(cmd, std::time::Duration::from_secs(300));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -87,23 +87,18 @@ fn valgrind_finds_no_leak() {
         return;
     }
     let d = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let out = Command::new("valgrind")
-        .args([
+    let mut cmd = util::test_command(
+        "child_workload",
+        &[
+            "valgrind",
             "--leak-check=full",
             "--errors-for-leak-kinds=definite,indirect",
             "--error-exitcode=99",
             "--quiet",
-        ])
-        .arg(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_workload",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, d.path())
-        .output()
-        .unwrap();
+        ],
+    );
+    cmd.env(CHILD, d.path());
+    let out = util::output_within(cmd, std::time::Duration::from_secs(900));
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),

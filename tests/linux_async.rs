@@ -296,19 +296,21 @@ fn trace(mode: &str, n: usize, file: &Path) -> Trace {
     static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = ONE.lock().unwrap_or_else(|p| p.into_inner());
     let out_path = file.with_extension(format!("strace-{mode}-{n}"));
-    let out = Command::new("strace")
-        .args(["-f", "-qq", "-o"])
-        .arg(&out_path)
-        .args([
+    let mut cmd = util::test_command(
+        "child_reads",
+        &[
+            "strace",
+            "-f",
+            "-qq",
+            "-o",
+            out_path.to_str().unwrap(),
             "-e",
             "trace=io_setup,io_submit,io_getevents,pread64,preadv,preadv2,read,clone,clone3,vfork,fork,futex",
-        ])
-        .arg(std::env::current_exe().unwrap())
-        .args(["--exact", "child_reads", "--nocapture", "--test-threads=1"])
-        .env(CHILD, format!("{mode}:{n}"))
-        .env("CAIO_ASYNC_TEST_FILE", file)
-        .output()
-        .unwrap();
+        ],
+    );
+    cmd.env(CHILD, format!("{mode}:{n}"))
+        .env("CAIO_ASYNC_TEST_FILE", file);
+    let out = util::output_within(cmd, std::time::Duration::from_secs(300));
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),

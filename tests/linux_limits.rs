@@ -8,7 +8,6 @@ mod util;
 
 use std::{
     fs,
-    process::Command,
     time::{Duration, Instant},
 };
 
@@ -73,14 +72,13 @@ fn child_report() {
 }
 
 fn child(mode: &str, caio_impl: Option<&str>) -> String {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", "child_report", "--nocapture", "--test-threads=1"])
-        .env(CHILD, mode);
+    let mut cmd = util::test_command("child_report", &[]);
+    cmd.env(CHILD, mode);
     match caio_impl {
         Some(v) => cmd.env("CAIO_IMPL", v),
         None => cmd.env_remove("CAIO_IMPL"),
     };
-    let out = cmd.output().unwrap();
+    let out = util::output_within(cmd, std::time::Duration::from_secs(120));
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),

@@ -263,21 +263,16 @@ fn gaps_under_strace(i: Implementation) -> Vec<(String, u64)> {
     let d = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     lay_out(d.path());
     let delay = format!("{}", DELAY_MS * 1000);
-    let out = Command::new("strace")
-        .args(["-f", "-qq", "-o", "/dev/null"])
-        .arg(format!("--trace={SLOW_CALLS}"))
-        .arg(format!("--inject={SLOW_CALLS}:delay_enter={delay}"))
-        .arg(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_every_function_beside_a_ticker",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, d.path())
-        .env("CAIO_IMPL", i.as_str())
-        .output()
-        .unwrap();
+    let (trace, inject) = (
+        format!("--trace={SLOW_CALLS}"),
+        format!("--inject={SLOW_CALLS}:delay_enter={delay}"),
+    );
+    let mut cmd = util::test_command(
+        "child_every_function_beside_a_ticker",
+        &["strace", "-f", "-qq", "-o", "/dev/null", &trace, &inject],
+    );
+    cmd.env(CHILD, d.path()).env("CAIO_IMPL", i.as_str());
+    let out = util::output_within(cmd, Duration::from_secs(600));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success() && stdout.contains("CHILD done"),

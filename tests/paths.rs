@@ -360,15 +360,8 @@ fn run_child(i: caio::Implementation, as_nobody: bool, big: Option<&Path>) -> St
         std::fs::create_dir(root.path().join(side)).unwrap();
         lay_out(&root.path().join(side));
     }
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        "--exact",
-        "child_compare",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(CHILD, root.path())
-    .env("CAIO_IMPL", i.as_str());
+    let mut cmd = util::test_command("child_compare", &[]);
+    cmd.env(CHILD, root.path()).env("CAIO_IMPL", i.as_str());
     if let Some(b) = big {
         cmd.env(BIG_DIR, b);
     }
@@ -376,7 +369,7 @@ fn run_child(i: caio::Implementation, as_nobody: bool, big: Option<&Path>) -> St
         std::os::unix::process::CommandExt::uid(&mut cmd, 65534);
         std::os::unix::process::CommandExt::gid(&mut cmd, 65534);
     }
-    let out = cmd.output().unwrap();
+    let out = util::output_within(cmd, std::time::Duration::from_secs(600));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),

@@ -1,7 +1,7 @@
 //! Start-up selection, observed in child processes with `CAIO_IMPL` set, unset, empty and
 //! invalid (the selection is made once per process, so each case needs its own).
 
-use std::process::Command;
+mod util;
 
 use caio::Implementation;
 
@@ -32,14 +32,13 @@ struct Report {
 }
 
 fn run(env: Option<&str>) -> Report {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", "child_report", "--nocapture", "--test-threads=1"])
-        .env(CHILD, "1");
+    let mut cmd = util::test_command("child_report", &[]);
+    cmd.env(CHILD, "1");
     match env {
         Some(v) => cmd.env("CAIO_IMPL", v),
         None => cmd.env_remove("CAIO_IMPL"),
     };
-    let out = cmd.output().unwrap();
+    let out = util::output_within(cmd, std::time::Duration::from_secs(120));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -31,12 +31,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn run_child(test: &str, env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args(["--exact", test, "--nocapture", "--test-threads=1"]);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().unwrap()
+    util::run_test_child(test, env, std::time::Duration::from_secs(120))
 }
 
 /// In the child: `n` reads, `n` vectored reads and writes, then `n` writes, at once on
@@ -189,19 +184,21 @@ fn trace(mode: &str, n: usize) -> Trace {
     fs::write(&s.path, pattern(FILE_SIZE, 21)).unwrap();
     s.file.sync_all().unwrap();
     let out_path = s.path.with_extension(format!("strace-{mode}-{n}"));
-    let out = Command::new("strace")
-        .args(["-f", "-qq", "-o"])
-        .arg(&out_path)
-        .args([
+    let mut cmd = util::test_command(
+        "child_io",
+        &[
+            "strace",
+            "-f",
+            "-qq",
+            "-o",
+            out_path.to_str().unwrap(),
             "-e",
             "trace=io_uring_enter,pread64,preadv,preadv2,pwrite64,pwritev,pwritev2,read,write,clone,clone3",
-        ])
-        .arg(std::env::current_exe().unwrap())
-        .args(["--exact", "child_io", "--nocapture", "--test-threads=1"])
-        .env(CHILD, format!("{mode}:{n}"))
-        .env("CAIO_URING_TEST_FILE", &s.path)
-        .output()
-        .unwrap();
+        ],
+    );
+    cmd.env(CHILD, format!("{mode}:{n}"))
+        .env("CAIO_URING_TEST_FILE", &s.path);
+    let out = util::output_within(cmd, std::time::Duration::from_secs(300));
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),

@@ -399,20 +399,32 @@ pub fn child_field<T: std::str::FromStr>(stdout: &str, key: &str) -> T {
         .unwrap_or_else(|| panic!("no {key}= in the child's output:\n{stdout}"))
 }
 
-/// Runs `test` of this test binary alone in a child process with `env` set, killing it
-/// after `limit` (a hang fails the test instead of stalling the suite).
-pub fn run_test_child(
-    test: &str,
-    env: &[(&str, &str)],
+/// The command that runs `test` of this test binary alone, in a child process (the child
+/// test returns at once unless its environment variable is set), under `prefix` if any
+/// (`["strace", "-f", ...]`, `["valgrind", ...]`). Add the environment, then run it with
+/// [`output_within`].
+pub fn test_command(test: &str, prefix: &[&str]) -> std::process::Command {
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = match prefix.split_first() {
+        Some((program, args)) => {
+            let mut c = std::process::Command::new(program);
+            c.args(args).arg(exe);
+            c
+        }
+        None => std::process::Command::new(exe),
+    };
+    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"]);
+    cmd
+}
+
+/// Runs `cmd` with its output captured, killing it after `limit`: a hang fails the test
+/// instead of stalling the suite.
+pub fn output_within(
+    mut cmd: std::process::Command,
     limit: std::time::Duration,
 ) -> std::process::Output {
-    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .stdout(std::process::Stdio::piped())
+    cmd.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
     let mut c = cmd.spawn().unwrap();
     let start = std::time::Instant::now();
     while c.try_wait().unwrap().is_none() {
@@ -420,7 +432,7 @@ pub fn run_test_child(
             let _ = c.kill();
             let out = c.wait_with_output().unwrap();
             panic!(
-                "{test} hung for {limit:?}:\n{}{}",
+                "{cmd:?} hung for {limit:?}:\n{}{}",
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             );
@@ -428,6 +440,18 @@ pub fn run_test_child(
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     c.wait_with_output().unwrap()
+}
+
+/// Runs `test` of this test binary alone in a child process with `env` set, killing it
+/// after `limit`.
+pub fn run_test_child(
+    test: &str,
+    env: &[(&str, &str)],
+    limit: std::time::Duration,
+) -> std::process::Output {
+    let mut cmd = test_command(test, &[]);
+    cmd.envs(env.iter().copied());
+    output_within(cmd, limit)
 }
 
 /// Forks; the child runs `f` and leaves with its exit code (`_exit`, so none of the
