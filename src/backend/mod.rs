@@ -3,7 +3,7 @@
 //! # The `FileIo` contract
 //!
 //! A backend receives [`Request`]s (the nouns of the contract are in `request.rs`: the
-//! request, its [`Completion`], the [`Slot`] the future waits on) from
+//! request and its [`Completion`]; the [`Slot`] the future waits on is in `slot.rs`) from
 //! [`Operation`](crate::Operation) futures and must:
 //!
 //! - **Complete every request exactly once**, from any thread, by calling
@@ -58,19 +58,20 @@ use crate::{drive::Signal, parse};
 pub(crate) mod blocking;
 #[cfg(target_os = "linux")]
 pub(crate) mod linux;
+mod plan;
 mod recycle;
 mod request;
+mod slot;
 pub(crate) mod thread;
 #[cfg(target_os = "linux")]
 pub(crate) mod uring;
 
+pub(crate) use plan::{FdInfo, Plan, What};
 pub(crate) use recycle::{BoxPool, OpQueue};
-pub(crate) use request::{
-    completes_for_others, hold_wakes, Admission, Bufs, Call, Completer, Completion, FdInfo, Kind,
-    Meta, Opened, Out, Permit, Plan, Request, Slot, What,
-};
+pub(crate) use request::{Bufs, Call, Completion, Kind, Meta, Opened, Out, Request};
+pub(crate) use slot::{completes_for_others, hold_wakes, Admission, Completer, Permit, Slot};
 #[cfg(test)]
-pub(crate) use request::{take_result, test_request};
+pub(crate) use {request::test_request, slot::take_result};
 
 /// Default number of operations in flight per context.
 pub const DEFAULT_MAX_REQUESTS: usize = 256;

@@ -1,0 +1,167 @@
+//! How an operation becomes a [`Request`]: its [`Plan`] (the descriptor, the offset and
+//! [`What`] it does), built once it has a permit; on an O_DIRECT file, unaligned memory
+//! goes through aligned copies here.
+
+use std::{io, os::fd::RawFd, sync::Arc};
+
+use super::{request::Vectored, Bufs, Completer, Kind, Meta, Out, Request};
+use crate::{
+    buffer::{Buffer, ALIGNMENT},
+    sys,
+};
+
+/// What an operation will do, before it has a permit.
+pub(crate) struct Plan {
+    pub fd: RawFd,
+    pub offset: u64,
+    pub what: What,
+    pub file: Option<FdInfo>,
+}
+
+pub(crate) enum What {
+    /// Read into a new buffer of this many bytes.
+    Read(usize),
+    /// Read into the caller's buffer, up to its capacity.
+    ReadInto(Buffer),
+    Write(Buffer),
+    /// Read into the caller's buffers, up to their capacity, in order.
+    ReadV(Vec<Buffer>),
+    WriteV(Vec<Buffer>),
+    Fsync,
+    Fdsync,
+    Meta(Meta),
+}
+
+impl What {
+    /// The caller's buffers in it, to give back when it cannot start.
+    pub(crate) fn into_bufs(self) -> Bufs {
+        match self {
+            What::ReadInto(b) | What::Write(b) => Bufs::One(b),
+            What::ReadV(v) | What::WriteV(v) => Bufs::Many(v),
+            _ => Bufs::None,
+        }
+    }
+
+    /// Bytes it moves at most.
+    pub(crate) fn len(&self) -> usize {
+        let sum = |v: &[Buffer], f: fn(&Buffer) -> usize| {
+            v.iter().fold(0usize, |a, b| a.saturating_add(f(b)))
+        };
+        match self {
+            What::Read(n) => *n,
+            What::ReadInto(b) => b.capacity(),
+            What::Write(b) => b.len(),
+            What::ReadV(v) => sum(v, Buffer::capacity),
+            What::WriteV(v) => sum(v, |b| b.len()),
+            _ => 0,
+        }
+    }
+}
+
+/// What the file layer knows about its descriptor, and the owner that keeps it open until
+/// every request on it is finished.
+#[derive(Clone)]
+pub(crate) struct FdInfo {
+    pub _owner: Arc<dyn std::any::Any + Send + Sync>,
+    /// A regular file or block device (positional I/O makes sense).
+    pub seekable: bool,
+    /// Opened with O_DIRECT.
+    pub direct: bool,
+    /// A regular file in memory (tmpfs, ramfs) without O_DIRECT: a read of it never
+    /// waits for a device, so backends read it on the submitting thread.
+    pub memory: bool,
+}
+
+impl Plan {
+    /// Builds the request once a permit is held: allocates the read buffer (only now, so
+    /// waiting operations cost no memory), and for O_DIRECT puts unaligned memory on an
+    /// aligned copy (`Request::keep` holds the caller's buffers meanwhile).
+    pub(crate) fn build(self, done: Completer) -> Result<Request, (io::Error, Completer, Bufs)> {
+        let Plan {
+            fd,
+            offset,
+            what,
+            file,
+        } = self;
+        let direct = || match &file {
+            Some(f) => f.direct,
+            None => sys::is_direct(fd).unwrap_or(false),
+        };
+        let unaligned = |v: &[Buffer]| v.iter().any(|b| !b.is_aligned_to(ALIGNMENT));
+        let mut keep = Bufs::None;
+        let kind = match what {
+            What::Read(nbytes) => match Buffer::with_capacity_aligned(nbytes) {
+                Ok(b) => Kind::Read(b),
+                Err(e) => return Err((e, done, Bufs::None)),
+            },
+            What::ReadInto(mut buf) => {
+                buf.clear();
+                if !buf.is_aligned_to(ALIGNMENT) && direct() {
+                    match Buffer::with_capacity_aligned(buf.capacity()) {
+                        Ok(tmp) => {
+                            keep = Bufs::One(buf);
+                            Kind::Read(tmp)
+                        }
+                        Err(e) => return Err((e, done, Bufs::One(buf))),
+                    }
+                } else {
+                    Kind::Read(buf)
+                }
+            }
+            What::Write(buf) => {
+                if !buf.is_aligned_to(ALIGNMENT) && direct() {
+                    let copy = Buffer::from(&buf[..]);
+                    keep = Bufs::One(buf);
+                    Kind::Write(copy)
+                } else {
+                    Kind::Write(buf)
+                }
+            }
+            What::ReadV(mut bufs) => {
+                bufs.iter_mut().for_each(Buffer::clear);
+                if unaligned(&bufs) && direct() {
+                    let total = bufs.iter().map(Buffer::capacity).sum();
+                    match Buffer::with_capacity_aligned(total) {
+                        Ok(tmp) => {
+                            keep = Bufs::Many(bufs);
+                            Kind::Read(tmp)
+                        }
+                        Err(e) => return Err((e, done, Bufs::Many(bufs))),
+                    }
+                } else {
+                    Kind::ReadV(Vectored::new(bufs))
+                }
+            }
+            What::WriteV(bufs) => {
+                if unaligned(&bufs) && direct() {
+                    let total = bufs.iter().map(|b| b.len()).sum();
+                    match Buffer::with_capacity_aligned(total) {
+                        Ok(mut all) => {
+                            bufs.iter().for_each(|b| {
+                                all.extend_from_slice(b);
+                            });
+                            keep = Bufs::Many(bufs);
+                            Kind::Write(all)
+                        }
+                        Err(e) => return Err((e, done, Bufs::Many(bufs))),
+                    }
+                } else {
+                    Kind::WriteV(Vectored::new(bufs))
+                }
+            }
+            What::Fsync => Kind::Fsync,
+            What::Fdsync => Kind::Fdsync,
+            What::Meta(m) => Kind::Meta(m),
+        };
+        Ok(Request {
+            fd,
+            offset,
+            kind,
+            done,
+            written: 0,
+            file,
+            out: Out::Nothing,
+            keep,
+        })
+    }
+}
