@@ -603,14 +603,37 @@ fn reaped_by_call(t: &Trace) -> (usize, usize, usize) {
     (mine, theirs, their_waits)
 }
 
+/// Whether a file in `dir` can be opened with O_DIRECT.
+fn accepts_o_direct(dir: &Path) -> bool {
+    let probe = dir.join("probe");
+    let mut o = fs::OpenOptions::new();
+    o.write(true).create(true);
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut o, libc::O_DIRECT);
+    let ok = o.open(&probe).is_ok();
+    let _ = fs::remove_file(&probe);
+    ok
+}
+
 #[test]
-fn under_block_on_completions_the_spin_finds_are_taken_from_the_ring_without_a_syscall() {
+fn under_block_on_completions_already_in_the_ring_are_taken_without_a_syscall() {
     if !can_trace() {
         return;
     }
-    let s = data_file();
+    // On tmpfs an O_DIRECT read completes inside io_submit, so its completion is in the ring
+    // the first time the thread looks, however loaded the machine is. (On a disk it depends
+    // on how long the device takes against how long the thread spins: a benchmark's
+    // question, not a test's.)
+    let Some(dir) = tempfile::tempdir_in("/dev/shm")
+        .ok()
+        .filter(|d| accepts_o_direct(d.path()))
+    else {
+        eprintln!("SKIP: no tmpfs at /dev/shm that accepts O_DIRECT");
+        return;
+    };
+    let path = dir.path().join("data");
+    fs::write(&path, pattern(FILE_SIZE, 11)).unwrap();
     let reads = 1024;
-    let t = trace("drive1", reads, &s.path);
+    let t = trace("drive1", reads, &path);
     let submitted: usize = t.submits("IOCB_CMD_PREAD").iter().sum();
     assert_eq!(
         submitted, reads,
@@ -623,10 +646,9 @@ fn under_block_on_completions_the_spin_finds_are_taken_from_the_ring_without_a_s
          by the calling thread, {theirs} by the reaper, {user} straight from the ring"
     );
     // Every read finished, and those no io_getevents returned were taken from the ring in
-    // user space. One read at a time: the read is done by the time io_submit returns or
-    // soon after, while the thread spins.
+    // user space. Each read is done by the time io_submit returns, so nearly all of them.
     assert!(
-        user * 2 >= reads,
+        user * 10 >= reads * 9,
         "only {user} of {reads} completions were taken from the ring without a system call"
     );
 }
