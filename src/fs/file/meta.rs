@@ -1,0 +1,250 @@
+//! A file's metadata, syncs, length, allocation and hints, and its close.
+
+use super::*;
+
+impl File {
+    /// Reads the whole file from the start, several chunks in flight.
+    ///
+    /// # Errors
+    /// The first failed read.
+    pub fn read_to_end(&self) -> impl Future<Output = io::Result<Vec<u8>>> + Send + 'static {
+        let f = self.clone();
+        async move {
+            use futures::StreamExt;
+            let len = f.len().await.unwrap_or(0);
+            let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0).min(1 << 30));
+            let mut chunks = f.chunks(crate::fs::COPY_CHUNK);
+            while let Some(c) = chunks.next().await {
+                out.extend_from_slice(&c?);
+            }
+            Ok(out)
+        }
+    }
+
+    /// Flushes data and metadata to the device (`fsync`).
+    ///
+    /// # Errors
+    /// The OS error.
+    pub fn sync_all(&self) -> impl Future<Output = io::Result<()>> + Send + 'static {
+        let i = Arc::clone(&self.inner);
+        async move { i.ctx.sync_file(i.fd, false, &i.info).await }
+    }
+
+    /// Flushes data to the device (`fdatasync`).
+    ///
+    /// # Errors
+    /// The OS error.
+    pub fn sync_data(&self) -> impl Future<Output = io::Result<()>> + Send + 'static {
+        let i = Arc::clone(&self.inner);
+        async move { i.ctx.sync_file(i.fd, true, &i.info).await }
+    }
+
+    /// Truncates or extends the file to `len` bytes (`ftruncate`, through the backend).
+    ///
+    /// # Errors
+    /// The OS error; EBADF saying so for a file not opened for writing.
+    pub fn set_len(&self, len: u64) -> impl Future<Output = io::Result<()>> + Send + 'static {
+        let f = self.clone();
+        async move {
+            f.check_access(true)?;
+            let i = &f.inner;
+            i.ctx
+                .meta_unit(i.fd, Meta::Truncate(len), Some(&i.info))
+                .await
+        }
+    }
+
+    /// The file's size in bytes (`fstat`, through the backend; a block device's size).
+    ///
+    /// # Errors
+    /// The OS error.
+    pub fn len(&self) -> impl Future<Output = io::Result<u64>> + Send + 'static {
+        let i = Arc::clone(&self.inner);
+        async move {
+            let fd = i.fd;
+            i.ctx.run(Some(&i.info), move || sys::file_len(fd)).await
+        }
+    }
+
+    /// The file's metadata, as [`std::fs::File::metadata`] (`statx`/`fstat`, through the
+    /// backend).
+    ///
+    /// # Errors
+    /// The OS error.
+    pub fn metadata(&self) -> impl Future<Output = io::Result<Metadata>> + Send + 'static {
+        self.with_std(|f| f.metadata())
+    }
+
+    /// Changes the file's permissions, as [`std::fs::File::set_permissions`] (`fchmod`,
+    /// through the backend).
+    ///
+    /// # Errors
+    /// The OS error (EPERM when not the owner).
+    pub fn set_permissions(
+        &self,
+        perm: Permissions,
+    ) -> impl Future<Output = io::Result<()>> + Send + 'static {
+        self.with_std(move |f| f.set_permissions(perm))
+    }
+
+    /// Allocates `len` bytes of storage from `offset` (`fallocate(2)` with mode 0, through
+    /// the backend), extending the file if the range ends past it, so later writes there
+    /// cannot fail for lack of space.
+    ///
+    /// # Errors
+    /// The OS error (ENOSPC; EOPNOTSUPP where the filesystem cannot); `Unsupported` off
+    /// Linux, which has no `fallocate`.
+    pub fn allocate(
+        &self,
+        offset: u64,
+        len: u64,
+    ) -> impl Future<Output = io::Result<()>> + Send + 'static {
+        let i = Arc::clone(&self.inner);
+        async move {
+            i.ctx
+                .meta_unit(i.fd, Meta::Allocate { offset, len }, Some(&i.info))
+                .await
+        }
+    }
+
+    /// Tells the kernel how `len` bytes from `offset` (0: to the end of the file) will be
+    /// read (`posix_fadvise(2)`, through the backend, off the polling thread; natively on
+    /// io_uring). [`Advice::WillNeed`](crate::fs::Advice::WillNeed) starts reading the range into the page cache;
+    /// [`Advice::DontNeed`](crate::fs::Advice::DontNeed) drops its clean pages, [`Advice::Sequential`](crate::fs::Advice::Sequential) and
+    /// [`Advice::Random`](crate::fs::Advice::Random) tune read-ahead.
+    ///
+    /// ```no_run
+    /// # async fn f() -> std::io::Result<()> {
+    /// use caio::fs::Advice;
+    /// let index = caio::File::open("index").await?;
+    /// index.advise(0, 0, Advice::Random).await?; // point lookups: no read-ahead
+    /// index.advise(0, 1 << 20, Advice::WillNeed).await?; // warm the first MiB
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// The OS error (ESPIPE on a pipe); `Unsupported` where the system has no
+    /// `posix_fadvise` (macOS).
+    pub fn advise(
+        &self,
+        offset: u64,
+        len: u64,
+        advice: crate::fs::Advice,
+    ) -> impl Future<Output = io::Result<()>> + Send + 'static {
+        let i = Arc::clone(&self.inner);
+        let advice = advice.raw();
+        async move {
+            let m = Meta::Advise {
+                offset,
+                len,
+                advice,
+            };
+            i.ctx.meta_unit(i.fd, m, Some(&i.info)).await
+        }
+    }
+
+    /// Starts and/or waits for the write-out of `len` bytes from `offset` (0: to the end
+    /// of the file), as `flags` say (`sync_file_range(2)`, through the backend, off the
+    /// polling thread; natively on io_uring). It paces write-back; it is not a durability
+    /// guarantee (see [`SyncRange`](crate::fs::SyncRange)): use
+    /// [`sync_data`](File::sync_data) for that.
+    ///
+    /// ```no_run
+    /// # async fn f() -> std::io::Result<()> {
+    /// use caio::fs::SyncRange;
+    /// let log = caio::File::create("log").await?;
+    /// log.write_all_at(vec![0u8; 1 << 20], 0).await?;
+    /// // Start writing the megabyte out now, without waiting for it.
+    /// log.sync_range(0, 1 << 20, SyncRange::WRITE).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// The OS error (ESPIPE on a pipe, EINVAL for unknown flags); `Unsupported` off Linux.
+    pub fn sync_range(
+        &self,
+        offset: u64,
+        len: u64,
+        flags: crate::fs::SyncRange,
+    ) -> impl Future<Output = io::Result<()>> + Send + 'static {
+        let i = Arc::clone(&self.inner);
+        let flags = flags.bits();
+        async move {
+            let m = Meta::SyncRange { offset, len, flags };
+            i.ctx.meta_unit(i.fd, m, Some(&i.info)).await
+        }
+    }
+
+    /// A second `File` on the same open file description (`fcntl(F_DUPFD_CLOEXEC)`,
+    /// through the backend): it shares the file's status flags but has its own
+    /// descriptor, closed on its own.
+    ///
+    /// # Errors
+    /// The OS error (EMFILE).
+    pub fn try_clone(&self) -> impl Future<Output = io::Result<File>> + Send + 'static {
+        let i = Arc::clone(&self.inner);
+        async move {
+            let fd = i.fd;
+            let new = i.ctx.run(Some(&i.info), move || sys::dup(fd)).await?;
+            Ok(File::from_parts(
+                i.ctx.clone(),
+                new,
+                i.path.clone(),
+                i.facts,
+            ))
+        }
+    }
+
+    /// Closes the file and reports the error of `close(2)`: some filesystems (NFS, FUSE)
+    /// report write-back errors only there. The close runs through the backend.
+    ///
+    /// The descriptor is shared by every clone of this `File` and kept open by operations
+    /// still in flight on it (futures dropped before they finished). When this is the last
+    /// clone, `close` waits for those operations and then closes it. When other clones
+    /// remain, it only drops this one and returns `Ok(())`: the descriptor is closed, by
+    /// the backend, when the last clone goes. Dropping a `File` without `close` also
+    /// closes it through the backend, but an error is then only logged.
+    ///
+    /// `close` does not flush anything to the device: call [`sync_all`](File::sync_all)
+    /// or [`sync_data`](File::sync_data) first for durability.
+    ///
+    /// # Errors
+    /// The OS error of `close(2)` (EIO, ENOSPC, EDQUOT on network filesystems).
+    pub async fn close(self) -> io::Result<()> {
+        let Ok(inner) = Arc::try_unwrap(self.inner) else {
+            return Ok(());
+        };
+        let Inner {
+            owner, info, twin, ..
+        } = inner;
+        drop(info);
+        let twin = twin.into_inner().map(|t| {
+            drop(t.info);
+            t.owner
+        });
+        let r = owner.close().await;
+        match twin {
+            Some(t) => r.and(t.close().await),
+            None => r,
+        }
+    }
+
+    /// Runs `f` on a `std::fs::File` view of the descriptor, through the backend.
+    pub(super) fn with_std<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&std::fs::File) -> io::Result<T> + Send + 'static,
+    ) -> impl Future<Output = io::Result<T>> + Send + 'static {
+        let i = Arc::clone(&self.inner);
+        async move {
+            let fd = i.fd;
+            i.ctx
+                .run(Some(&i.info), move || {
+                    // SAFETY: the request holds the descriptor's owner, so `fd` stays open
+                    // while this runs; ManuallyDrop keeps the view from closing it.
+                    let view = ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
+                    f(&view)
+                })
+                .await
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! [`OpenOptions`], the open through the backend, and what it makes.
+
+use super::*;
+
+/// Options for opening a [`File`], like [`std::fs::OpenOptions`], plus O_DIRECT and the
+/// [`Context`] to run on.
+///
+/// ```no_run
+/// # async fn f() -> std::io::Result<()> {
+/// let file = caio::OpenOptions::new().read(true).write(true).create(true).direct(true).open("data").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    read: bool,
+    write: bool,
+    append: bool,
+    create: bool,
+    create_new: bool,
+    truncate: bool,
+    direct: bool,
+    mode: Option<u32>,
+    context: Option<Context>,
+}
+
+impl OpenOptions {
+    /// All options off, the process-wide default context.
+    pub fn new() -> OpenOptions {
+        OpenOptions::default()
+    }
+
+    /// Open for reading.
+    pub fn read(&mut self, on: bool) -> &mut Self {
+        self.read = on;
+        self
+    }
+
+    /// Open for writing.
+    pub fn write(&mut self, on: bool) -> &mut Self {
+        self.write = on;
+        self
+    }
+
+    /// Every write goes to the end of the file (`O_APPEND`; on Linux the kernel ignores the
+    /// offset of positional writes on such a file).
+    pub fn append(&mut self, on: bool) -> &mut Self {
+        self.append = on;
+        self
+    }
+
+    /// Create the file if it does not exist.
+    pub fn create(&mut self, on: bool) -> &mut Self {
+        self.create = on;
+        self
+    }
+
+    /// Create the file, failing if it exists.
+    pub fn create_new(&mut self, on: bool) -> &mut Self {
+        self.create_new = on;
+        self
+    }
+
+    /// Truncate the file to 0 bytes on open.
+    pub fn truncate(&mut self, on: bool) -> &mut Self {
+        self.truncate = on;
+        self
+    }
+
+    /// Bypass the page cache (`O_DIRECT`, Linux). Where the filesystem refuses it, `open`
+    /// fails with a clear error rather than silently caching; open without it to fall back.
+    pub fn direct(&mut self, on: bool) -> &mut Self {
+        self.direct = on;
+        self
+    }
+
+    /// Permission bits for a created file (default `0o666`, less the umask).
+    pub fn mode(&mut self, mode: u32) -> &mut Self {
+        self.mode = Some(mode);
+        self
+    }
+
+    /// Run this file's operations on `ctx` rather than the process-wide default context.
+    pub fn context(&mut self, ctx: Context) -> &mut Self {
+        self.context = Some(ctx);
+        self
+    }
+
+    /// Opens `path`. The `open(2)`, and the `fstat` that follows it, run through the
+    /// context's backend, never on the thread that polls (but for `blocking`).
+    ///
+    /// # Errors
+    /// The OS error of `open(2)`; `EISDIR` for a directory; `InvalidInput` for options
+    /// that contradict each other (as `std`) or a path with a NUL byte; an error of kind
+    /// `InvalidInput`/`Unsupported` naming O_DIRECT when the filesystem refuses it.
+    pub fn open(
+        &self,
+        path: impl AsRef<Path>,
+    ) -> impl Future<Output = io::Result<File>> + Send + 'static {
+        let (opts, path) = (self.clone(), path.as_ref().to_path_buf());
+        async move { opts.open_async(path).await }
+    }
+
+    /// The `open(2)` flags, with the same rules as `std::fs::OpenOptions`.
+    fn flags(&self) -> io::Result<libc::c_int> {
+        let einval = || Err(io::Error::from_raw_os_error(libc::EINVAL));
+        let access = match (self.read, self.write, self.append) {
+            (true, false, false) => libc::O_RDONLY,
+            (false, true, false) => libc::O_WRONLY,
+            (true, true, false) => libc::O_RDWR,
+            (false, _, true) => libc::O_WRONLY | libc::O_APPEND,
+            (true, _, true) => libc::O_RDWR | libc::O_APPEND,
+            (false, false, false) => return einval(),
+        };
+        match (self.write, self.append) {
+            (true, false) => {}
+            (false, false) if self.truncate || self.create || self.create_new => return einval(),
+            (_, true) if self.truncate && !self.create_new => return einval(),
+            _ => {}
+        }
+        let creation = match (self.create, self.truncate, self.create_new) {
+            (_, _, true) => libc::O_CREAT | libc::O_EXCL,
+            (true, true, false) => libc::O_CREAT | libc::O_TRUNC,
+            (true, false, false) => libc::O_CREAT,
+            (false, true, false) => libc::O_TRUNC,
+            (false, false, false) => 0,
+        };
+        #[cfg(target_os = "linux")]
+        let direct = if self.direct { libc::O_DIRECT } else { 0 };
+        #[cfg(not(target_os = "linux"))]
+        let direct = if self.direct {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "O_DIRECT exists only on Linux",
+            ));
+        } else {
+            0
+        };
+        Ok(access | creation | direct)
+    }
+
+    async fn open_async(self, path: PathBuf) -> io::Result<File> {
+        let ctx = match &self.context {
+            Some(c) => c.clone(),
+            None => Context::global_async().await?,
+        };
+        let open = Meta::Open {
+            path: cstring(&path)?,
+            flags: self.flags()?,
+            mode: self.mode.unwrap_or(0o666) as libc::mode_t,
+        };
+        let direct = self.direct;
+        let opened = ctx.meta(-1, open, None, opened).await.map_err(|e| {
+            let refused =
+                e.raw_os_error() == Some(libc::EINVAL) || e.kind() == io::ErrorKind::Unsupported;
+            if direct && refused {
+                direct_refused(&path, e)
+            } else {
+                e
+            }
+        })?;
+        Ok(File::from_opened(
+            ctx,
+            opened,
+            path,
+            self.direct,
+            self.append,
+            (self.read, self.write || self.append),
+        ))
+    }
+}
+
+impl File {
+    /// A `File` for what `Meta::Open` opened.
+    pub(crate) fn from_opened(
+        ctx: Context,
+        o: Opened,
+        path: PathBuf,
+        direct: bool,
+        append: bool,
+        (readable, writable): (bool, bool),
+    ) -> File {
+        File::from_parts(
+            ctx,
+            o.fd,
+            path,
+            Facts {
+                seekable: o.file_type == libc::S_IFREG || o.file_type == libc::S_IFBLK,
+                file_type: o.file_type,
+                direct,
+                append,
+                readable,
+                writable,
+                align: o.align,
+                memory: o.memory,
+            },
+        )
+    }
+}
+
+/// What an `open` made.
+pub(crate) fn opened(c: Completion) -> Opened {
+    match c.out {
+        Out::Opened(o) => o,
+        _ => unreachable!("an open completes with its descriptor"),
+    }
+}
+
+/// A path as the C string `open(2)` and friends take; a NUL byte inside is an error of
+/// kind `InvalidInput`, as in `std`.
+pub(crate) fn cstring(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("path {:?} contains a NUL byte", path),
+        )
+    })
+}
