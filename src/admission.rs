@@ -20,6 +20,8 @@ use std::{
 };
 
 use crate::backend::{Admission, Completer, FileIo, Permit, Plan, Slot, Submit};
+use crate::fork::Born;
+use crate::sync::lock;
 
 /// What every handle of a context shares.
 ///
@@ -38,8 +40,8 @@ pub(crate) struct Shared {
     /// Threads blocked in `wait_idle_timeout`: without any, going idle (which a loop of
     /// operations finished inline does once per operation) costs no futex call.
     idle_blocked: AtomicUsize,
-    /// The fork generation it was made in (`sys::fork_generation`).
-    fork_generation: u64,
+    /// The process it was made in.
+    born: Born,
     /// It is `Context::global()`.
     pub(crate) global: AtomicBool,
 }
@@ -76,7 +78,7 @@ impl Shared {
             idle: ManuallyDrop::new(Mutex::new(Vec::new())),
             idle_cv: Condvar::new(),
             idle_blocked: AtomicUsize::new(0),
-            fork_generation: crate::sys::fork_generation(),
+            born: Born::here(),
             global: AtomicBool::new(false),
         }
     }
@@ -84,7 +86,7 @@ impl Shared {
     /// Made before a `fork()` of this process: its threads and kernel context stayed in
     /// the parent, so nothing may be submitted to it here.
     pub(crate) fn is_forked(&self) -> bool {
-        self.fork_generation != crate::sys::fork_generation()
+        self.born.is_inherited()
     }
 
     /// A permit for an operation starting now.
@@ -101,7 +103,7 @@ impl Shared {
     }
 
     fn lock_idle(&self) -> MutexGuard<'_, Vec<Waker>> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.idle)
     }
 
     /// Wakes whoever waits for idleness, if the context is idle now.
@@ -211,7 +213,7 @@ impl<P> Limiter<P> {
     fn lock(&self) -> MutexGuard<'_, State<P>> {
         // Every critical section is a few moves and counter updates: poison carries no
         // broken state.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
 
     /// Takes a slot (`true`), or queues what `make` returns to wait for one (`false`).

@@ -12,6 +12,7 @@ use std::{
     time::Duration,
 };
 
+use crate::sync::lock;
 use crate::{
     admission::{self, Shared},
     backend::{Call, Completion, Config, FdInfo, Meta, Out, Plan, What},
@@ -111,7 +112,7 @@ impl Context {
     /// # Errors
     /// When the first attempt to build it fails; later calls try again.
     pub fn global() -> Result<Context, Error> {
-        let mut g = global_slot().lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = lock(global_slot());
         if let Some(c) = &*g {
             return Ok(c.clone());
         }
@@ -263,7 +264,7 @@ impl Context {
     /// # Ok(()) }
     /// ```
     pub fn block_on<F: std::future::Future>(&self, fut: F) -> F::Output {
-        crate::drive::block_on(&**self.target().backend, fut)
+        crate::block_on::block_on(&**self.target().backend, fut)
     }
 
     /// [`wait_idle`](Context::wait_idle) for code that is not async: blocks the calling

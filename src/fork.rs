@@ -10,6 +10,24 @@ use std::{
 
 use crate::sys;
 
+/// The process something was made in (its fork generation). Made before a `fork()` of
+/// this process, it is the parent's: its threads stayed there, and the child must never
+/// submit to, reap from or tear down its kernel objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Born(u64);
+
+impl Born {
+    /// This process.
+    pub(crate) fn here() -> Born {
+        Born(sys::fork_generation())
+    }
+
+    /// Made before a `fork()` of this process: the parent's.
+    pub(crate) fn is_inherited(self) -> bool {
+        self.0 != sys::fork_generation()
+    }
+}
+
 struct Generation<T> {
     generation: u64,
     value: T,

@@ -69,15 +69,16 @@
 mod admission;
 mod align;
 mod backend;
+mod block_on;
 mod buffer;
 mod context;
-mod drive;
 mod error;
 mod fork;
 pub mod fs;
 mod op;
 mod parse;
 mod select;
+mod sync;
 mod sys;
 
 pub use align::{direct_alignment, AlignmentSource, DirectAlignment, DEFAULT_DIRECT_ALIGNMENT};

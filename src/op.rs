@@ -22,7 +22,7 @@ use std::{
 
 use crate::{
     admission::{Shared, Waiter},
-    backend::{Bufs, Completer, Completion, FdInfo, Meta, Plan, Slot, Submit, What},
+    backend::{drive::drives, Bufs, Completer, Completion, FdInfo, Meta, Plan, Slot, Submit, What},
     buffer::Buffer,
 };
 
@@ -133,7 +133,7 @@ impl Raw {
                     };
                     match self.shared.backend.submit(req) {
                         Submit::Started => self.state = State::InFlight(slot),
-                        Submit::Queued if crate::drive::drives(&**self.shared.backend) => {
+                        Submit::Queued if self.shared.backend.drive().is_some_and(drives) => {
                             // The thread in `block_on` flushes once its tasks are polled;
                             // the slot takes the waker now.
                             self.state = State::InFlight(slot);

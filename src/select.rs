@@ -13,6 +13,7 @@ use std::{
 };
 
 pub use crate::backend::Implementation;
+use crate::sync::lock;
 use crate::{backend::TABLE, fork::PerProcess, parse, Error};
 
 /// The compiled-in `default_implementation` file (see `build.rs`).
@@ -118,10 +119,7 @@ pub fn selection() -> &'static Selection {
     if let Some(s) = made() {
         return s;
     }
-    let _making = MAKING
-        .get(|| Mutex::new(()))
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let _making = lock(MAKING.get(|| Mutex::new(())));
     if let Some(s) = made() {
         return s;
     }

@@ -66,15 +66,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use once_cell::sync::OnceCell;
-
+use crate::sync::lock;
 use crate::{
     backend::{
-        completes_for_others, hold_wakes, thread::ThreadPool, BoxPool, FileIo, Kind, OpQueue,
-        Request, Submit, DEFAULT_MAX_REQUESTS,
+        completes_for_others,
+        drive::{self, Drive, Driver, Early, LateWakes, Signal, DEEP_BATCH},
+        hold_wakes,
+        thread::FallbackPool,
+        BoxPool, Class, Facts, FileIo, Kind, OpQueue, Request, Submit, DEFAULT_MAX_REQUESTS,
     },
-    drive::{self, Driver, Early, LateWakes, Signal, DEEP_BATCH},
-    fork::PerProcess,
+    fork::{Born, PerProcess},
     sys::{self, AioContext, IoEvent, Iocb},
     Implementation,
 };
@@ -95,16 +96,10 @@ const DRIVE_SLEEP: Duration = Duration::from_millis(100);
 const DEEP_WAIT: Duration = Duration::from_millis(10);
 /// Events reaped per `io_getevents`.
 const EVENTS: usize = 256;
-/// The largest batch the driving thread spins for at depth (see `drive_spins_deep`).
+/// The largest batch the driving thread spins for at depth (see `Drive::spins_deep`).
 const SPIN_BATCH: usize = 8;
 /// How often a reaper without a wake-up poll checks for shutdown.
 const POLL_FALLBACK: Duration = Duration::from_millis(100);
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section here moves values in or out whole: poison carries no
-    // broken invariant.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 // ---------------------------------------------------------------------------------------
 // Kernel contexts: creation that survives our own pending destroys, destruction off the
@@ -245,7 +240,7 @@ const IDLE_MAX: usize = 4;
 const IDLE_FOR: Duration = Duration::from_secs(3);
 
 struct Idle {
-    generation: u64,
+    born: Born,
     nr_events: u32,
     ctx: AioContext,
     since: Instant,
@@ -269,12 +264,11 @@ fn closed() {
 /// context is being closed, waits a little for it: a program that drops a context and
 /// makes another reuses the kernel context instead of piling them up.
 fn take_idle(nr_events: u32) -> Option<AioContext> {
-    let generation = sys::fork_generation();
     let deadline = Instant::now() + Duration::from_millis(100);
     let mut idle = lock(&IDLE);
     loop {
         // A parent's contexts are not ours to use or destroy.
-        idle.0.retain(|i| i.generation == generation);
+        idle.0.retain(|i| !i.born.is_inherited());
         if let Some(k) = idle.0.iter().position(|i| i.nr_events == nr_events) {
             return Some(idle.0.swap_remove(k).ctx);
         }
@@ -298,7 +292,7 @@ fn put_idle(nr_events: u32, ctx: AioContext) {
         return destroy_in_background(ctx);
     }
     idle.0.push(Idle {
-        generation: sys::fork_generation(),
+        born: Born::here(),
         nr_events,
         ctx,
         since: Instant::now(),
@@ -345,69 +339,6 @@ fn reclaim_idle() {
 // ---------------------------------------------------------------------------------------
 // Routing: how each request runs, decided in one place.
 
-/// What kind of operation, as far as routing cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Class {
-    Read,
-    Write,
-    Sync,
-    /// Open, close, stat, rename...: kernel AIO has no such commands.
-    Meta,
-}
-
-impl Class {
-    fn of(kind: &Kind) -> Class {
-        match kind {
-            Kind::Read(_) | Kind::ReadV(_) => Class::Read,
-            Kind::Write(_) | Kind::WriteV(_) => Class::Write,
-            Kind::Fsync | Kind::Fdsync => Class::Sync,
-            Kind::Meta(_) => Class::Meta,
-            #[cfg(test)]
-            Kind::Panic => Class::Read,
-        }
-    }
-}
-
-/// What routing needs to know of a descriptor, gathered once per request: from the file
-/// layer when it knows, else from the kernel (one `fstat`, and for a write one `fcntl`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Facts {
-    /// A regular file or block device: kernel AIO may take it. It would consume a pipe's
-    /// or a socket's data, ignoring the offset.
-    seekable: bool,
-    /// Opened with O_DIRECT; `None` when not known (a raw descriptor's read).
-    direct: Option<bool>,
-}
-
-impl Facts {
-    fn gather(req: &Request) -> io::Result<Facts> {
-        if let Some(f) = &req.file {
-            return Ok(Facts {
-                seekable: f.seekable,
-                direct: Some(f.direct),
-            });
-        }
-        if matches!(req.kind, Kind::Fsync | Kind::Fdsync | Kind::Meta(_)) {
-            // Any descriptor can be synced by the kernel's workqueue, and metadata
-            // operations go to the pool whatever their descriptor.
-            return Ok(Facts {
-                seekable: true,
-                direct: None,
-            });
-        }
-        let t = sys::cached_file_type(req.fd)?;
-        let seekable = t == libc::S_IFREG || t == libc::S_IFBLK;
-        // One fcntl: a buffered read is then tried inline, where a page-cache hit costs
-        // one preadv2 instead of an io_submit, an io_getevents and a hop from the reaper.
-        let direct = if seekable {
-            Some(sys::is_direct(req.fd)?)
-        } else {
-            None
-        };
-        Ok(Facts { seekable, direct })
-    }
-}
-
 /// Where a request runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
@@ -415,12 +346,10 @@ enum Route {
     /// (`IOCB_CMD_FSYNC`/`FDSYNC` run on the kernel's workqueue).
     Kernel,
     /// Kernel AIO with `RWF_NOWAIT`: O_DIRECT writes (block allocation would block inside
-    /// `io_submit`), and reads on a raw descriptor (a page-cache hit completes inside
-    /// `io_submit`, an O_DIRECT read is queued, what would block comes back EAGAIN and is
-    /// routed by [`route_would_block`]).
+    /// `io_submit`; what would block comes back EAGAIN and is routed by
+    /// [`route_would_block`]).
     KernelNowait,
-    /// `preadv2(RWF_NOWAIT)` on the submitting thread, a miss to the pool: reads the file
-    /// layer knows are buffered.
+    /// `preadv2(RWF_NOWAIT)` on the submitting thread, a miss to the pool: buffered reads.
     InlineCached,
     /// The fallback pool: buffered writes (the kernel would copy them inside `io_submit`),
     /// and anything that is not a regular file or block device.
@@ -433,11 +362,10 @@ fn route(class: Class, facts: Facts) -> Route {
         (Class::Meta, _, _) => Route::Pool,
         (Class::Sync, _, _) => Route::Kernel,
         (_, false, _) => Route::Pool,
-        (Class::Read, true, Some(true)) => Route::Kernel,
-        (Class::Read, true, Some(false)) => Route::InlineCached,
-        (Class::Read, true, None) => Route::KernelNowait,
-        (Class::Write, true, Some(true)) => Route::KernelNowait,
-        (Class::Write, true, _) => Route::Pool,
+        (Class::Read, true, true) => Route::Kernel,
+        (Class::Read, true, false) => Route::InlineCached,
+        (Class::Write, true, true) => Route::KernelNowait,
+        (Class::Write, true, false) => Route::Pool,
     }
 }
 
@@ -509,8 +437,6 @@ impl AioOp {
             Kind::Fsync => iocb.aio_lio_opcode = sys::IOCB_CMD_FSYNC,
             Kind::Fdsync => iocb.aio_lio_opcode = sys::IOCB_CMD_FDSYNC,
             Kind::Meta(_) => unreachable!("metadata operations are routed to the pool"),
-            #[cfg(test)]
-            Kind::Panic => unreachable!("panic requests are for the thread pool"),
         }
         if !matches!(req.kind, Kind::ReadV(_) | Kind::WriteV(_)) {
             // A vectored command's count is of iovecs, set above.
@@ -558,10 +484,8 @@ struct Ring {
     degraded: AtomicBool,
     nr_events: u32,
     wake: Option<Wake>,
-    /// Started on first use, for what the kernel cannot do without blocking.
-    pool: OnceCell<ThreadPool>,
-    threads: usize,
-    max_requests: usize,
+    /// For what the kernel cannot do without blocking.
+    pool: FallbackPool,
     /// Boxes of finished operations, for the next ones.
     ops: BoxPool<AioOp>,
     /// A thread in `Context::block_on` that waits for completions itself.
@@ -590,19 +514,9 @@ enum NoUserReap {
 unsafe impl Sync for Ring {}
 
 impl Ring {
-    fn pool(&self) -> io::Result<&ThreadPool> {
-        self.pool
-            .get_or_try_init(|| ThreadPool::new(self.threads, self.max_requests))
-    }
-
     /// Runs `req` (or what is left of it) on the fallback pool.
     fn to_pool(&self, req: Request) {
-        match self.pool() {
-            Ok(p) => p.send(req),
-            Err(e) => req.finish(Err(io::Error::other(format!(
-                "caio: cannot start fallback threads: {e}"
-            )))),
-        }
+        self.pool.run(req);
     }
 
     /// Boxes an operation (the kernel is given its address, which must not move).
@@ -806,10 +720,10 @@ impl Ring {
             if nowait && (errno == libc::EAGAIN || errno == libc::EOPNOTSUPP) {
                 // It would have blocked: run it where it will not.
                 let direct = match &req.file {
-                    Some(f) => f.direct,
+                    Some(f) => f.facts.direct,
                     None => sys::is_direct(req.fd).unwrap_or(false),
                 };
-                let route = route_would_block(Class::of(&req.kind), direct);
+                let route = route_would_block(req.kind.class(), direct);
                 let req = self.ops.unbox(op).req;
                 return match route {
                     Route::Kernel => self.submit([self.op(req, false)]),
@@ -927,9 +841,9 @@ fn reap_in_user_space(ring: &Ring, e: &io::Error) {
 /// The Linux kernel AIO backend.
 pub(crate) struct Linux {
     ring: Arc<Ring>,
-    /// The fork generation it was made in: in a child the kernel context and the reaper
+    /// The process it was made in: in a child the kernel context and the reaper
     /// are the parent's, and dropping must not touch them.
-    fork_generation: u64,
+    born: Born,
     /// What the next flush sends to the kernel.
     queue: OpQueue<AioOp>,
     /// When the driving thread sends what it queued before its poll ends.
@@ -986,9 +900,7 @@ impl Linux {
             degraded: AtomicBool::new(false),
             nr_events,
             wake,
-            pool: OnceCell::new(),
-            threads,
-            max_requests,
+            pool: FallbackPool::new(threads, max_requests),
             ops: BoxPool::new(max_requests),
             driver: Driver::new(),
             user_reap: Mutex::new(()),
@@ -1004,7 +916,7 @@ impl Linux {
         }
         Ok(Linux {
             ring,
-            fork_generation: sys::fork_generation(),
+            born: Born::here(),
             queue: OpQueue::new(),
             early: Early::default(),
             late: LateWakes::default(),
@@ -1074,14 +986,14 @@ impl FileIo for Linux {
             req.run_here();
             return Submit::Started;
         }
-        let facts = match Facts::gather(&req) {
+        let facts = match Facts::of(&req) {
             Ok(f) => f,
             Err(e) => {
                 req.finish(Err(e));
                 return Submit::Started;
             }
         };
-        match route(Class::of(&req.kind), facts) {
+        match route(req.kind.class(), facts) {
             Route::Kernel => self.queue(req, false),
             Route::KernelNowait => self.queue(req, true),
             // preadv2 takes several iovecs too, but a vectored read is rare enough to take
@@ -1124,16 +1036,20 @@ impl FileIo for Linux {
         self.queue.give_back(batch);
     }
 
-    fn drive_begin(&self, signal: &Arc<Signal>) -> bool {
+    fn drive(&self) -> Option<&(dyn Drive + 'static)> {
+        Some(self)
+    }
+}
+
+impl Drive for Linux {
+    fn begin(&self, signal: &Arc<Signal>) -> bool {
         let ring = &self.ring;
         // In a child after fork() the kernel context is the parent's, and without a
         // wake-up poll (before Linux 4.18) nothing could end the sleep: park instead.
         let Some(w) = &ring.wake else {
             return false;
         };
-        if sys::fork_generation() != self.fork_generation
-            || ring.degraded.load(Ordering::Acquire)
-            || !ring.driver.begin()
+        if self.born.is_inherited() || ring.degraded.load(Ordering::Acquire) || !ring.driver.begin()
         {
             return false;
         }
@@ -1141,16 +1057,16 @@ impl FileIo for Linux {
         true
     }
 
-    fn drive_busy(&self) -> Option<MutexGuard<'_, ()>> {
+    fn busy(&self) -> Option<MutexGuard<'_, ()>> {
         Some(self.ring.driver.reaping())
     }
 
-    fn drive_ready(&self) -> usize {
+    fn ready(&self) -> usize {
         // SAFETY: the context lives as long as the ring.
         unsafe { sys::ring_pending(self.ring.ctx) }
     }
 
-    fn drive_batch(&self) -> usize {
+    fn batch(&self) -> usize {
         drive::batch(self.ring.inflight.load(Ordering::Acquire))
     }
 
@@ -1161,11 +1077,11 @@ impl FileIo for Linux {
     /// halted, while the device runs dry. The batches stay as large. Past that depth the
     /// device never runs short, and a spin would only take CPU from the kernel's worker.
     /// A slow disk's long waits shrink the budget to a microsecond.
-    fn drive_spins_deep(&self, batch: usize) -> bool {
+    fn spins_deep(&self, batch: usize) -> bool {
         (DEEP_BATCH..=SPIN_BATCH).contains(&batch) && self.late.spin_next()
     }
 
-    fn drive_sleep(&self, signal: &Signal, ready: bool) -> bool {
+    fn sleep(&self, signal: &Signal, ready: bool) -> bool {
         let ring = &self.ring;
         let mut events = [IoEvent::default(); 64];
         let r = if ready {
@@ -1181,7 +1097,7 @@ impl FileIo for Linux {
             // At depth the kernel wakes this thread once a batch is there, not at each
             // completion. The wake-up poll is one event, so a wake from another thread may
             // then wait for the batch: at most `DEEP_WAIT`.
-            let batch = self.drive_batch();
+            let batch = Drive::batch(self);
             let (min, wait) = if batch >= DEEP_BATCH {
                 (batch.min(events.len()), wait.min(DEEP_WAIT))
             } else {
@@ -1204,14 +1120,14 @@ impl FileIo for Linux {
         }
     }
 
-    fn drive_end(&self) {
+    fn end(&self) {
         self.ring.driver.end();
     }
 }
 
 impl Drop for Linux {
     fn drop(&mut self) {
-        if sys::fork_generation() != self.fork_generation {
+        if self.born.is_inherited() {
             return; // the parent's: nothing here to shut down
         }
         // Until its reaper hands the kernel context back (see `take_idle`).
@@ -1231,29 +1147,30 @@ mod tests {
     #[test]
     fn every_request_has_one_route() {
         use {Class::*, Route::*};
-        let f = |seekable, direct| Facts { seekable, direct };
+        // Whether the file is in memory changes no route: such reads never get here.
+        let f = |seekable, direct| Facts {
+            seekable,
+            direct,
+            memory: false,
+        };
         let table = [
             // Metadata operations: the pool, whatever the descriptor.
-            (Meta, f(true, Some(true)), Pool),
-            (Meta, f(true, None), Pool),
-            (Meta, f(false, None), Pool),
+            (Meta, f(true, true), Pool),
+            (Meta, f(true, false), Pool),
+            (Meta, f(false, false), Pool),
             // Syncs always go to the kernel's workqueue.
-            (Sync, f(true, None), Kernel),
-            (Sync, f(true, Some(true)), Kernel),
-            (Sync, f(false, Some(false)), Kernel),
+            (Sync, f(true, false), Kernel),
+            (Sync, f(true, true), Kernel),
+            (Sync, f(false, false), Kernel),
             // Pipes, sockets, directories: never to kernel AIO.
-            (Read, f(false, None), Pool),
-            (Read, f(false, Some(false)), Pool),
-            (Write, f(false, None), Pool),
-            (Write, f(false, Some(false)), Pool),
+            (Read, f(false, false), Pool),
+            (Write, f(false, false), Pool),
             // Reads.
-            (Read, f(true, Some(true)), Kernel),
-            (Read, f(true, Some(false)), InlineCached),
-            (Read, f(true, None), KernelNowait),
+            (Read, f(true, true), Kernel),
+            (Read, f(true, false), InlineCached),
             // Writes.
-            (Write, f(true, Some(true)), KernelNowait),
-            (Write, f(true, Some(false)), Pool),
-            (Write, f(true, None), Pool),
+            (Write, f(true, true), KernelNowait),
+            (Write, f(true, false), Pool),
         ];
         for (class, facts, want) in table {
             assert_eq!(route(class, facts), want, "{class:?} {facts:?}");

@@ -36,10 +36,10 @@
 //! the batch is complete (`hold_wakes`), so that the operations the batch admits are
 //! queued before any of its futures flushes.
 //!
-//! A backend that reaps completions on a thread of its own may also let a thread in
-//! [`Context::block_on`](crate::Context::block_on) wait for them itself (`drive_begin`,
-//! `drive_ready`, `drive_sleep`, `drive_end`; see `drive.rs`). The others keep the
-//! defaults, and that thread spins briefly, then parks.
+//! A backend that reaps completions on a thread of its own may also let another thread
+//! (the one in [`Context::block_on`](crate::Context::block_on)) wait for them itself: it
+//! implements the [`Drive`] contract (`drive.rs`) and returns it from [`FileIo::drive`].
+//! Under the others, that thread spins briefly, then parks.
 
 //!
 //! # Adding a backend
@@ -48,14 +48,12 @@
 //! variant, its names (the column in `parse.rs`, shared with `build.rs`), a summary, an
 //! availability probe that gives the reason when it fails, and a constructor. Parsing,
 //! selection, `Display`, `caio info` and the CLI help all read the table.
-use std::{
-    fmt,
-    sync::{Arc, MutexGuard},
-};
+use std::fmt;
 
-use crate::{drive::Signal, parse};
+use crate::parse;
 
 pub(crate) mod blocking;
+pub(crate) mod drive;
 #[cfg(target_os = "linux")]
 pub(crate) mod linux;
 mod plan;
@@ -66,9 +64,10 @@ pub(crate) mod thread;
 #[cfg(target_os = "linux")]
 pub(crate) mod uring;
 
-pub(crate) use plan::{FdInfo, Plan, What};
+pub(crate) use drive::Drive;
+pub(crate) use plan::{Facts, FdInfo, Plan, What};
 pub(crate) use recycle::{BoxPool, OpQueue};
-pub(crate) use request::{Bufs, Call, Completion, Kind, Meta, Opened, Out, Request};
+pub(crate) use request::{Bufs, Call, Class, Completion, Kind, Meta, Opened, Out, Request};
 pub(crate) use slot::{completes_for_others, hold_wakes, Admission, Completer, Permit, Slot};
 #[cfg(test)]
 pub(crate) use {request::test_request, slot::take_result};
@@ -94,57 +93,10 @@ pub(crate) trait FileIo: Send + Sync + fmt::Debug {
     fn submit(&self, req: Request) -> Submit;
     /// Sends queued requests on their way; cheap when nothing is queued.
     fn flush(&self) {}
-    /// `flush` at the end of a poll of `Context::block_on`, which waits for completions
-    /// next: a backend whose wait also submits may leave the driving thread's requests
-    /// for it. `true` when it did; then `flush` must run if no wait comes first.
-    fn flush_for_wait(&self) -> bool {
-        self.flush();
-        false
-    }
-    /// Makes the calling thread the one that waits for completions, until `drive_end`;
-    /// `false` when another thread already does, or when this backend cannot.
-    fn drive_begin(&self, _signal: &Arc<Signal>) -> bool {
-        false
-    }
-    /// Held while the driving thread spins and sleeps waiting for completions, so that
-    /// the backend's own completion thread takes none of them then (only while the
-    /// driving thread runs user code).
-    fn drive_busy(&self) -> Option<MutexGuard<'_, ()>> {
+    /// Its [`Drive`] contract, when a thread other than its own may reap its completions.
+    fn drive(&self) -> Option<&(dyn Drive + 'static)> {
         None
     }
-    /// How many completions are ready to be reaped: a look, with no system call.
-    fn drive_ready(&self) -> usize {
-        0
-    }
-    /// How many completions are worth a spin before reaping ([`crate::drive::batch`] of
-    /// what is in flight).
-    fn drive_batch(&self) -> usize {
-        1
-    }
-    /// Whether the driving thread spins for a whole `batch` at depth too (see
-    /// [`crate::drive::DEEP_BATCH`]), rather than leaving the kernel's wait to gather it.
-    /// Asked once per wait, before its spin: a backend may count the waits by it (linux
-    /// samples one in 16 while it spins).
-    fn drive_spins_deep(&self, _batch: usize) -> bool {
-        false
-    }
-    /// Reaps ready completions, or (with `ready` false) sleeps until a completion (at
-    /// depth: a batch, see [`FileIo::drive_batch`]), a wake of `signal`, or a timeout.
-    /// `false` when the kernel's wait failed and driving should stop.
-    fn drive_sleep(&self, _signal: &Signal, _ready: bool) -> bool {
-        false
-    }
-    /// Hands waiting back to the backend's own thread.
-    fn drive_end(&self) {}
-    /// A nested `block_on` starts on the driving thread, which stops waiting for this
-    /// backend until [`FileIo::drive_resume`]: what only that thread would send or
-    /// complete must be sent or completed now. (What the enclosing poll queued so far
-    /// skipped the flush it would owe under another executor.)
-    fn drive_pause(&self) {
-        self.flush();
-    }
-    /// The nested `block_on` returned; the thread drives this backend again.
-    fn drive_resume(&self) {}
 }
 
 /// A way of running file operations.

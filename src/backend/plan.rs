@@ -4,7 +4,7 @@
 
 use std::{io, os::fd::RawFd, sync::Arc};
 
-use super::{request::Vectored, Bufs, Completer, Kind, Meta, Out, Request};
+use super::{request::Vectored, Bufs, Class, Completer, Kind, Meta, Out, Request};
 use crate::{
     buffer::{Buffer, ALIGNMENT},
     sys,
@@ -58,18 +58,53 @@ impl What {
     }
 }
 
+/// What is known of a descriptor, as far as running operations on it cares: from the file
+/// layer, which learnt it once at open, or else from the kernel, per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Facts {
+    /// A regular file or block device: positional I/O makes sense, and kernel AIO may
+    /// take it (it would consume a pipe's or a socket's data, ignoring the offset).
+    pub seekable: bool,
+    /// Opened with O_DIRECT.
+    pub direct: bool,
+    /// A regular file in memory (tmpfs, ramfs) without O_DIRECT: a read of it never
+    /// waits for a device, so backends read it on the submitting thread. Only the file
+    /// layer knows it (the kernel is not asked per request).
+    pub memory: bool,
+}
+
+impl Facts {
+    /// The facts of `req`'s descriptor: the file layer's, or for a raw descriptor one
+    /// `fstat` (cached) and, when seekable, one `fcntl`. Syncs and metadata operations
+    /// need none: any descriptor can be synced, and metadata goes where it goes whatever
+    /// the descriptor.
+    pub(crate) fn of(req: &Request) -> io::Result<Facts> {
+        if let Some(f) = &req.file {
+            return Ok(f.facts);
+        }
+        if matches!(req.kind.class(), Class::Sync | Class::Meta) {
+            return Ok(Facts {
+                seekable: true,
+                direct: false,
+                memory: false,
+            });
+        }
+        let t = sys::cached_file_type(req.fd)?;
+        let seekable = t == libc::S_IFREG || t == libc::S_IFBLK;
+        Ok(Facts {
+            seekable,
+            direct: seekable && sys::is_direct(req.fd)?,
+            memory: false,
+        })
+    }
+}
+
 /// What the file layer knows about its descriptor, and the owner that keeps it open until
 /// every request on it is finished.
 #[derive(Clone)]
 pub(crate) struct FdInfo {
     pub _owner: Arc<dyn std::any::Any + Send + Sync>,
-    /// A regular file or block device (positional I/O makes sense).
-    pub seekable: bool,
-    /// Opened with O_DIRECT.
-    pub direct: bool,
-    /// A regular file in memory (tmpfs, ramfs) without O_DIRECT: a read of it never
-    /// waits for a device, so backends read it on the submitting thread.
-    pub memory: bool,
+    pub facts: Facts,
 }
 
 impl Plan {
@@ -84,7 +119,7 @@ impl Plan {
             file,
         } = self;
         let direct = || match &file {
-            Some(f) => f.direct,
+            Some(f) => f.facts.direct,
             None => sys::is_direct(fd).unwrap_or(false),
         };
         let unaligned = |v: &[Buffer]| v.iter().any(|b| !b.is_aligned_to(ALIGNMENT));

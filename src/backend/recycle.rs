@@ -1,6 +1,7 @@
 //! Boxes kept for reuse: a backend that hands the kernel each operation's address boxes
 //! it, and a warm loop of operations should not pay an allocation for that.
 
+use crate::sync::lock;
 use std::{
     mem::MaybeUninit,
     sync::{Mutex, MutexGuard},
@@ -73,11 +74,6 @@ pub(crate) struct OpQueue<T> {
     /// The emptied vector of the last flush, swapped in for the queue by the next.
     #[allow(clippy::vec_box)]
     spare: Mutex<Vec<Box<T>>>,
-}
-
-fn lock<V>(m: &Mutex<V>) -> MutexGuard<'_, V> {
-    // Pushes, swaps and takes only: poison carries no broken state.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl<T> OpQueue<T> {

@@ -328,9 +328,28 @@ pub(crate) enum Kind {
     Fdsync,
     /// A metadata operation.
     Meta(Meta),
-    /// Panics in the worker (tests of panic containment).
-    #[cfg(test)]
-    Panic,
+}
+
+/// What kind of operation a [`Kind`] is, as far as routing cares: every backend's route
+/// table is written in these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    Read,
+    Write,
+    Sync,
+    /// Open, close, stat, rename...
+    Meta,
+}
+
+impl Kind {
+    pub(crate) fn class(&self) -> Class {
+        match self {
+            Kind::Read(_) | Kind::ReadV(_) => Class::Read,
+            Kind::Write(_) | Kind::WriteV(_) => Class::Write,
+            Kind::Fsync | Kind::Fdsync => Class::Sync,
+            Kind::Meta(_) => Class::Meta,
+        }
+    }
 }
 
 /// One operation owned by a backend from submission to completion.
@@ -361,8 +380,6 @@ impl fmt::Debug for Request {
             Kind::Fsync => "fsync".into(),
             Kind::Fdsync => "fdsync".into(),
             Kind::Meta(m) => m.name().into(),
-            #[cfg(test)]
-            Kind::Panic => "panic".into(),
         };
         write!(f, "Request({kind} fd={} offset={})", self.fd, self.offset)
     }
@@ -372,8 +389,11 @@ impl Request {
     /// A read of a file the file layer knows is in memory (tmpfs, ramfs), not O_DIRECT:
     /// copying its pages never waits for a device, so it is done on the submitting thread.
     pub(crate) fn reads_memory(&self) -> bool {
-        matches!(self.kind, Kind::Read(_) | Kind::ReadV(_))
-            && self.file.as_ref().is_some_and(|f| f.memory && !f.direct)
+        self.kind.class() == Class::Read
+            && self
+                .file
+                .as_ref()
+                .is_some_and(|f| f.facts.memory && !f.facts.direct)
     }
 
     /// Whether a vectored operation has more to move than its last attempt covered (one
@@ -455,8 +475,6 @@ impl Request {
                 self.out = std::mem::replace(m, Meta::Taken).run(fd)?;
                 Ok(0)
             }
-            #[cfg(test)]
-            Kind::Panic => panic!("injected worker panic"),
         }
     }
 

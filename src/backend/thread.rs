@@ -14,11 +14,46 @@ use std::{
 };
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
+use once_cell::sync::OnceCell;
 
 use crate::{
     backend::{FileIo, Request, Submit},
     Implementation,
 };
+
+/// The pool a kernel backend sends what its kernel interface cannot do without blocking:
+/// started on first use, so a backend that never needs it runs no extra thread.
+#[derive(Debug)]
+pub(crate) struct FallbackPool {
+    pool: OnceCell<ThreadPool>,
+    threads: usize,
+    capacity: usize,
+}
+
+impl FallbackPool {
+    /// A pool of `threads` workers with a queue of `capacity`, once it is first used.
+    pub(crate) fn new(threads: usize, capacity: usize) -> FallbackPool {
+        FallbackPool {
+            pool: OnceCell::new(),
+            threads,
+            capacity,
+        }
+    }
+
+    /// Runs `req` (or what is left of it) on the pool; fails it when the pool's threads
+    /// cannot be started.
+    pub(crate) fn run(&self, req: Request) {
+        match self
+            .pool
+            .get_or_try_init(|| ThreadPool::new(self.threads, self.capacity))
+        {
+            Ok(p) => p.send(req),
+            Err(e) => req.finish(Err(io::Error::other(format!(
+                "caio: cannot start fallback threads: {e}"
+            )))),
+        }
+    }
+}
 
 #[derive(Debug)]
 pub(crate) struct ThreadPool {
@@ -95,14 +130,16 @@ impl FileIo for ThreadPool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{take_result, test_request, Kind};
+    use crate::backend::{take_result, test_request, Kind, Meta};
 
     #[test]
     fn a_panicking_operation_fails_its_future_and_the_worker_survives() {
         let pool = ThreadPool::new(1, 4).unwrap();
         let prev = panic::take_hook();
         panic::set_hook(Box::new(|_| {}));
-        let (req, slot) = test_request(Kind::Panic);
+        let (req, slot) = test_request(Kind::Meta(Meta::Call(Box::new(|| {
+            panic!("injected worker panic")
+        }))));
         pool.send(req);
         let r = loop {
             if let Some(r) = take_result(&slot) {

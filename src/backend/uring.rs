@@ -30,7 +30,7 @@
 //! flight, and the kernel runs those completions in that one call. At depth the reads
 //! their tasks queue then go back as on linux: a first part as soon as it is built (see
 //! [`Early`]), and what the poll leaves is written to the ring and sent by the wait's own
-//! `io_uring_enter`, one system call to send and wait (`FileIo::flush_for_wait`; if a task
+//! `io_uring_enter`, one system call to send and wait (`Drive::flush_for_wait`; if a task
 //! wakes the thread again before it waits, a flush sends them first), which saves one
 //! system call per batch. Everything else stays on the shared ring and its reaper. `block_on` completes
 //! what is in its own ring before it returns.
@@ -59,14 +59,17 @@ use std::{
 };
 
 use io_uring::{opcode, squeue, types, IoUring, Probe};
-use once_cell::sync::OnceCell;
 
+use crate::sync::lock;
 use crate::{
     backend::{
-        completes_for_others, hold_wakes, thread::ThreadPool, BoxPool, Bufs, Completion, FileIo,
-        Kind, Meta, OpQueue, Request, Submit,
+        completes_for_others,
+        drive::{self, Drive, Driver, Early, Signal, DEEP_BATCH},
+        hold_wakes,
+        thread::FallbackPool,
+        BoxPool, Bufs, Class, Completion, Facts, FileIo, Kind, Meta, OpQueue, Request, Submit,
     },
-    drive::{self, Driver, Early, Signal, DEEP_BATCH},
+    fork::Born,
     sys, Implementation,
 };
 
@@ -75,11 +78,6 @@ const MAX_IO: usize = 1 << 30;
 /// How many times an entry the kernel cancelled before it ran is submitted again, before
 /// its ECANCELED is reported: each time, the thread that submitted it exited.
 const CANCELLED_MAX: u8 = 16;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section moves values in or out whole: poison carries no broken state.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Why `io_uring_setup` fails, in words a user can act on.
 fn describe_setup_error(e: &io::Error) -> String {
@@ -158,6 +156,34 @@ enum Mode {
     Worker,
 }
 
+/// Where a request runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// The ring, which is asked to run it this way.
+    Ring(Mode),
+    /// The fallback pool: I/O on what has no offset (pipes, sockets, directories), and
+    /// metadata operations this kernel has no opcode for.
+    Pool,
+}
+
+/// How a request runs, from what it is, what its descriptor is, and (for a metadata
+/// operation) whether this kernel has an opcode for it.
+fn route(class: Class, facts: Facts, native_meta: bool) -> Route {
+    match (class, facts.seekable, facts.direct) {
+        // The kernel runs syncs on its workers.
+        (Class::Sync, _, _) => Route::Ring(Mode::Plain),
+        // Metadata calls may wait on a filesystem: the kernel's workers run them.
+        (Class::Meta, _, _) if native_meta => Route::Ring(Mode::Worker),
+        (Class::Meta, _, _) => Route::Pool,
+        (_, false, _) => Route::Pool,
+        // O_DIRECT: queued to the device without blocking the submitter.
+        (_, true, true) => Route::Ring(Mode::Plain),
+        // A page-cache hit completes inside the enter; a miss goes to the workers.
+        (Class::Read, true, false) => Route::Ring(Mode::NoWait),
+        (Class::Write, true, false) => Route::Ring(Mode::Worker),
+    }
+}
+
 /// Which metadata opcodes this kernel has.
 #[derive(Debug, Clone, Copy)]
 struct Opcodes {
@@ -189,10 +215,10 @@ struct Ring {
     inflight: AtomicUsize,
     shutdown: AtomicBool,
     opcodes: Opcodes,
-    /// Started on first use, for what the ring does not run.
-    pool: OnceCell<ThreadPool>,
+    /// For what the ring does not run.
+    pool: FallbackPool,
+    /// For the kernel's workers of each thread's own ring.
     threads: usize,
-    max_requests: usize,
     /// Boxes of finished operations, for the next ones.
     ops: BoxPool<UringOp>,
     /// A thread in `Context::block_on` that waits for completions itself.
@@ -210,16 +236,9 @@ struct Ring {
 }
 
 impl Ring {
+    /// Runs `req` (or what is left of it) on the fallback pool.
     fn to_pool(&self, req: Request) {
-        match self
-            .pool
-            .get_or_try_init(|| ThreadPool::new(self.threads, self.max_requests))
-        {
-            Ok(p) => p.send(req),
-            Err(e) => req.finish(Err(io::Error::other(format!(
-                "caio: cannot start fallback threads: {e}"
-            )))),
-        }
+        self.pool.run(req);
     }
 
     /// Boxes an operation (the kernel is given its address, which must not move).
@@ -330,7 +349,7 @@ impl Ring {
     /// Whether the calling thread drives this ring through a ring of its own, and what it
     /// submits now is its own (not an operation of another thread that a completion
     /// admits: that one must not wait for this thread's next enter).
-    fn owns(&self, backend: &dyn FileIo) -> bool {
+    fn owns(&self, backend: &dyn Drive) -> bool {
         self.owned.load(Ordering::Acquire)
             && !self.denied.load(Ordering::Acquire)
             && drive::drives(backend)
@@ -707,8 +726,6 @@ fn entry(op: &mut UringOp, ops: &Opcodes) -> squeue::Entry {
             .flags(types::FsyncFlags::DATASYNC)
             .build(),
         Kind::Meta(m) => meta_entry(m, req.fd, ops).expect("routed to the ring"),
-        #[cfg(test)]
-        Kind::Panic => unreachable!("panic requests are for the thread pool"),
     }
 }
 
@@ -810,7 +827,7 @@ fn reaper(ring: Arc<Ring>) {
 /// The io_uring backend.
 pub(crate) struct Uring {
     ring: Arc<Ring>,
-    fork_generation: u64,
+    born: Born,
     /// What the next flush writes to the ring.
     queue: OpQueue<UringOp>,
     /// When the driving thread sends a large batch to its ring in parts.
@@ -868,9 +885,8 @@ impl Uring {
             inflight: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
             opcodes,
-            pool: OnceCell::new(),
+            pool: FallbackPool::new(threads, max_requests),
             threads,
-            max_requests,
             ops: BoxPool::new(max_requests),
             driver: Driver::new(),
             own: Mutex::new(None),
@@ -885,7 +901,7 @@ impl Uring {
             .spawn(move || reaper(r))?;
         Ok(Uring {
             ring,
-            fork_generation: sys::fork_generation(),
+            born: Born::here(),
             queue: OpQueue::new(),
             early: Early::default(),
         })
@@ -911,7 +927,7 @@ impl Uring {
     fn own_round<R>(&self, f: impl FnOnce(&mut Own) -> R) -> Option<R> {
         let ring = &self.ring;
         // In a child forked while this thread drove, the ring is the parent's.
-        if !ring.owns(self) || sys::fork_generation() != self.fork_generation {
+        if !ring.owns(self) || self.born.is_inherited() {
             return None;
         }
         self.round(f)
@@ -920,7 +936,7 @@ impl Uring {
     /// After a refusal of `io_uring_enter`, wherever it was seen: what the calling thread
     /// wrote to its own ring, or queued for it, goes to the pool.
     fn refuse_own(&self) {
-        if sys::fork_generation() != self.fork_generation || !drive::drives(self) {
+        if self.born.is_inherited() || !drive::drives(self) {
             return;
         }
         let me = thread::current().id();
@@ -979,7 +995,7 @@ impl Uring {
     /// wait's `io_uring_enter` sends them with the wait, one system call for both, as the
     /// bench's minimal io_uring loop does. `true` when it left some for that wait.
     fn send(&self, now: bool) -> bool {
-        if sys::fork_generation() != self.fork_generation {
+        if self.born.is_inherited() {
             // In a child: the rings are the parent's, and whatever is queued is its too.
             return false;
         }
@@ -1032,18 +1048,6 @@ impl Uring {
             }
         }
     }
-
-    /// Whether the ring may take this read or write (only regular files and block
-    /// devices), and whether it is O_DIRECT. The file layer knows; for a raw descriptor, a
-    /// cached `statx` and an `fcntl`.
-    fn facts(req: &Request) -> io::Result<(bool, bool)> {
-        if let Some(f) = &req.file {
-            return Ok((f.seekable, f.direct));
-        }
-        let t = sys::cached_file_type(req.fd)?;
-        let seekable = t == libc::S_IFREG || t == libc::S_IFBLK;
-        Ok((seekable, seekable && sys::is_direct(req.fd)?))
-    }
 }
 
 impl FileIo for Uring {
@@ -1058,32 +1062,17 @@ impl FileIo for Uring {
             req.run_here();
             return Submit::Started;
         }
-        match &req.kind {
-            // The kernel runs syncs on its workers.
-            Kind::Fsync | Kind::Fdsync => self.queue(req, Mode::Plain),
-            Kind::Read(_) | Kind::Write(_) | Kind::ReadV(_) | Kind::WriteV(_) => {
-                match Self::facts(&req) {
-                    // O_DIRECT: queued to the device without blocking the submitter.
-                    Ok((true, true)) => self.queue(req, Mode::Plain),
-                    Ok((true, false)) if matches!(req.kind, Kind::Read(_) | Kind::ReadV(_)) => {
-                        self.queue(req, Mode::NoWait)
-                    }
-                    Ok((true, false)) => self.queue(req, Mode::Worker),
-                    Ok((false, _)) => {
-                        self.ring.to_pool(req);
-                        Submit::Started
-                    }
-                    Err(e) => {
-                        req.finish(Err(e));
-                        Submit::Started
-                    }
-                }
+        let facts = match Facts::of(&req) {
+            Ok(f) => f,
+            Err(e) => {
+                req.finish(Err(e));
+                return Submit::Started;
             }
-            // Metadata calls may wait on a filesystem: the kernel's workers run them.
-            Kind::Meta(m) if meta_entry(m, req.fd, &self.ring.opcodes).is_some() => {
-                self.queue(req, Mode::Worker)
-            }
-            _ => {
+        };
+        let native = matches!(&req.kind, Kind::Meta(m) if meta_entry(m, req.fd, &self.ring.opcodes).is_some());
+        match route(req.kind.class(), facts, native) {
+            Route::Ring(mode) => self.queue(req, mode),
+            Route::Pool => {
                 self.ring.to_pool(req);
                 Submit::Started
             }
@@ -1094,17 +1083,20 @@ impl FileIo for Uring {
         self.send(true);
     }
 
+    fn drive(&self) -> Option<&(dyn Drive + 'static)> {
+        Some(self)
+    }
+}
+
+impl Drive for Uring {
     fn flush_for_wait(&self) -> bool {
         self.send(false)
     }
 
-    fn drive_begin(&self, signal: &Arc<Signal>) -> bool {
+    fn begin(&self, signal: &Arc<Signal>) -> bool {
         let ring = &self.ring;
         // In a child after fork() the kernel context is the parent's: park instead.
-        if sys::fork_generation() != self.fork_generation
-            || ring.denied.load(Ordering::Acquire)
-            || !ring.driver.begin()
-        {
+        if self.born.is_inherited() || ring.denied.load(Ordering::Acquire) || !ring.driver.begin() {
             return false;
         }
         if !ring.own_failed.load(Ordering::Acquire) {
@@ -1133,12 +1125,12 @@ impl FileIo for Uring {
         true
     }
 
-    fn drive_busy(&self) -> Option<MutexGuard<'_, ()>> {
+    fn busy(&self) -> Option<MutexGuard<'_, ()>> {
         // With a ring of its own, the driving thread's completions are not on this one.
         (!self.ring.owns(self)).then(|| self.ring.driver.reaping())
     }
 
-    fn drive_ready(&self) -> usize {
+    fn ready(&self) -> usize {
         if self.ring.owns(self) {
             if let Some(own) = lock(&self.ring.own).as_mut() {
                 // Completions inside the submission, and (a flag the kernel sets) whether
@@ -1162,7 +1154,7 @@ impl FileIo for Uring {
         }
     }
 
-    fn drive_batch(&self) -> usize {
+    fn batch(&self) -> usize {
         // A look: with a ring of its own, what is in flight there.
         let own = self.ring.owns(self).then(|| lock(&self.ring.own));
         let inflight = match own.as_deref() {
@@ -1172,7 +1164,7 @@ impl FileIo for Uring {
         drive::batch(inflight)
     }
 
-    fn drive_sleep(&self, signal: &Signal, ready: bool) -> bool {
+    fn sleep(&self, signal: &Signal, ready: bool) -> bool {
         let ring = &self.ring;
         if ring.denied.load(Ordering::Acquire) {
             // No kernel wait is allowed: the thread parks, woken as the pool completes.
@@ -1220,7 +1212,7 @@ impl FileIo for Uring {
         true
     }
 
-    fn drive_pause(&self) {
+    fn pause(&self) {
         // The own ring is entered by this thread alone, and a nested block_on may await
         // what is in it: complete it, and send what comes meanwhile to the shared ring.
         self.flush();
@@ -1228,7 +1220,7 @@ impl FileIo for Uring {
         self.ring.owned.store(false, Ordering::Release);
     }
 
-    fn drive_resume(&self) {
+    fn resume(&self) {
         let ring = &self.ring;
         let me = thread::current().id();
         if lock(&ring.own).as_ref().is_some_and(|o| o.thread == me) {
@@ -1236,7 +1228,7 @@ impl FileIo for Uring {
         }
     }
 
-    fn drive_end(&self) {
+    fn end(&self) {
         let ring = &self.ring;
         // What this thread started in its ring completes before `block_on` returns: nobody
         // else may enter that ring.
@@ -1248,7 +1240,7 @@ impl FileIo for Uring {
 
 impl Drop for Uring {
     fn drop(&mut self) {
-        if sys::fork_generation() != self.fork_generation {
+        if self.born.is_inherited() {
             return; // the parent's ring: nothing here to shut down
         }
         self.flush();
@@ -1256,6 +1248,49 @@ impl Drop for Uring {
         if let Err(e) = sys::eventfd_signal(self.ring.efd.as_raw_fd()) {
             log::warn!(
                 "caio: cannot wake the io_uring reaper ({e}); it exits at its next completion"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_request_has_one_route() {
+        use {Class::*, Mode::*, Route::*};
+        // Whether the file is in memory changes no route: such reads never get here.
+        let f = |seekable, direct| Facts {
+            seekable,
+            direct,
+            memory: false,
+        };
+        let table = [
+            // Syncs: the kernel's workers, whatever the descriptor.
+            (Sync, f(true, true), false, Ring(Plain)),
+            (Sync, f(true, false), false, Ring(Plain)),
+            (Sync, f(false, false), false, Ring(Plain)),
+            // Metadata: the kernel's workers where it has the opcode, else the pool.
+            (Meta, f(true, false), true, Ring(Worker)),
+            (Meta, f(false, false), true, Ring(Worker)),
+            (Meta, f(true, false), false, Pool),
+            (Meta, f(false, false), false, Pool),
+            // Pipes, sockets, directories: never to the ring.
+            (Read, f(false, false), false, Pool),
+            (Write, f(false, false), false, Pool),
+            // O_DIRECT: queued to the device as it is.
+            (Read, f(true, true), false, Ring(Plain)),
+            (Write, f(true, true), false, Ring(Plain)),
+            // Buffered: reads try the page cache first, writes go to the workers.
+            (Read, f(true, false), false, Ring(NoWait)),
+            (Write, f(true, false), false, Ring(Worker)),
+        ];
+        for (class, facts, native, want) in table {
+            assert_eq!(
+                route(class, facts, native),
+                want,
+                "{class:?} {facts:?} {native}"
             );
         }
     }

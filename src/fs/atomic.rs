@@ -26,6 +26,7 @@ use std::{
 };
 
 #[cfg(target_os = "linux")]
+use crate::sync::lock;
 use crate::sys;
 use crate::{
     backend::{Meta, Opened},
@@ -72,10 +73,7 @@ fn sweep(dir: &Path) {
         Mutex<std::collections::HashMap<PathBuf, std::time::Instant>>,
     > = crate::fork::PerProcess::new();
     {
-        let mut swept = SWEPT
-            .get(Default::default)
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut swept = lock(SWEPT.get(Default::default));
         let now = std::time::Instant::now();
         if swept.len() > 1024 {
             swept.retain(|_, at| now.duration_since(*at) < STALE_AFTER);
@@ -152,16 +150,12 @@ struct NamedGuard {
 impl NamedGuard {
     /// The file's name, once created.
     fn path(&self) -> Option<PathBuf> {
-        self.state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .created
-            .clone()
+        lock(&self.state).created.clone()
     }
 
     /// Stops guarding; the file's name when it exists and is now the caller's to remove.
     fn disarm(&self) -> Option<PathBuf> {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = lock(&self.state);
         st.abandoned = true;
         st.created.take()
     }
@@ -320,7 +314,7 @@ impl Replacement {
                 // Held while this writer runs: a sweep leaves the file alone. Where the
                 // filesystem has no locks, a sweep cannot take one either.
                 let _ = crate::sys::try_lock_exclusive(f.as_raw_fd());
-                let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+                let mut st = lock(&state);
                 if st.abandoned {
                     drop(f);
                     let _ = std::fs::remove_file(&p);

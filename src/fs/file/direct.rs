@@ -7,7 +7,7 @@ use super::*;
 impl File {
     pub(super) async fn read_at_now(&self, nbytes: usize, offset: u64) -> io::Result<Buffer> {
         let i = &self.inner;
-        match i.facts.align {
+        match i.known.align {
             Some(a) if !a.allows(offset, nbytes) => {
                 let unit = a.offset as u64;
                 let start = offset - offset % unit;
@@ -39,8 +39,8 @@ impl File {
         offset: u64,
     ) -> impl Future<Output = (io::Result<usize>, Buffer)> + Send + 'static {
         let i = &self.inner;
-        match i.facts.align {
-            Some(a) if !a.allows(offset, data.len()) && !i.facts.append => {
+        match i.known.align {
+            Some(a) if !a.allows(offset, data.len()) && !i.known.append => {
                 let f = self.clone();
                 Either::Right(Box::pin(async move {
                     let r = f.write_split(&data, offset, a).await;
@@ -107,7 +107,7 @@ impl File {
         if let Some(t) = i.twin.get() {
             return Ok(t);
         }
-        if !i.facts.writable {
+        if !i.known.writable {
             return Err(io::Error::from_raw_os_error(libc::EBADF));
         }
         let open = Meta::Open {
@@ -122,9 +122,11 @@ impl File {
             fd: raw,
             info: FdInfo {
                 _owner: Arc::clone(&owner) as Arc<dyn std::any::Any + Send + Sync>,
-                seekable: true,
-                direct: false,
-                memory: false,
+                facts: Facts {
+                    seekable: true,
+                    direct: false,
+                    memory: false,
+                },
             },
             owner,
         };

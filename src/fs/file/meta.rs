@@ -190,7 +190,7 @@ impl File {
                 i.ctx.clone(),
                 new,
                 i.path.clone(),
-                i.facts,
+                i.known,
             ))
         }
     }

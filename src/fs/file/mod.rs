@@ -35,25 +35,23 @@ use once_cell::sync::OnceCell;
 
 use crate::{
     align::DirectAlignment,
-    backend::{Completion, FdInfo, Meta, Opened, Out, What},
+    backend::{Completion, Facts, FdInfo, Meta, Opened, Out, What},
     fs::{Chunks, Lines, Reader, Writer},
     sys, Buffer, Context,
 };
 
-/// What a `File` knows of its descriptor, gathered once at open.
+/// What a `File` knows of its descriptor, gathered once at open: what the backends route
+/// by, and what only the file layer needs.
 #[derive(Debug, Clone, Copy)]
-struct Facts {
-    /// A regular file or block device; anything else is read and written in sequence.
-    seekable: bool,
+struct Known {
+    /// Seekable (anything else is read and written in sequence), O_DIRECT, in memory.
+    fd: Facts,
     /// `st_mode & S_IFMT`, to name the type in errors.
     file_type: libc::mode_t,
-    direct: bool,
     append: bool,
     readable: bool,
     writable: bool,
     align: Option<DirectAlignment>,
-    /// In tmpfs or ramfs (see `FdInfo::memory`).
-    memory: bool,
 }
 
 /// "a FIFO or pipe", "a socket"...: a file type (`st_mode & S_IFMT`) in words.
@@ -137,7 +135,7 @@ struct Inner {
     /// in a child after `fork()`, on the child's own: see `Context::target`).
     ctx: Context,
     path: PathBuf,
-    facts: Facts,
+    known: Known,
     /// A buffered descriptor on the same file, for the unaligned parts of direct writes.
     twin: OnceCell<Twin>,
 }
@@ -150,21 +148,19 @@ struct Twin {
 }
 
 impl Inner {
-    fn new(ctx: Context, fd: OwnedFd, path: PathBuf, facts: Facts) -> Inner {
+    fn new(ctx: Context, fd: OwnedFd, path: PathBuf, known: Known) -> Inner {
         let raw = fd.as_raw_fd();
         let owner = FdOwner::new(fd, ctx.clone());
         Inner {
             fd: raw,
             info: FdInfo {
                 _owner: Arc::clone(&owner) as Arc<dyn std::any::Any + Send + Sync>,
-                seekable: facts.seekable,
-                direct: facts.direct,
-                memory: facts.memory,
+                facts: known.fd,
             },
             owner,
             ctx,
             path,
-            facts,
+            known,
             twin: OnceCell::new(),
         }
     }
@@ -175,8 +171,8 @@ impl fmt::Debug for File {
         f.debug_struct("File")
             .field("path", &self.inner.path)
             .field("fd", &self.inner.fd)
-            .field("direct", &self.inner.facts.direct)
-            .field("append", &self.inner.facts.append)
+            .field("direct", &self.inner.known.fd.direct)
+            .field("append", &self.inner.known.append)
             .field("implementation", &self.inner.ctx.implementation())
             .finish()
     }
@@ -233,17 +229,17 @@ impl File {
 
     /// Whether it was opened with O_DIRECT.
     pub fn is_direct(&self) -> bool {
-        self.inner.facts.direct
+        self.inner.known.fd.direct
     }
 
     /// Whether it was opened in append mode.
     pub fn is_append(&self) -> bool {
-        self.inner.facts.append
+        self.inner.known.append
     }
 
     /// The O_DIRECT alignment, for a direct file.
     pub fn direct_alignment(&self) -> Option<DirectAlignment> {
-        self.inner.facts.align
+        self.inner.known.align
     }
 
     /// The descriptor, and what keeps it open while an operation uses it.
@@ -251,9 +247,9 @@ impl File {
         (self.inner.fd, &self.inner.info)
     }
 
-    fn from_parts(ctx: Context, fd: OwnedFd, path: PathBuf, facts: Facts) -> File {
+    fn from_parts(ctx: Context, fd: OwnedFd, path: PathBuf, known: Known) -> File {
         File {
-            inner: Arc::new(Inner::new(ctx, fd, path, facts)),
+            inner: Arc::new(Inner::new(ctx, fd, path, known)),
         }
     }
 
@@ -345,7 +341,7 @@ impl File {
             return Either::Left(ready((Err(e), buf)));
         }
         let i = &self.inner;
-        match i.facts.align {
+        match i.known.align {
             Some(a) if !a.allows(offset, buf.capacity()) => {
                 let f = self.clone();
                 Either::Right(Either::Right(Box::pin(async move {
@@ -439,7 +435,7 @@ impl File {
                     ok
                 })
             };
-            match i.facts.align {
+            match i.known.align {
                 Some(a) if !aligned(a) => match f.read_at_now(total, offset).await {
                     Ok(data) => {
                         let mut rest = &data[..];
@@ -496,8 +492,8 @@ impl File {
                     ok
                 })
             };
-            match i.facts.align {
-                Some(a) if !i.facts.append && !aligned(a) => {
+            match i.known.align {
+                Some(a) if !i.known.append && !aligned(a) => {
                     let mut all = Vec::with_capacity(bufs.iter().map(|b| b.len()).sum());
                     bufs.iter().for_each(|b| all.extend_from_slice(b));
                     let r = f.write_split(&Buffer::from(all), offset, a).await;
@@ -514,7 +510,7 @@ impl File {
 
     /// EBADF that names the access the file was not opened for.
     fn check_access(&self, write: bool) -> io::Result<()> {
-        let f = &self.inner.facts;
+        let f = &self.inner.known;
         if (write && !f.writable) || (!write && !f.readable) {
             let what = if write { "writing" } else { "reading" };
             return Err(explained(
@@ -529,7 +525,7 @@ impl File {
     /// FIFO, pipe or socket (ESPIPE, naming the type).
     fn check_positional(&self, write: bool) -> io::Result<()> {
         self.check_access(write)?;
-        let t = self.inner.facts.file_type;
+        let t = self.inner.known.file_type;
         if t == libc::S_IFIFO || t == libc::S_IFSOCK {
             return Err(explained(
                 libc::ESPIPE,
@@ -551,7 +547,7 @@ impl File {
             format!(
                 "{} is {}: it is read and written in sequence and cannot seek",
                 self.inner.path.display(),
-                type_name(self.inner.facts.file_type)
+                type_name(self.inner.known.file_type)
             ),
         )
     }
@@ -559,7 +555,7 @@ impl File {
     /// Whether reads and writes go at offsets (a regular file or block device), rather
     /// than in sequence (pipes, FIFOs, sockets, terminals and other devices).
     pub(crate) fn is_seekable(&self) -> bool {
-        self.inner.facts.seekable
+        self.inner.known.fd.seekable
     }
 
     /// The next chunk of a stream: `nbytes` at `offset` for a seekable file, else the next

@@ -183,15 +183,17 @@ impl File {
             ctx,
             o.fd,
             path,
-            Facts {
-                seekable: o.file_type == libc::S_IFREG || o.file_type == libc::S_IFBLK,
+            Known {
+                fd: Facts {
+                    seekable: o.file_type == libc::S_IFREG || o.file_type == libc::S_IFBLK,
+                    direct,
+                    memory: o.memory,
+                },
                 file_type: o.file_type,
-                direct,
                 append,
                 readable,
                 writable,
                 align: o.align,
-                memory: o.memory,
             },
         )
     }

@@ -1,6 +1,7 @@
 //! Who owns a file's descriptor, and who closes it.
 
 use super::*;
+use crate::sync::lock;
 
 /// Owns a file's descriptor. Every `File` clone and every operation in flight on it hold
 /// it; the last to let go hands the descriptor to the backend to close (or to a waiting
@@ -25,7 +26,7 @@ impl FdOwner {
     /// and reports the error of `close(2)`.
     pub(super) async fn close(self: Arc<Self>) -> io::Result<()> {
         let (tx, rx) = oneshot::channel();
-        *self.closer.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        *lock(&self.closer) = Some(tx);
         let ctx = self.ctx.clone();
         drop(self);
         let fd = rx

@@ -1,64 +1,98 @@
-//! [`Context::block_on`](crate::Context::block_on): a thread that waits for its own
-//! completions.
+//! Reaping and waiting for completions: the [`Drive`] contract, and what its drivers and
+//! the backends that implement it share.
 //!
-//! Under any executor, a completion reaches the task that awaits it in two wake-ups: the
-//! kernel wakes the backend's completion thread, which wakes the executor's thread. On a
-//! fast device the second wake-up's latency is what separates a runtime-agnostic crate
-//! from fio. `block_on` removes it for the thread that calls it:
+//! A backend with a kernel completion queue (linux, uring) reaps completions on a thread
+//! of its own, the reaper. It also lets another thread take over the waiting, for as long
+//! as that thread wants to: that thread is the *driver*. [`Context::block_on`] is one
+//! driver (the loop is in `block_on.rs`, above this module); the reaper stands down while
+//! a driver drives, and takes over again when the drive ends.
 //!
-//! - When the future is pending, the thread first **spins** for a short, adaptive while
-//!   on a cheap look at the completion ring (no system call), yielding the CPU between
-//!   looks.
-//! - Then it **sleeps in the kernel's own wait** for completions and reaps them itself:
-//!   `io_getevents` on linux; on uring, `io_uring_enter` on a ring of the thread's own
-//!   (`SINGLE_ISSUER | DEFER_TASKRUN`, where the kernel runs the completions when the
-//!   thread waits instead of interrupting it for each). With 16 or more operations in
-//!   flight the thread waits for a quarter of them at a time: on uring it only looks,
-//!   without spinning, and the kernel wakes it once they are done; on linux, up to qd 32,
-//!   it spins for them too where a sleep comes back late on the machine it runs on (see
-//!   [`LateWakes`]), and sleeps only when the spin runs out. A wake from another thread
-//!   (a channel, the pool) interrupts that sleep through an eventfd (at depth on linux,
-//!   the eventfd's poll is one event of that quarter: the wake waits for the rest, at
-//!   most 10 ms).
-//! - On linux, the tasks woken by a large reap send their next operations in **parts**:
-//!   the first as soon as it is queued, so the device starts on it while the rest are
-//!   built (see [`Early`]).
-//! - Meanwhile, on linux, the backend's completion thread **stands down**: it looks every
-//!   millisecond, and reaps only if the driving thread has neither waited for completions
-//!   nor sent operations since its last look (it has been in user code all along), so that
-//!   operations of other threads still complete. On uring the shared ring keeps its
-//!   completion thread: the driving thread's own operations are in its own ring.
+//! A driver, in a loop:
+//! 1. calls [`Drive::begin`] once (`false`: someone else drives, do not wait here);
+//! 2. polls its tasks, then [`Drive::flush_for_wait`] (the wait that follows may send
+//!    what they queued);
+//! 3. holds [`Drive::busy`] while it waits: it looks at [`Drive::ready`] against
+//!    [`Drive::batch`] (spinning, where [`Drive::spins_deep`] says so at depth), then
+//!    [`Drive::sleep`]s in the kernel's wait, which reaps and wakes the tasks;
+//! 4. calls [`Drive::end`] when it stops (the reaper takes over again).
 //!
-//! One thread drives a context at a time. Another thread's `block_on` on the same context,
-//! and `thread` and `blocking` contexts, spin and then park.
+//! A driver nested in another on one thread (a `block_on` inside a `block_on`) pauses the
+//! outer drive ([`Paused`]), so that what only the outer driver would send or complete is
+//! sent or completed now.
+//!
+//! The backends share [`Driver`] (which thread drives, and the reaper's tick while it
+//! does), [`Signal`] (the driving thread's waker, which also ends its kernel sleep),
+//! [`Early`] (a large reap's next operations sent in parts) and [`LateWakes`].
+//!
+//! [`Context::block_on`]: crate::Context::block_on
 
 use std::{
     cell::Cell,
-    future::Future,
     os::fd::OwnedFd,
-    pin::pin,
     sync::{
         atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering},
         Arc, Mutex, MutexGuard, OnceLock,
     },
-    task::{Context, Poll, Wake, Waker},
+    task::Wake,
     thread::{self, Thread, ThreadId},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use crate::backend::FileIo;
+use super::FileIo;
+use crate::sync::lock;
 
-/// The most one spin lasts: about the time a 4 KiB read takes on a fast device, so that
-/// a spin covers one read but not a slow disk's.
-const MAX_SPIN: Duration = Duration::from_micros(50);
+/// Reaping and waiting for completions, by a thread other than the backend's reaper; see
+/// the module docs for the order of the calls.
+pub(crate) trait Drive: FileIo {
+    /// Makes the calling thread the one that waits for completions, until [`Drive::end`];
+    /// `false` when another thread already does, or when this backend cannot now (a child
+    /// after fork, a kernel that refuses the wait).
+    fn begin(&self, signal: &Arc<Signal>) -> bool;
+    /// Held while the driving thread spins and sleeps waiting for completions, so that
+    /// the backend's own completion thread takes none of them then (only while the
+    /// driving thread runs user code).
+    fn busy(&self) -> Option<MutexGuard<'_, ()>>;
+    /// How many completions are ready to be reaped: a look, with no system call.
+    fn ready(&self) -> usize;
+    /// How many completions are worth a spin before reaping ([`batch`] of what is in
+    /// flight).
+    fn batch(&self) -> usize;
+    /// Whether the driving thread spins for a whole `batch` at depth too (see
+    /// [`DEEP_BATCH`]), rather than leaving the kernel's wait to gather it. Asked once per
+    /// wait, before its spin: a backend may count the waits by it.
+    fn spins_deep(&self, _batch: usize) -> bool {
+        false
+    }
+    /// Reaps ready completions, or (with `ready` false) sleeps until a completion (at
+    /// depth: a batch, see [`Drive::batch`]), a wake of `signal`, or a timeout. `false`
+    /// when the kernel's wait failed and driving should stop.
+    fn sleep(&self, signal: &Signal, ready: bool) -> bool;
+    /// Hands waiting back to the backend's own thread.
+    fn end(&self);
+    /// `flush` at the end of a poll, with a wait for completions next: a backend whose
+    /// wait also submits may leave the driving thread's requests for it. `true` when it
+    /// did; then `flush` must run if no wait comes first.
+    fn flush_for_wait(&self) -> bool {
+        self.flush();
+        false
+    }
+    /// A nested driver starts on the driving thread, which stops waiting for this backend
+    /// until [`Drive::resume`]: what only that thread would send or complete must be sent
+    /// or completed now. (What the enclosing poll queued so far skipped the flush it would
+    /// owe under another executor.)
+    fn pause(&self) {
+        self.flush();
+    }
+    /// The nested driver returned; the thread drives this backend again.
+    fn resume(&self) {}
+}
+
 /// From how many awaited completions (16 or more in flight) the thread does not spin at
-/// all unless the backend asks for it (`FileIo::drive_spins_deep`): the kernel's wait
-/// gathers the batch, for less CPU. A thread that spins until each batch is there keeps
-/// a core busy, and a short spin buys no reads over none. linux spins at depth where a
-/// sleep comes back late (see `Linux::drive_spins_deep`); uring never does: its
-/// completions wait in the kernel until the thread enters it, so a look at the ring finds
-/// nothing. (The measurements behind this are in `benches/results/` and the README's
-/// performance notes.)
+/// all unless the backend asks for it ([`Drive::spins_deep`]): the kernel's wait gathers
+/// the batch, for less CPU. A thread that spins until each batch is there keeps a core
+/// busy, and a short spin buys no reads over none. linux spins at depth where a sleep
+/// comes back late (see [`LateWakes`]); uring never does: its completions wait in the
+/// kernel until the thread enters it, so a look at the ring finds nothing.
 pub(crate) const DEEP_BATCH: usize = 4;
 
 /// How many completions are worth waiting for together with `inflight` operations in
@@ -127,11 +161,9 @@ const SAMPLE_EVERY: u32 = 16;
 ///
 /// A thread that sleeps until a batch of completions is there, with more in flight, is
 /// woken when the batch is done. Where its CPU halts meanwhile and waking it is slow (a
-/// VM whose guest halt polling is off, as on the machine this was built on), the device
-/// goes on completing: the sleep comes back with far more than the batch, in 42–48 % of
-/// the sleeps at qd 32 on the fast device, most of them with 24 or more of the 32. With
-/// the guest's halt polling on, 8 %. A sleep is late when it comes back with at least
-/// twice its batch. The thread spins while at least [`LATE_MIN`] of the last [`SAMPLES`]
+/// VM whose guest halt polling is off), the device goes on completing: the sleep comes
+/// back with far more than the batch, often with nearly everything in flight. A sleep is
+/// late when it comes back with at least twice its batch. The thread spins while at least [`LATE_MIN`] of the last [`SAMPLES`]
 /// sampled sleeps were late; while it spins, one wait in [`SAMPLE_EVERY`] sleeps (after a look)
 /// to keep sampling. A spin that runs out and then sleeps is no sample: it sleeps when
 /// the device is slow, not when the wake is.
@@ -172,9 +204,6 @@ impl LateWakes {
     }
 }
 
-/// The least a spin lasts once spinning keeps failing (a slow disk).
-const MIN_SPIN: Duration = Duration::from_micros(1);
-
 /// How often a backend's completion thread looks while another thread drives.
 const TICK: Duration = Duration::from_millis(1);
 
@@ -205,7 +234,7 @@ impl Driver {
     }
 
     fn thread(&self) -> MutexGuard<'_, Option<ThreadId>> {
-        self.thread.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.thread)
     }
 
     /// Makes the calling thread the driving one; `false` when another thread is.
@@ -241,9 +270,9 @@ impl Driver {
     }
 
     /// Held by the driving thread while it waits for completions: it spins, sleeps or
-    /// reaps (see `FileIo::drive_busy`).
+    /// reaps (see [`Drive::busy`]).
     pub(crate) fn reaping(&self) -> MutexGuard<'_, ()> {
-        let g = self.reaping.lock().unwrap_or_else(|p| p.into_inner());
+        let g = lock(&self.reaping);
         self.beat();
         g
     }
@@ -287,13 +316,13 @@ pub(crate) struct Signal {
     notified: AtomicBool,
     state: AtomicU8,
     thread: Thread,
-    /// Written to wake a sleep in the kernel (set by the backend's `drive_begin`). Held
+    /// Written to wake a sleep in the kernel (set by the backend's [`Drive::begin`]). Held
     /// here, so that a waker that outlives the backend never writes to a reused number.
     kick: OnceLock<Arc<OwnedFd>>,
 }
 
 impl Signal {
-    fn new() -> Signal {
+    pub(crate) fn new() -> Signal {
         Signal {
             notified: AtomicBool::new(true),
             state: AtomicU8::new(RUNNING),
@@ -312,7 +341,8 @@ impl Signal {
         self.notified.load(Ordering::Acquire)
     }
 
-    fn take(&self) -> bool {
+    /// Takes the wake that came since the last poll, if any.
+    pub(crate) fn take(&self) -> bool {
         self.notified.swap(false, Ordering::AcqRel)
     }
 
@@ -337,7 +367,8 @@ impl Signal {
         true
     }
 
-    fn park(&self) {
+    /// Parks until a wake (at once when one came already).
+    pub(crate) fn park(&self) {
         if self.enter(PARKED) {
             // A spurious return only means one more look.
             thread::park();
@@ -373,78 +404,26 @@ impl Wake for Signal {
     }
 }
 
-/// An adaptive spin: doubled (up to [`MAX_SPIN`]) after each wait that a full spin would
-/// have covered, halved (down to [`MIN_SPIN`]) after each longer one: on a slow disk a
-/// wait costs ~1 µs of spinning.
-struct Spin {
-    budget: Duration,
-}
-
-impl Spin {
-    /// Spins until `done` or the budget runs out; at depth (a batch of [`DEEP_BATCH`] or
-    /// more awaited) on a backend that does not spin there (`deep_spin` false) it only
-    /// looks, 32 times. After the first 64 looks (about a microsecond) it yields the CPU
-    /// between looks: the kernel worker that completes the I/O may be waiting for this very
-    /// CPU.
-    fn run(&self, batch: usize, deep_spin: bool, done: impl Fn() -> bool) {
-        let look_only = batch >= DEEP_BATCH && !deep_spin;
-        // Looking only, the clock is never needed: no time goes on a clock read per wait.
-        let start = (!look_only).then(Instant::now);
-        let mut rounds = 0u32;
-        loop {
-            // The clock is read every 32 looks: a look is a few loads, a clock ~25 ns.
-            for _ in 0..32 {
-                if done() {
-                    break;
-                }
-                std::hint::spin_loop();
-            }
-            let spent = start.is_none_or(|s| s.elapsed() >= self.budget);
-            if done() || spent {
-                return;
-            }
-            rounds += 1;
-            if rounds > 1 {
-                thread::yield_now();
-            }
-        }
-    }
-
-    /// Adapts the budget to how long the last wait lasted, spin and sleep: a wait that a
-    /// spin of [`MAX_SPIN`] would have covered grows it. (Growing only after a spin that
-    /// found work would never recover: once the budget is below the device's latency, no
-    /// spin finds work. At qd 1 on the fast device such a collapsed spin slept for every
-    /// read, to be woken by an interrupt from the other CPU: in one interleaved run, 37–43k
-    /// reads a second on linux and 21–26k on uring, against 47k and 48–58k with this rule.)
-    fn learn(&mut self, waited: Duration) {
-        self.budget = if waited <= MAX_SPIN {
-            (self.budget * 2).min(MAX_SPIN)
-        } else {
-            (self.budget / 2).max(MIN_SPIN)
-        };
-    }
-}
-
 thread_local! {
     /// The backend this thread drives in `block_on`: to tell its operations apart, and to
     /// pause its drive while a nested `block_on` runs.
-    static DRIVING: Cell<Option<*const (dyn FileIo + 'static)>> = const { Cell::new(None) };
+    static DRIVING: Cell<Option<*const (dyn Drive + 'static)>> = const { Cell::new(None) };
 }
 
 /// Pauses the drive of an enclosing `block_on` on this thread, if any, for as long as a
 /// nested one runs: the nested one may await what the enclosing one started, which only
 /// the enclosing one would otherwise complete.
-struct Paused {
-    outer: Option<*const (dyn FileIo + 'static)>,
+pub(crate) struct Paused {
+    outer: Option<*const (dyn Drive + 'static)>,
 }
 
 impl Paused {
-    fn new() -> Paused {
+    pub(crate) fn new() -> Paused {
         let outer = DRIVING.with(Cell::get);
         if let Some(p) = outer {
             // SAFETY: `p` is the backend the enclosing `block_on` on this thread drives: its
             // frame, below this one on the stack, borrows it until it returns, after this.
-            unsafe { &*p }.drive_pause();
+            unsafe { &*p }.pause();
         }
         Paused { outer }
     }
@@ -454,46 +433,48 @@ impl Drop for Paused {
     fn drop(&mut self) {
         if let Some(p) = self.outer {
             // SAFETY: as in `Paused::new`; the enclosing `block_on` has not returned.
-            unsafe { &*p }.drive_resume();
+            unsafe { &*p }.resume();
         }
     }
 }
 
 /// Whether the calling thread drives `backend`: then it flushes queued operations itself
 /// before it waits, once for everything its tasks queued.
-pub(crate) fn drives(backend: &dyn FileIo) -> bool {
+pub(crate) fn drives(backend: &dyn Drive) -> bool {
     DRIVING.with(|d| d.get().is_some_and(|p| std::ptr::addr_eq(p, backend)))
 }
 
-/// Marks the calling thread as driving `backend` (or, when it cannot, as driving nothing,
-/// so that its operations take the generic path), and ends the drive when `block_on`
-/// returns or unwinds.
-struct Driving<'a> {
-    backend: &'a (dyn FileIo + 'static),
-    active: bool,
+/// Marks the calling thread as driving a backend (or, when it cannot, as driving
+/// nothing, so that its operations take the generic path), and ends the drive when
+/// `block_on` returns or unwinds.
+pub(crate) struct Driving<'a> {
+    /// The backend driven, while the drive lasts.
+    backend: Option<&'a (dyn Drive + 'static)>,
     /// What an enclosing `block_on` on this thread drove.
-    outer: Option<*const (dyn FileIo + 'static)>,
+    outer: Option<*const (dyn Drive + 'static)>,
 }
 
 impl<'a> Driving<'a> {
-    fn new(backend: &'a (dyn FileIo + 'static), active: bool) -> Driving<'a> {
-        let outer = DRIVING.with(|d| d.replace(active.then_some(backend as *const _)));
-        Driving {
-            backend,
-            active,
-            outer,
-        }
+    /// `backend` is the one whose [`Drive::begin`] succeeded, if any.
+    pub(crate) fn new(backend: Option<&'a (dyn Drive + 'static)>) -> Driving<'a> {
+        let outer = DRIVING.with(|d| d.replace(backend.map(|b| b as *const _)));
+        Driving { backend, outer }
+    }
+
+    /// The backend driven, while the drive lasts.
+    pub(crate) fn backend(&self) -> Option<&'a (dyn Drive + 'static)> {
+        self.backend
     }
 
     /// Ends the drive early: the thread parks from now on.
-    fn stop(&mut self) {
-        if std::mem::take(&mut self.active) {
+    pub(crate) fn stop(&mut self) {
+        if let Some(backend) = self.backend.take() {
             // Operations queued in the last poll skipped the flush they would owe under
             // another executor (this thread flushes after each poll): send them now, or a
             // future handed out of `block_on` would wait for them forever. And while the
             // thread still counts as driving: the backend may finish its work.
-            self.backend.flush();
-            self.backend.drive_end();
+            backend.flush();
+            backend.end();
             DRIVING.with(|d| d.set(None));
         }
     }
@@ -503,71 +484,6 @@ impl Drop for Driving<'_> {
     fn drop(&mut self) {
         self.stop();
         DRIVING.with(|d| d.set(self.outer));
-    }
-}
-
-/// `Context::block_on`'s loop; see the module docs.
-pub(crate) fn block_on<F: Future>(backend: &(dyn FileIo + 'static), fut: F) -> F::Output {
-    let _paused = Paused::new();
-    let signal = Arc::new(Signal::new());
-    let waker = Waker::from(Arc::clone(&signal));
-    let mut cx = Context::from_waker(&waker);
-    let mut fut = pin!(fut);
-    let mut driving = Driving::new(backend, backend.drive_begin(&signal));
-    let mut spin = Spin { budget: MAX_SPIN };
-    // Requests the last poll left for the wait to send (`FileIo::flush_for_wait`).
-    let mut unsent = false;
-    loop {
-        if signal.take() {
-            if std::mem::take(&mut unsent) {
-                // Woken again before any wait: they go now, or a task that keeps waking
-                // itself would hold them back for good.
-                backend.flush();
-            }
-            if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-                return out;
-            }
-            // Everything the tasks queued in this poll goes to the kernel in one batch,
-            // or with the wait that follows.
-            unsent = backend.flush_for_wait();
-            continue;
-        }
-        // From here to the end of the sleep the thread waits for completions: the
-        // backend's completion thread leaves them to it.
-        let _busy = if driving.active {
-            backend.drive_busy()
-        } else {
-            None
-        };
-        let start = Instant::now();
-        let ready = if driving.active {
-            let batch = backend.drive_batch();
-            spin.run(batch, backend.drive_spins_deep(batch), || {
-                signal.is_notified() || backend.drive_ready() >= batch
-            });
-            // When the spin ran out, what is there is reaped; at depth only a whole batch,
-            // or the kernel's wait gathers the rest first (one submission per batch).
-            let n = backend.drive_ready();
-            if batch >= DEEP_BATCH {
-                n >= batch
-            } else {
-                n > 0
-            }
-        } else {
-            spin.run(1, false, || signal.is_notified());
-            false
-        };
-        if !signal.is_notified() {
-            if !driving.active {
-                signal.park();
-            } else if backend.drive_sleep(&signal, ready) {
-                unsent = false; // the wait sent them
-            } else {
-                // The kernel's wait failed (a seccomp policy, say): park from now on.
-                driving.stop();
-            }
-        }
-        spin.learn(start.elapsed());
     }
 }
 
