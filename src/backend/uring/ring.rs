@@ -1,0 +1,300 @@
+//! The shared ring: submitting (tracking what the kernel has not taken yet), reaping by
+//! the reaper thread, completions and their continuations, and what happens when a policy
+//! starts denying `io_uring_enter`.
+
+use super::*;
+
+/// What the backend and its reaper share.
+pub(super) struct Ring {
+    pub(super) ring: IoUring,
+    /// Signalled by the kernel as completions arrive, by `Drop` at shutdown, and by a wake
+    /// of a thread asleep on it in `Context::block_on` (which holds a handle too).
+    pub(super) efd: Arc<OwnedFd>,
+    /// Held while writing the submission ring: the addresses of the operations written
+    /// there that the kernel has not taken yet.
+    pub(super) sq: Mutex<Vec<usize>>,
+    /// A policy denies `io_uring_enter` now (see `Ring::enter`): nothing more goes to a
+    /// ring of this backend.
+    pub(super) denied: AtomicBool,
+    /// Held while reading the completion ring.
+    pub(super) cq: Mutex<()>,
+    /// Requests in the ring and not reaped yet.
+    pub(super) inflight: AtomicUsize,
+    pub(super) shutdown: AtomicBool,
+    pub(super) opcodes: Opcodes,
+    /// For what the ring does not run.
+    pub(super) pool: FallbackPool,
+    /// For the kernel's workers of each thread's own ring.
+    pub(super) threads: usize,
+    /// Boxes of finished operations, for the next ones.
+    pub(super) ops: BoxPool<UringOp>,
+    /// A thread in `Context::block_on` that waits for completions itself.
+    pub(super) driver: Driver,
+    /// The ring of the thread that drives (or last drove) this context, kept for its next
+    /// `block_on`.
+    pub(super) own: Mutex<Option<Own>>,
+    /// What the driving thread queued for `own`, and continuations of what `own` completed.
+    pub(super) own_queue: OpQueue<UringOp>,
+    /// Set while the driving thread uses `own`: the reaper then goes on reaping this ring.
+    pub(super) owned: AtomicBool,
+    /// Set when this kernel cannot make such a ring: drivers then sleep on this one.
+    pub(super) own_failed: AtomicBool,
+    pub(super) entries: u32,
+}
+
+impl Ring {
+    /// Runs `req` (or what is left of it) on the fallback pool.
+    pub(super) fn to_pool(&self, req: Request) {
+        self.pool.run(req);
+    }
+
+    /// Boxes an operation (the kernel is given its address, which must not move).
+    pub(super) fn op(&self, req: Request, mode: Mode) -> Box<UringOp> {
+        self.ops.boxed(UringOp::new(req, mode))
+    }
+
+    /// Writes `batch` into the submission ring and enters the kernel once (more only when
+    /// the ring fills); what the kernel refuses is completed here with its error.
+    pub(super) fn submit(&self, batch: impl IntoIterator<Item = Box<UringOp>>) {
+        let mut sq = lock(&self.sq);
+        for mut op in batch {
+            if self.denied.load(Ordering::Acquire) {
+                self.to_pool(self.ops.unbox(op).req);
+                continue;
+            }
+            let entry = flagged(&mut op, &self.opcodes);
+            let p = Box::into_raw(op);
+            let entry = entry.user_data(p as u64);
+            self.inflight.fetch_add(1, Ordering::AcqRel);
+            loop {
+                // SAFETY: `sq` makes this the only submission queue view; the entry
+                // points into the leaked op, whose request owns every buffer and path it
+                // names, alive and unmoved until the op is reclaimed from its completion.
+                let pushed = unsafe { self.ring.submission_shared().push(&entry) };
+                if pushed.is_ok() {
+                    sq.push(p as usize);
+                    break;
+                }
+                // Full: hand what is there to the kernel and try again.
+                if let Err(e) = self.enter(&mut sq) {
+                    // SAFETY: `p` was not pushed, so it is still ours, once.
+                    let op = self.ops.unbox(unsafe { Box::from_raw(p) });
+                    self.inflight.fetch_sub(1, Ordering::AcqRel);
+                    if self.denied.load(Ordering::Acquire) {
+                        self.to_pool(op.req);
+                    } else {
+                        op.req.finish(Err(e));
+                    }
+                    break;
+                }
+            }
+        }
+        if let Err(e) = self.enter(&mut sq) {
+            if !self.denied.load(Ordering::Acquire) {
+                // The entries stay in the ring; the next submission enters again.
+                log::warn!("caio: io_uring_enter failed ({e}); the next submission retries");
+            }
+        }
+    }
+
+    /// Hands what is in the submission ring to the kernel; `unsent` lists the operations
+    /// there, in order. Where a policy denies `io_uring_enter` (a seccomp filter or
+    /// container installed after start-up), the operations the kernel never took go to
+    /// the pool, and so does every later one: the ring is never entered again, so their
+    /// entries, left in it, are never read.
+    pub(super) fn enter(&self, unsent: &mut Vec<usize>) -> io::Result<()> {
+        match self.ring.submit() {
+            Ok(n) => {
+                unsent.drain(..n.min(unsent.len()));
+                Ok(())
+            }
+            Err(e) if is_denial(&e) => {
+                self.deny(&e);
+                for p in unsent.drain(..) {
+                    // SAFETY: the call was refused before it ran, so the kernel took none
+                    // of these entries: each op is still ours, once.
+                    let op = self.ops.unbox(unsafe { Box::from_raw(p as *mut UringOp) });
+                    self.inflight.fetch_sub(1, Ordering::AcqRel);
+                    self.to_pool(op.req);
+                }
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// From now on every operation of this backend goes to the pool; said once.
+    pub(super) fn deny(&self, e: &io::Error) {
+        if !self.denied.swap(true, Ordering::AcqRel) {
+            log::warn!(
+                "caio: io_uring_enter failed ({e}): denied by seccomp or container policy; \
+                 operations go to threads from now on"
+            );
+        }
+    }
+
+    /// Completes what the completion ring holds now. `true` when it took any.
+    pub(super) fn reap(&self) -> bool {
+        let mut any = false;
+        // Every operation the batch admits is queued before its futures run.
+        let _held = hold_wakes();
+        // SAFETY: `cq` is held by the callers, so this is the only completion queue view.
+        let cq = unsafe { self.ring.completion_shared() };
+        for cqe in cq {
+            any = true;
+            // SAFETY: `user_data` is the address leaked at submission; the kernel
+            // reports each entry once, and the completion ring is read by one thread.
+            let op = unsafe { Box::from_raw(cqe.user_data() as *mut UringOp) };
+            self.inflight.fetch_sub(1, Ordering::AcqRel);
+            if let Some(next) = self.complete(op, cqe.result()) {
+                self.submit([next]);
+            }
+        }
+        any
+    }
+
+    /// Whether the calling thread drives this ring through a ring of its own, and what it
+    /// submits now is its own (not an operation of another thread that a completion
+    /// admits: that one must not wait for this thread's next enter).
+    pub(super) fn owns(&self, backend: &dyn Drive) -> bool {
+        self.owned.load(Ordering::Acquire)
+            && !self.denied.load(Ordering::Acquire)
+            && drive::drives(backend)
+            && !COMPLETING.with(Cell::get)
+    }
+
+    /// Handles one completion (`res` is bytes or a negative errno). What it returns goes to
+    /// a ring again: the rest of a short transfer, or a read the page cache did not have.
+    /// A finished operation completes where it is, and its box is kept for the next one.
+    #[must_use]
+    pub(super) fn complete(&self, mut op: Box<UringOp>, res: i32) -> Option<Box<UringOp>> {
+        let (len, mode, cancelled) = (op.len, op.mode, op.cancelled);
+        if res == -libc::ECANCELED && cancelled < CANCELLED_MAX {
+            // Nothing here cancels an entry: the kernel did, because the thread that
+            // submitted it exited before its worker took it up (io_uring ties that queue
+            // to the submitting thread, and a flush submits what any thread queued). It
+            // never ran: it goes to the ring again, from this thread.
+            let mut again = self.op(self.ops.unbox(op).req, mode);
+            again.cancelled = cancelled + 1;
+            return Some(again);
+        }
+        let req = &mut op.req;
+        if let Kind::Meta(m @ Meta::Close(_)) = &mut req.kind {
+            // The kernel closed the number, whatever the result: the OwnedFd must not
+            // close it again (it may be another file's by now).
+            if let Meta::Close(fd) = std::mem::replace(m, Meta::Taken) {
+                let _ = fd.into_raw_fd();
+            }
+        }
+        if res == -libc::EBADF {
+            if let Kind::Read(_) | Kind::ReadV(_) | Kind::Write(_) | Kind::WriteV(_) = &req.kind {
+                // Reported as the other backends' positional calls report it.
+                let write = matches!(req.kind, Kind::Write(_) | Kind::WriteV(_));
+                let errno = sys::positional_errno(req.fd, write);
+                req.finish_in_place(Err(io::Error::from_raw_os_error(errno)));
+                self.ops.recycle(op);
+                return None;
+            }
+        }
+        if res < 0 {
+            if mode == Mode::NoWait && (res == -libc::EAGAIN || res == -libc::EOPNOTSUPP) {
+                // Not in the page cache (or no NOWAIT here): the kernel's workers read it.
+                return Some(self.op(self.ops.unbox(op).req, Mode::Worker));
+            }
+            req.finish_in_place(Err(io::Error::from_raw_os_error(-res)));
+            self.ops.recycle(op);
+            return None;
+        }
+        let n = (res as usize).min(len);
+        let total = match &mut req.kind {
+            Kind::Read(buf) => {
+                // SAFETY: the kernel wrote `n <= len` bytes at the spare pointer the entry
+                // was built with, and nothing has touched the buffer since.
+                unsafe { buf.advance(n) };
+                buf.len()
+            }
+            Kind::ReadV(v) => {
+                // SAFETY: the kernel wrote `n <= len` bytes through the iovecs the entry
+                // was built with, in order, and nothing has touched the buffers since.
+                unsafe { v.advance(n) };
+                v.filled()
+            }
+            Kind::Write(_) | Kind::WriteV(_) => {
+                req.written += n;
+                req.written
+            }
+            _ => {
+                req.finish_in_place(Ok(0));
+                self.ops.recycle(op);
+                return None;
+            }
+        };
+        if n > 0 && (n < len || req.has_more()) {
+            // Short but not at an error: part in the page cache, past the per-call limit,
+            // or the end of the file. The rest goes to the ring again (at the end of the
+            // file that read returns 0 and finishes it).
+            let mode = if mode == Mode::NoWait {
+                Mode::Worker
+            } else {
+                mode
+            };
+            return Some(self.op(self.ops.unbox(op).req, mode));
+        }
+        req.finish_in_place(Ok(total));
+        self.ops.recycle(op);
+        None
+    }
+}
+
+/// Whether `io_uring_enter` failed because a policy forbids it, which will not change:
+/// a seccomp filter answers with the errno it was given, most often EPERM or ENOSYS.
+pub(super) fn is_denial(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EPERM | libc::ENOSYS | libc::EACCES)
+    )
+}
+
+/// Takes a reaped op off its ring's `taken` list.
+pub(super) fn reaped(taken: &mut Vec<usize>, op: &UringOp) {
+    let at = op.taken_at;
+    taken.swap_remove(at);
+    if let Some(&moved) = taken.get(at) {
+        // SAFETY: a leaked op of the same ring, touched only by the thread that owns it.
+        unsafe { (*(moved as *mut UringOp)).taken_at = at };
+    }
+}
+
+pub(super) fn reaper(ring: Arc<Ring>) {
+    ring.driver.register_reaper();
+    completes_for_others();
+    loop {
+        if ring.driver.is_active() && !ring.owned.load(Ordering::Acquire) {
+            // A thread in `block_on` waits for completions on this ring itself: only look.
+            ring.driver.tick(|| {
+                let _cq = lock(&ring.cq);
+                ring.reap();
+            });
+            continue;
+        }
+        if let Err(e) = sys::eventfd_wait(ring.efd.as_raw_fd()) {
+            // Only a broken eventfd gets here: leaking what is in flight is safe,
+            // spinning is not.
+            log::error!("caio: the io_uring reaper cannot wait ({e}); it stops");
+            return;
+        }
+        {
+            let _cq = lock(&ring.cq);
+            ring.reap();
+        }
+        if ring.driver.is_active() && !ring.owned.load(Ordering::Acquire) {
+            // A thread started driving while this one waited. The count it took may hold
+            // a wake for that thread, asleep on the same eventfd, beside completions (one
+            // count can stand for both): pass it on. From now on this thread only looks.
+            let _ = sys::eventfd_signal(ring.efd.as_raw_fd());
+        }
+        if ring.shutdown.load(Ordering::Acquire) && ring.inflight.load(Ordering::Acquire) == 0 {
+            return;
+        }
+    }
+}
