@@ -12,12 +12,9 @@
 //! writes to `OUT/fast/`; `--rounds N` repeats the interleaved sweep and reports medians.
 //! `--replot` only draws `OUT/fast/iops_vs_qd.png` again from that sweep's `results.csv`.
 
+// The bench is one crate root; its fast-device half lives beside it.
 #[path = "vs_fio/fast.rs"]
 mod fast;
-#[path = "../src/bin/caio/fastdev.rs"]
-mod fastdev;
-#[path = "../src/bin/caio/workload.rs"]
-mod workload;
 
 use std::{
     fmt::Write as _,
@@ -30,7 +27,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use caio::{Context, Implementation};
+use caio::{tools::workload, Context, Implementation};
 use futures::{stream::FuturesUnordered, StreamExt};
 use workload::{Outcome, Pattern, Rng, Workload};
 
@@ -98,7 +95,7 @@ fn ensure_file(path: &Path) {
     eprintln!("laying out {} (1 GiB)...", path.display());
     let mut f = File::create(path).unwrap();
     let mut rng = Rng::new(42);
-    let chunk: Vec<u8> = (0..1 << 20).map(|_| rng.next() as u8).collect();
+    let chunk: Vec<u8> = (0..1 << 20).map(|_| rng.next_u64() as u8).collect();
     for _ in 0..1024 {
         f.write_all(&chunk).unwrap();
     }
@@ -266,14 +263,14 @@ fn tokio_point(path: &Path, depth: usize, secs: f64) -> Point {
             })
         };
         for _ in 0..depth {
-            inflight.push(spawn(rng.next() % blocks * 4096));
+            inflight.push(spawn(rng.next_u64() % blocks * 4096));
         }
         let mut ops = 0u64;
         while let Some(r) = inflight.next().await {
             r.unwrap().unwrap();
             ops += 1;
             if Instant::now() < deadline {
-                inflight.push(spawn(rng.next() % blocks * 4096));
+                inflight.push(spawn(rng.next_u64() % blocks * 4096));
             }
         }
         ops
@@ -302,7 +299,8 @@ fn pread_point(path: &Path, secs: f64) -> Point {
     let deadline = start + Duration::from_secs_f64(secs);
     let mut ops = 0u64;
     while ops % 256 != 0 || Instant::now() < deadline {
-        file.read_at(&mut buf, rng.next() % blocks * 4096).unwrap();
+        file.read_at(&mut buf, rng.next_u64() % blocks * 4096)
+            .unwrap();
         ops += 1;
     }
     let (user, sys) = workload::process_cpu_split();

@@ -80,6 +80,12 @@ mod parse;
 mod select;
 mod sync;
 mod sys;
+// Internal, for the command and the benchmarks (see its docs); its items are not
+// documented API.
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+#[allow(missing_docs, missing_debug_implementations)]
+pub mod tools;
 
 pub use align::{direct_alignment, AlignmentSource, DirectAlignment, DEFAULT_DIRECT_ALIGNMENT};
 pub use buffer::{Buffer, ALIGNMENT};

@@ -21,9 +21,10 @@ use std::{
 };
 
 use crate::{
-    admission::{Shared, Waiter},
+    admission::Waiter,
     backend::{drive::drives, Bufs, Completer, Completion, FdInfo, Meta, Plan, Slot, Submit, What},
     buffer::Buffer,
+    context::Shared,
 };
 
 enum State {

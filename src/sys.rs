@@ -374,30 +374,28 @@ pub(crate) fn fork_generation() -> u64 {
 }
 
 #[cfg(target_os = "linux")]
-pub(crate) use self::linux::*;
+pub(crate) use self::{aio_abi::*, linux::*};
 
-/// Linux kernel AIO (`linux/aio_abi.h`), eventfd and statx.
+/// The kernel AIO ABI of `<linux/aio_abi.h>`, declared once: the linux backend uses it, and
+/// the benchmarks' minimal loop (through `caio::tools`).
 #[cfg(target_os = "linux")]
-mod linux {
-    use std::{io, os::unix::io::RawFd, ptr, time::Duration};
-
-    use super::{cvt, retry};
-
+#[allow(missing_docs)] // the kernel's names, which its header documents
+pub mod aio_abi {
     /// The kernel's `aio_context_t`.
-    pub(crate) type AioContext = libc::c_ulong;
+    pub type AioContext = libc::c_ulong;
 
-    pub(crate) const IOCB_CMD_PREAD: u16 = 0;
-    pub(crate) const IOCB_CMD_PWRITE: u16 = 1;
-    pub(crate) const IOCB_CMD_FSYNC: u16 = 2;
-    pub(crate) const IOCB_CMD_FDSYNC: u16 = 3;
-    pub(crate) const IOCB_CMD_PREADV: u16 = 7;
-    pub(crate) const IOCB_CMD_PWRITEV: u16 = 8;
-    pub(crate) const IOCB_CMD_POLL: u16 = 5;
+    pub const IOCB_CMD_PREAD: u16 = 0;
+    pub const IOCB_CMD_PWRITE: u16 = 1;
+    pub const IOCB_CMD_FSYNC: u16 = 2;
+    pub const IOCB_CMD_FDSYNC: u16 = 3;
+    pub const IOCB_CMD_PREADV: u16 = 7;
+    pub const IOCB_CMD_PWRITEV: u16 = 8;
+    pub const IOCB_CMD_POLL: u16 = 5;
 
     /// `struct iocb` from `linux/aio_abi.h`.
     #[repr(C)]
     #[derive(Debug, Default, Clone, Copy)]
-    pub(crate) struct Iocb {
+    pub struct Iocb {
         pub aio_data: u64,
         #[cfg(target_endian = "little")]
         pub aio_key: u32,
@@ -418,12 +416,20 @@ mod linux {
     /// `struct io_event` from `linux/aio_abi.h`.
     #[repr(C)]
     #[derive(Debug, Default, Clone, Copy)]
-    pub(crate) struct IoEvent {
+    pub struct IoEvent {
         pub data: u64,
         pub obj: u64,
         pub res: i64,
         pub res2: i64,
     }
+}
+
+/// Linux kernel AIO (`linux/aio_abi.h`), eventfd and statx.
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::{io, os::unix::io::RawFd, ptr, time::Duration};
+
+    use super::{aio_abi::*, cvt, retry};
 
     fn cvt_long(r: libc::c_long) -> io::Result<usize> {
         cvt(r as libc::ssize_t)

@@ -1,6 +1,6 @@
 //! The fast-device mode (`--fast`): software cost, where the device costs next to nothing.
 //!
-//! A loop device with direct I/O over a tmpfs file (see `fastdev.rs`) takes 4 KiB random
+//! A loop device with direct I/O over a tmpfs file (see `caio::tools::fastdev`) takes 4 KiB random
 //! O_DIRECT reads at queue depth 1, 8, 32 and 128 from fio (libaio, io_uring, and psync
 //! with one thread per read in flight: a pool of threads without a hand-off), minimal
 //! kernel AIO and io_uring loops that batch as caio does (what that rule allows on this
@@ -36,7 +36,12 @@ use std::{
 use caio::{Context, Implementation};
 use futures::{stream::FuturesUnordered, StreamExt};
 
-use super::{fastdev::FastDevice, workload, Args};
+use caio::tools::{
+    aio_abi::{IoEvent, Iocb, IOCB_CMD_PREAD},
+    fastdev::FastDevice,
+};
+
+use super::{workload, Args};
 use workload::{Pattern, Rng, Workload};
 
 /// The syscalls counted, as perf's tracepoint names, and how the table names them.
@@ -165,7 +170,7 @@ pub fn run(a: &Args) {
     }
     let mut rows = Vec::new();
     let secs = a.secs;
-    let len = dev.len();
+    let len = dev.size();
     // The counted pass runs in the first round only.
     let mut add = |suite: &'static str, job: Job, round: usize| {
         let timed = measure(&job, false);
@@ -320,7 +325,7 @@ pub fn run(a: &Args) {
 fn shuffle<T>(v: &mut [T], seed: u64) {
     let mut rng = Rng::new(seed);
     for i in (1..v.len()).rev() {
-        v.swap(i, (rng.next() % (i as u64 + 1)) as usize);
+        v.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
     }
 }
 
@@ -586,34 +591,6 @@ const LOOPS: [(&str, &str, &str); 3] = [
     (MINIMAL_URING, "fio io_uring", "uring block_on"),
 ];
 
-/// `struct iocb` of `<linux/aio_abi.h>` (little-endian).
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct Iocb {
-    data: u64,
-    key: u32,
-    rw_flags: i32,
-    opcode: u16,
-    reqprio: i16,
-    fildes: u32,
-    buf: u64,
-    nbytes: u64,
-    offset: i64,
-    reserved2: u64,
-    flags: u32,
-    resfd: u32,
-}
-
-/// `struct io_event` of `<linux/aio_abi.h>`.
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct IoEvent {
-    data: u64,
-    obj: u64,
-    res: i64,
-    res2: i64,
-}
-
 /// `n` pages for reads in flight, leaked: the kernel is handed raw pointers into them, so
 /// they outlive any read, even past a panic (the process is a child that exits after one
 /// point), and only raw pointers are made into them.
@@ -709,15 +686,14 @@ impl AioReads {
 
     /// Read `i`'s iocb, set up for its next read (the last one is complete).
     fn prep(&self, i: usize, rng: &mut Rng) -> *mut Iocb {
-        const IOCB_CMD_PREAD: u16 = 0;
         assert!(i < self.qd, "read {i} of {}", self.qd);
         let cb = Iocb {
-            data: i as u64,
-            opcode: IOCB_CMD_PREAD,
-            fildes: self.fd,
-            buf: self.pages.wrapping_add(i) as u64,
-            nbytes: 4096,
-            offset: (rng.next() % self.blocks * 4096) as i64,
+            aio_data: i as u64,
+            aio_lio_opcode: IOCB_CMD_PREAD,
+            aio_fildes: self.fd,
+            aio_buf: self.pages.wrapping_add(i) as u64,
+            aio_nbytes: 4096,
+            aio_offset: (rng.next_u64() % self.blocks * 4096) as i64,
             ..Iocb::default()
         };
         // SAFETY: `i < qd`, the length of `cbs`. The kernel reads an iocb only inside
@@ -954,7 +930,7 @@ fn minimal_uring_point(
     let mut prep = |i: usize| {
         let page = pages.wrapping_add(i).cast::<u8>();
         opcode::Read::new(fd, page, 4096)
-            .offset(rng.next() % blocks * 4096)
+            .offset(rng.next_u64() % blocks * 4096)
             .build()
             .user_data(i as u64)
     };
@@ -1025,7 +1001,7 @@ fn compio_point(
             let mut buf: &'static mut [u8] = &mut Box::leak(Box::new(Page([0; 4096]))).0[..];
             while Instant::now() < deadline {
                 let mut r = Rng(rng.get());
-                let off = r.next() % blocks * 4096;
+                let off = r.next_u64() % blocks * 4096;
                 rng.set(r.0);
                 let compio::BufResult(n, back) = file.read_at(buf, off).await;
                 assert_eq!(n.unwrap(), 4096);
@@ -1060,7 +1036,7 @@ fn tokio_point(
         let lane = |_| async {
             let mut buf = caio::Buffer::zeroed(4096);
             while Instant::now() < deadline {
-                let off = rng.lock().unwrap().next() % blocks * 4096;
+                let off = rng.lock().unwrap().next_u64() % blocks * 4096;
                 let f = std::sync::Arc::clone(&file);
                 buf = tokio::task::spawn_blocking(move || {
                     f.read_at(&mut buf, off).unwrap();

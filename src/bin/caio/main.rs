@@ -22,9 +22,7 @@ macro_rules! out_part {
     }};
 }
 
-mod fastdev;
 mod signals;
-mod workload;
 
 use std::{
     fs,
@@ -35,6 +33,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use caio::tools::{fastdev, workload};
 use caio::{fs::CopyOptions, Context, Implementation, OpenOptions, Source};
 use clap::{Parser, Subcommand};
 use workload::{Outcome, Pattern, Workload};
@@ -755,7 +754,7 @@ fn lay_out(path: &Path, len: u64) -> io::Result<()> {
     use std::io::Write;
     let mut f = fs::File::create(path)?;
     let mut rng = workload::Rng::new(7);
-    let block: Vec<u8> = (0..1 << 20).map(|_| rng.next() as u8).collect();
+    let block: Vec<u8> = (0..1 << 20).map(|_| rng.next_u64() as u8).collect();
     let mut left = len;
     while left > 0 {
         let n = left.min(block.len() as u64) as usize;

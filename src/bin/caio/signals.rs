@@ -89,7 +89,7 @@ fn on_signal(sig: libc::c_int) {
 fn clean_up(st: &mut State) {
     // A device being attached is waited for, so that it is found and detached.
     let _attached = (!st.detach.is_empty()).then(|| {
-        crate::fastdev::ATTACHING
+        caio::tools::fastdev::ATTACHING
             .lock()
             .unwrap_or_else(|p| p.into_inner())
     });

@@ -1,5 +1,9 @@
 //! [`Context`] and its [`Builder`].
 
+mod shared;
+
+pub(crate) use shared::Shared;
+
 use std::{
     any::Any,
     fmt,
@@ -14,7 +18,7 @@ use std::{
 
 use crate::sync::lock;
 use crate::{
-    admission::{self, Shared},
+    admission,
     backend::{Call, Completion, Config, FdInfo, Meta, Out, Plan, What},
     fork::PerProcess,
     op::{self, BufFuture, ReadFuture, SyncFuture, VectoredFuture, WriteFuture},

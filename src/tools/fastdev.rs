@@ -4,9 +4,6 @@
 //! drifts two- to three-fold from run to run. Shared by `caio bench --fast-device` and
 //! `cargo bench --bench vs_fio -- --fast`.
 
-// Each user takes a part.
-#![allow(dead_code)]
-
 use std::{
     fs,
     io::Write,
@@ -76,7 +73,7 @@ impl FastDevice {
         }
         // Held until losetup is done: a Ctrl-C meanwhile would otherwise look for the
         // device before it exists, and exit while losetup goes on to attach it.
-        let attaching = ATTACHING.lock().unwrap_or_else(|p| p.into_inner());
+        let attaching = crate::sync::lock(&ATTACHING);
         let out = Command::new("losetup")
             .args(["--direct-io=on", "--find", "--show"])
             .arg(&image)
@@ -117,7 +114,7 @@ impl FastDevice {
     }
 
     /// Its size in bytes.
-    pub fn len(&self) -> u64 {
+    pub fn size(&self) -> u64 {
         fs::metadata(&self.image).map_or(0, |m| m.len())
     }
 }

@@ -2,9 +2,6 @@
 //! in flight for a fixed time, on one thread (`futures::executor`), counting operations,
 //! bytes and CPU time. Shared by `caio bench` and `benches/`.
 
-// Each user takes a part (the benches write randomly and count CPU time, the CLI doesn't).
-#![allow(dead_code)]
-
 use std::{
     cell::Cell,
     future::Future,
@@ -13,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use caio::{Buffer, Context, File};
+use crate::{Buffer, Context, File};
 use futures::{future::Either, stream::FuturesUnordered, StreamExt};
 
 /// What one workload does.
@@ -101,7 +98,7 @@ impl Rng {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -161,7 +158,7 @@ where
         let block = match w.pattern {
             Pattern::RandRead | Pattern::RandWrite => {
                 let mut r = Rng(rng.get());
-                let b = r.next() % blocks;
+                let b = r.next_u64() % blocks;
                 rng.set(r.0);
                 b
             }
