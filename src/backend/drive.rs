@@ -271,7 +271,7 @@ impl Driver {
 
     /// Held by the driving thread while it waits for completions: it spins, sleeps or
     /// reaps (see [`Drive::busy`]).
-    pub(crate) fn reaping(&self) -> MutexGuard<'_, ()> {
+    pub(crate) fn waiting(&self) -> MutexGuard<'_, ()> {
         let g = lock(&self.reaping);
         self.beat();
         g

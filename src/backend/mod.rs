@@ -67,7 +67,9 @@ pub(crate) mod uring;
 pub(crate) use drive::Drive;
 pub(crate) use plan::{Facts, FdInfo, Plan, What};
 pub(crate) use recycle::{BoxPool, OpQueue};
-pub(crate) use request::{Bufs, Call, Class, Completion, Kind, Meta, Opened, Out, Request};
+pub(crate) use request::{
+    Bufs, Call, Class, Completion, Kind, Meta, Opened, Out, Progress, Request,
+};
 pub(crate) use slot::{completes_for_others, hold_wakes, Admission, Completer, Permit, Slot};
 #[cfg(test)]
 pub(crate) use {request::test_request, slot::take_result};
@@ -171,6 +173,18 @@ pub(crate) const TABLE: [Row; 4] = [
         start: |_| Ok(Box::new(blocking::Blocking)),
     },
 ];
+
+/// Why a kernel interface's set-up `call` failed with `e`, in the words every kernel
+/// backend shares: a kernel built without the `interface`, and a policy that denies it.
+/// A backend explains its own other errors first (limits, sysctls) and ends with this.
+#[cfg(target_os = "linux")]
+fn setup_error(call: &str, e: &std::io::Error, interface: &str) -> String {
+    match e.raw_os_error() {
+        Some(libc::ENOSYS) => format!("{call}: {e}: the kernel is built without {interface}"),
+        Some(libc::EPERM) => format!("{call}: {e}: denied by seccomp or container policy"),
+        _ => format!("{call}: {e}"),
+    }
+}
 
 fn always() -> Result<(), String> {
     Ok(())

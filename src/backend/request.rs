@@ -352,6 +352,19 @@ impl Kind {
     }
 }
 
+/// What a kernel attempt left to do ([`Request::advance`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Progress {
+    /// Finished: the bytes moved in all, earlier attempts included (0 for a sync or a
+    /// metadata call).
+    Done(usize),
+    /// Fewer bytes than asked, though not at an error: a partly cached read, a transfer
+    /// over the kernel's per-call limit, or the end of the file.
+    Short,
+    /// Everything asked, but a vectored transfer has more iovecs than one call takes.
+    More,
+}
+
 /// One operation owned by a backend from submission to completion.
 pub(crate) struct Request {
     pub fd: RawFd,
@@ -394,6 +407,40 @@ impl Request {
                 .file
                 .as_ref()
                 .is_some_and(|f| f.facts.memory && !f.facts.direct)
+    }
+
+    /// Counts what a kernel attempt that asked for `asked` bytes moved (`moved`, its
+    /// non-negative result), and says what is left to do.
+    ///
+    /// # Safety
+    /// For a read, the kernel wrote the bytes it reports at the spare memory (or through
+    /// the iovecs) the attempt was built with, and nothing touched the buffers since.
+    pub(crate) unsafe fn advance(&mut self, moved: usize, asked: usize) -> Progress {
+        let n = moved.min(asked);
+        let total = match &mut self.kind {
+            // SAFETY: the caller's promise: `n <= asked` bytes were written there.
+            Kind::Read(buf) => unsafe {
+                buf.advance(n);
+                buf.len()
+            },
+            // SAFETY: as above, through the iovecs, in order.
+            Kind::ReadV(v) => unsafe {
+                v.advance(n);
+                v.filled()
+            },
+            Kind::Write(_) | Kind::WriteV(_) => {
+                self.written += n;
+                self.written
+            }
+            Kind::Fsync | Kind::Fdsync | Kind::Meta(_) => return Progress::Done(0),
+        };
+        if n > 0 && n < asked {
+            Progress::Short
+        } else if n > 0 && self.has_more() {
+            Progress::More
+        } else {
+            Progress::Done(total)
+        }
     }
 
     /// Whether a vectored operation has more to move than its last attempt covered (one

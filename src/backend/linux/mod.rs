@@ -78,7 +78,8 @@ use crate::{
         drive::{self, Drive, Driver, Early, LateWakes, Signal, DEEP_BATCH},
         hold_wakes,
         thread::FallbackPool,
-        BoxPool, Class, Facts, FileIo, Kind, OpQueue, Request, Submit, DEFAULT_MAX_REQUESTS,
+        BoxPool, Class, Facts, FileIo, Kind, OpQueue, Progress, Request, Submit,
+        DEFAULT_MAX_REQUESTS,
     },
     fork::{Born, PerProcess},
     sys::{self, AioContext, IoEvent, Iocb},
@@ -198,7 +199,7 @@ impl Linux {
 impl Linux {
     /// Queues an operation for the next flush's batched `io_submit`; in `block_on`, a
     /// large batch goes in parts (see [`Early`]).
-    fn queue(&self, req: Request, nowait: bool) -> Submit {
+    fn enqueue(&self, req: Request, nowait: bool) -> Submit {
         let op = self.ring.op(req, nowait);
         let queued = self.queue.push(op);
         if drive::drives(self) && self.early.queued(queued) {
@@ -265,11 +266,11 @@ impl FileIo for Linux {
             }
         };
         match route(req.kind.class(), facts) {
-            Route::Kernel => self.queue(req, false),
-            Route::KernelNowait => self.queue(req, true),
+            Route::Kernel => self.enqueue(req, false),
+            Route::KernelNowait => self.enqueue(req, true),
             // preadv2 takes several iovecs too, but a vectored read is rare enough to take
             // the kernel's NOWAIT path (a hit completes inside io_submit all the same).
-            Route::InlineCached if matches!(req.kind, Kind::ReadV(_)) => self.queue(req, true),
+            Route::InlineCached if matches!(req.kind, Kind::ReadV(_)) => self.enqueue(req, true),
             Route::InlineCached => self.read_cached(req),
             Route::Pool => {
                 self.ring.to_pool(req);
@@ -329,7 +330,7 @@ impl Drive for Linux {
     }
 
     fn busy(&self) -> Option<MutexGuard<'_, ()>> {
-        Some(self.ring.driver.reaping())
+        Some(self.ring.driver.waiting())
     }
 
     fn ready(&self) -> usize {

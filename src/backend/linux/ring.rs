@@ -286,38 +286,22 @@ impl Ring {
             req.finish_in_place(Err(io::Error::from_raw_os_error(errno)));
             return self.ops.recycle(op);
         }
-        let n = (res as usize).min(len);
-        let total = match &mut req.kind {
-            Kind::Read(buf) => {
-                // SAFETY: the kernel wrote `n <= len` bytes at the spare pointer the iocb
-                // was built with, and nothing has touched the buffer since.
-                unsafe { buf.advance(n) };
-                buf.len()
-            }
-            Kind::ReadV(v) => {
-                // SAFETY: the kernel wrote `n <= len` bytes through the iovecs the iocb
-                // was built with, in order, and nothing has touched the buffers since.
-                unsafe { v.advance(n) };
-                v.filled()
-            }
-            Kind::Write(_) | Kind::WriteV(_) => {
-                req.written += n;
-                req.written
-            }
-            _ => 0,
-        };
-        if n > 0 && n < len {
-            // Short but not at an error: a partly cached NOWAIT read, a transfer over the
-            // kernel's per-call limit, or end of file. The pool finishes (or confirms) it.
-            return self.to_pool(self.ops.unbox(op).req);
-        }
-        if n > 0 && req.has_more() {
+        // SAFETY: the kernel moved `res` bytes through the buffer or iovecs the iocb was
+        // built with (at most `len`), and nothing has touched them since.
+        match unsafe { req.advance(res as usize, len) } {
+            // A partly cached NOWAIT read, a transfer over the kernel's per-call limit, or
+            // end of file: the pool finishes (or confirms) it.
+            Progress::Short => self.to_pool(self.ops.unbox(op).req),
             // A vectored transfer of more iovecs than one command takes: the next ones.
-            let req = self.ops.unbox(op).req;
-            return self.submit([self.op(req, nowait)]);
+            Progress::More => {
+                let req = self.ops.unbox(op).req;
+                self.submit([self.op(req, nowait)]);
+            }
+            Progress::Done(total) => {
+                req.finish_in_place(Ok(total));
+                self.ops.recycle(op);
+            }
         }
-        req.finish_in_place(Ok(total));
-        self.ops.recycle(op);
     }
 }
 

@@ -3,6 +3,7 @@
 //! kept idle for reuse a while (destroying one waits for an RCU grace period).
 
 use super::*;
+use crate::backend::setup_error;
 
 /// Kernel contexts this process is destroying right now, and a condvar signalled as each
 /// finishes. Per process: a child neither waits for its parent's destroys nor on a lock a
@@ -64,8 +65,6 @@ pub(super) fn read_sysctl(name: &str) -> String {
 /// Why `io_setup` of `nr_events` failed, in words a user can act on.
 pub(super) fn describe_setup_error(e: &io::Error, nr_events: u32) -> String {
     match e.raw_os_error() {
-        Some(libc::ENOSYS) => format!("io_setup: {e}: the kernel is built without AIO"),
-        Some(libc::EPERM) => format!("io_setup: {e}: denied by seccomp or container policy"),
         Some(libc::EAGAIN) => {
             let (nr, max) = (read_sysctl("aio-nr"), read_sysctl("aio-max-nr"));
             let room = match (nr.parse::<u64>(), max.parse::<u64>()) {
@@ -83,7 +82,7 @@ pub(super) fn describe_setup_error(e: &io::Error, nr_events: u32) -> String {
                 format!("io_setup: {e}: fs.aio-max-nr is spent (aio-nr {nr} of aio-max-nr {max})")
             }
         }
-        _ => format!("io_setup: {e}"),
+        _ => setup_error("io_setup", e, "AIO"),
     }
 }
 

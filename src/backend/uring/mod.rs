@@ -73,7 +73,8 @@ use crate::{
         drive::{self, Drive, Driver, Early, Signal, DEEP_BATCH},
         hold_wakes,
         thread::FallbackPool,
-        BoxPool, Bufs, Class, Completion, Facts, FileIo, Kind, Meta, OpQueue, Request, Submit,
+        BoxPool, Bufs, Class, Completion, Facts, FileIo, Kind, Meta, OpQueue, Progress, Request,
+        Submit,
     },
     fork::Born,
     sys, Implementation,
@@ -171,7 +172,7 @@ impl Uring {
         })
     }
 
-    fn queue(&self, req: Request, mode: Mode) -> Submit {
+    fn enqueue(&self, req: Request, mode: Mode) -> Submit {
         let op = self.ring.op(req, mode);
         if mode != Mode::Worker && self.ring.owns(self) {
             let queued = self.ring.own_queue.push(op);
@@ -335,7 +336,7 @@ impl FileIo for Uring {
         };
         let native = matches!(&req.kind, Kind::Meta(m) if meta_entry(m, req.fd, &self.ring.opcodes).is_some());
         match route(req.kind.class(), facts, native) {
-            Route::Ring(mode) => self.queue(req, mode),
+            Route::Ring(mode) => self.enqueue(req, mode),
             Route::Pool => {
                 self.ring.to_pool(req);
                 Submit::Started
@@ -391,7 +392,7 @@ impl Drive for Uring {
 
     fn busy(&self) -> Option<MutexGuard<'_, ()>> {
         // With a ring of its own, the driving thread's completions are not on this one.
-        (!self.ring.owns(self)).then(|| self.ring.driver.reaping())
+        (!self.ring.owns(self)).then(|| self.ring.driver.waiting())
     }
 
     fn ready(&self) -> usize {

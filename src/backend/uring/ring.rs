@@ -205,44 +205,26 @@ impl Ring {
             self.ops.recycle(op);
             return None;
         }
-        let n = (res as usize).min(len);
-        let total = match &mut req.kind {
-            Kind::Read(buf) => {
-                // SAFETY: the kernel wrote `n <= len` bytes at the spare pointer the entry
-                // was built with, and nothing has touched the buffer since.
-                unsafe { buf.advance(n) };
-                buf.len()
+        // SAFETY: the kernel moved `res` bytes through the buffer or iovecs the entry was
+        // built with (at most `len`), and nothing has touched them since.
+        match unsafe { req.advance(res as usize, len) } {
+            Progress::Short | Progress::More => {
+                // Short but not at an error (part in the page cache, past the per-call
+                // limit, the end of the file), or more iovecs: the rest goes to the ring
+                // again (at the end of the file that read returns 0 and finishes it).
+                let mode = if mode == Mode::NoWait {
+                    Mode::Worker
+                } else {
+                    mode
+                };
+                Some(self.op(self.ops.unbox(op).req, mode))
             }
-            Kind::ReadV(v) => {
-                // SAFETY: the kernel wrote `n <= len` bytes through the iovecs the entry
-                // was built with, in order, and nothing has touched the buffers since.
-                unsafe { v.advance(n) };
-                v.filled()
-            }
-            Kind::Write(_) | Kind::WriteV(_) => {
-                req.written += n;
-                req.written
-            }
-            _ => {
-                req.finish_in_place(Ok(0));
+            Progress::Done(total) => {
+                req.finish_in_place(Ok(total));
                 self.ops.recycle(op);
-                return None;
+                None
             }
-        };
-        if n > 0 && (n < len || req.has_more()) {
-            // Short but not at an error: part in the page cache, past the per-call limit,
-            // or the end of the file. The rest goes to the ring again (at the end of the
-            // file that read returns 0 and finishes it).
-            let mode = if mode == Mode::NoWait {
-                Mode::Worker
-            } else {
-                mode
-            };
-            return Some(self.op(self.ops.unbox(op).req, mode));
         }
-        req.finish_in_place(Ok(total));
-        self.ops.recycle(op);
-        None
     }
 }
 

@@ -1,6 +1,7 @@
 //! Whether this process can make a ring, and why not in words a user can act on.
 
 use super::*;
+use crate::backend::setup_error;
 
 /// Why `io_uring_setup` fails, in words a user can act on.
 pub(super) fn describe_setup_error(e: &io::Error) -> String {
@@ -8,7 +9,6 @@ pub(super) fn describe_setup_error(e: &io::Error) -> String {
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
     match e.raw_os_error() {
-        Some(libc::ENOSYS) => format!("io_uring_setup: {e}: the kernel is built without io_uring"),
         Some(libc::EPERM) if disabled == "2" => format!(
             "io_uring_setup: {e}: kernel.io_uring_disabled is 2 (io_uring is off for every process)"
         ),
@@ -16,13 +16,10 @@ pub(super) fn describe_setup_error(e: &io::Error) -> String {
             "io_uring_setup: {e}: kernel.io_uring_disabled is 1 and this process is not in \
              kernel.io_uring_group"
         ),
-        Some(libc::EPERM) => {
-            format!("io_uring_setup: {e}: denied by seccomp or container policy")
-        }
         Some(libc::ENOMEM) => format!(
             "io_uring_setup: {e}: no memory for the rings (RLIMIT_MEMLOCK or the cgroup's limit)"
         ),
-        _ => format!("io_uring_setup: {e}"),
+        _ => setup_error("io_uring_setup", e, "io_uring"),
     }
 }
 
