@@ -66,7 +66,6 @@
 #![cfg(unix)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
-mod admission;
 mod align;
 mod backend;
 mod block_on;
@@ -75,7 +74,6 @@ mod context;
 mod error;
 mod fork;
 pub mod fs;
-mod op;
 mod parse;
 mod select;
 mod sync;
@@ -89,15 +87,15 @@ pub mod tools;
 
 pub use align::{direct_alignment, AlignmentSource, DirectAlignment, DEFAULT_DIRECT_ALIGNMENT};
 pub use buffer::{Buffer, ALIGNMENT};
+pub use context::op::{
+    BufFuture, BufOperation, Operation, ReadFuture, SyncFuture, VectoredFuture, WriteFuture,
+};
 pub use context::{
     default_threads, Builder, Context, WaitIdle, DEFAULT_MAX_REQUESTS, MAX_MAX_REQUESTS,
     MAX_THREADS,
 };
 pub use error::Error;
 pub use fs::{File, OpenOptions};
-pub use op::{
-    BufFuture, BufOperation, Operation, ReadFuture, SyncFuture, VectoredFuture, WriteFuture,
-};
 pub use select::{
     default_implementation_file, selection, Implementation, Selection, Source, ENV_VAR,
 };

@@ -10,8 +10,8 @@ use std::{
     task::Waker,
 };
 
+use super::admission::{release, Limiter, Waiter};
 use crate::{
-    admission::{release, Limiter, Waiter},
     backend::{Admission, FileIo, Permit},
     fork::Born,
     sync::lock,

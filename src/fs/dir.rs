@@ -15,7 +15,7 @@ use std::{
 
 use futures::Stream;
 
-use crate::{op::Operation, Context};
+use crate::{context::op::Operation, Context};
 
 /// Entries fetched by one operation.
 pub const READ_DIR_BATCH: usize = 128;

@@ -20,8 +20,8 @@ use std::{
     task::{Context, Poll},
 };
 
+use super::admission::Waiter;
 use crate::{
-    admission::Waiter,
     backend::{drive::drives, Bufs, Completer, Completion, FdInfo, Meta, Plan, Slot, Submit, What},
     buffer::Buffer,
     context::Shared,

@@ -1,0 +1,198 @@
+//! `caio info`: what runs here, and what a path supports.
+
+use super::*;
+
+pub(crate) fn info(path: &Path) -> Result<()> {
+    fs::metadata(path).map_err(|e| format!("cannot inspect {}: {e}", path.display()))?;
+    // The report lists the selection's warnings: the log need not print them too.
+    QUIET.store(true, std::sync::atomic::Ordering::Relaxed);
+    let s = caio::selection();
+    QUIET.store(false, std::sync::atomic::Ordering::Relaxed);
+    out!("caio {}", env!("CARGO_PKG_VERSION"));
+    out!("selected implementation: {}", s.implementation());
+    let from = match s.source() {
+        Source::Env => format!(
+            "CAIO_IMPL={}",
+            std::env::var("CAIO_IMPL").unwrap_or_default().trim()
+        ),
+        Source::File => "the default_implementation file compiled into this build".to_string(),
+        _ => format!(
+            "the built-in order ({}: first available)",
+            Implementation::ALL.map(Implementation::as_str).join(", ")
+        ),
+    };
+    out!("  chosen by: {from}");
+    if s.warnings().is_empty() {
+        out!("  warnings: none");
+    } else {
+        for w in s.warnings() {
+            out!("  warning: {w}");
+        }
+    }
+    out!("implementations:");
+    for i in Implementation::ALL {
+        match i.check() {
+            Ok(()) => out!("  {:<9} available: {}", i.as_str(), i.summary()),
+            Err(caio::Error::Unavailable { reason, .. }) => {
+                out!("  {:<9} unavailable: {reason}", i.as_str())
+            }
+            Err(e) => out!("  {:<9} unavailable: {e}", i.as_str()),
+        }
+    }
+    if let (Ok(nr), Ok(max)) = (
+        fs::read_to_string("/proc/sys/fs/aio-nr"),
+        fs::read_to_string("/proc/sys/fs/aio-max-nr"),
+    ) {
+        out!(
+            "kernel AIO: fs.aio-nr {} of fs.aio-max-nr {}",
+            nr.trim(),
+            max.trim()
+        );
+    }
+    out!(
+        "defaults: max_requests {}, thread pool {} threads",
+        caio::DEFAULT_MAX_REQUESTS,
+        caio::default_threads()
+    );
+    out!(
+        "path: {}{}",
+        path.display(),
+        fs_type(path).map(|t| format!(" ({t})")).unwrap_or_default()
+    );
+    match direct_support(path) {
+        Ok((a, note)) => {
+            out!(
+                "  O_DIRECT: supported; memory alignment {} B, offset/length alignment {} B ({:?})",
+                a.memory,
+                a.offset,
+                a.source
+            );
+            if let Some(n) = note {
+                out!("  ({n})");
+            }
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            out!("  O_DIRECT: not supported by this filesystem ({e})")
+        }
+        Err(e) => out!("  O_DIRECT: {e}"),
+    }
+    Ok(())
+}
+
+/// The filesystem type of `path`, by `statfs` magic number.
+pub(crate) fn fs_type(path: &Path) -> Option<&'static str> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: `c` is a NUL-terminated path and `st` writable memory for statfs.
+    if unsafe { libc::statfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statfs succeeded and filled `st`.
+    #[allow(clippy::unnecessary_cast)] // f_type's width differs between platforms
+    let magic = unsafe { st.assume_init() }.f_type as i64;
+    Some(match magic {
+        0xEF53 => "ext4",
+        0x5846_5342 => "xfs",
+        0x9123_683E => "btrfs",
+        0x0102_1994 => "tmpfs",
+        0x794C_7630 => "overlayfs",
+        0x6969 => "nfs",
+        0x6573_5546 => "fuse",
+        0x2FC1_2FC1 => "zfs",
+        0xF2F5_2010 => "f2fs",
+        _ => "other filesystem",
+    })
+}
+
+/// What a non-regular file is, for a message: "a FIFO", "a character device"...
+pub(crate) fn kind_of(meta: &fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_fifo() {
+        "a pipe or FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_dir() {
+        "a directory"
+    } else {
+        "a regular file"
+    }
+}
+
+/// O_DIRECT support on `path`: for a directory, on a file made there without a name
+/// (`O_TMPFILE`), so nothing appears in it; where the filesystem cannot, on a named file
+/// that is removed at once, and the note says so.
+pub(crate) fn direct_support(path: &Path) -> io::Result<(caio::DirectAlignment, Option<String>)> {
+    use std::os::unix::{
+        fs::{FileTypeExt, OpenOptionsExt},
+        io::AsRawFd,
+    };
+    let meta = fs::metadata(path)?;
+    let t = meta.file_type();
+    if !(t.is_file() || t.is_dir() || t.is_block_device()) {
+        // Opening a FIFO would wait for a writer; O_DIRECT means nothing there anyway.
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is {}: O_DIRECT applies to regular files, directories (a file made in \
+                 them) and block devices",
+                path.display(),
+                kind_of(&meta)
+            ),
+        ));
+    }
+    if !meta.is_dir() {
+        let f = fs::OpenOptions::new()
+            .read(true)
+            // Never waits, whatever the path names by the time it is opened.
+            .custom_flags(libc::O_DIRECT | libc::O_NONBLOCK)
+            .open(path)?;
+        return caio::direct_alignment(f.as_raw_fd()).map(|a| (a, None));
+    }
+    let unnamed = |flags| {
+        fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_TMPFILE | flags)
+            .open(path)
+    };
+    match unnamed(libc::O_DIRECT) {
+        Ok(f) => return caio::direct_alignment(f.as_raw_fd()).map(|a| (a, None)),
+        // Unnamed files work, O_DIRECT does not.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) && unnamed(0).is_ok() => return Err(e),
+        Err(_) => {}
+    }
+    let probe = path.join(format!(".caio-info-probe-{}", std::process::id()));
+    let r = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&probe);
+    let _ = fs::remove_file(&probe);
+    let note = format!(
+        "checked with a temporary file {} (removed): the filesystem cannot make unnamed files",
+        probe.display()
+    );
+    r.and_then(|f| caio::direct_alignment(f.as_raw_fd()))
+        .map(|a| (a, Some(note)))
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::EINVAL) {
+                e
+            } else {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot tell: no file can be made in {} ({e})",
+                        path.display()
+                    ),
+                )
+            }
+        })
+}
+
+// ---------------------------------------------------------------------------------------
+// copy
