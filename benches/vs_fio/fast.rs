@@ -227,6 +227,10 @@ pub fn run(a: &Args) {
             if i != Implementation::Blocking {
                 // The same, with the thread waiting for its completions itself.
                 systems.push(format!("caio {i} block_on"));
+                // As users run it: one task per read in flight, on tokio's multi-thread
+                // runtime (two workers) and on its current-thread runtime.
+                systems.push(format!("caio {i} {TOKIO_MT}"));
+                systems.push(format!("caio {i} {TOKIO_CT}"));
             }
         }
     }
@@ -525,6 +529,16 @@ pub fn child(args: &[String]) {
         let f = open_std(&target, direct);
         let o = workload::run_raw(&ctx, f.as_raw_fd(), len, &w).unwrap();
         (o.ops, o.elapsed, o.user, o.sys)
+    } else if let Some(name) = system
+        .strip_prefix("caio ")
+        .and_then(|n| n.strip_suffix(&format!(" {TOKIO_MT}")))
+    {
+        caio_tokio_point(&target, len, qd, secs, direct, name.parse().unwrap(), true)
+    } else if let Some(name) = system
+        .strip_prefix("caio ")
+        .and_then(|n| n.strip_suffix(&format!(" {TOKIO_CT}")))
+    {
+        caio_tokio_point(&target, len, qd, secs, direct, name.parse().unwrap(), false)
     } else if let Some(name) = system.strip_prefix("caio ") {
         let i: Implementation = name.trim_end_matches(" block_on").parse().unwrap();
         let mut ctx = Context::builder().implementation(i).max_requests(qd);
@@ -1016,6 +1030,84 @@ fn compio_point(
     })
 }
 
+/// The suffix of caio's rows on tokio's multi-thread runtime (two workers).
+const TOKIO_MT: &str = "tokio-mt";
+/// The suffix of caio's rows on tokio's current-thread runtime.
+const TOKIO_CT: &str = "tokio-ct";
+
+/// caio as a tokio user runs it: `qd` spawned tasks, each reading into one reused buffer
+/// with `File::read_at_into`, on the multi-thread runtime with two workers (`multi`) or on
+/// the current-thread runtime.
+fn caio_tokio_point(
+    path: &Path,
+    len: u64,
+    qd: usize,
+    secs: f64,
+    direct: bool,
+    i: Implementation,
+    multi: bool,
+) -> (u64, Duration, Duration, Duration) {
+    use std::sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    };
+    let rt = if multi {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    }
+    .unwrap();
+    let mut ctx = Context::builder().implementation(i).max_requests(qd);
+    if i == Implementation::Thread {
+        ctx = ctx.threads(qd.max(caio::default_threads()));
+    }
+    let ctx = ctx.build().unwrap();
+    let file = Arc::new(
+        rt.block_on(
+            caio::OpenOptions::new()
+                .read(true)
+                .direct(direct)
+                .context(ctx)
+                .open(path),
+        )
+        .unwrap(),
+    );
+    let blocks = len / 4096;
+    let rng = Arc::new(Mutex::new(Rng::new(7 ^ qd as u64)));
+    let ops = Arc::new(AtomicU64::new(0));
+    let (cpu0, start) = (workload::process_cpu_split(), Instant::now());
+    let deadline = start + Duration::from_secs_f64(secs);
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..qd)
+            .map(|_| {
+                let (file, rng, ops) = (Arc::clone(&file), Arc::clone(&rng), Arc::clone(&ops));
+                tokio::spawn(async move {
+                    let mut buf = caio::Buffer::with_capacity(4096);
+                    while Instant::now() < deadline {
+                        let off = rng.lock().unwrap().next_u64() % blocks * 4096;
+                        let (n, back) = file.read_at_into(buf, off).await;
+                        assert_eq!(n.unwrap(), 4096, "a read failed");
+                        buf = back;
+                        ops.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    let (u, s) = workload::process_cpu_split();
+    let elapsed = start.elapsed();
+    drop(rt);
+    (ops.load(Ordering::Relaxed), elapsed, u - cpu0.0, s - cpu0.1)
+}
+
 /// What tokio users write: every read through `spawn_blocking` and `pread`.
 fn tokio_point(
     path: &Path,
@@ -1128,6 +1220,13 @@ fn targets(rows: &[Row], all: &[Row]) -> Vec<Target> {
         ("thread", "tokio spawn_blocking+pread", None),
         ("thread block_on", "tokio spawn_blocking+pread", None),
         ("thread", "fio psync", None),
+        // Under tokio, as users run it.
+        ("linux tokio-mt", "fio libaio", Some(1.0)),
+        ("linux tokio-ct", "fio libaio", Some(1.0)),
+        ("uring tokio-mt", "fio io_uring", Some(1.0)),
+        ("uring tokio-ct", "fio io_uring", Some(1.0)),
+        ("thread tokio-mt", "tokio spawn_blocking+pread", Some(2.0)),
+        ("thread tokio-ct", "tokio spawn_blocking+pread", Some(2.0)),
     ];
     for (caio, other, bound) in per_depth {
         for qd in [1, 8, 32, 128] {
