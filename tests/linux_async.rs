@@ -42,7 +42,7 @@ fn child_reads() {
     );
     let direct = matches!(
         mode,
-        "direct" | "direct32" | "drive32" | "drive1" | "vectored"
+        "direct" | "direct32" | "drive32" | "drive1" | "vectored" | "tokio_mt" | "tokio_ct"
     );
     let mut o = fs::OpenOptions::new();
     o.read(true);
@@ -90,6 +90,42 @@ fn child_reads() {
                 );
             }
         });
+        println!("CHILD done {n}");
+        exit_with_context_open(ctx);
+    }
+    #[cfg(feature = "tokio")]
+    if let Some(flavor) = mode.strip_prefix("tokio_") {
+        // Eight tasks, each reading in turn, as a tokio user writes it.
+        let rt = if flavor == "mt" {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+        } else {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        }
+        .unwrap();
+        let expected = Arc::new(expected);
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..8)
+                .map(|t| {
+                    let (ctx, expected) = (ctx.clone(), Arc::clone(&expected));
+                    tokio::spawn(async move {
+                        for k in (t..n).step_by(8) {
+                            let off = (k * 7919) % slots * size;
+                            let got = ctx.read(size, fd, off as u64).await.unwrap();
+                            assert!(got[..] == expected[off..off + size], "data at {off}");
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        });
+        drop(rt);
         println!("CHILD done {n}");
         exit_with_context_open(ctx);
     }
@@ -601,6 +637,48 @@ fn reaped_by_call(t: &Trace) -> (usize, usize, usize) {
         }
     }
     (mine, theirs, their_waits)
+}
+
+/// With the `tokio` feature, completions of operations sent from a runtime's threads are
+/// reaped by those threads, woken by the runtime's reactor: the reaper thread does not
+/// wait for them in `io_getevents`.
+#[cfg(feature = "tokio")]
+#[test]
+fn under_tokio_the_runtime_s_threads_reap_and_no_caio_thread_waits_for_completions() {
+    if !can_trace() {
+        return;
+    }
+    let s = data_file();
+    let reads = 512;
+    for mode in ["tokio_mt", "tokio_ct"] {
+        let t = trace(mode, reads, &s.path);
+        let submits = t.submits("IOCB_CMD_PREAD");
+        assert_eq!(
+            submits.iter().sum::<usize>(),
+            reads,
+            "every read went to the kernel through io_submit"
+        );
+        // Completions taken by an io_getevents that waited: the reaper's way. The reaper
+        // is in that wait already when the first reads are sent, and takes what is there
+        // when it wakes (at most the eight in flight); then it stands down.
+        let waited: usize = t
+            .calls
+            .iter()
+            .filter(|(_, n, _)| n == "io_getevents")
+            .map(|(_, _, a)| getevents(a))
+            .filter(|(_, waited)| *waited)
+            .map(|(n, _)| n)
+            .sum();
+        println!(
+            "{mode}: of {reads} completions, {waited} taken by an io_getevents that waited; \
+             {} io_submit calls",
+            submits.len()
+        );
+        assert!(
+            waited <= 8,
+            "{mode}: {waited} of {reads} completions went through a waiting io_getevents"
+        );
+    }
 }
 
 /// Whether a file in `dir` can be opened with O_DIRECT.

@@ -4,8 +4,11 @@
 //! A backend with a kernel completion queue (linux, uring) reaps completions on a thread
 //! of its own, the reaper. It also lets another thread take over the waiting, for as long
 //! as that thread wants to: that thread is the *driver*. [`Context::block_on`] is one
-//! driver (the loop is in `block_on.rs`, above this module); the reaper stands down while
-//! a driver drives, and takes over again when the drive ends.
+//! driver (the loop is in `block_on.rs`, above this module); the executor's reactor is
+//! another (`reactor.rs`: a task woken through an eventfd, which reaps without waiting).
+//! The reaper stands down while a driver drives (looking every tick, reaping only when
+//! the driver showed no sign of life since: [`Driver::tick`]), and takes over again when
+//! the drive ends.
 //!
 //! A driver, in a loop:
 //! 1. calls [`Drive::begin`] once (`false`: someone else drives, do not wait here);
@@ -203,6 +206,10 @@ impl LateWakes {
         }
     }
 }
+
+/// How often a backend's reaper looks while an executor's reactor reaps for it and
+/// nothing is in flight: rarely, so that an idle runtime costs no wake-up a millisecond.
+pub(crate) const IDLE_LOOK: Duration = Duration::from_millis(50);
 
 /// How often a backend's completion thread looks while another thread drives.
 const TICK: Duration = Duration::from_millis(1);

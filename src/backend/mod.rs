@@ -40,14 +40,44 @@
 //! (the one in [`Context::block_on`](crate::Context::block_on)) wait for them itself: it
 //! implements the [`Drive`] contract (`drive.rs`) and returns it from [`FileIo::drive`].
 //! Under the others, that thread spins briefly, then parks.
-
+//!
+//! # The floor plan
+//!
+//! - `request.rs`: the request and its kinds ([`Kind`], projected to the [`Class`] every
+//!   route table is written in), running one on the calling thread, and counting what a
+//!   kernel attempt moved ([`Request::advance`]); `slot.rs`: where its result waits for
+//!   the future; `plan.rs`: what an operation asked for ([`What`]) becomes a request once
+//!   it holds a permit, and what is known of its descriptor ([`Facts`]).
+//! - `drive.rs`: the [`Drive`] contract and what its drivers share; `reactor.rs` (with
+//!   the `tokio` feature): a task of the executor that reaps where the kernel signals an
+//!   eventfd, while the reaper stands down.
+//! - `thread.rs`, `blocking.rs`: the two backends without a kernel queue; the thread pool
+//!   is also the kernel backends' [`FallbackPool`](thread::FallbackPool).
+//! - `linux/` and `uring/`, with the same rooms: `mod.rs` (the backend, its `FileIo` and
+//!   `Drive`), `route.rs` (where each request runs: a pure function with a table test),
+//!   `op.rs` (a request as a kernel entry), `ring.rs` (submit, reap, the reaper),
+//!   `setup.rs` (making the kernel object, and why it failed); uring's per-thread ring is
+//!   `own.rs`.
 //!
 //! # Adding a backend
 //!
-//! A backend is one file in this folder and one row of [`TABLE`]: its [`Implementation`]
+//! A backend is one file or folder here and one row of [`TABLE`]: its [`Implementation`]
 //! variant, its names (the column in `parse.rs`, shared with `build.rs`), a summary, an
 //! availability probe that gives the reason when it fails, and a constructor. Parsing,
 //! selection, `Display`, `caio info` and the CLI help all read the table.
+//!
+//! # Adding an operation
+//!
+//! - A metadata call: a [`Meta`] variant with its name and its blocking call (three arms
+//!   in `request.rs`), and the public method that makes it (`Context` or `caio::fs`).
+//!   Every backend then runs it: the route tables send [`Class::Meta`] to a pool, or
+//!   inline for `blocking`. To run it natively on io_uring, add its opcode to uring's
+//!   `Opcodes`, its probe in `Uring::new`, and its entry in `meta_entry`.
+//! - A read or write of a new shape: a [`What`] variant (`plan.rs`: the variant, its
+//!   length and buffers, its `Plan::build` arm), a [`Kind`] variant (`request.rs`: the
+//!   variant, its class, its name, its blocking run, what a kernel attempt moved), its
+//!   kernel entry in `linux/op.rs` and `uring/op.rs`, and the public method. The compiler
+//!   names every match that misses it.
 use std::fmt;
 
 use crate::parse;
@@ -57,6 +87,8 @@ pub(crate) mod drive;
 #[cfg(target_os = "linux")]
 pub(crate) mod linux;
 mod plan;
+#[cfg(all(feature = "tokio", target_os = "linux"))]
+pub(crate) mod reactor;
 mod recycle;
 mod request;
 mod slot;

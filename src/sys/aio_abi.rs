@@ -11,6 +11,10 @@ pub const IOCB_CMD_PREADV: u16 = 7;
 pub const IOCB_CMD_PWRITEV: u16 = 8;
 pub const IOCB_CMD_POLL: u16 = 5;
 
+/// `aio_flags`: signal the eventfd `aio_resfd` at completion.
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+pub const IOCB_FLAG_RESFD: u32 = 1;
+
 /// `struct iocb` from `linux/aio_abi.h`.
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy)]

@@ -75,7 +75,7 @@ use crate::sync::lock;
 use crate::{
     backend::{
         completes_for_others,
-        drive::{self, Drive, Driver, Early, LateWakes, Signal, DEEP_BATCH},
+        drive::{self, Drive, Driver, Early, LateWakes, Signal, DEEP_BATCH, IDLE_LOOK},
         hold_wakes,
         thread::FallbackPool,
         BoxPool, Class, Facts, FileIo, Kind, OpQueue, Progress, Request, Submit,
@@ -177,6 +177,11 @@ impl Linux {
             driver: Driver::new(),
             user_reap: Mutex::new(()),
             kernel_reaps: AtomicUsize::new(0),
+            #[cfg(feature = "tokio")]
+            reactor: Reactor {
+                efd: sys::eventfd().ok(),
+                tasks: Default::default(),
+            },
         });
         let r = Arc::clone(&ring);
         if let Err(e) = thread::Builder::new()
@@ -200,6 +205,10 @@ impl Linux {
     /// Queues an operation for the next flush's batched `io_submit`; in `block_on`, a
     /// large batch goes in parts (see [`Early`]).
     fn enqueue(&self, req: Request, nowait: bool) -> Submit {
+        #[cfg(feature = "tokio")]
+        if self.ring.reactor.efd.is_some() {
+            crate::backend::reactor::ensure(&self.ring);
+        }
         let op = self.ring.op(req, nowait);
         let queued = self.queue.push(op);
         if drive::drives(self) && self.early.queued(queued) {

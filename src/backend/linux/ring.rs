@@ -50,6 +50,49 @@ pub(super) struct Ring {
     pub(super) user_reap: Mutex<()>,
     /// `io_getevents` calls that may return events, running now.
     pub(super) kernel_reaps: AtomicUsize,
+    /// What the executor's reactor reaps through (see `backend/reactor.rs`).
+    #[cfg(feature = "tokio")]
+    pub(super) reactor: Reactor,
+}
+
+/// The ring's side of the executor's reactor.
+#[cfg(feature = "tokio")]
+pub(super) struct Reactor {
+    /// Signalled by the kernel at each completion of an iocb submitted with
+    /// `IOCB_FLAG_RESFD`, which every iocb of `Ring::submit` is.
+    pub(super) efd: Option<OwnedFd>,
+    /// The tasks that reap through it. The reaper closes it before it hands the kernel
+    /// context on (another context may reuse it).
+    pub(super) tasks: crate::backend::reactor::Tasks,
+}
+
+#[cfg(feature = "tokio")]
+impl crate::backend::reactor::Source for Ring {
+    fn eventfd(&self) -> std::os::fd::RawFd {
+        self.reactor.efd.as_ref().map_or(-1, AsRawFd::as_raw_fd)
+    }
+
+    fn reactor_started(&self) {
+        self.reactor.tasks.started();
+    }
+
+    fn reactor_stopped(&self) {
+        self.reactor.tasks.stopped();
+    }
+
+    fn reap(&self) -> bool {
+        self.reactor.tasks.reap(|| {
+            if self.degraded.load(Ordering::Acquire) {
+                return;
+            }
+            self.driver.beat();
+            let mut events = [IoEvent::default(); 64];
+            // What another thread reaps meanwhile (`Busy`) that thread completes.
+            while let Ok(n @ 1..) = self.reap_user(&mut events) {
+                self.complete_events(&events[..n], Reaper::Other);
+            }
+        })
+    }
 }
 
 /// Why the ring could not be reaped in user space.
@@ -67,6 +110,26 @@ pub(super) enum NoUserReap {
 unsafe impl Sync for Ring {}
 
 impl Ring {
+    /// Tasks of an executor that reap this ring now.
+    pub(super) fn reactor_tasks(&self) -> usize {
+        #[cfg(feature = "tokio")]
+        return self.reactor.tasks.waiting();
+        #[cfg(not(feature = "tokio"))]
+        0
+    }
+
+    /// No executor's task reaps from here on, and none is reaping: the kernel context can
+    /// be handed on. The tasks are woken to end.
+    pub(super) fn close_reactor(&self) {
+        #[cfg(feature = "tokio")]
+        {
+            self.reactor.tasks.close();
+            if let Some(efd) = &self.reactor.efd {
+                let _ = sys::eventfd_signal(efd.as_raw_fd());
+            }
+        }
+    }
+
     /// Runs `req` (or what is left of it) on the fallback pool.
     pub(super) fn to_pool(&self, req: Request) {
         self.pool.run(req);
@@ -90,6 +153,12 @@ impl Ring {
                 // Its address is how the completion finds its way back.
                 unsafe {
                     (*p).iocb.aio_data = p as u64;
+                    #[cfg(feature = "tokio")]
+                    if let Some(efd) = &self.reactor.efd {
+                        // The completion also signals the executor's reactor.
+                        (*p).iocb.aio_flags |= sys::IOCB_FLAG_RESFD;
+                        (*p).iocb.aio_resfd = efd.as_raw_fd() as u32;
+                    }
                     iocbs[n] = &raw mut (*p).iocb;
                 }
                 n += 1;
@@ -315,20 +384,29 @@ pub(super) fn reaper(ring: Arc<Ring>) {
         Some(POLL_FALLBACK)
     };
     loop {
-        if ring.driver.is_active() {
-            // A thread in `block_on` waits for completions itself: only look.
-            let looked = ring.driver.tick(|| {
-                ring.reap_now(&mut events)
-                    .map(|n| ring.complete_events(&events[..n], Reaper::Other))
-            });
-            if let Some(Err(e)) = looked {
-                return reap_in_user_space(&ring, &e);
+        if ring.driver.is_active() || ring.reactor_tasks() > 0 {
+            // A thread in `block_on`, or an executor's reactor, waits for completions
+            // itself: only look.
+            let idle = !ring.driver.is_active()
+                && ring.inflight.load(Ordering::Acquire) == 0
+                && !ring.shutdown.load(Ordering::Acquire);
+            if idle {
+                // Nothing to look for: no wake-up a millisecond while a runtime idles.
+                thread::park_timeout(IDLE_LOOK);
+            } else {
+                let looked = ring.driver.tick(|| {
+                    ring.reap_now(&mut events)
+                        .map(|n| ring.complete_events(&events[..n], Reaper::Other))
+                });
+                if let Some(Err(e)) = looked {
+                    return reap_in_user_space(&ring, &e);
+                }
             }
-            continue;
-        }
-        match ring.kernel_reap(|| sys::io_getevents(ring.ctx, 1, &mut events, timeout)) {
-            Ok(n) => ring.complete_events(&events[..n], Reaper::Other),
-            Err(e) => return reap_in_user_space(&ring, &e),
+        } else {
+            match ring.kernel_reap(|| sys::io_getevents(ring.ctx, 1, &mut events, timeout)) {
+                Ok(n) => ring.complete_events(&events[..n], Reaper::Other),
+                Err(e) => return reap_in_user_space(&ring, &e),
+            }
         }
         let wake_armed = ring
             .wake
@@ -341,6 +419,7 @@ pub(super) fn reaper(ring: Arc<Ring>) {
             break;
         }
     }
+    ring.close_reactor();
     put_idle(ring.nr_events, ring.ctx);
     closed();
 }

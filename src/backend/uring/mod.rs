@@ -70,7 +70,7 @@ use crate::sync::lock;
 use crate::{
     backend::{
         completes_for_others,
-        drive::{self, Drive, Driver, Early, Signal, DEEP_BATCH},
+        drive::{self, Drive, Driver, Early, Signal, DEEP_BATCH, IDLE_LOOK},
         hold_wakes,
         thread::FallbackPool,
         BoxPool, Bufs, Class, Completion, Facts, FileIo, Kind, Meta, OpQueue, Progress, Request,
@@ -159,6 +159,8 @@ impl Uring {
             owned: AtomicBool::new(false),
             own_failed: AtomicBool::new(false),
             entries,
+            #[cfg(feature = "tokio")]
+            reactor: Default::default(),
         });
         let r = Arc::clone(&ring);
         thread::Builder::new()
@@ -174,7 +176,12 @@ impl Uring {
 
     fn enqueue(&self, req: Request, mode: Mode) -> Submit {
         let op = self.ring.op(req, mode);
-        if mode != Mode::Worker && self.ring.owns(self) {
+        let own = mode != Mode::Worker && self.ring.owns(self);
+        #[cfg(feature = "tokio")]
+        if !own {
+            crate::backend::reactor::ensure(&self.ring);
+        }
+        if own {
             let queued = self.ring.own_queue.push(op);
             if self.early.queued(queued) {
                 // A large batch goes to the kernel in parts, as on linux (see `Early`).

@@ -40,9 +40,57 @@ pub(super) struct Ring {
     /// Set when this kernel cannot make such a ring: drivers then sleep on this one.
     pub(super) own_failed: AtomicBool,
     pub(super) entries: u32,
+    /// The tasks of an executor that reap this ring, woken through `efd` (see
+    /// `backend/reactor.rs`).
+    #[cfg(feature = "tokio")]
+    pub(super) reactor: crate::backend::reactor::Tasks,
+}
+
+#[cfg(feature = "tokio")]
+impl crate::backend::reactor::Source for Ring {
+    fn eventfd(&self) -> std::os::fd::RawFd {
+        self.efd.as_raw_fd()
+    }
+
+    fn reactor_started(&self) {
+        self.reactor.started();
+    }
+
+    fn reactor_stopped(&self) {
+        self.reactor.stopped();
+    }
+
+    fn reap(&self) -> bool {
+        // The eventfd's count is left alone: the reaper, when it waits on it again, finds
+        // it set and looks once more, which is harmless.
+        self.reactor.reap(|| {
+            self.driver.beat();
+            // What another thread reaps meanwhile (it holds `cq`) that thread completes.
+            if let Ok(_cq) = self.cq.try_lock() {
+                self.reap();
+            }
+        })
+    }
 }
 
 impl Ring {
+    /// Tasks of an executor that reap this ring now.
+    pub(super) fn reactor_tasks(&self) -> usize {
+        #[cfg(feature = "tokio")]
+        return self.reactor.waiting();
+        #[cfg(not(feature = "tokio"))]
+        0
+    }
+
+    /// No executor's task reaps from here on; they are woken to end.
+    pub(super) fn close_reactor(&self) {
+        #[cfg(feature = "tokio")]
+        {
+            self.reactor.close();
+            let _ = sys::eventfd_signal(self.efd.as_raw_fd());
+        }
+    }
+
     /// Runs `req` (or what is left of it) on the fallback pool.
     pub(super) fn to_pool(&self, req: Request) {
         self.pool.run(req);
@@ -251,12 +299,26 @@ pub(super) fn reaper(ring: Arc<Ring>) {
     ring.driver.register_reaper();
     completes_for_others();
     loop {
-        if ring.driver.is_active() && !ring.owned.load(Ordering::Acquire) {
-            // A thread in `block_on` waits for completions on this ring itself: only look.
-            ring.driver.tick(|| {
-                let _cq = lock(&ring.cq);
-                ring.reap();
-            });
+        let reactor = ring.reactor_tasks() > 0;
+        if (ring.driver.is_active() && !ring.owned.load(Ordering::Acquire)) || reactor {
+            // A thread in `block_on`, or an executor's reactor, waits for completions on
+            // this ring itself: only look.
+            if !ring.driver.is_active()
+                && ring.inflight.load(Ordering::Acquire) == 0
+                && !ring.shutdown.load(Ordering::Acquire)
+            {
+                // Nothing to look for: no wake-up a millisecond while a runtime idles.
+                thread::park_timeout(IDLE_LOOK);
+            } else {
+                ring.driver.tick(|| {
+                    let _cq = lock(&ring.cq);
+                    ring.reap();
+                });
+            }
+            if ring.shutdown.load(Ordering::Acquire) && ring.inflight.load(Ordering::Acquire) == 0 {
+                ring.close_reactor();
+                return;
+            }
             continue;
         }
         if let Err(e) = sys::eventfd_wait(ring.efd.as_raw_fd()) {
@@ -276,6 +338,7 @@ pub(super) fn reaper(ring: Arc<Ring>) {
             let _ = sys::eventfd_signal(ring.efd.as_raw_fd());
         }
         if ring.shutdown.load(Ordering::Acquire) && ring.inflight.load(Ordering::Acquire) == 0 {
+            ring.close_reactor();
             return;
         }
     }

@@ -1,0 +1,412 @@
+//! Completions through tokio's reactor (the `tokio` feature, `linux`): every operation
+//! completes, with its data, however the runtimes and threads that use one `Context` come
+//! and go. Each case runs in a child process with a timeout: a lost completion is a hang.
+//! (That the runtime's threads do the reaping is shown under strace in
+//! `linux_async.rs`.)
+#![cfg(all(feature = "tokio", target_os = "linux"))]
+
+mod util;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use caio::{Buffer, Context, File, Implementation};
+
+const CHILD: &str = "CAIO_REACTOR_TEST_CHILD";
+const BLOCKS: u64 = 2048;
+
+fn pattern_at(off: u64) -> u8 {
+    (off / 4096 % 251) as u8
+}
+
+/// A file of `BLOCKS` 4 KiB blocks, each filled with its own byte.
+fn data_file(dir: &Path) -> PathBuf {
+    let path = dir.join("data");
+    let mut v = Vec::with_capacity((BLOCKS * 4096) as usize);
+    for b in 0..BLOCKS {
+        v.extend(std::iter::repeat_n(pattern_at(b * 4096), 4096));
+    }
+    std::fs::write(&path, v).unwrap();
+    path
+}
+
+fn linux() -> Context {
+    Context::builder()
+        .implementation(Implementation::Linux)
+        .max_requests(64)
+        .build()
+        .unwrap()
+}
+
+fn uring() -> Context {
+    Context::builder()
+        .implementation(Implementation::Uring)
+        .max_requests(64)
+        .build()
+        .unwrap()
+}
+
+async fn open(ctx: &Context, path: &Path) -> File {
+    caio::OpenOptions::new()
+        .read(true)
+        .direct(true)
+        .context(ctx.clone())
+        .open(path)
+        .await
+        .unwrap()
+}
+
+/// Reads block `k` and checks it.
+async fn read_block(file: &File, k: u64) {
+    let off = k * 7919 % BLOCKS * 4096;
+    let (n, buf) = file.read_at_into(Buffer::with_capacity(4096), off).await;
+    assert_eq!(n.unwrap(), 4096);
+    assert!(buf.iter().all(|&b| b == pattern_at(off)), "data at {off}");
+}
+
+fn multi() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn current() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Waits for the context to finish everything, at most 20 s, from a plain thread.
+fn idle(ctx: &Context) {
+    assert!(
+        ctx.wait_idle_timeout(Duration::from_secs(20)),
+        "operations left in flight"
+    );
+}
+
+#[test]
+fn child() {
+    let Ok(case) = std::env::var(CHILD) else {
+        return;
+    };
+    let path = PathBuf::from(std::env::var("CAIO_REACTOR_TEST_FILE").unwrap());
+    let ctx = if case.starts_with("uring") {
+        uring()
+    } else {
+        linux()
+    };
+    match case.as_str() {
+        "migrate" => {
+            // Futures polled once on one task (so their reads are in the kernel), then
+            // awaited by other tasks, which the two workers run as they please.
+            let rt = multi();
+            rt.block_on(async {
+                let file = Arc::new(open(&ctx, &path).await);
+                let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+                let f = Arc::clone(&file);
+                let producer = tokio::spawn(async move {
+                    for k in 0..512u64 {
+                        let f = Arc::clone(&f);
+                        let mut read = Box::pin(async move { read_block(&f, k).await });
+                        // Started here, in flight when handed over.
+                        let _ = futures::poll!(read.as_mut());
+                        tx.send(read).await.unwrap();
+                    }
+                });
+                let mut awaiting = Vec::new();
+                while let Some(read) = rx.recv().await {
+                    awaiting.push(tokio::spawn(read));
+                }
+                producer.await.unwrap();
+                for t in awaiting {
+                    t.await.unwrap();
+                }
+            });
+        }
+        "shutdown" => {
+            // A runtime shut down with reads in flight: the context's own thread completes
+            // them, and the context goes on working.
+            let rt = multi();
+            let file = Arc::new(rt.block_on(open(&ctx, &path)));
+            for k in 0..64u64 {
+                let f = Arc::clone(&file);
+                rt.spawn(async move { read_block(&f, k).await });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+            rt.shutdown_timeout(Duration::ZERO);
+            idle(&ctx);
+            futures::executor::block_on(async {
+                for k in 0..64 {
+                    read_block(&file, k).await;
+                }
+            });
+        }
+        "two_runtimes" => {
+            // A multi-thread and a current-thread runtime on one context at once.
+            let ctx2 = ctx.clone();
+            let path2 = path.clone();
+            let other = std::thread::spawn(move || {
+                current().block_on(async {
+                    let file = Arc::new(open(&ctx2, &path2).await);
+                    let tasks: Vec<_> = (0..8u64)
+                        .map(|t| {
+                            let f = Arc::clone(&file);
+                            tokio::spawn(async move {
+                                for k in (t..800).step_by(8) {
+                                    read_block(&f, k).await;
+                                }
+                            })
+                        })
+                        .collect();
+                    for t in tasks {
+                        t.await.unwrap();
+                    }
+                })
+            });
+            multi().block_on(async {
+                let file = Arc::new(open(&ctx, &path).await);
+                let tasks: Vec<_> = (0..8u64)
+                    .map(|t| {
+                        let f = Arc::clone(&file);
+                        tokio::spawn(async move {
+                            for k in (t..800).step_by(8) {
+                                read_block(&f, k + 1000).await;
+                            }
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            });
+            other.join().unwrap();
+        }
+        "plain_thread" => {
+            // A runtime and a plain thread (futures' executor) on one context at once.
+            let ctx2 = ctx.clone();
+            let path2 = path.clone();
+            let plain = std::thread::spawn(move || {
+                futures::executor::block_on(async {
+                    let file = open(&ctx2, &path2).await;
+                    for k in 0..600 {
+                        read_block(&file, k).await;
+                    }
+                })
+            });
+            current().block_on(async {
+                let file = Arc::new(open(&ctx, &path).await);
+                let tasks: Vec<_> = (0..4u64)
+                    .map(|t| {
+                        let f = Arc::clone(&file);
+                        tokio::spawn(async move {
+                            for k in (t..600).step_by(4) {
+                                read_block(&f, k + 500).await;
+                            }
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            });
+            plain.join().unwrap();
+        }
+        "cancel" => {
+            // Futures dropped with their reads in the kernel: the buffers stay with the
+            // requests until the kernel is done, the context goes idle, and later reads
+            // see their own data.
+            let rt = current();
+            rt.block_on(async {
+                let file = Arc::new(open(&ctx, &path).await);
+                for round in 0..20u64 {
+                    let mut reads: Vec<_> = (0..32u64)
+                        .map(|k| {
+                            let f = Arc::clone(&file);
+                            Box::pin(async move { read_block(&f, round * 32 + k).await })
+                        })
+                        .collect();
+                    for r in &mut reads {
+                        let _ = futures::poll!(r.as_mut());
+                    }
+                    drop(reads);
+                    read_block(&file, round).await;
+                }
+            });
+            idle(&ctx);
+        }
+        "contexts_come_and_go" => {
+            // Contexts made and dropped inside one runtime, whose tasks outlive them: a
+            // new context may reuse a dropped one's kernel context, which the old task
+            // must never reap from.
+            let rt = multi();
+            rt.block_on(async {
+                for round in 0..30u64 {
+                    let ctx = linux();
+                    let file = Arc::new(open(&ctx, &path).await);
+                    let tasks: Vec<_> = (0..4u64)
+                        .map(|t| {
+                            let f = Arc::clone(&file);
+                            tokio::spawn(async move {
+                                for k in (t..64).step_by(4) {
+                                    read_block(&f, round * 64 + k).await;
+                                }
+                            })
+                        })
+                        .collect();
+                    for t in tasks {
+                        t.await.unwrap();
+                    }
+                    drop(file);
+                    ctx.wait_idle().await;
+                }
+            });
+        }
+        "uring_tokio" => {
+            // Eight tasks reading in turn on the current-thread runtime.
+            current().block_on(async {
+                let file = Arc::new(open(&ctx, &path).await);
+                let tasks: Vec<_> = (0..8u64)
+                    .map(|t| {
+                        let f = Arc::clone(&file);
+                        tokio::spawn(async move {
+                            for k in (t..512).step_by(8) {
+                                read_block(&f, k).await;
+                            }
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            });
+        }
+        other => panic!("no case {other}"),
+    }
+    idle(&ctx);
+    println!("CHILD OK {case}");
+}
+
+fn run(case: &str) {
+    if !Implementation::Linux.is_available() {
+        eprintln!("SKIP: kernel AIO is not available here");
+        return;
+    }
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = data_file(dir.path());
+    let out = util::run_test_child(
+        "child",
+        &[
+            (CHILD, case),
+            ("CAIO_REACTOR_TEST_FILE", path.to_str().unwrap()),
+        ],
+        Duration::from_secs(60),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(&format!("CHILD OK {case}")),
+        "{case}: {:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn tasks_that_migrate_between_workers_with_reads_in_flight_complete() {
+    run("migrate");
+}
+
+#[test]
+fn a_runtime_shut_down_with_reads_in_flight_leaves_nothing_lost_or_stuck() {
+    run("shutdown");
+}
+
+#[test]
+fn two_runtimes_sharing_one_context_both_complete() {
+    run("two_runtimes");
+}
+
+#[test]
+fn a_runtime_and_a_plain_thread_on_one_context_both_complete() {
+    run("plain_thread");
+}
+
+#[test]
+fn contexts_dropped_while_their_runtime_lives_never_touch_their_successors() {
+    run("contexts_come_and_go");
+}
+
+#[test]
+fn dropped_futures_under_the_reactor_leave_the_context_idle_and_later_reads_right() {
+    run("cancel");
+}
+
+/// On `uring`, completions of operations sent from a runtime's threads are reaped by
+/// those threads, woken by the runtime's reactor: the reaper thread no longer takes the
+/// ring's eventfd count for them (its blocking `read` of it, under strace).
+#[test]
+fn under_tokio_uring_completions_are_reaped_by_the_runtime_not_the_reaper() {
+    if !Implementation::Uring.is_available() {
+        eprintln!("SKIP: io_uring is not available here");
+        return;
+    }
+    if !std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        eprintln!("SKIP: strace is not installed (.ci/run installs it)");
+        return;
+    }
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = data_file(dir.path());
+    let trace = dir.path().join("strace");
+    let mut cmd = util::test_command(
+        "child",
+        &[
+            "strace",
+            "-f",
+            "-qq",
+            "-o",
+            trace.to_str().unwrap(),
+            "-e",
+            "trace=io_uring_register,read",
+        ],
+    );
+    cmd.env(CHILD, "uring_tokio")
+        .env("CAIO_REACTOR_TEST_FILE", &path);
+    let out = util::output_within(cmd, Duration::from_secs(120));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trace = std::fs::read_to_string(&trace).unwrap();
+    // The eventfd the context registers with its ring.
+    let efd: String = trace
+        .lines()
+        .filter(|l| l.contains("IORING_REGISTER_EVENTFD"))
+        .filter_map(|l| {
+            l.split_once("IORING_REGISTER_EVENTFD, [")?
+                .1
+                .split_once(']')
+        })
+        .map(|(fd, _)| fd.to_string())
+        .next_back()
+        .expect("the ring's eventfd is registered");
+    let taken = trace
+        .lines()
+        .filter(|l| l.contains(&format!("read({efd}, ")) && l.trim_end().ends_with("= 8"))
+        .count();
+    println!("uring under tokio: the eventfd {efd} was read {taken} times for 512 reads");
+    // The reaper may be waiting on it already when the first reads are sent.
+    assert!(
+        taken <= 2,
+        "the reaper thread took the ring's eventfd {taken} times"
+    );
+}
