@@ -404,9 +404,11 @@ fn under_tokio_uring_completions_are_reaped_by_the_runtime_not_the_reaper() {
         .filter(|l| l.contains(&format!("read({efd}, ")) && l.trim_end().ends_with("= 8"))
         .count();
     println!("uring under tokio: the eventfd {efd} was read {taken} times for 512 reads");
-    // The reaper may be waiting on it already when the first reads are sent.
+    // The reaper is waiting on it already when the first reads are sent, and takes that
+    // signal; once the runtime is gone it waits on it again, and takes the count the
+    // runtime's reaps left, then the context's own signal at its end: three at most.
     assert!(
-        taken <= 2,
+        taken <= 3,
         "the reaper thread took the ring's eventfd {taken} times"
     );
 }

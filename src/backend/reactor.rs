@@ -92,8 +92,9 @@ impl Tasks {
 
 /// One source a task on this thread reaps, or that cannot be reaped here.
 struct Entry {
-    /// The source's address: unique while `task` lives (the task holds the source).
-    source: usize,
+    /// The source: compared by address, which no other source can take while this weak
+    /// handle keeps its allocation.
+    source: Weak<dyn std::any::Any + Send + Sync>,
     /// Alive as long as the task; `None` when this thread needs none (its runtime has a
     /// task on another worker, or no reactor).
     task: Option<Weak<()>>,
@@ -107,21 +108,26 @@ thread_local! {
 /// runtime reaps `source`. Cheap when one already does: a look at a short thread-local
 /// list.
 pub(crate) fn ensure<S: Source>(source: &Arc<S>) {
-    let key = Arc::as_ptr(source) as *const () as usize;
     let known = TASKS.with(|t| {
         let mut t = t.borrow_mut();
-        // Forget the tasks of runtimes that are gone.
-        t.retain(|e| e.task.as_ref().is_none_or(|w| w.strong_count() > 0));
-        t.iter().any(|e| e.source == key)
+        // Forget the sources that are gone, and the tasks of runtimes that are.
+        t.retain(|e| {
+            e.source.strong_count() > 0 && e.task.as_ref().is_none_or(|w| w.strong_count() > 0)
+        });
+        t.iter()
+            .any(|e| std::ptr::addr_eq(e.source.as_ptr(), Arc::as_ptr(source)))
     });
-    if known {
+    // An unwinding thread (a `File` dropped in a panic) may not touch the panic hook,
+    // which a first registration does: the reaper serves it.
+    if known || thread::panicking() {
         return;
     }
     let Ok(handle) = tokio::runtime::Handle::try_current() else {
         return;
     };
     let task = start(&handle, Arc::clone(source)).ok();
-    TASKS.with(|t| t.borrow_mut().push(Entry { source: key, task }));
+    let weak = Arc::downgrade(source);
+    TASKS.with(|t| t.borrow_mut().push(Entry { source: weak, task }));
 }
 
 /// Registers the source's eventfd with the runtime's reactor and spawns the task that

@@ -449,6 +449,7 @@ pub(super) fn reap_in_user_space(ring: &Ring, e: &io::Error) {
     while !ring.shutdown.load(Ordering::Acquire) {
         thread::sleep(POLL_FALLBACK);
     }
+    ring.close_reactor();
     destroy_started();
     destroy_now(ring.ctx);
     closed();
