@@ -59,6 +59,24 @@ async fn open(ctx: &Context, path: &Path) -> File {
         .unwrap()
 }
 
+/// Reads blocks `range` (each as `read_block` maps it) in `tasks` spawned tasks, each
+/// taking every `tasks`-th, and waits for them all.
+async fn read_in_tasks(file: &Arc<File>, tasks: u64, range: std::ops::Range<u64>) {
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let (f, range) = (Arc::clone(file), range.clone());
+            tokio::spawn(async move {
+                for k in range.skip(t as usize).step_by(tasks as usize) {
+                    read_block(&f, k).await;
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.unwrap();
+    }
+}
+
 /// Reads block `k` and checks it.
 async fn read_block(file: &File, k: u64) {
     let off = k * 7919 % BLOCKS * 4096;
@@ -154,36 +172,12 @@ fn child() {
             let other = std::thread::spawn(move || {
                 current().block_on(async {
                     let file = Arc::new(open(&ctx2, &path2).await);
-                    let tasks: Vec<_> = (0..8u64)
-                        .map(|t| {
-                            let f = Arc::clone(&file);
-                            tokio::spawn(async move {
-                                for k in (t..800).step_by(8) {
-                                    read_block(&f, k).await;
-                                }
-                            })
-                        })
-                        .collect();
-                    for t in tasks {
-                        t.await.unwrap();
-                    }
+                    read_in_tasks(&file, 8, 0..800).await;
                 })
             });
             multi().block_on(async {
                 let file = Arc::new(open(&ctx, &path).await);
-                let tasks: Vec<_> = (0..8u64)
-                    .map(|t| {
-                        let f = Arc::clone(&file);
-                        tokio::spawn(async move {
-                            for k in (t..800).step_by(8) {
-                                read_block(&f, k + 1000).await;
-                            }
-                        })
-                    })
-                    .collect();
-                for t in tasks {
-                    t.await.unwrap();
-                }
+                read_in_tasks(&file, 8, 1000..1800).await;
             });
             other.join().unwrap();
         }
@@ -201,19 +195,7 @@ fn child() {
             });
             current().block_on(async {
                 let file = Arc::new(open(&ctx, &path).await);
-                let tasks: Vec<_> = (0..4u64)
-                    .map(|t| {
-                        let f = Arc::clone(&file);
-                        tokio::spawn(async move {
-                            for k in (t..600).step_by(4) {
-                                read_block(&f, k + 500).await;
-                            }
-                        })
-                    })
-                    .collect();
-                for t in tasks {
-                    t.await.unwrap();
-                }
+                read_in_tasks(&file, 4, 500..1100).await;
             });
             plain.join().unwrap();
         }
@@ -249,19 +231,7 @@ fn child() {
                 for round in 0..30u64 {
                     let ctx = linux();
                     let file = Arc::new(open(&ctx, &path).await);
-                    let tasks: Vec<_> = (0..4u64)
-                        .map(|t| {
-                            let f = Arc::clone(&file);
-                            tokio::spawn(async move {
-                                for k in (t..64).step_by(4) {
-                                    read_block(&f, round * 64 + k).await;
-                                }
-                            })
-                        })
-                        .collect();
-                    for t in tasks {
-                        t.await.unwrap();
-                    }
+                    read_in_tasks(&file, 4, round * 64..(round + 1) * 64).await;
                     drop(file);
                     ctx.wait_idle().await;
                 }
@@ -271,19 +241,7 @@ fn child() {
             // Eight tasks reading in turn on the current-thread runtime.
             current().block_on(async {
                 let file = Arc::new(open(&ctx, &path).await);
-                let tasks: Vec<_> = (0..8u64)
-                    .map(|t| {
-                        let f = Arc::clone(&file);
-                        tokio::spawn(async move {
-                            for k in (t..512).step_by(8) {
-                                read_block(&f, k).await;
-                            }
-                        })
-                    })
-                    .collect();
-                for t in tasks {
-                    t.await.unwrap();
-                }
+                read_in_tasks(&file, 8, 0..512).await;
             });
         }
         other => panic!("no case {other}"),

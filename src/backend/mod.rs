@@ -38,7 +38,7 @@
 //!
 //! A backend that reaps completions on a thread of its own may also let another thread
 //! (the one in [`Context::block_on`](crate::Context::block_on)) wait for them itself: it
-//! implements the [`Drive`] contract (`drive.rs`) and returns it from [`FileIo::drive`].
+//! implements the [`Drive`] contract (`drive/`) and returns it from [`FileIo::drive`].
 //! Under the others, that thread spins briefly, then parks.
 //!
 //! # The floor plan
@@ -48,9 +48,10 @@
 //!   kernel attempt moved ([`Request::advance`]); `slot.rs`: where its result waits for
 //!   the future; `plan.rs`: what an operation asked for ([`What`]) becomes a request once
 //!   it holds a permit, and what is known of its descriptor ([`Facts`]).
-//! - `drive.rs`: the [`Drive`] contract and what its drivers share; `reactor.rs` (with
-//!   the `tokio` feature): a task of the executor that reaps where the kernel signals an
-//!   eventfd, while the reaper stands down.
+//! - `drive/`: the [`Drive`] contract and what its drivers share (`pace.rs`: how the
+//!   driving thread paces its waits); `reactor.rs` (with the `tokio` feature): a task of
+//!   the executor that reaps where the kernel signals an eventfd, while the reaper stands
+//!   down.
 //! - `thread.rs`, `blocking.rs`: the two backends without a kernel queue; the thread pool
 //!   is also the kernel backends' [`FallbackPool`](thread::FallbackPool).
 //! - `linux/` and `uring/`, with the same rooms: `mod.rs` (the backend, its `FileIo` and
@@ -97,7 +98,7 @@ pub(crate) mod thread;
 pub(crate) mod uring;
 
 pub(crate) use drive::Drive;
-pub(crate) use plan::{Facts, FdInfo, Plan, What};
+pub(crate) use plan::{is_direct, Facts, FdInfo, Plan, What};
 pub(crate) use recycle::{BoxPool, OpQueue};
 pub(crate) use request::{
     Bufs, Call, Class, Completion, Kind, Meta, Opened, Out, Progress, Request,

@@ -99,6 +99,15 @@ impl Facts {
     }
 }
 
+/// Whether `fd` is O_DIRECT: as the file layer knows it, else one `fcntl` (false when
+/// that fails: the request then fails on its own).
+pub(crate) fn is_direct(file: Option<&FdInfo>, fd: RawFd) -> bool {
+    match file {
+        Some(f) => f.facts.direct,
+        None => sys::is_direct(fd).unwrap_or(false),
+    }
+}
+
 /// What the file layer knows about its descriptor, and the owner that keeps it open until
 /// every request on it is finished.
 #[derive(Clone)]
@@ -118,10 +127,7 @@ impl Plan {
             what,
             file,
         } = self;
-        let direct = || match &file {
-            Some(f) => f.facts.direct,
-            None => sys::is_direct(fd).unwrap_or(false),
-        };
+        let direct = || is_direct(file.as_ref(), fd);
         let unaligned = |v: &[Buffer]| v.iter().any(|b| !b.is_aligned_to(ALIGNMENT));
         let mut keep = Bufs::None;
         let kind = match what {

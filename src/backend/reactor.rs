@@ -37,13 +37,11 @@ use tokio::io::unix::AsyncFd;
 pub(crate) trait Source: Send + Sync + 'static {
     /// The eventfd the kernel signals at each completion.
     fn eventfd(&self) -> RawFd;
-    /// A task starts waiting on it: counted, so that the reaper thread stands down.
-    fn reactor_started(&self);
-    /// A task stops waiting on it (its runtime shut down, or the source closed).
-    fn reactor_stopped(&self);
-    /// Reaps what is ready, without waiting, and wakes its tasks; `false` once the source
-    /// is closed for good (the task then ends).
-    fn reap(&self) -> bool;
+    /// The tasks that reap it.
+    fn tasks(&self) -> &Tasks;
+    /// Reaps what is ready, without waiting, and wakes its tasks. Called only while the
+    /// source is open (see [`Tasks::reap`]).
+    fn reap_ready(&self);
 }
 
 /// A source's account of the tasks that reap it: how many wait on it (while any does, the
@@ -61,16 +59,16 @@ impl Tasks {
         self.waiting.load(Ordering::SeqCst)
     }
 
-    pub(crate) fn started(&self) {
+    fn started(&self) {
         self.waiting.fetch_add(1, Ordering::SeqCst);
     }
 
-    pub(crate) fn stopped(&self) {
+    fn stopped(&self) {
         self.waiting.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Runs `reap` unless the source is closed; `false` when it is.
-    pub(crate) fn reap(&self, reap: impl FnOnce()) -> bool {
+    fn reap(&self, reap: impl FnOnce()) -> bool {
         self.reaping.fetch_add(1, Ordering::SeqCst);
         let open = !self.closed.load(Ordering::SeqCst);
         if open {
@@ -109,13 +107,16 @@ thread_local! {
 /// list.
 pub(crate) fn ensure<S: Source>(source: &Arc<S>) {
     let known = TASKS.with(|t| {
+        let live = |e: &Entry| e.task.as_ref().is_none_or(|w| w.strong_count() > 0);
         let mut t = t.borrow_mut();
-        // Forget the sources that are gone, and the tasks of runtimes that are.
-        t.retain(|e| {
-            e.source.strong_count() > 0 && e.task.as_ref().is_none_or(|w| w.strong_count() > 0)
-        });
-        t.iter()
-            .any(|e| std::ptr::addr_eq(e.source.as_ptr(), Arc::as_ptr(source)))
+        let mine = |e: &Entry| std::ptr::addr_eq(e.source.as_ptr(), Arc::as_ptr(source));
+        if t.iter().any(|e| mine(e) && live(e)) {
+            return true;
+        }
+        // A miss (once per thread, source and runtime): forget the sources that are gone,
+        // and the tasks of runtimes that are.
+        t.retain(|e| e.source.strong_count() > 0 && live(e));
+        false
     });
     // An unwinding thread (a `File` dropped in a panic) may not touch the panic hook,
     // which a first registration does: the reaper serves it.
@@ -148,7 +149,7 @@ fn start<S: Source>(handle: &tokio::runtime::Handle, source: Arc<S>) -> io::Resu
     .map_err(|_| io::Error::other("the tokio runtime has no I/O driver (enable_io)"))??;
     let alive = Arc::new(());
     let weak = Arc::downgrade(&alive);
-    source.reactor_started();
+    source.tasks().started();
     let guard = Stopped(Arc::clone(&source));
     handle.spawn(async move {
         let _alive = alive;
@@ -161,7 +162,8 @@ fn start<S: Source>(handle: &tokio::runtime::Handle, source: Arc<S>) -> io::Resu
             // counter is never read: each signal wakes an edge-triggered epoll anyway,
             // and a read would be one more system call per wake.
             ready.clear_ready();
-            if !afd.get_ref().0.reap() {
+            let source = &afd.get_ref().0;
+            if !source.tasks().reap(|| source.reap_ready()) {
                 break;
             }
         }
@@ -197,7 +199,7 @@ struct Stopped<S: Source>(Arc<S>);
 
 impl<S: Source> Drop for Stopped<S> {
     fn drop(&mut self) {
-        self.0.reactor_stopped();
+        self.0.tasks().stopped();
     }
 }
 

@@ -75,7 +75,7 @@ use crate::sync::lock;
 use crate::{
     backend::{
         completes_for_others,
-        drive::{self, Drive, Driver, Early, LateWakes, Signal, DEEP_BATCH, IDLE_LOOK},
+        drive::{self, Drive, Driver, Early, LateWakes, Signal, DEEP_BATCH},
         hold_wakes,
         thread::FallbackPool,
         BoxPool, Class, Facts, FileIo, Kind, OpQueue, Progress, Request, Submit,

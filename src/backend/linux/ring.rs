@@ -72,26 +72,20 @@ impl crate::backend::reactor::Source for Ring {
         self.reactor.efd.as_ref().map_or(-1, AsRawFd::as_raw_fd)
     }
 
-    fn reactor_started(&self) {
-        self.reactor.tasks.started();
+    fn tasks(&self) -> &crate::backend::reactor::Tasks {
+        &self.reactor.tasks
     }
 
-    fn reactor_stopped(&self) {
-        self.reactor.tasks.stopped();
-    }
-
-    fn reap(&self) -> bool {
-        self.reactor.tasks.reap(|| {
-            if self.degraded.load(Ordering::Acquire) {
-                return;
-            }
-            self.driver.beat();
-            let mut events = [IoEvent::default(); 64];
-            // What another thread reaps meanwhile (`Busy`) that thread completes.
-            while let Ok(n @ 1..) = self.reap_user(&mut events) {
-                self.complete_events(&events[..n], Reaper::Other);
-            }
-        })
+    fn reap_ready(&self) {
+        if self.degraded.load(Ordering::Acquire) {
+            return;
+        }
+        self.driver.beat();
+        let mut events = [IoEvent::default(); 64];
+        // What another thread reaps meanwhile (`Busy`) that thread completes.
+        while let Ok(n @ 1..) = self.reap_user(&mut events) {
+            self.complete_events(&events[..n], Reaper::Other);
+        }
     }
 }
 
@@ -341,10 +335,7 @@ impl Ring {
             let errno = (-res) as i32;
             if nowait && (errno == libc::EAGAIN || errno == libc::EOPNOTSUPP) {
                 // It would have blocked: run it where it will not.
-                let direct = match &req.file {
-                    Some(f) => f.facts.direct,
-                    None => sys::is_direct(req.fd).unwrap_or(false),
-                };
+                let direct = crate::backend::is_direct(req.file.as_ref(), req.fd);
                 let route = route_would_block(req.kind.class(), direct);
                 let req = self.ops.unbox(op).req;
                 return match route {
@@ -387,20 +378,15 @@ pub(super) fn reaper(ring: Arc<Ring>) {
         if ring.driver.is_active() || ring.reactor_tasks() > 0 {
             // A thread in `block_on`, or an executor's reactor, waits for completions
             // itself: only look.
-            let idle = !ring.driver.is_active()
-                && ring.inflight.load(Ordering::Acquire) == 0
+            // Not idle at shutdown: the wake-up poll's completion is still to be reaped.
+            let idle = ring.inflight.load(Ordering::Acquire) == 0
                 && !ring.shutdown.load(Ordering::Acquire);
-            if idle {
-                // Nothing to look for: no wake-up a millisecond while a runtime idles.
-                thread::park_timeout(IDLE_LOOK);
-            } else {
-                let looked = ring.driver.tick(|| {
-                    ring.reap_now(&mut events)
-                        .map(|n| ring.complete_events(&events[..n], Reaper::Other))
-                });
-                if let Some(Err(e)) = looked {
-                    return reap_in_user_space(&ring, &e);
-                }
+            let looked = ring.driver.look(idle, || {
+                ring.reap_now(&mut events)
+                    .map(|n| ring.complete_events(&events[..n], Reaper::Other))
+            });
+            if let Some(Err(e)) = looked {
+                return reap_in_user_space(&ring, &e);
             }
         } else {
             match ring.kernel_reap(|| sys::io_getevents(ring.ctx, 1, &mut events, timeout)) {

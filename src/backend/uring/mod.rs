@@ -70,7 +70,7 @@ use crate::sync::lock;
 use crate::{
     backend::{
         completes_for_others,
-        drive::{self, Drive, Driver, Early, Signal, DEEP_BATCH, IDLE_LOOK},
+        drive::{self, Drive, Driver, Early, Signal, DEEP_BATCH},
         hold_wakes,
         thread::FallbackPool,
         BoxPool, Bufs, Class, Completion, Facts, FileIo, Kind, Meta, OpQueue, Progress, Request,

@@ -52,24 +52,18 @@ impl crate::backend::reactor::Source for Ring {
         self.efd.as_raw_fd()
     }
 
-    fn reactor_started(&self) {
-        self.reactor.started();
+    fn tasks(&self) -> &crate::backend::reactor::Tasks {
+        &self.reactor
     }
 
-    fn reactor_stopped(&self) {
-        self.reactor.stopped();
-    }
-
-    fn reap(&self) -> bool {
+    fn reap_ready(&self) {
         // The eventfd's count is left alone: the reaper, when it waits on it again, finds
         // it set and looks once more, which is harmless.
-        self.reactor.reap(|| {
-            self.driver.beat();
-            // What another thread reaps meanwhile (it holds `cq`) that thread completes.
-            if let Ok(_cq) = self.cq.try_lock() {
-                self.reap();
-            }
-        })
+        self.driver.beat();
+        // What another thread reaps meanwhile (it holds `cq`) that thread completes.
+        if let Ok(_cq) = self.cq.try_lock() {
+            self.reap();
+        }
     }
 }
 
@@ -303,18 +297,12 @@ pub(super) fn reaper(ring: Arc<Ring>) {
         if (ring.driver.is_active() && !ring.owned.load(Ordering::Acquire)) || reactor {
             // A thread in `block_on`, or an executor's reactor, waits for completions on
             // this ring itself: only look.
-            if !ring.driver.is_active()
-                && ring.inflight.load(Ordering::Acquire) == 0
-                && !ring.shutdown.load(Ordering::Acquire)
-            {
-                // Nothing to look for: no wake-up a millisecond while a runtime idles.
-                thread::park_timeout(IDLE_LOOK);
-            } else {
-                ring.driver.tick(|| {
-                    let _cq = lock(&ring.cq);
-                    ring.reap();
-                });
-            }
+            let idle = ring.inflight.load(Ordering::Acquire) == 0
+                && !ring.shutdown.load(Ordering::Acquire);
+            ring.driver.look(idle, || {
+                let _cq = lock(&ring.cq);
+                ring.reap();
+            });
             if ring.shutdown.load(Ordering::Acquire) && ring.inflight.load(Ordering::Acquire) == 0 {
                 ring.close_reactor();
                 return;
