@@ -39,11 +39,15 @@ struct Control {
     fail: AtomicBool,
     /// Every read and write of "slow" sleeps this long first.
     delay_ms: AtomicU64,
+    /// Reads of "slow" wait for each other: one at a time, as on a device of one queue.
+    serial: AtomicBool,
     faults: AtomicU64,
 }
 
 struct FaultFs {
     ctl: Arc<Control>,
+    /// Held through a serial read's delay.
+    device: Mutex<()>,
     files: Vec<Mutex<Vec<u8>>>, // by inode - 2
 }
 
@@ -88,9 +92,13 @@ impl FaultFs {
                 Some(Errno::EIO)
             }
             SLOW => {
-                std::thread::sleep(Duration::from_millis(
-                    self.ctl.delay_ms.load(Ordering::SeqCst),
-                ));
+                let delay = Duration::from_millis(self.ctl.delay_ms.load(Ordering::SeqCst));
+                let _one = self
+                    .ctl
+                    .serial
+                    .load(Ordering::SeqCst)
+                    .then(|| self.device.lock().unwrap_or_else(|p| p.into_inner()));
+                std::thread::sleep(delay);
                 None
             }
             _ => None,
@@ -101,6 +109,17 @@ impl FaultFs {
 const TTL: Duration = Duration::ZERO;
 
 impl Filesystem for FaultFs {
+    fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
+        // O_DIRECT reads submitted through kernel AIO stay asynchronous: io_submit returns
+        // once the request is queued to us.
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_ASYNC_DIO);
+        // And io_submit does not wait for room: the kernel holds back (and blocks the
+        // submitter) past this many requests to us at once.
+        let _ = config.set_max_background(256);
+        let _ = config.set_congestion_threshold(192);
+        Ok(())
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match NAMES
             .iter()
@@ -244,6 +263,7 @@ impl Mounted {
         let ctl = Arc::new(Control::default());
         let fs = FaultFs {
             ctl: Arc::clone(&ctl),
+            device: Mutex::new(()),
             files: (0..3).map(|k| Mutex::new(pattern(SIZE, k))).collect(),
         };
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
@@ -494,4 +514,170 @@ fn fuse_reads_under_the_linux_backend_match() {
         c.wait_idle_timeout(Duration::from_secs(10)),
         "idle before unmount"
     );
+}
+
+#[cfg(feature = "tokio")]
+const DEPTH_CHILD: &str = "CAIO_FUSE_DEPTH_CHILD";
+
+/// Under tokio at queue depth 32 (32 tasks, each reading in turn), the few reads the tasks
+/// send in one scheduler pass are held until a batch goes in one `io_submit`: at least 8
+/// on average. The file is served one read at a time, a millisecond each, so reads
+/// complete one by one and deep in flight, however fast the machine runs the code; each
+/// completion alone would otherwise be one `io_submit`.
+#[cfg(feature = "tokio")]
+#[test]
+fn under_tokio_at_depth_each_io_submit_carries_a_batch() {
+    if std::env::var_os(DEPTH_CHILD).is_some() {
+        return;
+    }
+    if !Implementation::Linux.is_available() {
+        eprintln!("SKIP: no kernel AIO");
+        return;
+    }
+    let traced = std::process::Command::new("strace").arg("-V").output();
+    if !traced.is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIP: strace is not installed (.ci/run installs it)");
+        return;
+    }
+    let out_dir = tempfile::tempdir().unwrap();
+    for flavor in ["mt", "ct"] {
+        let log = out_dir.path().join(flavor);
+        // Only io_submit stops the child (--seccomp-bpf): the rest runs as it would.
+        let mut cmd = util::test_command(
+            "child_reads_at_depth",
+            &[
+                "strace",
+                "-f",
+                "-qq",
+                "--seccomp-bpf",
+                "-e",
+                "trace=io_submit",
+                "-o",
+                log.to_str().unwrap(),
+            ],
+        );
+        cmd.env(DEPTH_CHILD, flavor);
+        let out = util::output_within(cmd, Duration::from_secs(120));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "child failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if stdout.contains("CHILD skip") {
+            eprintln!("SKIP: {stdout}");
+            return;
+        }
+        let reads: usize = util::child_field(&stdout, "reads");
+        std::fs::write(format!("/tmp/child-{flavor}.err"), &out.stderr).unwrap();
+        // Each line: io_submit(ctx, n, [...]) = n, or "<unfinished ...>" and later
+        // "<... io_submit resumed>) = n" on the same thread.
+        let text = std::fs::read_to_string(&log).unwrap();
+        let (mut calls, mut sent, mut sizes) = (0, 0, Vec::new());
+        let mut open: std::collections::HashMap<String, bool> = Default::default();
+        for line in text.lines() {
+            let (tid, rest) = line.split_once(' ').unwrap_or(("", line));
+            let (preads, done) = if let Some(head) = rest.strip_suffix(" <unfinished ...>") {
+                open.insert(tid.to_string(), head.contains("IOCB_CMD_PREAD"));
+                continue;
+            } else if rest.contains("resumed>") {
+                (open.remove(tid).unwrap_or(false), rest)
+            } else {
+                (rest.contains("IOCB_CMD_PREAD"), rest)
+            };
+            let n = done
+                .rsplit_once("= ")
+                .and_then(|(_, n)| n.trim().parse::<usize>().ok());
+            if let (true, Some(n)) = (preads, n) {
+                calls += 1;
+                sent += n;
+                sizes.push(n);
+            }
+        }
+        assert_eq!(sent, reads, "{flavor}: every read went through io_submit");
+        let per_call = sent as f64 / calls as f64;
+        println!(
+            "tokio {flavor}: {reads} reads in {calls} io_submit calls, {per_call:.1} per call"
+        );
+        assert!(
+            per_call >= 8.0,
+            "tokio {flavor}: {per_call:.1} reads per io_submit at queue depth 32"
+        );
+    }
+}
+
+/// In the child: 32 tasks read the serial slow file with O_DIRECT, 8 reads each.
+#[cfg(feature = "tokio")]
+#[test]
+fn child_reads_at_depth() {
+    use std::os::unix::{fs::OpenOptionsExt, io::AsRawFd};
+    let Ok(flavor) = std::env::var(DEPTH_CHILD) else {
+        return;
+    };
+    let Some(m) = Mounted::new() else {
+        println!("CHILD skip: cannot mount FUSE");
+        return;
+    };
+    m.ctl.delay_ms.store(1, Ordering::SeqCst);
+    m.ctl.serial.store(true, Ordering::SeqCst);
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(m.path("slow"))
+    {
+        Ok(f) => f,
+        Err(e) => {
+            println!("CHILD skip: no O_DIRECT on FUSE here ({e})");
+            return;
+        }
+    };
+    let fd = file.as_raw_fd();
+    let ctx = Context::builder()
+        .implementation(Implementation::Linux)
+        .max_requests(32)
+        .build()
+        .unwrap();
+    let rt = match flavor.as_str() {
+        "mt" => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    }
+    .unwrap();
+    let tasks = std::env::var("CAIO_FUSE_DEPTH_TASKS").map_or(32, |t| t.parse().unwrap());
+    let (reads, size) = (256, 4096);
+    let expected = Arc::new(pattern(SIZE, SLOW - GOOD));
+    // The tasks take reads from one count, so that all 32 stay busy until the end, however
+    // the file serves them.
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    rt.block_on(async {
+        let handles: Vec<_> = (0..tasks)
+            .map(|_| {
+                let (ctx, expected, next) = (ctx.clone(), Arc::clone(&expected), Arc::clone(&next));
+                tokio::spawn(async move {
+                    loop {
+                        let k = next.fetch_add(1, Ordering::Relaxed) as usize;
+                        if k >= reads {
+                            break;
+                        }
+                        let off = (k * 7919 % (SIZE / size)) * size;
+                        let got = ctx.read(size, fd, off as u64).await.unwrap();
+                        assert!(got[..] == expected[off..off + size], "data at {off}");
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.await.unwrap();
+        }
+    });
+    drop(rt);
+    let took = start.elapsed();
+    assert!(ctx.wait_idle_timeout(Duration::from_secs(10)), "idle");
+    m.ctl.delay_ms.store(0, Ordering::SeqCst);
+    println!("CHILD reads={reads} done in {took:?}");
 }

@@ -118,6 +118,65 @@ pub(crate) enum Submit {
     /// Queued for a batched submission: call `flush` on the next poll.
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     Queued,
+    /// Queued, and sent by a reap of one of the operations in flight (see [`held`]): the
+    /// future just waits, and nothing wakes it before its completion.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    Held,
+}
+
+/// Below this many operations in flight nothing is held: each scheduler pass sends what
+/// it queued.
+const HOLD_DEPTH: usize = 16;
+/// The smallest batch a held queue grows to before it goes.
+const HOLD_BATCH: usize = 8;
+
+/// Whether `queued` operations, not sent yet, wait for more while `inflight` are with the
+/// kernel: deep enough that the device keeps two thirds of the depth, and the batch still
+/// short of a third of it (and of 64). A held operation is sent by whoever reaps the next
+/// completion (it checks this again with one operation fewer in flight), so it cannot wait
+/// for ever: once too few are in flight, it goes.
+///
+/// Why hold: under an executor, the operations of one scheduler pass are as many as the
+/// completions that one wake of its reactor found, which at depth is one or a few. Sent
+/// as they come, each `io_submit` would carry that many, and each of their futures would
+/// need a wake-up of its own to send them; held for a few more completions, a submission
+/// carries a batch, and no future is woken for it.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+pub(crate) fn held(queued: usize, inflight: usize) -> bool {
+    let batch = ((queued + inflight) / 3).clamp(HOLD_BATCH, 64);
+    inflight >= HOLD_DEPTH && queued < batch
+}
+
+#[cfg(test)]
+mod held_tests {
+    use super::held;
+
+    #[test]
+    fn nothing_is_held_below_the_depth_and_a_batch_goes_at_a_third_of_it() {
+        // (queued, in flight, held)
+        let table = [
+            (1, 0, false),
+            (1, 15, false),
+            (7, 15, false),
+            (1, 16, true),
+            (7, 17, true),
+            (8, 17, false),
+            (9, 22, true),
+            (10, 22, false),
+            (1, 31, true),
+            (41, 87, true),
+            (42, 86, false),
+            (63, 500, true),
+            (64, 500, false),
+        ];
+        for (queued, inflight, want) in table {
+            assert_eq!(
+                held(queued, inflight),
+                want,
+                "{queued} queued, {inflight} in flight"
+            );
+        }
+    }
 }
 
 /// A way of running file operations; see the module docs for the contract.

@@ -67,19 +67,36 @@ impl<T> BoxPool<T> {
 
 /// Operations queued for a batching backend's next flush. A flush takes the queue whole
 /// and gives the emptied vector back, so a warm loop allocates no vector either.
+///
+/// An operation may also be queued *held* (see `backend::held`): no future flushes it,
+/// and the next reap sends it with the rest ([`OpQueue::take_held`]). The decision is
+/// made under the queue's lock, against the count of operations in flight, and so is the
+/// reap's: either the reap sees the held operation, or the operation sees the reap's count.
 pub(crate) struct OpQueue<T> {
-    /// Boxed: each op's address goes to the kernel at submission and must not move.
-    #[allow(clippy::vec_box)]
-    queued: Mutex<Vec<Box<T>>>,
+    queued: Mutex<Queued<T>>,
     /// The emptied vector of the last flush, swapped in for the queue by the next.
     #[allow(clippy::vec_box)]
     spare: Mutex<Vec<Box<T>>>,
 }
 
+struct Queued<T> {
+    /// Boxed: each op's address goes to the kernel at submission and must not move.
+    #[allow(clippy::vec_box)]
+    ops: Vec<Box<T>>,
+    /// Some of `ops` were queued held: no future will flush them.
+    held: bool,
+    /// Some of `ops` were queued to be flushed by their futures.
+    loose: bool,
+}
+
 impl<T> OpQueue<T> {
     pub(crate) fn new() -> OpQueue<T> {
         OpQueue {
-            queued: Mutex::new(Vec::new()),
+            queued: Mutex::new(Queued {
+                ops: Vec::new(),
+                held: false,
+                loose: false,
+            }),
             spare: Mutex::new(Vec::new()),
         }
     }
@@ -87,15 +104,55 @@ impl<T> OpQueue<T> {
     /// Queues `op` for the next flush; how many are queued now.
     pub(crate) fn push(&self, op: Box<T>) -> usize {
         let mut q = lock(&self.queued);
-        q.push(op);
-        q.len()
+        q.ops.push(op);
+        q.loose = true;
+        q.ops.len()
+    }
+
+    /// Queues `op`, held if `hold` says so given how many are queued now; whether it is.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn push_or_hold(&self, op: Box<T>, hold: impl FnOnce(usize) -> bool) -> bool {
+        let mut q = lock(&self.queued);
+        q.ops.push(op);
+        let h = hold(q.ops.len());
+        q.held |= h;
+        q.loose |= !h;
+        h
     }
 
     /// Everything queued, in a vector to hand back to [`OpQueue::give_back`] once drained.
     #[allow(clippy::vec_box)]
     pub(crate) fn take(&self) -> Vec<Box<T>> {
+        self.take_if(|_| true)
+    }
+
+    /// What a future's flush sends: everything, unless all of it is held and `hold`
+    /// (given how many are queued) still holds it. (A future may owe a flush that an
+    /// earlier one already made.)
+    #[allow(clippy::vec_box)]
+    pub(crate) fn take_owed(&self, hold: impl FnOnce(usize) -> bool) -> Vec<Box<T>> {
+        self.take_if(|q| q.loose || !hold(q.ops.len()))
+    }
+
+    /// What a reap sends: everything, if some of it is held and `hold` (given how many are
+    /// queued) no longer holds it; else nothing (what futures queued, they flush).
+    #[allow(clippy::vec_box)]
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn take_held(&self, hold: impl FnOnce(usize) -> bool) -> Vec<Box<T>> {
+        self.take_if(|q| q.held && !hold(q.ops.len()))
+    }
+
+    #[allow(clippy::vec_box)]
+    fn take_if(&self, take: impl FnOnce(&Queued<T>) -> bool) -> Vec<Box<T>> {
         let mut batch = std::mem::take(&mut *lock(&self.spare));
-        std::mem::swap(&mut *lock(&self.queued), &mut batch);
+        {
+            let mut q = lock(&self.queued);
+            if !q.ops.is_empty() && take(&q) {
+                std::mem::swap(&mut q.ops, &mut batch);
+                q.held = false;
+                q.loose = false;
+            }
+        }
         batch
     }
 

@@ -134,6 +134,12 @@ impl Raw {
                     };
                     match self.shared.backend.submit(req) {
                         Submit::Started => self.state = State::InFlight(slot),
+                        Submit::Held => {
+                            // A reap sends it (see `backend::held`); the slot takes the
+                            // waker now.
+                            self.state = State::InFlight(slot);
+                            continue;
+                        }
                         Submit::Queued if self.shared.backend.drive().is_some_and(drives) => {
                             // The thread in `block_on` flushes once its tasks are polled;
                             // the slot takes the waker now.

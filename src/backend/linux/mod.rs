@@ -76,7 +76,7 @@ use crate::{
     backend::{
         completes_for_others,
         drive::{self, Drive, Driver, Early, LateWakes, Signal, DEEP_BATCH},
-        hold_wakes,
+        held, hold_wakes,
         thread::FallbackPool,
         BoxPool, Class, Facts, FileIo, Kind, OpQueue, Progress, Request, Submit,
         DEFAULT_MAX_REQUESTS,
@@ -116,8 +116,6 @@ pub(crate) struct Linux {
     /// The process it was made in: in a child the kernel context and the reaper
     /// are the parent's, and dropping must not touch them.
     born: Born,
-    /// What the next flush sends to the kernel.
-    queue: OpQueue<AioOp>,
     /// When the driving thread sends what it queued before its poll ends.
     early: Early,
     /// Whether the driving thread spins through its waits at depth.
@@ -177,6 +175,7 @@ impl Linux {
             driver: Driver::new(),
             user_reap: Mutex::new(()),
             kernel_reaps: AtomicUsize::new(0),
+            queue: OpQueue::new(),
             #[cfg(feature = "tokio")]
             reactor: Reactor {
                 efd: sys::eventfd().ok(),
@@ -194,7 +193,6 @@ impl Linux {
         Ok(Linux {
             ring,
             born: Born::here(),
-            queue: OpQueue::new(),
             early: Early::default(),
             late: LateWakes::default(),
         })
@@ -210,11 +208,22 @@ impl Linux {
             crate::backend::reactor::ensure(&self.ring);
         }
         let op = self.ring.op(req, nowait);
-        let queued = self.queue.push(op);
-        if drive::drives(self) && self.early.queued(queued) {
-            self.flush();
+        if drive::drives(self) {
+            let queued = self.ring.queue.push(op);
+            if self.early.queued(queued) {
+                self.flush();
+            }
+            return Submit::Queued;
         }
-        Submit::Queued
+        let ring = &self.ring;
+        // The count is read under the queue's lock (see `OpQueue`).
+        if ring.queue.push_or_hold(op, |queued| {
+            held(queued, ring.inflight.load(Ordering::Acquire))
+        }) {
+            Submit::Held
+        } else {
+            Submit::Queued
+        }
     }
 
     /// A read on a descriptor known to be buffered: `preadv2(RWF_NOWAIT)` until the buffer
@@ -293,16 +302,8 @@ impl FileIo for Linux {
         if driving {
             self.ring.driver.beat();
         }
-        let mut batch = self.queue.take();
-        // A request whose future is gone before it reached the kernel does not start: its
-        // descriptor may have been closed, and its number reused, since.
-        batch.retain(|op| !op.req.is_abandoned());
-        if !batch.is_empty() {
-            let nowait = batch
-                .iter()
-                .any(|op| op.nowait && matches!(op.req.kind, Kind::Read(_) | Kind::ReadV(_)));
-            let sent = batch.len();
-            self.ring.submit(batch.drain(..));
+        let (sent, nowait) = self.ring.send_owed();
+        if sent > 0 {
             // Collect what is already done here, with no hop through the reaper: what
             // RWF_NOWAIT tried inside io_submit, and, when earlier operations are in flight,
             // what finished while this batch was built. The futures it wakes queue their
@@ -314,7 +315,6 @@ impl FileIo for Linux {
                 self.ring.reap_ready();
             }
         }
-        self.queue.give_back(batch);
     }
 
     fn drive(&self) -> Option<&(dyn Drive + 'static)> {

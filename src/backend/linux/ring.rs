@@ -50,6 +50,8 @@ pub(super) struct Ring {
     pub(super) user_reap: Mutex<()>,
     /// `io_getevents` calls that may return events, running now.
     pub(super) kernel_reaps: AtomicUsize,
+    /// What the next flush sends to the kernel.
+    pub(super) queue: OpQueue<AioOp>,
     /// What the executor's reactor reaps through (see `backend/reactor.rs`).
     #[cfg(feature = "tokio")]
     pub(super) reactor: Reactor,
@@ -212,6 +214,43 @@ impl Ring {
             self.complete(op, ev.res);
             self.inflight.fetch_sub(1, Ordering::AcqRel);
         }
+        self.send_held();
+    }
+
+    /// Sends what is queued if some of it is held and no longer should be (see
+    /// `backend::held`): every reap looks, so a held operation goes at the latest when too
+    /// few are left in flight.
+    pub(super) fn send_held(&self) {
+        // The count is read under the queue's lock, after this reap's decrements.
+        let batch = self
+            .queue
+            .take_held(|queued| held(queued, self.inflight.load(Ordering::Acquire)));
+        self.send(batch);
+    }
+
+    /// What a future's flush sends: what is queued, unless all of it is held (see
+    /// `backend::held`).
+    pub(super) fn send_owed(&self) -> (usize, bool) {
+        let batch = self
+            .queue
+            .take_owed(|queued| held(queued, self.inflight.load(Ordering::Acquire)));
+        self.send(batch)
+    }
+
+    #[allow(clippy::vec_box)]
+    fn send(&self, mut batch: Vec<Box<AioOp>>) -> (usize, bool) {
+        // A request whose future is gone before it reached the kernel does not start: its
+        // descriptor may have been closed, and its number reused, since.
+        batch.retain(|op| !op.req.is_abandoned());
+        let sent = batch.len();
+        let nowait = batch
+            .iter()
+            .any(|op| op.nowait && matches!(op.req.kind, Kind::Read(_) | Kind::ReadV(_)));
+        if sent > 0 {
+            self.submit(batch.drain(..));
+        }
+        self.queue.give_back(batch);
+        (sent, nowait)
     }
 
     /// Completes, on the calling thread, what the kernel already finished (page-cache hits

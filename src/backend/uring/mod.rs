@@ -71,7 +71,7 @@ use crate::{
     backend::{
         completes_for_others,
         drive::{self, Drive, Driver, Early, Signal, DEEP_BATCH},
-        hold_wakes,
+        held, hold_wakes,
         thread::FallbackPool,
         BoxPool, Bufs, Class, Completion, Facts, FileIo, Kind, Meta, OpQueue, Progress, Request,
         Submit,
@@ -93,8 +93,6 @@ pub(super) const CANCELLED_MAX: u8 = 16;
 pub(crate) struct Uring {
     ring: Arc<Ring>,
     born: Born,
-    /// What the next flush writes to the ring.
-    queue: OpQueue<UringOp>,
     /// When the driving thread sends a large batch to its ring in parts.
     early: Early,
 }
@@ -156,6 +154,7 @@ impl Uring {
             driver: Driver::new(),
             own: Mutex::new(None),
             own_queue: OpQueue::new(),
+            queue: OpQueue::new(),
             owned: AtomicBool::new(false),
             own_failed: AtomicBool::new(false),
             entries,
@@ -169,7 +168,6 @@ impl Uring {
         Ok(Uring {
             ring,
             born: Born::here(),
-            queue: OpQueue::new(),
             early: Early::default(),
         })
     }
@@ -188,7 +186,12 @@ impl Uring {
                 self.flush();
             }
         } else {
-            self.queue.push(op);
+            let ring = &self.ring;
+            // The count is read under the queue's lock (see `OpQueue`).
+            let hold = |queued| held(queued, ring.inflight.load(Ordering::Acquire));
+            if ring.queue.push_or_hold(op, hold) {
+                return Submit::Held;
+            }
         }
         Submit::Queued
     }
@@ -290,18 +293,17 @@ impl Uring {
         if self.ring.denied.load(Ordering::Acquire) {
             self.refuse_own();
         }
-        let mut batch = self.queue.take();
-        // A request whose future is gone before it reached the kernel does not start.
-        batch.retain(|op| !op.req.is_abandoned());
-        if !batch.is_empty() {
-            self.ring.submit(batch.drain(..));
+        let ring = &self.ring;
+        let owed = ring
+            .queue
+            .take_owed(|queued| held(queued, ring.inflight.load(Ordering::Acquire)));
+        if ring.send(owed) {
             // What already completed (page-cache hits, mostly) is taken here, without a
             // system call and without a hop through the reaper.
             if let Ok(_cq) = self.ring.cq.try_lock() {
                 self.ring.reap();
             }
         }
-        self.queue.give_back(batch);
         left
     }
 

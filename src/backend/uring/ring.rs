@@ -35,6 +35,8 @@ pub(super) struct Ring {
     pub(super) own: Mutex<Option<Own>>,
     /// What the driving thread queued for `own`, and continuations of what `own` completed.
     pub(super) own_queue: OpQueue<UringOp>,
+    /// What the next flush sends to this ring.
+    pub(super) queue: OpQueue<UringOp>,
     /// Set while the driving thread uses `own`: the reaper then goes on reaping this ring.
     pub(super) owned: AtomicBool,
     /// Set when this kernel cannot make such a ring: drivers then sleep on this one.
@@ -192,6 +194,28 @@ impl Ring {
                 self.submit([next]);
             }
         }
+        if any {
+            // What was held for a larger batch goes once too few are left in flight (see
+            // `backend::held`); the count is read under the queue's lock, after this
+            // reap's decrements.
+            let batch = self
+                .queue
+                .take_held(|queued| held(queued, self.inflight.load(Ordering::Acquire)));
+            self.send(batch);
+        }
+        any
+    }
+
+    /// Submits `batch` (drained, and its room kept for the next): whether any went.
+    #[allow(clippy::vec_box)]
+    pub(super) fn send(&self, mut batch: Vec<Box<UringOp>>) -> bool {
+        // A request whose future is gone before it reached the kernel does not start.
+        batch.retain(|op| !op.req.is_abandoned());
+        let any = !batch.is_empty();
+        if any {
+            self.submit(batch.drain(..));
+        }
+        self.queue.give_back(batch);
         any
     }
 
