@@ -6,9 +6,11 @@
 //! kernel AIO and io_uring loops that batch as caio does (what that rule allows on this
 //! device with no software around it), every caio implementation (under
 //! `futures::executor`, and under `Context::block_on`, whose thread waits for its own
-//! completions), compio (io_uring, its own runtime) and tokio (`spawn_blocking` +
-//! `pread`), interleaved: each depth runs every system, in an order drawn for the round,
-//! before the next depth. Where the guest's halt polling is off (cpuidle-haltpoll with
+//! completions, and under tokio's multi-thread and current-thread runtimes, one task per
+//! read in flight), compio and glommio (io_uring, each on its own runtime) and tokio
+//! (`spawn_blocking` + `pread`), interleaved: each depth runs every system, in an order
+//! drawn for the round, before the next depth. Then 4 KiB random O_DIRECT writes at qd 1
+//! and 32 (fio, caio under tokio and `block_on`, tokio `spawn_blocking` + `pwrite`). Where the guest's halt polling is off (cpuidle-haltpoll with
 //! `guest_halt_poll_ns` at 0, as on the VM the README's results come from), each round then
 //! runs the qd 32 points of fio, the minimal loops and caio's `block_on` again, each with
 //! it at the driver's default and set back after (the "O_DIRECT, halt poll" suite): what
@@ -100,6 +102,8 @@ struct Job {
     qd: usize,
     direct: bool,
     secs: f64,
+    /// Random 4 KiB writes instead of reads.
+    write: bool,
 }
 
 /// The guest's halt polling (cpuidle-haltpoll): how long an idle vCPU polls for work before
@@ -234,7 +238,11 @@ pub fn run(a: &Args) {
             }
         }
     }
-    systems.extend(["compio".into(), "tokio spawn_blocking+pread".into()]);
+    systems.extend([
+        "compio".into(),
+        GLOMMIO.into(),
+        "tokio spawn_blocking+pread".into(),
+    ]);
     let job = |system: &str, target: &Path, len, qd, direct| Job {
         system: system.to_string(),
         target: target.to_path_buf(),
@@ -242,6 +250,7 @@ pub fn run(a: &Args) {
         qd,
         direct,
         secs,
+        write: false,
     };
 
     // 4 KiB random O_DIRECT reads on the fast device.
@@ -284,6 +293,32 @@ pub fn run(a: &Args) {
                 match HaltPoll::set() {
                     Ok(_on) => add(HALT_POLL_SUITE, job(s, &dev.dev, len, 32, true), round),
                     Err(why) => eprintln!("{HALT_POLL_SUITE}: {s}: {why}"),
+                }
+            }
+        }
+    }
+    // 4 KiB random O_DIRECT writes at qd 1 and 32: caio under tokio and under `block_on`
+    // against fio with the same kernel interface and tokio's `spawn_blocking` + `pwrite`.
+    if a.only.as_deref().is_none_or(|o| o == WRITES_SUITE) {
+        let writers: Vec<&str> = WRITERS
+            .into_iter()
+            .filter(|s| s.starts_with("tokio") || systems.iter().any(|k| k == s))
+            .filter(|s| {
+                a.backend
+                    .is_none_or(|b| s.starts_with(&format!("caio {b}")) || s.starts_with("fio"))
+            })
+            .collect();
+        for round in 0..a.rounds.max(1) {
+            for qd in [1usize, 32]
+                .into_iter()
+                .filter(|d| a.qd.is_none_or(|q| q == *d))
+            {
+                let mut order = writers.clone();
+                shuffle(&mut order, (round * 1000 + qd + 7) as u64);
+                for s in order {
+                    let mut j = job(s, &dev.dev, len, qd, true);
+                    j.write = true;
+                    add(WRITES_SUITE, j, round);
                 }
             }
         }
@@ -404,7 +439,11 @@ fn measure(job: &Job, counted: bool) -> Option<(Measured, BTreeMap<&'static str,
         }
         cmd.args([
             "--name=fast",
-            "--rw=randread",
+            if job.write {
+                "--rw=randwrite"
+            } else {
+                "--rw=randread"
+            },
             "--bs=4k",
             "--time_based",
             "--invalidate=0",
@@ -431,7 +470,8 @@ fn measure(job: &Job, counted: bool) -> Option<(Measured, BTreeMap<&'static str,
             .args(["--len", &job.len.to_string()])
             .args(["--qd", &job.qd.to_string()])
             .args(["--secs", &secs.to_string()])
-            .args(["--direct", if job.direct { "1" } else { "0" }]);
+            .args(["--direct", if job.direct { "1" } else { "0" }])
+            .args(["--write", if job.write { "1" } else { "0" }]);
     }
     let out = cmd.output().ok()?;
     if !out.status.success() {
@@ -449,7 +489,7 @@ fn measure(job: &Job, counted: bool) -> Option<(Measured, BTreeMap<&'static str,
     let m = if let Some(engine) = fio {
         // With --group_reporting, fio gives the jobs' average CPU share.
         let jobs = if engine == "psync" { job.qd } else { 1 };
-        fio_measured(&stdout, secs, jobs as f64)?
+        fio_measured(&stdout, secs, jobs as f64, job.write)?
     } else {
         let line = stdout.lines().find_map(|l| l.strip_prefix("POINT "))?;
         let v: Vec<f64> = line.split(' ').filter_map(|x| x.parse().ok()).collect();
@@ -478,8 +518,13 @@ fn measure(job: &Job, counted: bool) -> Option<(Measured, BTreeMap<&'static str,
 }
 
 /// Operations, time and CPU from fio's JSON.
-fn fio_measured(json: &str, secs: f64, jobs: f64) -> Option<Measured> {
-    let read = &json[json.find("\"read\" : {")?..];
+fn fio_measured(json: &str, secs: f64, jobs: f64, write: bool) -> Option<Measured> {
+    let section = if write {
+        "\"write\" : {"
+    } else {
+        "\"read\" : {"
+    };
+    let read = &json[json.find(section)?..];
     let ops = super::fio_num(read, "total_ios")?;
     let runtime = super::fio_num(read, "runtime")? / 1000.0;
     let at = json.find("\"usr_cpu\"")?;
@@ -496,8 +541,8 @@ fn fio_measured(json: &str, secs: f64, jobs: f64) -> Option<Measured> {
     })
 }
 
-/// In a child: `--point SYSTEM --target PATH --len N --qd N --secs S --direct 0|1`.
-/// Prints `POINT ops secs user_secs sys_secs`.
+/// In a child: `--point SYSTEM --target PATH --len N --qd N --secs S --direct 0|1
+/// --write 0|1`. Prints `POINT ops secs user_secs sys_secs`.
 pub fn child(args: &[String]) {
     let get = |k: &str| {
         args.iter()
@@ -512,8 +557,13 @@ pub fn child(args: &[String]) {
     let qd: usize = get("--qd").parse().unwrap();
     let secs: f64 = get("--secs").parse().unwrap();
     let direct = get("--direct") == "1";
+    let write = get("--write") == "1";
     let w = Workload {
-        pattern: Pattern::RandRead,
+        pattern: if write {
+            Pattern::RandWrite
+        } else {
+            Pattern::RandRead
+        },
         block: 4096,
         depth: qd,
         duration: Duration::from_secs_f64(secs),
@@ -533,12 +583,28 @@ pub fn child(args: &[String]) {
         .strip_prefix("caio ")
         .and_then(|n| n.strip_suffix(&format!(" {TOKIO_MT}")))
     {
-        caio_tokio_point(&target, len, qd, secs, direct, name.parse().unwrap(), true)
+        caio_tokio_point(
+            &target,
+            len,
+            qd,
+            secs,
+            (direct, write),
+            name.parse().unwrap(),
+            true,
+        )
     } else if let Some(name) = system
         .strip_prefix("caio ")
         .and_then(|n| n.strip_suffix(&format!(" {TOKIO_CT}")))
     {
-        caio_tokio_point(&target, len, qd, secs, direct, name.parse().unwrap(), false)
+        caio_tokio_point(
+            &target,
+            len,
+            qd,
+            secs,
+            (direct, write),
+            name.parse().unwrap(),
+            false,
+        )
     } else if let Some(name) = system.strip_prefix("caio ") {
         let i: Implementation = name.trim_end_matches(" block_on").parse().unwrap();
         let mut ctx = Context::builder().implementation(i).max_requests(qd);
@@ -551,6 +617,7 @@ pub fn child(args: &[String]) {
         let f = futures::executor::block_on(
             caio::OpenOptions::new()
                 .read(true)
+                .write(write)
                 .direct(direct)
                 .context(ctx)
                 .open(&target),
@@ -560,6 +627,8 @@ pub fn child(args: &[String]) {
         (o.ops, o.elapsed, o.user, o.sys)
     } else if system == "compio" {
         compio_point(&target, len, qd, secs, direct)
+    } else if system == GLOMMIO {
+        glommio_point(&target, len, qd, secs)
     } else if system == MINIMAL {
         minimal_point(&target, len, qd, secs)
     } else if system == MINIMAL_FUTURES {
@@ -567,7 +636,7 @@ pub fn child(args: &[String]) {
     } else if system == MINIMAL_URING {
         minimal_uring_point(&target, len, qd, secs)
     } else {
-        tokio_point(&target, len, qd, secs, direct)
+        tokio_point(&target, len, qd, secs, direct, write)
     };
     println!(
         "\nPOINT {ops} {} {} {}",
@@ -578,8 +647,17 @@ pub fn child(args: &[String]) {
 }
 
 fn open_std(path: &Path, direct: bool) -> fs::File {
+    open_std_with(path, direct, false)
+}
+
+/// [`open_std`], for writing too.
+fn open_std_rw(path: &Path, direct: bool) -> fs::File {
+    open_std_with(path, direct, true)
+}
+
+fn open_std_with(path: &Path, direct: bool, write: bool) -> fs::File {
     let mut o = fs::OpenOptions::new();
-    o.read(true);
+    o.read(true).write(write);
     if direct {
         std::os::unix::fs::OpenOptionsExt::custom_flags(&mut o, libc::O_DIRECT);
     }
@@ -1030,20 +1108,122 @@ fn compio_point(
     })
 }
 
+/// The glommio row: its own thread-per-core executor on io_uring.
+const GLOMMIO: &str = "glommio";
+
+/// glommio as its users write it: `qd` lanes on one executor, each reading with
+/// `DmaFile::read_at_aligned` (glommio's O_DIRECT file, a buffer of its own per read).
+fn glommio_point(
+    path: &Path,
+    len: u64,
+    qd: usize,
+    secs: f64,
+) -> (u64, Duration, Duration, Duration) {
+    // glommio turns O_DIRECT off for a file whose filesystem is tmpfs, which a device node
+    // in /dev (devtmpfs) is: it is opened through a node of the same device on the disk.
+    let alias = DeviceAlias::new(path);
+    let ex = glommio::LocalExecutorBuilder::default()
+        .make()
+        .expect("a glommio executor");
+    ex.run(async {
+        let file = glommio::io::DmaFile::open(alias.path()).await.unwrap();
+        let blocks = len / 4096;
+        let rng = std::cell::Cell::new(Rng::new(0x5eed ^ qd as u64).0);
+        let ops = std::cell::Cell::new(0u64);
+        let (cpu0, start) = (workload::process_cpu_split(), Instant::now());
+        let deadline = start + Duration::from_secs_f64(secs);
+        let lane = |_| async {
+            while Instant::now() < deadline {
+                let mut r = Rng(rng.get());
+                let off = r.next_u64() % blocks * 4096;
+                rng.set(r.0);
+                let got = file.read_at_aligned(off, 4096).await.unwrap();
+                assert_eq!(got.len(), 4096);
+                ops.set(ops.get() + 1);
+            }
+        };
+        let mut lanes: FuturesUnordered<_> = (0..qd).map(lane).collect();
+        while lanes.next().await.is_some() {}
+        let (u, s) = workload::process_cpu_split();
+        (ops.get(), start.elapsed(), u - cpu0.0, s - cpu0.1)
+    })
+}
+
+/// A block device's node outside /dev (in the temporary directory), removed on drop; for
+/// anything else, the path itself.
+struct DeviceAlias {
+    node: Option<PathBuf>,
+    path: PathBuf,
+}
+
+impl DeviceAlias {
+    fn new(path: &Path) -> DeviceAlias {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let meta = fs::metadata(path).unwrap();
+        if !meta.file_type().is_block_device() {
+            return DeviceAlias {
+                node: None,
+                path: path.to_path_buf(),
+            };
+        }
+        let node = std::env::temp_dir().join(format!("caio-bench-dev-{}", std::process::id()));
+        let c = std::ffi::CString::new(node.to_str().unwrap()).unwrap();
+        // SAFETY: a valid path; a node of the device the bench already opens.
+        let r = unsafe { libc::mknod(c.as_ptr(), libc::S_IFBLK | 0o600, meta.rdev()) };
+        assert_eq!(
+            r,
+            0,
+            "mknod {}: {}",
+            node.display(),
+            std::io::Error::last_os_error()
+        );
+        DeviceAlias {
+            path: node.clone(),
+            node: Some(node),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for DeviceAlias {
+    fn drop(&mut self) {
+        if let Some(n) = &self.node {
+            let _ = fs::remove_file(n);
+        }
+    }
+}
+
+/// The writes suite, and who takes part in it.
+const WRITES_SUITE: &str = "O_DIRECT writes";
+const WRITERS: [&str; 9] = [
+    "fio libaio",
+    "fio io_uring",
+    "caio linux block_on",
+    "caio uring block_on",
+    "caio linux tokio-mt",
+    "caio linux tokio-ct",
+    "caio uring tokio-mt",
+    "caio uring tokio-ct",
+    "tokio spawn_blocking+pwrite",
+];
+
 /// The suffix of caio's rows on tokio's multi-thread runtime (two workers).
 const TOKIO_MT: &str = "tokio-mt";
 /// The suffix of caio's rows on tokio's current-thread runtime.
 const TOKIO_CT: &str = "tokio-ct";
 
 /// caio as a tokio user runs it: `qd` spawned tasks, each reading into one reused buffer
-/// with `File::read_at_into`, on the multi-thread runtime with two workers (`multi`) or on
-/// the current-thread runtime.
+/// with `File::read_at_into` (or writing it with `File::write_at_from`), on the
+/// multi-thread runtime with two workers (`multi`) or on the current-thread runtime.
 fn caio_tokio_point(
     path: &Path,
     len: u64,
     qd: usize,
     secs: f64,
-    direct: bool,
+    (direct, write): (bool, bool),
     i: Implementation,
     multi: bool,
 ) -> (u64, Duration, Duration, Duration) {
@@ -1071,6 +1251,7 @@ fn caio_tokio_point(
         rt.block_on(
             caio::OpenOptions::new()
                 .read(true)
+                .write(write)
                 .direct(direct)
                 .context(ctx)
                 .open(path),
@@ -1087,11 +1268,19 @@ fn caio_tokio_point(
             .map(|_| {
                 let (file, rng, ops) = (Arc::clone(&file), Arc::clone(&rng), Arc::clone(&ops));
                 tokio::spawn(async move {
-                    let mut buf = caio::Buffer::with_capacity(4096);
+                    let mut buf = if write {
+                        caio::Buffer::from(&[0x5a; 4096][..])
+                    } else {
+                        caio::Buffer::with_capacity(4096)
+                    };
                     while Instant::now() < deadline {
                         let off = rng.lock().unwrap().next_u64() % blocks * 4096;
-                        let (n, back) = file.read_at_into(buf, off).await;
-                        assert_eq!(n.unwrap(), 4096, "a read failed");
+                        let (n, back) = if write {
+                            file.write_at_from(buf, off).await
+                        } else {
+                            file.read_at_into(buf, off).await
+                        };
+                        assert_eq!(n.unwrap(), 4096, "a read or write failed");
                         buf = back;
                         ops.fetch_add(1, Ordering::Relaxed);
                     }
@@ -1108,17 +1297,23 @@ fn caio_tokio_point(
     (ops.load(Ordering::Relaxed), elapsed, u - cpu0.0, s - cpu0.1)
 }
 
-/// What tokio users write: every read through `spawn_blocking` and `pread`.
+/// What tokio users write: every read through `spawn_blocking` and `pread` (every write
+/// through `pwrite`).
 fn tokio_point(
     path: &Path,
     len: u64,
     qd: usize,
     secs: f64,
     direct: bool,
+    write: bool,
 ) -> (u64, Duration, Duration, Duration) {
     use std::os::unix::fs::FileExt;
     let rt = tokio::runtime::Builder::new_multi_thread().build().unwrap();
-    let file = std::sync::Arc::new(open_std(path, direct));
+    let file = std::sync::Arc::new(if write {
+        open_std_rw(path, direct)
+    } else {
+        open_std(path, direct)
+    });
     let blocks = len / 4096;
     let rng = std::sync::Mutex::new(Rng::new(7 ^ qd as u64));
     let ops = std::sync::atomic::AtomicU64::new(0);
@@ -1131,7 +1326,11 @@ fn tokio_point(
                 let off = rng.lock().unwrap().next_u64() % blocks * 4096;
                 let f = std::sync::Arc::clone(&file);
                 buf = tokio::task::spawn_blocking(move || {
-                    f.read_at(&mut buf, off).unwrap();
+                    if write {
+                        f.write_at(&buf, off).unwrap();
+                    } else {
+                        f.read_at(&mut buf, off).unwrap();
+                    }
                     buf
                 })
                 .await
@@ -1235,6 +1434,44 @@ fn targets(rows: &[Row], all: &[Row]) -> Vec<Target> {
                 find(rows, "O_DIRECT", &format!("caio {caio}"), qd),
                 find(rows, "O_DIRECT", other, qd),
                 bound,
+            );
+        }
+    }
+    // Under tokio, ahead of the Rust peers on their own runtimes.
+    for caio in [
+        "linux tokio-mt",
+        "linux tokio-ct",
+        "uring tokio-mt",
+        "uring tokio-ct",
+    ] {
+        for peer in [GLOMMIO, "compio"] {
+            for qd in [1, 8, 32, 128] {
+                ratio(
+                    format!("{caio} ÷ {peer}, qd {qd}"),
+                    find(rows, "O_DIRECT", &format!("caio {caio}"), qd),
+                    find(rows, "O_DIRECT", peer, qd),
+                    Some(1.0),
+                );
+            }
+        }
+    }
+    // Writes, against fio with the same interface and against tokio.
+    for (caio, other) in [
+        ("linux tokio-mt", "fio libaio"),
+        ("linux tokio-ct", "fio libaio"),
+        ("linux block_on", "fio libaio"),
+        ("uring tokio-mt", "fio io_uring"),
+        ("uring tokio-ct", "fio io_uring"),
+        ("uring block_on", "fio io_uring"),
+        ("linux tokio-mt", "tokio spawn_blocking+pwrite"),
+        ("uring tokio-mt", "tokio spawn_blocking+pwrite"),
+    ] {
+        for qd in [1, 32] {
+            ratio(
+                format!("writes: {caio} ÷ {other}, qd {qd}"),
+                find(rows, WRITES_SUITE, &format!("caio {caio}"), qd),
+                find(rows, WRITES_SUITE, other, qd),
+                None,
             );
         }
     }
@@ -1352,6 +1589,36 @@ fn targets(rows: &[Row], all: &[Row]) -> Vec<Target> {
             });
         }
     }
+    // Under tokio: CPU per read against fio's at every depth, and reads per submission.
+    for (caio, fio, call) in [
+        ("linux tokio-mt", "fio libaio", "io_submit"),
+        ("linux tokio-ct", "fio libaio", "io_submit"),
+        ("uring tokio-mt", "fio io_uring", "io_uring_enter"),
+        ("uring tokio-ct", "fio io_uring", "io_uring_enter"),
+    ] {
+        let system = format!("caio {caio}");
+        for qd in [1, 8, 32, 128] {
+            let (c, f) = (
+                find(rows, "O_DIRECT", &system, qd),
+                find(rows, "O_DIRECT", fio, qd),
+            );
+            t.push(Target {
+                name: format!("CPU per op: {caio} ÷ {fio}, qd {qd} (at most)"),
+                value: c.zip(f).and_then(|(c, f)| paired(all, c, f, cpu)),
+                bound: Some(1.1),
+                at_most: true,
+            });
+        }
+        for qd in [32, 128] {
+            t.push(Target {
+                name: format!("operations per {call}, {system}, qd {qd}"),
+                value: find(rows, "O_DIRECT", &system, qd)
+                    .and_then(|r| r.calls.get(call).map(|s| 1.0 / s)),
+                bound: Some(8.0),
+                at_most: false,
+            });
+        }
+    }
     t
 }
 
@@ -1394,7 +1661,7 @@ fn report(a: &Args, all: &[Row]) {
     );
     let mut csv = format!("suite,system,qd,iops,user_us,sys_us,{}\n", names.join(","));
     for r in rows {
-        let limit = if r.system.contains("uring") || r.system == "compio" {
+        let limit = if r.system.contains("uring") || r.system == "compio" || r.system == GLOMMIO {
             "fio io_uring"
         } else {
             "fio libaio"
