@@ -114,12 +114,13 @@ fn child() {
         return;
     };
     let path = PathBuf::from(std::env::var("CAIO_REACTOR_TEST_FILE").unwrap());
-    let ctx = if case.starts_with("uring") {
-        uring()
-    } else {
-        linux()
+    // "uring_…" runs the case on io_uring, where each worker submits to a ring of its own.
+    let (make, what): (fn() -> Context, &str) = match case.strip_prefix("uring_") {
+        Some(what) => (uring, what),
+        None => (linux, case.as_str()),
     };
-    match case.as_str() {
+    let ctx = make();
+    match what {
         "migrate" => {
             // Futures polled once on one task (so their reads are in the kernel), then
             // awaited by other tasks, which the two workers run as they please.
@@ -229,7 +230,7 @@ fn child() {
             let rt = multi();
             rt.block_on(async {
                 for round in 0..30u64 {
-                    let ctx = linux();
+                    let ctx = make();
                     let file = Arc::new(open(&ctx, &path).await);
                     read_in_tasks(&file, 4, round * 64..(round + 1) * 64).await;
                     drop(file);
@@ -237,7 +238,79 @@ fn child() {
                 }
             });
         }
-        "uring_tokio" => {
+        "lanes" => {
+            // Two tasks, each held on a worker of its own until both are there, then each
+            // reading: both workers submit.
+            let rt = multi();
+            rt.block_on(async {
+                let file = Arc::new(open(&ctx, &path).await);
+                let both = Arc::new(std::sync::Barrier::new(2));
+                let tasks: Vec<_> = (0..2u64)
+                    .map(|t| {
+                        let (file, both) = (Arc::clone(&file), Arc::clone(&both));
+                        tokio::spawn(async move {
+                            both.wait();
+                            for k in 0..256 {
+                                read_block(&file, t * 256 + k).await;
+                            }
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            });
+        }
+        "exit" => {
+            // The rings of a runtime's threads are closed once the threads exit (the
+            // runtime runs on a thread of its own, which exits with its workers).
+            let before = uring_fds();
+            let (ctx2, path2) = (ctx.clone(), path.clone());
+            let during = std::thread::spawn(move || {
+                let rt = multi();
+                rt.block_on(async {
+                    let file = Arc::new(open(&ctx2, &path2).await);
+                    let both = Arc::new(std::sync::Barrier::new(2));
+                    let tasks: Vec<_> = (0..2u64)
+                        .map(|t| {
+                            let (file, both) = (Arc::clone(&file), Arc::clone(&both));
+                            tokio::spawn(async move {
+                                both.wait();
+                                read_in_tasks(&file, 4, t * 100..t * 100 + 100).await;
+                            })
+                        })
+                        .collect();
+                    for t in tasks {
+                        t.await.unwrap();
+                    }
+                });
+                uring_fds()
+            })
+            .join()
+            .unwrap();
+            assert!(
+                during >= before + 2,
+                "each worker that submitted has a ring: {before} rings before, {during} after"
+            );
+            idle(&ctx);
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while uring_fds() > before && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert_eq!(
+                uring_fds(),
+                before,
+                "the rings of the exited workers are closed"
+            );
+            // And the context goes on, on the shared ring.
+            futures::executor::block_on(async {
+                let file = open(&ctx, &path).await;
+                for k in 0..64 {
+                    read_block(&file, k).await;
+                }
+            });
+        }
+        "tokio" => {
             // Eight tasks reading in turn on the current-thread runtime.
             current().block_on(async {
                 let file = Arc::new(open(&ctx, &path).await);
@@ -248,6 +321,15 @@ fn child() {
     }
     idle(&ctx);
     println!("CHILD OK {case}");
+}
+
+/// The io_uring instances the process has open.
+fn uring_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|l| l.to_string_lossy() == "anon_inode:[io_uring]")
+        .count()
 }
 
 fn run(case: &str) {
@@ -274,34 +356,44 @@ fn run(case: &str) {
     );
 }
 
+/// Each case on kernel AIO, and on io_uring where it is available.
+fn run_both(case: &str) {
+    run(case);
+    if Implementation::Uring.is_available() {
+        run(&format!("uring_{case}"));
+    } else {
+        eprintln!("SKIP (uring): io_uring is not available here");
+    }
+}
+
 #[test]
 fn tasks_that_migrate_between_workers_with_reads_in_flight_complete() {
-    run("migrate");
+    run_both("migrate");
 }
 
 #[test]
 fn a_runtime_shut_down_with_reads_in_flight_leaves_nothing_lost_or_stuck() {
-    run("shutdown");
+    run_both("shutdown");
 }
 
 #[test]
 fn two_runtimes_sharing_one_context_both_complete() {
-    run("two_runtimes");
+    run_both("two_runtimes");
 }
 
 #[test]
 fn a_runtime_and_a_plain_thread_on_one_context_both_complete() {
-    run("plain_thread");
+    run_both("plain_thread");
 }
 
 #[test]
 fn contexts_dropped_while_their_runtime_lives_never_touch_their_successors() {
-    run("contexts_come_and_go");
+    run_both("contexts_come_and_go");
 }
 
 #[test]
 fn dropped_futures_under_the_reactor_leave_the_context_idle_and_later_reads_right() {
-    run("cancel");
+    run_both("cancel");
 }
 
 /// On `uring`, completions of operations sent from a runtime's threads are reaped by
@@ -369,4 +461,133 @@ fn under_tokio_uring_completions_are_reaped_by_the_runtime_not_the_reaper() {
         taken <= 3,
         "the reaper thread took the ring's eventfd {taken} times"
     );
+}
+
+/// On `uring`, each worker of a runtime submits to a ring of its own (`SINGLE_ISSUER`),
+/// which no other thread enters.
+#[test]
+fn under_tokio_each_uring_worker_submits_to_a_ring_of_its_own() {
+    if !Implementation::Uring.is_available() {
+        eprintln!("SKIP: io_uring is not available here");
+        return;
+    }
+    if !std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        eprintln!("SKIP: strace is not installed (.ci/run installs it)");
+        return;
+    }
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = data_file(dir.path());
+    let trace = dir.path().join("strace");
+    let mut cmd = util::test_command(
+        "child",
+        &[
+            "strace",
+            "-f",
+            "-qq",
+            "--seccomp-bpf",
+            "-o",
+            trace.to_str().unwrap(),
+            "-e",
+            "trace=io_uring_setup,io_uring_enter",
+        ],
+    );
+    cmd.env(CHILD, "uring_lanes")
+        .env("CAIO_REACTOR_TEST_FILE", &path);
+    let out = util::output_within(cmd, Duration::from_secs(120));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&trace).unwrap();
+    // Calls split by strace ("<unfinished ...>", then "<... resumed>") joined, per thread.
+    let mut open: std::collections::HashMap<&str, String> = Default::default();
+    let mut trace = String::new();
+    for line in text.lines() {
+        let Some((tid, call)) = line.split_once(' ') else {
+            continue;
+        };
+        let call = call.trim_start();
+        if let Some(head) = call.strip_suffix(" <unfinished ...>") {
+            open.insert(tid, head.to_string());
+        } else if let Some((_, tail)) = call.split_once("resumed>") {
+            let head = open.remove(tid).unwrap_or_default();
+            trace.push_str(&format!("{tid} {head}{tail}\n"));
+        } else {
+            trace.push_str(&format!("{tid} {call}\n"));
+        }
+    }
+    // IORING_SETUP_SINGLE_ISSUER, which older strace shows as a number.
+    let one_issuer = |call: &str| {
+        let flags = call
+            .split_once("flags=")
+            .map_or("", |(_, f)| f.split(',').next().unwrap_or(""));
+        flags.split('|').any(|f| {
+            f == "IORING_SETUP_SINGLE_ISSUER"
+                || f.strip_prefix("0x")
+                    .and_then(|h| u64::from_str_radix(h, 16).ok())
+                    .is_some_and(|v| v & 0x1000 != 0)
+        })
+    };
+    // Rings made with one issuer, by descriptor.
+    let mut single = std::collections::HashSet::new();
+    // Who entered each ring with entries to submit, and how many entries.
+    let mut entered: std::collections::HashMap<String, (std::collections::HashSet<String>, usize)> =
+        Default::default();
+    for line in trace.lines() {
+        let Some((tid, call)) = line.split_once(' ') else {
+            continue;
+        };
+        let call = call.trim_start();
+        let ret = call.rsplit_once("= ").map(|(_, r)| r.trim().to_string());
+        if call.starts_with("io_uring_setup(") && one_issuer(call) {
+            single.extend(ret);
+        } else if let Some(args) = call.strip_prefix("io_uring_enter(") {
+            let mut a = args.split(", ");
+            let (Some(fd), Some(n)) = (a.next(), a.next().and_then(|n| n.parse::<usize>().ok()))
+            else {
+                continue;
+            };
+            if n > 0 {
+                let e = entered.entry(fd.to_string()).or_default();
+                e.0.insert(tid.to_string());
+                e.1 += n;
+            }
+        }
+    }
+    let lanes: Vec<_> = entered
+        .iter()
+        .filter(|(fd, _)| single.contains(*fd))
+        .collect();
+    let in_lanes: usize = lanes.iter().map(|(_, (_, n))| n).sum();
+    let total: usize = entered.values().map(|(_, n)| n).sum();
+    println!(
+        "rings entered with submissions: {:?}; one-issuer rings: {single:?}; {in_lanes} of \
+         {total} entries went to them",
+        entered
+    );
+    assert!(
+        lanes.len() >= 2,
+        "each of the two workers submits to a one-issuer ring of its own: {entered:?}"
+    );
+    for (fd, (tids, _)) in &lanes {
+        assert_eq!(tids.len(), 1, "ring {fd} entered by threads {tids:?}");
+    }
+    let owners: std::collections::HashSet<_> = lanes.iter().flat_map(|(_, (t, _))| t).collect();
+    assert_eq!(owners.len(), lanes.len(), "one ring per thread: {lanes:?}");
+}
+
+/// On `uring`, the rings of a runtime's workers are closed once they exit, and the context
+/// goes on.
+#[test]
+fn the_rings_of_workers_that_exit_are_closed() {
+    if !Implementation::Uring.is_available() {
+        eprintln!("SKIP: io_uring is not available here");
+        return;
+    }
+    run("uring_exit");
 }

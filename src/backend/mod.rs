@@ -185,8 +185,14 @@ pub(crate) trait FileIo: Send + Sync + fmt::Debug {
     fn implementation(&self) -> Implementation;
     /// Takes ownership of `req` and arranges for it to complete exactly once.
     fn submit(&self, req: Request) -> Submit;
-    /// Sends queued requests on their way; cheap when nothing is queued.
+    /// Sends the requests the calling thread queued on their way; cheap when nothing is
+    /// queued.
     fn flush(&self) {}
+    /// Sends every request queued by any thread and owed a flush (a future flushes from
+    /// another thread than the one that queued it).
+    fn flush_any(&self) {
+        self.flush();
+    }
     /// Its [`Drive`] contract, when a thread other than its own may reap its completions.
     fn drive(&self) -> Option<&(dyn Drive + 'static)> {
         None

@@ -96,6 +96,9 @@ struct Entry {
     /// Alive as long as the task; `None` when this thread needs none (its runtime has a
     /// task on another worker, or no reactor).
     task: Option<Weak<()>>,
+    /// Whether a task of this thread's runtime reaps the source (here or on another
+    /// worker).
+    reaped: bool,
 }
 
 thread_local! {
@@ -103,32 +106,47 @@ thread_local! {
 }
 
 /// Makes sure that, if the calling thread is inside a tokio runtime, a task of that
-/// runtime reaps `source`. Cheap when one already does: a look at a short thread-local
-/// list.
-pub(crate) fn ensure<S: Source>(source: &Arc<S>) {
+/// runtime reaps `source`; whether one does. Cheap when one already does: a look at a
+/// short thread-local list.
+pub(crate) fn ensure<S: Source>(source: &Arc<S>) -> bool {
     let known = TASKS.with(|t| {
         let live = |e: &Entry| e.task.as_ref().is_none_or(|w| w.strong_count() > 0);
         let mut t = t.borrow_mut();
         let mine = |e: &Entry| std::ptr::addr_eq(e.source.as_ptr(), Arc::as_ptr(source));
-        if t.iter().any(|e| mine(e) && live(e)) {
-            return true;
+        if let Some(e) = t.iter().find(|e| mine(e) && live(e)) {
+            return Some(e.reaped);
         }
         // A miss (once per thread, source and runtime): forget the sources that are gone,
         // and the tasks of runtimes that are.
         t.retain(|e| e.source.strong_count() > 0 && live(e));
-        false
+        None
     });
+    if let Some(reaped) = known {
+        return reaped;
+    }
     // An unwinding thread (a `File` dropped in a panic) may not touch the panic hook,
     // which a first registration does: the reaper serves it.
-    if known || thread::panicking() {
-        return;
+    if thread::panicking() {
+        return false;
     }
     let Ok(handle) = tokio::runtime::Handle::try_current() else {
-        return;
+        return false;
     };
-    let task = start(&handle, Arc::clone(source)).ok();
+    let (task, reaped) = match start(&handle, Arc::clone(source)) {
+        Ok(task) => (Some(task), true),
+        // Another worker of this runtime registered it first, and its task reaps.
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => (None, true),
+        Err(_) => (None, false),
+    };
     let weak = Arc::downgrade(source);
-    TASKS.with(|t| t.borrow_mut().push(Entry { source: weak, task }));
+    TASKS.with(|t| {
+        t.borrow_mut().push(Entry {
+            source: weak,
+            task,
+            reaped,
+        })
+    });
+    reaped
 }
 
 /// Registers the source's eventfd with the runtime's reactor and spawns the task that

@@ -4,7 +4,10 @@
 use crate::sync::lock;
 use std::{
     mem::MaybeUninit,
-    sync::{Mutex, MutexGuard},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Mutex, MutexGuard,
+    },
 };
 
 /// Emptied boxes of `T`, at most `keep` of them, taken by one thread and given back by
@@ -74,6 +77,10 @@ impl<T> BoxPool<T> {
 /// reap's: either the reap sees the held operation, or the operation sees the reap's count.
 pub(crate) struct OpQueue<T> {
     queued: Mutex<Queued<T>>,
+    /// `Queued::loose`, to be read without the lock (see [`OpQueue::owes`]).
+    owes: AtomicBool,
+    /// Whether anything is queued, to be read without the lock.
+    queued_any: AtomicBool,
     /// The emptied vector of the last flush, swapped in for the queue by the next.
     #[allow(clippy::vec_box)]
     spare: Mutex<Vec<Box<T>>>,
@@ -97,6 +104,8 @@ impl<T> OpQueue<T> {
                 held: false,
                 loose: false,
             }),
+            owes: AtomicBool::new(false),
+            queued_any: AtomicBool::new(false),
             spare: Mutex::new(Vec::new()),
         }
     }
@@ -106,6 +115,8 @@ impl<T> OpQueue<T> {
         let mut q = lock(&self.queued);
         q.ops.push(op);
         q.loose = true;
+        self.owes.store(true, Ordering::Release);
+        self.queued_any.store(true, Ordering::Release);
         q.ops.len()
     }
 
@@ -114,10 +125,27 @@ impl<T> OpQueue<T> {
     pub(crate) fn push_or_hold(&self, op: Box<T>, hold: impl FnOnce(usize) -> bool) -> bool {
         let mut q = lock(&self.queued);
         q.ops.push(op);
+        self.queued_any.store(true, Ordering::Release);
         let h = hold(q.ops.len());
         q.held |= h;
         q.loose |= !h;
+        if !h {
+            self.owes.store(true, Ordering::Release);
+        }
         h
+    }
+
+    /// Whether nothing is queued: a hint, read without the lock.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn is_empty(&self) -> bool {
+        !self.queued_any.load(Ordering::Acquire)
+    }
+
+    /// Whether some of what is queued waits for a future's flush: a hint, read without the
+    /// lock (a flush that misses one queued just now leaves it to that future's own).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn owes(&self) -> bool {
+        self.owes.load(Ordering::Acquire)
     }
 
     /// Everything queued, in a vector to hand back to [`OpQueue::give_back`] once drained.
@@ -144,15 +172,17 @@ impl<T> OpQueue<T> {
 
     #[allow(clippy::vec_box)]
     fn take_if(&self, take: impl FnOnce(&Queued<T>) -> bool) -> Vec<Box<T>> {
-        let mut batch = std::mem::take(&mut *lock(&self.spare));
-        {
-            let mut q = lock(&self.queued);
-            if !q.ops.is_empty() && take(&q) {
-                std::mem::swap(&mut q.ops, &mut batch);
-                q.held = false;
-                q.loose = false;
-            }
+        let mut q = lock(&self.queued);
+        if q.ops.is_empty() || !take(&q) {
+            // Not even the spare vector: a flush on another thread swaps it in.
+            return Vec::new();
         }
+        let mut batch = std::mem::take(&mut *lock(&self.spare));
+        std::mem::swap(&mut q.ops, &mut batch);
+        q.held = false;
+        q.loose = false;
+        self.owes.store(false, Ordering::Release);
+        self.queued_any.store(false, Ordering::Release);
         batch
     }
 

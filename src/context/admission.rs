@@ -175,7 +175,7 @@ fn start(shared: &Arc<Shared>, plan: Plan, done: Completer) {
                 // admitted and woken now: one batch, not one io_submit each.
                 if slot.request_flush() {
                     // Nobody will poll for it.
-                    shared.backend.flush();
+                    shared.backend.flush_any();
                 }
             }
         }

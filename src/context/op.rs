@@ -73,6 +73,11 @@ fn recycle(slot: Arc<Slot>) {
 struct Raw {
     shared: Arc<Shared>,
     state: State,
+    /// The thread that queued this operation for a flush, if this future did: a flush
+    /// from that thread sends what it queued; from any other (the task moved, or the
+    /// operation was admitted from another thread's completion), whatever any thread left
+    /// owed (see `FileIo::flush_any`).
+    queued_on: Option<std::thread::ThreadId>,
 }
 
 impl Raw {
@@ -86,7 +91,11 @@ impl Raw {
             Ok(()) => State::Waiting(plan),
             Err(e) => State::Failed(e, plan.what.into_bufs()),
         };
-        Raw { shared, state }
+        Raw {
+            shared,
+            state,
+            queued_on: None,
+        }
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Completion> {
@@ -100,7 +109,7 @@ impl Raw {
             if let State::InFlight(slot) = &self.state {
                 let (poll, flush) = slot.poll(cx);
                 if flush {
-                    self.shared.backend.flush();
+                    self.flush_owed();
                 }
                 if poll.is_ready() {
                     if let State::InFlight(slot) = std::mem::replace(&mut self.state, State::Done) {
@@ -149,6 +158,7 @@ impl Raw {
                         Submit::Queued => {
                             // Let every other ready operation queue up too; the next poll
                             // sends them to the kernel together.
+                            self.queued_on = Some(std::thread::current().id());
                             slot.defer_flush();
                             self.state = State::InFlight(slot);
                             cx.waker().wake_by_ref();
@@ -164,6 +174,19 @@ impl Raw {
                     ))
                 }
             }
+        }
+    }
+
+    /// The flush this future owes: of what its thread queued, if it is still on that
+    /// thread; else of whatever is owed anywhere.
+    fn flush_owed(&self) {
+        let here = self
+            .queued_on
+            .is_some_and(|t| t == std::thread::current().id());
+        if here {
+            self.shared.backend.flush();
+        } else {
+            self.shared.backend.flush_any();
         }
     }
 
@@ -225,7 +248,7 @@ impl Drop for Raw {
                 return;
             }
             if slot.abandon() {
-                self.shared.backend.flush();
+                self.flush_owed();
             }
         }
     }

@@ -47,6 +47,7 @@
 //! any thread queued: an entry that comes back ECANCELED never ran, and goes to the ring
 //! again from the thread that reaps it (this backend cancels nothing itself).
 
+mod lane;
 mod op;
 mod own;
 mod ring;
@@ -81,7 +82,7 @@ use crate::{
 };
 
 pub(crate) use setup::probe;
-use {op::*, own::*, ring::*, route::*, setup::*};
+use {lane::*, op::*, own::*, ring::*, route::*, setup::*};
 
 /// The most one read or write asks of the kernel at once; the rest is a continuation.
 pub(super) const MAX_IO: usize = 1 << 30;
@@ -158,6 +159,11 @@ impl Uring {
             owned: AtomicBool::new(false),
             own_failed: AtomicBool::new(false),
             entries,
+            lanes: Mutex::new(Arc::new([])),
+            lanes_failed: AtomicBool::new(false),
+            lanes_gen: AtomicUsize::new(0),
+            shared_flushes: AtomicUsize::new(0),
+            shared_seen: AtomicUsize::new(0),
             #[cfg(feature = "tokio")]
             reactor: Default::default(),
         });
@@ -174,26 +180,31 @@ impl Uring {
 
     fn enqueue(&self, req: Request, mode: Mode) -> Submit {
         let op = self.ring.op(req, mode);
-        let own = mode != Mode::Worker && self.ring.owns(self);
-        #[cfg(feature = "tokio")]
-        if !own {
-            crate::backend::reactor::ensure(&self.ring);
-        }
-        if own {
+        if mode != Mode::Worker && self.ring.owns(self) {
             let queued = self.ring.own_queue.push(op);
             if self.early.queued(queued) {
                 // A large batch goes to the kernel in parts, as on linux (see `Early`).
                 self.flush();
             }
-        } else {
-            let ring = &self.ring;
-            // The count is read under the queue's lock (see `OpQueue`).
-            let hold = |queued| held(queued, ring.inflight.load(Ordering::Acquire));
-            if ring.queue.push_or_hold(op, hold) {
-                return Submit::Held;
-            }
+            return Submit::Queued;
         }
-        Submit::Queued
+        let ring = &self.ring;
+        // A thread of an executor whose task reaps this context submits to a lane of its
+        // own; any other to the shared ring.
+        #[cfg(feature = "tokio")]
+        let lane = (crate::backend::reactor::ensure(ring) && !self.born.is_inherited())
+            .then(|| ring.lane_here())
+            .flatten();
+        #[cfg(not(feature = "tokio"))]
+        let lane: Option<Arc<Lane>> = None;
+        let queue = lane.as_ref().map_or(&ring.queue, |l| &l.queue);
+        // The count is read under the queue's lock (see `OpQueue`).
+        let hold = |queued| held(queued, ring.inflight.load(Ordering::Acquire));
+        if queue.push_or_hold(op, hold) {
+            Submit::Held
+        } else {
+            Submit::Queued
+        }
     }
 
     /// One round on the driving thread's own ring, if the calling thread is that thread:
@@ -268,8 +279,9 @@ impl Uring {
     /// to the shared one. With `now` false (the end of a poll in `block_on`, whose wait
     /// comes next), at depth, the thread's own requests are only written to its ring: the
     /// wait's `io_uring_enter` sends them with the wait, one system call for both, as the
-    /// bench's minimal io_uring loop does. `true` when it left some for that wait.
-    fn send(&self, now: bool) -> bool {
+    /// bench's minimal io_uring loop does. `true` when it left some for that wait. With
+    /// `any`, what other threads queued and futures flushing here owe goes too.
+    fn send(&self, now: bool, any: bool) -> bool {
         if self.born.is_inherited() {
             // In a child: the rings are the parent's, and whatever is queued is its too.
             return false;
@@ -294,12 +306,30 @@ impl Uring {
             self.refuse_own();
         }
         let ring = &self.ring;
-        let owed = ring
-            .queue
-            .take_owed(|queued| held(queued, ring.inflight.load(Ordering::Acquire)));
-        if ring.send(owed) {
+        let hold = |queued| held(queued, ring.inflight.load(Ordering::Acquire));
+        if let Some(lane) = ring.my_lane() {
+            // The thread's own lane, and what futures flushing here owe of other lanes.
+            // (What this thread queued on the shared ring before it had a lane, the reaper
+            // sends on.)
+            let mut batch = lane.queue.take_owed(hold);
+            if any {
+                ring.take_strays(Some(&lane), &mut batch);
+            }
+            lane.submit(ring, batch);
             // What already completed (page-cache hits, mostly) is taken here, without a
-            // system call and without a hop through the reaper.
+            // system call and without a hop through a reaper.
+            if lane.reap(ring, false) {
+                ring.send_held();
+            }
+            return left;
+        }
+        ring.shared_flushes.fetch_add(1, Ordering::Relaxed);
+        let mut batch = ring.queue.take_owed(hold);
+        if any {
+            ring.take_strays(None, &mut batch);
+        }
+        if ring.send(batch) {
+            // As above, on the shared ring.
             if let Ok(_cq) = self.ring.cq.try_lock() {
                 self.ring.reap();
             }
@@ -354,7 +384,11 @@ impl FileIo for Uring {
     }
 
     fn flush(&self) {
-        self.send(true);
+        self.send(true, false);
+    }
+
+    fn flush_any(&self) {
+        self.send(true, true);
     }
 
     fn drive(&self) -> Option<&(dyn Drive + 'static)> {
@@ -364,7 +398,7 @@ impl FileIo for Uring {
 
 impl Drive for Uring {
     fn flush_for_wait(&self) -> bool {
-        self.send(false)
+        self.send(false, false)
     }
 
     fn begin(&self, signal: &Arc<Signal>) -> bool {
@@ -481,8 +515,7 @@ impl Drive for Uring {
                 return false; // the reaper finds the same error, and says so
             }
         }
-        let _cq = lock(&ring.cq);
-        ring.reap();
+        ring.reap_all(true);
         true
     }
 

@@ -42,6 +42,16 @@ pub(super) struct Ring {
     /// Set when this kernel cannot make such a ring: drivers then sleep on this one.
     pub(super) own_failed: AtomicBool,
     pub(super) entries: u32,
+    /// The rings of the threads that submit under an executor (see `lane.rs`).
+    pub(super) lanes: Mutex<Arc<[Arc<Lane>]>>,
+    /// Set when this kernel cannot make a lane: every thread shares this ring.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(super) lanes_failed: AtomicBool,
+    /// Counts the changes of `lanes`.
+    pub(super) lanes_gen: AtomicUsize,
+    /// Flushes of `queue`, and their count at the reaper's last look (see `rescue`).
+    pub(super) shared_flushes: AtomicUsize,
+    pub(super) shared_seen: AtomicUsize,
     /// The tasks of an executor that reap this ring, woken through `efd` (see
     /// `backend/reactor.rs`).
     #[cfg(feature = "tokio")]
@@ -62,10 +72,9 @@ impl crate::backend::reactor::Source for Ring {
         // The eventfd's count is left alone: the reaper, when it waits on it again, finds
         // it set and looks once more, which is harmless.
         self.driver.beat();
-        // What another thread reaps meanwhile (it holds `cq`) that thread completes.
-        if let Ok(_cq) = self.cq.try_lock() {
-            self.reap();
-        }
+        // What another thread reaps meanwhile (it holds a ring's `cq`) that thread
+        // completes; what comes too late for it signals again.
+        self.reap_all(false);
     }
 }
 
@@ -97,10 +106,22 @@ impl Ring {
         self.ops.boxed(UringOp::new(req, mode))
     }
 
-    /// Writes `batch` into the submission ring and enters the kernel once (more only when
-    /// the ring fills); what the kernel refuses is completed here with its error.
+    /// Writes `batch` into the shared submission ring and enters the kernel once (more
+    /// only when the ring fills); what the kernel refuses is completed here with its error.
     pub(super) fn submit(&self, batch: impl IntoIterator<Item = Box<UringOp>>) {
-        let mut sq = lock(&self.sq);
+        self.submit_to(&self.ring, &mut lock(&self.sq), None, batch);
+    }
+
+    /// [`Ring::submit`], to `uring`, whose entries not taken by the kernel yet are
+    /// `unsent`: the shared ring, or a thread's lane (whose own count is `lane`), entered
+    /// only by that thread.
+    pub(super) fn submit_to(
+        &self,
+        uring: &IoUring,
+        unsent: &mut Vec<usize>,
+        lane: Option<&AtomicUsize>,
+        batch: impl IntoIterator<Item = Box<UringOp>>,
+    ) {
         for mut op in batch {
             if self.denied.load(Ordering::Acquire) {
                 self.to_pool(self.ops.unbox(op).req);
@@ -109,21 +130,23 @@ impl Ring {
             let entry = flagged(&mut op, &self.opcodes);
             let p = Box::into_raw(op);
             let entry = entry.user_data(p as u64);
-            self.inflight.fetch_add(1, Ordering::AcqRel);
+            self.count(lane, 1, true);
             loop {
-                // SAFETY: `sq` makes this the only submission queue view; the entry
-                // points into the leaked op, whose request owns every buffer and path it
-                // names, alive and unmoved until the op is reclaimed from its completion.
-                let pushed = unsafe { self.ring.submission_shared().push(&entry) };
+                // SAFETY: `unsent` is borrowed mutably, from under the ring's submission
+                // lock or by the lane's only submitter, so this is the only submission
+                // queue view; the entry points into the leaked op, whose request owns
+                // every buffer and path it names, alive and unmoved until the op is
+                // reclaimed from its completion.
+                let pushed = unsafe { uring.submission_shared().push(&entry) };
                 if pushed.is_ok() {
-                    sq.push(p as usize);
+                    unsent.push(p as usize);
                     break;
                 }
                 // Full: hand what is there to the kernel and try again.
-                if let Err(e) = self.enter(&mut sq) {
+                if let Err(e) = self.enter_to(uring, unsent, lane) {
                     // SAFETY: `p` was not pushed, so it is still ours, once.
                     let op = self.ops.unbox(unsafe { Box::from_raw(p) });
-                    self.inflight.fetch_sub(1, Ordering::AcqRel);
+                    self.count(lane, 1, false);
                     if self.denied.load(Ordering::Acquire) {
                         self.to_pool(op.req);
                     } else {
@@ -133,7 +156,7 @@ impl Ring {
                 }
             }
         }
-        if let Err(e) = self.enter(&mut sq) {
+        if let Err(e) = self.enter_to(uring, unsent, lane) {
             if !self.denied.load(Ordering::Acquire) {
                 // The entries stay in the ring; the next submission enters again.
                 log::warn!("caio: io_uring_enter failed ({e}); the next submission retries");
@@ -141,13 +164,30 @@ impl Ring {
         }
     }
 
-    /// Hands what is in the submission ring to the kernel; `unsent` lists the operations
-    /// there, in order. Where a policy denies `io_uring_enter` (a seccomp filter or
-    /// container installed after start-up), the operations the kernel never took go to
+    /// Counts `n` operations into (`add`) or out of flight: in the ring's total, and in
+    /// the lane's own count if they are a lane's.
+    pub(super) fn count(&self, lane: Option<&AtomicUsize>, n: usize, add: bool) {
+        for c in [Some(&self.inflight), lane].into_iter().flatten() {
+            if add {
+                c.fetch_add(n, Ordering::AcqRel);
+            } else {
+                c.fetch_sub(n, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Hands what is in the submission ring `uring` to the kernel; `unsent` lists the
+    /// operations there, in order. Where a policy denies `io_uring_enter` (a seccomp filter
+    /// or container installed after start-up), the operations the kernel never took go to
     /// the pool, and so does every later one: the ring is never entered again, so their
     /// entries, left in it, are never read.
-    pub(super) fn enter(&self, unsent: &mut Vec<usize>) -> io::Result<()> {
-        match self.ring.submit() {
+    pub(super) fn enter_to(
+        &self,
+        uring: &IoUring,
+        unsent: &mut Vec<usize>,
+        lane: Option<&AtomicUsize>,
+    ) -> io::Result<()> {
+        match uring.submit() {
             Ok(n) => {
                 unsent.drain(..n.min(unsent.len()));
                 Ok(())
@@ -158,7 +198,7 @@ impl Ring {
                     // SAFETY: the call was refused before it ran, so the kernel took none
                     // of these entries: each op is still ours, once.
                     let op = self.ops.unbox(unsafe { Box::from_raw(p as *mut UringOp) });
-                    self.inflight.fetch_sub(1, Ordering::AcqRel);
+                    self.count(lane, 1, false);
                     self.to_pool(op.req);
                 }
                 Err(e)
@@ -177,33 +217,60 @@ impl Ring {
         }
     }
 
-    /// Completes what the completion ring holds now. `true` when it took any.
+    /// Completes what the shared completion ring holds now. `true` when it took any.
+    /// Called with `cq` held.
     pub(super) fn reap(&self) -> bool {
+        // SAFETY: `cq` is held by the callers, so this is the only completion queue view.
+        let any = unsafe { self.reap_from(&self.ring, None) };
+        if any {
+            self.send_held();
+        }
+        any
+    }
+
+    /// Completes what `uring`'s completion ring holds now (a lane's, whose own count is
+    /// `lane`, or the shared one). `true` when it took any.
+    ///
+    /// # Safety
+    /// The caller holds that ring's completion lock: this is its only completion view.
+    pub(super) unsafe fn reap_from(&self, uring: &IoUring, lane: Option<&AtomicUsize>) -> bool {
         let mut any = false;
         // Every operation the batch admits is queued before its futures run.
         let _held = hold_wakes();
-        // SAFETY: `cq` is held by the callers, so this is the only completion queue view.
-        let cq = unsafe { self.ring.completion_shared() };
+        // SAFETY: the caller's promise.
+        let cq = unsafe { uring.completion_shared() };
         for cqe in cq {
             any = true;
             // SAFETY: `user_data` is the address leaked at submission; the kernel
             // reports each entry once, and the completion ring is read by one thread.
             let op = unsafe { Box::from_raw(cqe.user_data() as *mut UringOp) };
-            self.inflight.fetch_sub(1, Ordering::AcqRel);
+            self.count(lane, 1, false);
             if let Some(next) = self.complete(op, cqe.result()) {
+                // The rest of it, or a retry: to the shared ring (this thread may not be
+                // the one allowed to enter the lane).
                 self.submit([next]);
             }
         }
-        if any {
-            // What was held for a larger batch goes once too few are left in flight (see
-            // `backend::held`); the count is read under the queue's lock, after this
-            // reap's decrements.
-            let batch = self
-                .queue
-                .take_held(|queued| held(queued, self.inflight.load(Ordering::Acquire)));
-            self.send(batch);
-        }
         any
+    }
+
+    /// Sends what is held and no longer should be (see `backend::held`), of the shared
+    /// queue and every lane's, after a reap; the count is read under each queue's lock,
+    /// after the reap's decrements. To the calling thread's lane if it has one, else the
+    /// shared ring.
+    pub(super) fn send_held(&self) {
+        let hold = |queued| held(queued, self.inflight.load(Ordering::Acquire));
+        let mut batch = self.queue.take_held(hold);
+        for lane in self.lanes().iter() {
+            let mut more = lane.queue.take_held(hold);
+            if batch.is_empty() {
+                std::mem::swap(&mut batch, &mut more);
+            } else {
+                batch.append(&mut more);
+            }
+            lane.queue.give_back(more);
+        }
+        self.send_here(batch);
     }
 
     /// Submits `batch` (drained, and its room kept for the next): whether any went.
@@ -324,25 +391,24 @@ pub(super) fn reaper(ring: Arc<Ring>) {
             let idle = ring.inflight.load(Ordering::Acquire) == 0
                 && !ring.shutdown.load(Ordering::Acquire);
             ring.driver.look(idle, || {
-                let _cq = lock(&ring.cq);
-                ring.reap();
+                ring.reap_all(false);
             });
+            ring.rescue(false);
             if ring.shutdown.load(Ordering::Acquire) && ring.inflight.load(Ordering::Acquire) == 0 {
                 ring.close_reactor();
                 return;
             }
             continue;
         }
+        // No executor's task reaps: whatever its threads left queued goes now.
+        ring.rescue(true);
         if let Err(e) = sys::eventfd_wait(ring.efd.as_raw_fd()) {
             // Only a broken eventfd gets here: leaking what is in flight is safe,
             // spinning is not.
             log::error!("caio: the io_uring reaper cannot wait ({e}); it stops");
             return;
         }
-        {
-            let _cq = lock(&ring.cq);
-            ring.reap();
-        }
+        ring.reap_all(true);
         if ring.driver.is_active() && !ring.owned.load(Ordering::Acquire) {
             // A thread started driving while this one waited. The count it took may hold
             // a wake for that thread, asleep on the same eventfd, beside completions (one
