@@ -1,5 +1,6 @@
-//! The io_uring backend, on the `io-uring` crate: one ring per context, one completion
-//! thread, no thread per operation.
+//! The io_uring backend, on the `io-uring` crate: a shared ring per context, a ring of
+//! its own for each thread that submits under an executor or drives `block_on`, one
+//! completion thread, no thread per operation.
 //!
 //! # How an operation runs
 //!
@@ -21,6 +22,13 @@
 //!   started on first use.
 //! - Pipes, sockets and directories go to the pool, whose positional calls report the same
 //!   errno as every other backend (the ring would read a pipe ignoring the offset).
+//!
+//! # Under an executor's reactor (the `tokio` feature)
+//!
+//! A worker of a runtime whose task reaps the context (see `backend/reactor.rs`) submits
+//! to a lane of its own (`lane.rs`): a `SINGLE_ISSUER | COOP_TASKRUN` ring that it alone
+//! enters, which signals the context's eventfd like the shared ring, so that the runtime's
+//! task and the reaper take its completions from user space, on any thread.
 //!
 //! # Under `Context::block_on`
 //!
