@@ -159,7 +159,21 @@ impl Ring {
                 }
                 n += 1;
             }
-            self.inflight.fetch_add(n, Ordering::AcqRel);
+            self.inflight.fetch_add(n, Ordering::SeqCst);
+            // Either the reaper, falling back to user space, still sees these in flight
+            // and reaps them, or this sees that it gave up the kernel, and they go to the
+            // pool (both sides SeqCst): queued before a policy denied io_getevents, they
+            // may be flushed after the reaper left.
+            if self.degraded.load(Ordering::SeqCst) {
+                for &iocb in &iocbs[..n] {
+                    // SAFETY: never submitted; its aio_data is the address of the AioOp
+                    // leaked just above, still ours, once.
+                    let op = unsafe { Box::from_raw((*iocb).aio_data as *mut AioOp) };
+                    self.inflight.fetch_sub(1, Ordering::AcqRel);
+                    self.to_pool(self.ops.unbox(op).req);
+                }
+                continue;
+            }
             let mut i = 0;
             while i < n {
                 // SAFETY: every iocb points into its own leaked AioOp, whose request owns
@@ -453,12 +467,14 @@ pub(super) fn reaper(ring: Arc<Ring>) {
 /// it): nothing more goes to the kernel, and what is in flight is reaped straight from the
 /// ring the kernel maps into the process, so every operation still completes.
 pub(super) fn reap_in_user_space(ring: &Ring, e: &io::Error) {
-    ring.degraded.store(true, Ordering::Release);
+    // SeqCst, as `Ring::submit`'s look: a submission after this one goes to the pool, or
+    // is counted in flight below.
+    ring.degraded.store(true, Ordering::SeqCst);
     log::warn!(
         "caio: io_getevents failed ({e}); reaping in user space, new operations go to threads"
     );
     let mut events = [IoEvent::default(); 64];
-    while ring.inflight.load(Ordering::Acquire) > 0 {
+    while ring.inflight.load(Ordering::SeqCst) > 0 {
         // The context lives until this thread destroys it below. Reaps in the kernel fail
         // now, but one started before the policy may still wait: `Busy` until it returns.
         match ring.reap_user(&mut events) {
