@@ -534,9 +534,7 @@ fn under_tokio_at_depth_each_io_submit_carries_a_batch() {
         eprintln!("SKIP: no kernel AIO");
         return;
     }
-    let traced = std::process::Command::new("strace").arg("-V").output();
-    if !traced.is_ok_and(|o| o.status.success()) {
-        eprintln!("SKIP: strace is not installed (.ci/run installs it)");
+    if !util::has_strace() {
         return;
     }
     let out_dir = tempfile::tempdir().unwrap();
@@ -569,30 +567,14 @@ fn under_tokio_at_depth_each_io_submit_carries_a_batch() {
             return;
         }
         let reads: usize = util::child_field(&stdout, "reads");
-        // Each line: io_submit(ctx, n, [...]) = n, or "<unfinished ...>" and later
-        // "<... io_submit resumed>) = n" on the same thread.
+        // Each call: io_submit(ctx, n, [...]) = n.
         let text = std::fs::read_to_string(&log).unwrap();
-        let (mut calls, mut sent, mut sizes) = (0, 0, Vec::new());
-        let mut open: std::collections::HashMap<String, bool> = Default::default();
-        for line in text.lines() {
-            let (tid, rest) = line.split_once(' ').unwrap_or(("", line));
-            let (preads, done) = if let Some(head) = rest.strip_suffix(" <unfinished ...>") {
-                open.insert(tid.to_string(), head.contains("IOCB_CMD_PREAD"));
-                continue;
-            } else if rest.contains("resumed>") {
-                (open.remove(tid).unwrap_or(false), rest)
-            } else {
-                (rest.contains("IOCB_CMD_PREAD"), rest)
-            };
-            let n = done
-                .rsplit_once("= ")
-                .and_then(|(_, n)| n.trim().parse::<usize>().ok());
-            if let (true, Some(n)) = (preads, n) {
-                calls += 1;
-                sent += n;
-                sizes.push(n);
-            }
-        }
+        let sizes: Vec<usize> = util::strace_calls(&text)
+            .into_iter()
+            .filter(|(_, call)| call.contains("IOCB_CMD_PREAD"))
+            .filter_map(|(_, call)| call.rsplit_once("= ")?.1.trim().parse().ok())
+            .collect();
+        let (calls, sent) = (sizes.len(), sizes.iter().sum::<usize>());
         assert_eq!(sent, reads, "{flavor}: every read went through io_submit");
         // The first 32 reads bring the depth up to 32: the batches are counted from there.
         let ramp = sizes
@@ -647,23 +629,12 @@ fn child_reads_at_depth() {
         .max_requests(32)
         .build()
         .unwrap();
-    let rt = match flavor.as_str() {
-        "mt" => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build(),
-        _ => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-    }
-    .unwrap();
-    let tasks = std::env::var("CAIO_FUSE_DEPTH_TASKS").map_or(32, |t| t.parse().unwrap());
-    let (reads, size) = (256, 4096);
+    let rt = util::runtime(flavor == "mt");
+    let (tasks, reads, size) = (32, 256, 4096);
     let expected = Arc::new(pattern(SIZE, SLOW - GOOD));
     // The tasks take reads from one count, so that all 32 stay busy until the end, however
     // the file serves them.
     let next = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
     rt.block_on(async {
         let handles: Vec<_> = (0..tasks)
             .map(|_| {
@@ -686,8 +657,7 @@ fn child_reads_at_depth() {
         }
     });
     drop(rt);
-    let took = start.elapsed();
     assert!(ctx.wait_idle_timeout(Duration::from_secs(10)), "idle");
     m.ctl.delay_ms.store(0, Ordering::SeqCst);
-    println!("CHILD reads={reads} done in {took:?}");
+    println!("CHILD reads={reads} done");
 }

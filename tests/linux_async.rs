@@ -7,13 +7,11 @@
 mod util;
 
 use std::{
-    collections::HashMap,
     fs,
     future::Future,
     os::unix::io::AsRawFd,
     path::Path,
     pin::Pin,
-    process::Command,
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc, OnceLock,
@@ -96,17 +94,7 @@ fn child_reads() {
     #[cfg(feature = "tokio")]
     if let Some(flavor) = mode.strip_prefix("tokio_") {
         // Eight tasks, each reading in turn, as a tokio user writes it.
-        let rt = if flavor == "mt" {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-        } else {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-        }
-        .unwrap();
+        let rt = util::runtime(flavor == "mt");
         let expected = Arc::new(expected);
         rt.block_on(async {
             let tasks: Vec<_> = (0..8)
@@ -317,12 +305,7 @@ fn can_trace() -> bool {
         eprintln!("SKIP: kernel AIO is not available here");
         return false;
     }
-    let strace = Command::new("strace").arg("-V").output();
-    if !strace.map(|o| o.status.success()).unwrap_or(false) {
-        eprintln!("SKIP: strace is not installed (.ci/run installs it)");
-        return false;
-    }
-    true
+    util::has_strace()
 }
 
 /// Runs the child under `strace -f` and parses what it did.
@@ -356,24 +339,8 @@ fn trace(mode: &str, n: usize, file: &Path) -> Trace {
     assert!(stdout.contains(&format!("CHILD done {n}")), "{stdout}");
     let field = |k: &str| -> i64 { util::child_field(&stdout, k) };
     let text = fs::read_to_string(&out_path).unwrap();
-    // Join "<unfinished ...>" / "<... resumed>" halves per thread.
-    let mut open: HashMap<u32, String> = HashMap::new();
     let mut calls = Vec::new();
-    for line in text.lines() {
-        let (tid, rest) = line.split_once(char::is_whitespace).unwrap();
-        let Ok(tid) = tid.parse::<u32>() else {
-            continue;
-        };
-        let rest = rest.trim_start();
-        let full = if let Some(head) = rest.strip_suffix(" <unfinished ...>") {
-            open.insert(tid, head.to_string());
-            continue;
-        } else if rest.starts_with("<... ") {
-            let tail = rest.split_once("resumed>").map_or("", |(_, t)| t);
-            format!("{}{}", open.remove(&tid).unwrap_or_default(), tail)
-        } else {
-            rest.to_string()
-        };
+    for (tid, full) in util::strace_calls(&text) {
         if let Some((name, args)) = full.split_once('(') {
             if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 calls.push((tid, name.to_string(), args.to_string()));

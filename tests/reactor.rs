@@ -86,18 +86,11 @@ async fn read_block(file: &File, k: u64) {
 }
 
 fn multi() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+    util::runtime(true)
 }
 
 fn current() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+    util::runtime(false)
 }
 
 /// Waits for the context to finish everything, at most 20 s, from a plain thread.
@@ -401,42 +394,9 @@ fn dropped_futures_under_the_reactor_leave_the_context_idle_and_later_reads_righ
 /// ring's eventfd count for them (its blocking `read` of it, under strace).
 #[test]
 fn under_tokio_uring_completions_are_reaped_by_the_runtime_not_the_reaper() {
-    if !Implementation::Uring.is_available() {
-        eprintln!("SKIP: io_uring is not available here");
+    let Some(trace) = trace_uring_child("uring_tokio", "io_uring_register,read", false) else {
         return;
-    }
-    if !std::process::Command::new("strace")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        eprintln!("SKIP: strace is not installed (.ci/run installs it)");
-        return;
-    }
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let path = data_file(dir.path());
-    let trace = dir.path().join("strace");
-    let mut cmd = util::test_command(
-        "child",
-        &[
-            "strace",
-            "-f",
-            "-qq",
-            "-o",
-            trace.to_str().unwrap(),
-            "-e",
-            "trace=io_uring_register,read",
-        ],
-    );
-    cmd.env(CHILD, "uring_tokio")
-        .env("CAIO_REACTOR_TEST_FILE", &path);
-    let out = util::output_within(cmd, Duration::from_secs(120));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let trace = std::fs::read_to_string(&trace).unwrap();
+    };
     // The eventfd the context registers with its ring.
     let efd: String = trace
         .lines()
@@ -463,64 +423,53 @@ fn under_tokio_uring_completions_are_reaped_by_the_runtime_not_the_reaper() {
     );
 }
 
-/// On `uring`, each worker of a runtime submits to a ring of its own (`SINGLE_ISSUER`),
-/// which no other thread enters.
-#[test]
-fn under_tokio_each_uring_worker_submits_to_a_ring_of_its_own() {
+/// Runs the `case` child on a file of its own under `strace -f`, tracing `calls` (and
+/// stopping the child at those alone with `seccomp`); the trace, or `None` (said) where
+/// io_uring or strace is missing.
+fn trace_uring_child(case: &str, calls: &str, seccomp: bool) -> Option<String> {
     if !Implementation::Uring.is_available() {
         eprintln!("SKIP: io_uring is not available here");
-        return;
+        return None;
     }
-    if !std::process::Command::new("strace")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        eprintln!("SKIP: strace is not installed (.ci/run installs it)");
-        return;
+    if !util::has_strace() {
+        return None;
     }
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let path = data_file(dir.path());
     let trace = dir.path().join("strace");
-    let mut cmd = util::test_command(
-        "child",
-        &[
-            "strace",
-            "-f",
-            "-qq",
-            "--seccomp-bpf",
-            "-o",
-            trace.to_str().unwrap(),
-            "-e",
-            "trace=io_uring_setup,io_uring_enter",
-        ],
-    );
-    cmd.env(CHILD, "uring_lanes")
-        .env("CAIO_REACTOR_TEST_FILE", &path);
+    let calls = format!("trace={calls}");
+    let mut strace = vec![
+        "strace",
+        "-f",
+        "-qq",
+        "-o",
+        trace.to_str().unwrap(),
+        "-e",
+        &calls,
+    ];
+    if seccomp {
+        strace.push("--seccomp-bpf");
+    }
+    let mut cmd = util::test_command("child", &strace);
+    cmd.env(CHILD, case).env("CAIO_REACTOR_TEST_FILE", &path);
     let out = util::output_within(cmd, Duration::from_secs(120));
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let text = std::fs::read_to_string(&trace).unwrap();
-    // Calls split by strace ("<unfinished ...>", then "<... resumed>") joined, per thread.
-    let mut open: std::collections::HashMap<&str, String> = Default::default();
-    let mut trace = String::new();
-    for line in text.lines() {
-        let Some((tid, call)) = line.split_once(' ') else {
-            continue;
-        };
-        let call = call.trim_start();
-        if let Some(head) = call.strip_suffix(" <unfinished ...>") {
-            open.insert(tid, head.to_string());
-        } else if let Some((_, tail)) = call.split_once("resumed>") {
-            let head = open.remove(tid).unwrap_or_default();
-            trace.push_str(&format!("{tid} {head}{tail}\n"));
-        } else {
-            trace.push_str(&format!("{tid} {call}\n"));
-        }
-    }
+    Some(std::fs::read_to_string(&trace).unwrap())
+}
+
+/// On `uring`, each worker of a runtime submits to a ring of its own (`SINGLE_ISSUER`),
+/// which no other thread enters.
+#[test]
+fn under_tokio_each_uring_worker_submits_to_a_ring_of_its_own() {
+    // Only these calls stop the child: the rest of it runs as it would.
+    let Some(trace) = trace_uring_child("uring_lanes", "io_uring_setup,io_uring_enter", true)
+    else {
+        return;
+    };
     // IORING_SETUP_SINGLE_ISSUER, which older strace shows as a number.
     let one_issuer = |call: &str| {
         let flags = call
@@ -536,13 +485,10 @@ fn under_tokio_each_uring_worker_submits_to_a_ring_of_its_own() {
     // Rings made with one issuer, by descriptor.
     let mut single = std::collections::HashSet::new();
     // Who entered each ring with entries to submit, and how many entries.
-    let mut entered: std::collections::HashMap<String, (std::collections::HashSet<String>, usize)> =
+    let mut entered: std::collections::HashMap<String, (std::collections::HashSet<u32>, usize)> =
         Default::default();
-    for line in trace.lines() {
-        let Some((tid, call)) = line.split_once(' ') else {
-            continue;
-        };
-        let call = call.trim_start();
+    for (tid, call) in util::strace_calls(&trace) {
+        let call = call.as_str();
         let ret = call.rsplit_once("= ").map(|(_, r)| r.trim().to_string());
         if call.starts_with("io_uring_setup(") && one_issuer(call) {
             single.extend(ret);
@@ -554,7 +500,7 @@ fn under_tokio_each_uring_worker_submits_to_a_ring_of_its_own() {
             };
             if n > 0 {
                 let e = entered.entry(fd.to_string()).or_default();
-                e.0.insert(tid.to_string());
+                e.0.insert(tid);
                 e.1 += n;
             }
         }

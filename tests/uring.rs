@@ -11,7 +11,7 @@ mod util;
 use std::{
     fs,
     os::unix::{fs::OpenOptionsExt, io::AsRawFd},
-    process::{Command, Output},
+    process::Output,
 };
 
 use caio::{Buffer, Context, Implementation};
@@ -240,15 +240,7 @@ fn can_trace() -> bool {
     if !uring_here() {
         return false;
     }
-    if !Command::new("strace")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        eprintln!("SKIP: strace is not installed (.ci/run installs it)");
-        return false;
-    }
-    true
+    util::has_strace()
 }
 
 #[test]

@@ -579,32 +579,13 @@ pub fn child(args: &[String]) {
         let f = open_std(&target, direct);
         let o = workload::run_raw(&ctx, f.as_raw_fd(), len, &w).unwrap();
         (o.ops, o.elapsed, o.user, o.sys)
-    } else if let Some(name) = system
-        .strip_prefix("caio ")
-        .and_then(|n| n.strip_suffix(&format!(" {TOKIO_MT}")))
-    {
-        caio_tokio_point(
-            &target,
-            len,
-            qd,
-            secs,
-            (direct, write),
-            name.parse().unwrap(),
-            true,
-        )
-    } else if let Some(name) = system
-        .strip_prefix("caio ")
-        .and_then(|n| n.strip_suffix(&format!(" {TOKIO_CT}")))
-    {
-        caio_tokio_point(
-            &target,
-            len,
-            qd,
-            secs,
-            (direct, write),
-            name.parse().unwrap(),
-            false,
-        )
+    } else if let Some((name, multi)) = system.strip_prefix("caio ").and_then(|n| {
+        [(TOKIO_MT, true), (TOKIO_CT, false)]
+            .into_iter()
+            .find_map(|(suffix, multi)| Some((n.strip_suffix(&format!(" {suffix}"))?, multi)))
+    }) {
+        let i = name.parse().unwrap();
+        caio_tokio_point(&target, len, qd, secs, (direct, write), i, multi)
     } else if let Some(name) = system.strip_prefix("caio ") {
         let i: Implementation = name.trim_end_matches(" block_on").parse().unwrap();
         let mut ctx = Context::builder().implementation(i).max_requests(qd);

@@ -485,3 +485,60 @@ pub fn in_forked_child(limit: std::time::Duration, f: impl FnOnce() -> i32) -> O
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
 }
+
+/// Whether `strace` runs here; if not, says the test is skipped.
+pub fn has_strace() -> bool {
+    let ok = std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("SKIP: strace is not installed (.ci/run installs it)");
+    }
+    ok
+}
+
+/// The calls in the output of `strace -f -o`, as (thread id, call with its arguments and
+/// result), in order; a call strace split in two ("<unfinished ...>", then "<... name
+/// resumed>" on the same thread) is joined back, and placed where it ended.
+pub fn strace_calls(text: &str) -> Vec<(u32, String)> {
+    let mut open: std::collections::HashMap<u32, String> = Default::default();
+    let mut calls = Vec::new();
+    for line in text.lines() {
+        let Some((tid, rest)) = line.split_once(char::is_whitespace) else {
+            continue;
+        };
+        let Ok(tid) = tid.parse::<u32>() else {
+            continue;
+        };
+        let rest = rest.trim_start();
+        if let Some(head) = rest.strip_suffix(" <unfinished ...>") {
+            open.insert(tid, head.to_string());
+        } else if rest.starts_with("<... ") {
+            let tail = rest.split_once("resumed>").map_or("", |(_, t)| t);
+            calls.push((
+                tid,
+                format!("{}{tail}", open.remove(&tid).unwrap_or_default()),
+            ));
+        } else {
+            calls.push((tid, rest.to_string()));
+        }
+    }
+    calls
+}
+
+/// A tokio runtime as the tests use them: multi-thread with two workers, or
+/// current-thread; I/O and timers enabled.
+pub fn runtime(multi: bool) -> tokio::runtime::Runtime {
+    if multi {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    }
+    .unwrap()
+}

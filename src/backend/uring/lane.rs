@@ -166,24 +166,44 @@ impl Ring {
     /// completion on another thread admitted them), appended to `batch`.
     #[allow(clippy::vec_box)]
     pub(super) fn take_strays(&self, mine: Option<&Lane>, batch: &mut Vec<Box<UringOp>>) {
-        if self.lanes_gen.load(Ordering::Acquire) == 0 && !self.queue.owes() {
-            return; // no lane was ever made, and the shared queue owes nothing
-        }
         let hold = |queued| held(queued, self.inflight.load(Ordering::Acquire));
-        let lanes = self.lanes();
-        let strays = lanes
-            .iter()
-            .filter(|l| mine.is_none_or(|m| !std::ptr::eq(Arc::as_ptr(l), m)))
-            .map(|l| &l.queue)
-            .chain([&self.queue]);
-        for queue in strays.filter(|q| q.owes()) {
-            let mut more = queue.take_owed(hold);
+        self.gather(mine, batch, |q| {
+            if q.owes() {
+                q.take_owed(hold)
+            } else {
+                Vec::new()
+            }
+        });
+    }
+
+    /// Appends to `batch` what `take` takes of the shared queue and of every lane's but
+    /// `except`'s (with no lane ever made, the registry is not looked at).
+    #[allow(clippy::vec_box)]
+    pub(super) fn gather(
+        &self,
+        except: Option<&Lane>,
+        batch: &mut Vec<Box<UringOp>>,
+        take: impl Fn(&OpQueue<UringOp>) -> Vec<Box<UringOp>>,
+    ) {
+        let mut one = |queue: &OpQueue<UringOp>| {
+            let mut more = take(queue);
             if batch.is_empty() {
                 std::mem::swap(batch, &mut more);
             } else {
                 batch.append(&mut more);
             }
             queue.give_back(more);
+        };
+        one(&self.queue);
+        if self.lanes_gen.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let lanes = self.lanes();
+        let others = lanes
+            .iter()
+            .filter(|l| except.is_none_or(|m| !std::ptr::eq(Arc::as_ptr(l), m)));
+        for lane in others {
+            one(&lane.queue);
         }
     }
 
@@ -279,15 +299,16 @@ impl Ring {
         if any {
             self.send_held();
         }
-        if lanes.iter().any(|l| l.finished()) {
-            self.forget_finished();
-        }
+        self.forget_finished(&lanes);
         any
     }
 
-    /// Lets go of the lanes whose owner is gone and with nothing in flight: closed once no
-    /// one holds them.
-    fn forget_finished(&self) {
+    /// Lets go of the lanes whose owner is gone and with nothing in flight (if `seen`, a
+    /// look at the lanes, holds any): closed once no one holds them.
+    fn forget_finished(&self, seen: &[Arc<Lane>]) {
+        if !seen.iter().any(|l| l.finished()) {
+            return;
+        }
         let mut all = lock(&self.lanes);
         let left: Vec<Arc<Lane>> = all.iter().filter(|l| !l.finished()).cloned().collect();
         if left.len() < all.len() {
@@ -311,9 +332,7 @@ impl Ring {
                 self.send(lane.queue.take());
             }
         }
-        if lanes.iter().any(|l| l.finished()) {
-            self.forget_finished();
-        }
+        self.forget_finished(&lanes);
         // The shared queue, likewise, but only when stale: its futures flush it from any
         // thread.
         if !all && !self.queue.is_empty() && stale(&self.shared_flushes, &self.shared_seen) {

@@ -260,16 +260,8 @@ impl Ring {
     /// shared ring.
     pub(super) fn send_held(&self) {
         let hold = |queued| held(queued, self.inflight.load(Ordering::Acquire));
-        let mut batch = self.queue.take_held(hold);
-        for lane in self.lanes().iter() {
-            let mut more = lane.queue.take_held(hold);
-            if batch.is_empty() {
-                std::mem::swap(&mut batch, &mut more);
-            } else {
-                batch.append(&mut more);
-            }
-            lane.queue.give_back(more);
-        }
+        let mut batch = Vec::new();
+        self.gather(None, &mut batch, |q| q.take_held(hold));
         self.send_here(batch);
     }
 
