@@ -9,7 +9,10 @@ mod util;
 
 use std::{
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
     time::Duration,
 };
 
@@ -310,10 +313,93 @@ fn child() {
                 read_in_tasks(&file, 8, 0..512).await;
             });
         }
+        "low_depth_wakes" => {
+            // Four tasks, each reading one block at a time: the reads a reap makes ready
+            // go to the kernel from the last of them to queue, with no wake of a future
+            // to send them, so a task is woken about once per read (its completion).
+            let wakes = Arc::new(AtomicUsize::new(0));
+            let reads = 4 * 256;
+            for rt in [current(), multi()] {
+                wakes.store(0, Ordering::Relaxed);
+                rt.block_on(async {
+                    let file = Arc::new(open(&ctx, &path).await);
+                    let tasks: Vec<_> = (0..4u64)
+                        .map(|t| {
+                            let f = Arc::clone(&file);
+                            tokio::spawn(CountWakes::new(Arc::clone(&wakes), async move {
+                                for k in (t * 256)..(t + 1) * 256 {
+                                    read_block(&f, k).await;
+                                }
+                            }))
+                        })
+                        .collect();
+                    for t in tasks {
+                        t.await.unwrap();
+                    }
+                });
+                let per_read = wakes.load(Ordering::Relaxed) as f64 / reads as f64;
+                println!("{per_read:.2} wakes per read");
+                assert!(
+                    per_read < 1.5,
+                    "{per_read:.2} wakes per read: a future is woken to send its read"
+                );
+            }
+        }
         other => panic!("no case {other}"),
     }
     idle(&ctx);
     println!("CHILD OK {case}");
+}
+
+/// A future that counts the wakes of `fut`'s task.
+struct CountWakes<F> {
+    fut: std::pin::Pin<Box<F>>,
+    waker: Arc<Counting>,
+}
+
+struct Counting {
+    task: std::sync::Mutex<Option<std::task::Waker>>,
+    wakes: Arc<AtomicUsize>,
+}
+
+impl std::task::Wake for Counting {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.wakes.fetch_add(1, Ordering::Relaxed);
+        if let Some(w) = &*self.task.lock().unwrap() {
+            w.wake_by_ref();
+        }
+    }
+}
+
+impl<F: std::future::Future> CountWakes<F> {
+    fn new(wakes: Arc<AtomicUsize>, fut: F) -> Self {
+        CountWakes {
+            fut: Box::pin(fut),
+            waker: Arc::new(Counting {
+                task: std::sync::Mutex::new(None),
+                wakes,
+            }),
+        }
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for CountWakes<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        *self.waker.task.lock().unwrap() = Some(cx.waker().clone());
+        let waker = std::task::Waker::from(Arc::clone(&self.waker));
+        self.fut
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(&waker))
+    }
 }
 
 /// The io_uring instances the process has open.
@@ -357,6 +443,11 @@ fn run_both(case: &str) {
     } else {
         eprintln!("SKIP (uring): io_uring is not available here");
     }
+}
+
+#[test]
+fn under_tokio_at_low_depth_a_read_needs_no_wake_to_be_sent() {
+    run_both("low_depth_wakes");
 }
 
 #[test]

@@ -147,6 +147,16 @@ pub(crate) fn held(queued: usize, inflight: usize) -> bool {
     inflight >= HOLD_DEPTH && queued < batch
 }
 
+/// Whether an operation queued (and not held) with `inflight` operations in flight goes
+/// to the kernel now rather than at its future's next poll: when it follows a reap on
+/// the same thread (see [`slot::after_reap`]), and either fewer than [`HOLD_BATCH`] are in
+/// flight (a device kept this shallow is better served at once than by a second poll of
+/// each future) or it is the last the reap's woken futures were expected to queue.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+pub(crate) fn sends_at_once(inflight: usize) -> bool {
+    slot::after_reap().is_some_and(|last| last || inflight < HOLD_BATCH)
+}
+
 #[cfg(test)]
 mod held_tests {
     use super::held;

@@ -29,6 +29,40 @@ thread_local! {
     static HOLDING: Cell<usize> = const { Cell::new(0) };
     /// The wakes they hold back; no room on a thread that does not hold.
     static HELD: RefCell<Vec<Waker>> = const { RefCell::new(Vec::new()) };
+    /// The futures woken under the guards living on this thread (held back or not).
+    static WOKEN: Cell<usize> = const { Cell::new(0) };
+    /// How many operations the futures the latest reap on this thread woke are still
+    /// expected to queue here (see [`after_reap`]).
+    static EXPECTED: Cell<usize> = const { Cell::new(0) };
+}
+
+/// What the calling thread's latest reap says of the operation it queues now: `None` when
+/// it did not wake the future queuing it, as far as can be told (the operations the
+/// futures it woke were expected to queue are all queued), else whether this one is the
+/// last of them.
+///
+/// An executor whose own thread reaps (tokio's, through the reactor) polls the futures a
+/// reap woke right after it, on that thread, and each queues its next operation: a burst
+/// of known size, which can go to the kernel as soon as its last operation is queued,
+/// with no wake of a future to send it. A burst with no reap before it (a loop that
+/// starts many operations) expects nothing here, and is sent by the flush of its futures'
+/// next polls, together. A guess that is off only splits or delays a batch: a future that
+/// queued without sending still flushes at its next poll.
+///
+/// Inside a reap (for an operation its completions admit) it is always `None`: the
+/// admitted operation's future flushes it as before, and a send from inside the reap
+/// would nest a reap in it.
+pub(crate) fn after_reap() -> Option<bool> {
+    if HOLDING.with(Cell::get) > 0 {
+        return None;
+    }
+    EXPECTED.with(|e| match e.get() {
+        0 => None,
+        n => {
+            e.set(n - 1);
+            Some(n == 1)
+        }
+    })
 }
 
 /// Makes the calling thread one that completes operations for other threads (a backend's
@@ -63,6 +97,11 @@ impl Drop for HeldWakes {
         if HOLDING.with(|h| h.replace(h.get() - 1)) != 1 {
             return;
         }
+        // A reap that woke nothing (one ring of several, empty) says nothing new.
+        let woken = WOKEN.with(|w| w.replace(0));
+        if woken > 0 {
+            EXPECTED.with(|e| e.set(woken));
+        }
         // Nothing is held from here on: a waker that completes operations itself (an
         // executor that polls inside `wake`) finds the list borrowed, or no guard, and
         // wakes them at once. At thread exit the list may be gone; `wake` then woke at once.
@@ -79,6 +118,7 @@ fn wake(w: Waker) {
     if HOLDING.with(Cell::get) == 0 {
         return w.wake();
     }
+    WOKEN.with(|n| n.set(n.get() + 1));
     let mut w = Some(w);
     let _ = HELD.try_with(|h| {
         // Borrowed: a held wake is running and completed this one; wake it at once. No

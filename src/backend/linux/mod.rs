@@ -76,7 +76,7 @@ use crate::{
     backend::{
         completes_for_others,
         drive::{self, Drive, Driver, Early, LateWakes, Signal, DEEP_BATCH},
-        held, hold_wakes,
+        held, hold_wakes, sends_at_once,
         thread::FallbackPool,
         BoxPool, Class, Facts, FileIo, Kind, OpQueue, Progress, Request, Submit,
         DEFAULT_MAX_REQUESTS,
@@ -221,6 +221,9 @@ impl Linux {
             held(queued, ring.inflight.load(Ordering::Acquire))
         }) {
             Submit::Held
+        } else if sends_at_once(ring.inflight.load(Ordering::Acquire)) {
+            self.flush();
+            Submit::Started
         } else {
             Submit::Queued
         }

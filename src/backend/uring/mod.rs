@@ -80,7 +80,7 @@ use crate::{
     backend::{
         completes_for_others,
         drive::{self, Drive, Driver, Early, Signal, DEEP_BATCH},
-        held, hold_wakes,
+        held, hold_wakes, sends_at_once,
         thread::FallbackPool,
         BoxPool, Bufs, Class, Completion, Facts, FileIo, Kind, Meta, OpQueue, Progress, Request,
         Submit,
@@ -210,6 +210,9 @@ impl Uring {
         let hold = |queued| held(queued, ring.inflight.load(Ordering::Acquire));
         if queue.push_or_hold(op, hold) {
             Submit::Held
+        } else if sends_at_once(ring.inflight.load(Ordering::Acquire)) {
+            self.flush();
+            Submit::Started
         } else {
             Submit::Queued
         }
