@@ -147,14 +147,17 @@ pub(crate) fn held(queued: usize, inflight: usize) -> bool {
     inflight >= HOLD_DEPTH && queued < batch
 }
 
-/// Whether an operation queued (and not held) with `inflight` operations in flight goes
-/// to the kernel now rather than at its future's next poll: when it follows a reap on
-/// the same thread (see [`slot::after_reap`]), and either fewer than [`HOLD_BATCH`] are in
-/// flight (a device kept this shallow is better served at once than by a second poll of
-/// each future) or it is the last the reap's woken futures were expected to queue.
+/// Whether an operation queued (and not held), with `outstanding` operations queued or in
+/// flight counting itself, goes to the kernel now rather than at its future's next poll:
+/// when it follows a reap on the same thread (see [`slot::after_reap`]) and, with the
+/// operations still expected from that reap, no more than [`HOLD_BATCH`] are outstanding.
+/// A device kept this shallow is better served at once than by a second poll of each
+/// future. Deeper, or when a reap woke many futures (an executor behind the device, which
+/// drains while they run), the operations of the scheduler pass gather into one
+/// submission.
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-pub(crate) fn sends_at_once(inflight: usize) -> bool {
-    slot::after_reap().is_some_and(|last| last || inflight < HOLD_BATCH)
+pub(crate) fn sends_at_once(outstanding: usize) -> bool {
+    slot::after_reap().is_some_and(|more| outstanding + more <= HOLD_BATCH)
 }
 
 #[cfg(test)]

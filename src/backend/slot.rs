@@ -36,23 +36,21 @@ thread_local! {
     static EXPECTED: Cell<usize> = const { Cell::new(0) };
 }
 
-/// What the calling thread's latest reap says of the operation it queues now: `None` when
-/// it did not wake the future queuing it, as far as can be told (the operations the
-/// futures it woke were expected to queue are all queued), else whether this one is the
-/// last of them.
+/// When the future queuing an operation on the calling thread now was woken by this
+/// thread's latest reap, as far as can be told, how many more operations the futures that
+/// reap woke are expected to queue here; `None` when it was not (the reap woke nothing, or
+/// as many operations were queued here since as it woke).
 ///
 /// An executor whose own thread reaps (tokio's, through the reactor) polls the futures a
-/// reap woke right after it, on that thread, and each queues its next operation: a burst
-/// of known size, which can go to the kernel as soon as its last operation is queued,
-/// with no wake of a future to send it. A burst with no reap before it (a loop that
-/// starts many operations) expects nothing here, and is sent by the flush of its futures'
-/// next polls, together. A guess that is off only splits or delays a batch: a future that
-/// queued without sending still flushes at its next poll.
+/// reap woke right after it, on that thread, and each queues its next operation. A burst
+/// with no reap before it (a loop that starts many operations) is not one of them. A guess
+/// that is off only changes when an operation is sent: one queued without being sent is
+/// sent by its future's next poll.
 ///
 /// Inside a reap (for an operation its completions admit) it is always `None`: the
-/// admitted operation's future flushes it as before, and a send from inside the reap
-/// would nest a reap in it.
-pub(crate) fn after_reap() -> Option<bool> {
+/// admitted operation's future flushes it, and a send from inside the reap would nest a
+/// reap in it.
+pub(crate) fn after_reap() -> Option<usize> {
     if HOLDING.with(Cell::get) > 0 {
         return None;
     }
@@ -60,7 +58,7 @@ pub(crate) fn after_reap() -> Option<bool> {
         0 => None,
         n => {
             e.set(n - 1);
-            Some(n == 1)
+            Some(n - 1)
         }
     })
 }

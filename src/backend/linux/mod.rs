@@ -217,11 +217,14 @@ impl Linux {
         }
         let ring = &self.ring;
         // The count is read under the queue's lock (see `OpQueue`).
+        let outstanding = std::cell::Cell::new(0);
         if ring.queue.push_or_hold(op, |queued| {
-            held(queued, ring.inflight.load(Ordering::Acquire))
+            let inflight = ring.inflight.load(Ordering::Acquire);
+            outstanding.set(queued + inflight);
+            held(queued, inflight)
         }) {
             Submit::Held
-        } else if sends_at_once(ring.inflight.load(Ordering::Acquire)) {
+        } else if sends_at_once(outstanding.get()) {
             self.flush();
             Submit::Started
         } else {

@@ -207,10 +207,15 @@ impl Uring {
         let lane: Option<Arc<Lane>> = None;
         let queue = lane.as_ref().map_or(&ring.queue, |l| &l.queue);
         // The count is read under the queue's lock (see `OpQueue`).
-        let hold = |queued| held(queued, ring.inflight.load(Ordering::Acquire));
+        let outstanding = std::cell::Cell::new(0);
+        let hold = |queued| {
+            let inflight = ring.inflight.load(Ordering::Acquire);
+            outstanding.set(queued + inflight);
+            held(queued, inflight)
+        };
         if queue.push_or_hold(op, hold) {
             Submit::Held
-        } else if sends_at_once(ring.inflight.load(Ordering::Acquire)) {
+        } else if sends_at_once(outstanding.get()) {
             self.flush();
             Submit::Started
         } else {
