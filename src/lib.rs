@@ -74,6 +74,7 @@ mod context;
 mod error;
 mod fork;
 pub mod fs;
+mod notice;
 mod parse;
 mod select;
 mod sync;

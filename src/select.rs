@@ -84,7 +84,8 @@ pub struct Selection {
     pub implementation: Implementation,
     /// Where the choice came from.
     pub source: Source,
-    /// Every warning met on the way (also logged through `log::warn!`).
+    /// Every warning met on the way (also reported: through `log` when the program installed
+    /// a logger, else once on standard error).
     pub warnings: Vec<String>,
 }
 
@@ -125,7 +126,7 @@ pub fn selection() -> &'static Selection {
     }
     let s = select(env::var_os(ENV_VAR), DEFAULT_FILE, |i| i.probe());
     for w in &s.warnings {
-        log::warn!("caio: {w}");
+        crate::notice::warn(w);
     }
     log::debug!("caio: selected {} from {}", s.implementation, s.source);
     let s: &'static Selection = Box::leak(Box::new(s));

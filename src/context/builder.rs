@@ -78,9 +78,9 @@ impl Builder {
             }
             Err(reason) => {
                 // Selected earlier but gone now (e.g. fs.aio-max-nr spent since): fall back.
-                log::warn!(
-                    "caio: {implementation} is unavailable ({reason}); using the thread pool"
-                );
+                crate::notice::warn(&format!(
+                    "{implementation} is unavailable ({reason}); using the thread pool"
+                ));
                 Implementation::Thread
                     .start(config)
                     .map_err(|r| Error::Unavailable {
