@@ -18,6 +18,16 @@ pub const CHUNKS_AHEAD: usize = 4;
 
 /// The chunks of a file from its start: `n` bytes each, the last one shorter, several read
 /// ahead. Ends after the first error.
+///
+/// ```no_run
+/// # async fn f() -> std::io::Result<()> {
+/// use futures::StreamExt;
+/// let mut chunks = caio::File::open("big.bin").await?.chunks(1 << 20);
+/// while let Some(chunk) = chunks.next().await {
+///     println!("{} bytes", chunk?.len());
+/// }
+/// # Ok(()) }
+/// ```
 pub struct Chunks {
     reads: ReadAhead,
     size: usize,

@@ -25,6 +25,14 @@ use crate::{
 type Progress = Arc<dyn Fn(u64) + Send + Sync>;
 
 /// How [`copy_with`] copies.
+///
+/// ```no_run
+/// # async fn f() -> std::io::Result<()> {
+/// use caio::fs::{copy_with, CopyOptions};
+/// let opts = CopyOptions::new().atomic(true).direct(true);
+/// copy_with("image.raw", "backup/image.raw", opts).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct CopyOptions {
     /// Open both files with O_DIRECT (default off).
@@ -105,6 +113,14 @@ impl fmt::Debug for CopyOptions {
 /// [`copy`](crate::fs::copy) with options: O_DIRECT, atomic replacement, the context,
 /// chunk size, depth and a progress callback.
 ///
+/// ```no_run
+/// # async fn f() -> std::io::Result<()> {
+/// use caio::fs::{copy_with, CopyOptions};
+/// // All or nothing: the target is the old file or the whole copy, even after a crash.
+/// copy_with("build/app", "bin/app", CopyOptions::new().atomic(true)).await?;
+/// # Ok(()) }
+/// ```
+///
 /// # Errors
 /// As [`copy`](crate::fs::copy); `InvalidInput` for a chunk of 0 or over 1 GiB, or a depth
 /// of 0 or over 4096; with [`atomic`](CopyOptions::atomic), `InvalidInput` for a
@@ -113,9 +129,11 @@ pub fn copy_with(
     src: impl AsRef<Path>,
     dst: impl AsRef<Path>,
     opts: CopyOptions,
-) -> impl Future<Output = io::Result<u64>> + Send + 'static {
-    let (src, dst) = (src.as_ref().to_path_buf(), dst.as_ref().to_path_buf());
-    async move { copy_now(src, dst, opts).await }
+) -> impl Future<Output = io::Result<u64>> + Send + Sync + 'static {
+    crate::fs::Exclusive::new({
+        let (src, dst) = (src.as_ref().to_path_buf(), dst.as_ref().to_path_buf());
+        async move { copy_now(src, dst, opts).await }
+    })
 }
 
 fn open_opts(opts: &CopyOptions, ctx: &Context) -> OpenOptions {

@@ -25,22 +25,33 @@ pub const READ_DIR_BATCH: usize = 128;
 /// [`READ_DIR_BATCH`] at a time through the default context's backend, so a directory of
 /// any size is read in bounded memory and never on the polling thread.
 ///
+/// ```no_run
+/// # async fn f() -> std::io::Result<()> {
+/// let mut entries = caio::fs::read_dir(".").await?;
+/// while let Some(entry) = entries.next_entry().await? {
+///     println!("{}", entry.path().display());
+/// }
+/// # Ok(()) }
+/// ```
+///
 /// # Errors
 /// As [`std::fs::read_dir`]: `NotFound`, `PermissionDenied`, ENOTDIR for a file.
 pub fn read_dir(
     path: impl AsRef<Path>,
-) -> impl Future<Output = io::Result<ReadDir>> + Send + 'static {
-    let p = path.as_ref().to_path_buf();
-    async move {
-        let ctx = Context::global_async().await?;
-        let inner = ctx.run(None, move || std::fs::read_dir(p)).await?;
-        Ok(ReadDir {
-            ctx,
-            inner: Some(inner),
-            ready: VecDeque::new(),
-            fetch: None,
-        })
-    }
+) -> impl Future<Output = io::Result<ReadDir>> + Send + Sync + 'static {
+    crate::fs::Exclusive::new({
+        let p = path.as_ref().to_path_buf();
+        async move {
+            let ctx = Context::global_async().await?;
+            let inner = ctx.run(None, move || std::fs::read_dir(p)).await?;
+            Ok(ReadDir {
+                ctx,
+                inner: Some(inner),
+                ready: VecDeque::new(),
+                fetch: None,
+            })
+        }
+    })
 }
 
 /// The directory to go on with (`None` once it is read to the end, and closed) and the
@@ -49,12 +60,25 @@ type Batch = (Option<std::fs::ReadDir>, Vec<io::Result<DirEntry>>);
 
 /// The entries of a directory: see [`read_dir`]. An entry that cannot be read is an `Err`
 /// item, and the stream goes on, as `std`'s iterator does.
+///
+/// ```no_run
+/// # async fn f() -> std::io::Result<()> {
+/// use futures::StreamExt;
+/// // A futures::Stream, or next_entry() as tokio has it.
+/// let names: Vec<_> = caio::fs::read_dir("/etc")
+///     .await?
+///     .filter_map(|e| async move { e.ok().map(|e| e.file_name()) })
+///     .collect()
+///     .await;
+/// println!("{} entries", names.len());
+/// # Ok(()) }
+/// ```
 pub struct ReadDir {
     ctx: Context,
     /// Between batches; `None` while one is fetched or after the last.
     inner: Option<std::fs::ReadDir>,
     ready: VecDeque<io::Result<DirEntry>>,
-    fetch: Option<Operation<Batch>>,
+    fetch: Option<crate::fs::Exclusive<Operation<Batch>>>,
 }
 
 impl fmt::Debug for ReadDir {
@@ -72,7 +96,18 @@ impl ReadDir {
     /// # Errors
     /// The error of reading the directory or the entry.
     pub async fn next_entry(&mut self) -> io::Result<Option<DirEntry>> {
-        futures::StreamExt::next(self).await.transpose()
+        futures::future::poll_fn(|cx| self.poll_next_entry(cx)).await
+    }
+
+    /// Polls for the next entry: `tokio::fs::ReadDir::poll_next_entry`.
+    ///
+    /// # Errors
+    /// The error of reading the directory or the entry.
+    pub fn poll_next_entry(
+        &mut self,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<io::Result<Option<DirEntry>>> {
+        Stream::poll_next(Pin::new(self), cx).map(Option::transpose)
     }
 }
 
@@ -124,7 +159,9 @@ impl Stream for ReadDir {
                 let Some(inner) = this.inner.take() else {
                     return Poll::Ready(None);
                 };
-                this.fetch = Some(this.ctx.run(None, move || fetch(inner)));
+                this.fetch = Some(crate::fs::Exclusive::new(
+                    this.ctx.run(None, move || fetch(inner)),
+                ));
             }
             let fut = this.fetch.as_mut().expect("set above");
             let r = match Pin::new(fut).poll(cx) {
@@ -145,6 +182,18 @@ impl Stream for ReadDir {
 }
 
 /// One entry of a directory, as `tokio::fs::DirEntry`.
+///
+/// ```no_run
+/// # async fn f() -> std::io::Result<()> {
+/// let mut entries = caio::fs::read_dir(".").await?;
+/// while let Some(entry) = entries.next_entry().await? {
+///     if entry.file_type().await?.is_file() {
+///         let len = entry.metadata().await?.len();
+///         println!("{:?}: {len} bytes (inode {})", entry.file_name(), entry.ino());
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct DirEntry {
     /// The directory's path joined with the entry's name.
@@ -181,17 +230,19 @@ impl DirEntry {
     ///
     /// # Errors
     /// The error of that `lstat` (the entry was removed meanwhile, say).
-    pub fn file_type(&self) -> impl Future<Output = io::Result<FileType>> + Send + 'static {
-        let (known, path) = (self.file_type, self.path.clone());
-        async move {
-            match known {
-                Some(t) => Ok(t),
-                None => {
-                    let lstat = move || std::fs::symlink_metadata(path).map(|m| m.file_type());
-                    Context::global_async().await?.run(None, lstat).await
+    pub fn file_type(&self) -> impl Future<Output = io::Result<FileType>> + Send + Sync + 'static {
+        crate::fs::Exclusive::new({
+            let (known, path) = (self.file_type, self.path.clone());
+            async move {
+                match known {
+                    Some(t) => Ok(t),
+                    None => {
+                        let lstat = move || std::fs::symlink_metadata(path).map(|m| m.file_type());
+                        Context::global_async().await?.run(None, lstat).await
+                    }
                 }
             }
-        }
+        })
     }
 
     /// The entry's metadata, not following symlinks (`lstat` through the backend), as
@@ -199,13 +250,15 @@ impl DirEntry {
     ///
     /// # Errors
     /// As [`std::fs::DirEntry::metadata`].
-    pub fn metadata(&self) -> impl Future<Output = io::Result<Metadata>> + Send + 'static {
-        let path = self.path.clone();
-        async move {
-            Context::global_async()
-                .await?
-                .run(None, move || std::fs::symlink_metadata(path))
-                .await
-        }
+    pub fn metadata(&self) -> impl Future<Output = io::Result<Metadata>> + Send + Sync + 'static {
+        crate::fs::Exclusive::new({
+            let path = self.path.clone();
+            async move {
+                Context::global_async()
+                    .await?
+                    .run(None, move || std::fs::symlink_metadata(path))
+                    .await
+            }
+        })
     }
 }

@@ -190,12 +190,10 @@ pub(crate) fn seek_target(current: u64, to: SeekFrom, len: Option<u64>) -> io::R
             d,
         ),
     };
-    base.checked_add_signed(delta).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "seek to a negative or overflowing position",
-        )
-    })
+    // EINVAL, as lseek(2) says it (and std, and tokio through it).
+    base.checked_add_signed(delta)
+        .filter(|&t| i64::try_from(t).is_ok())
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
 /// A file length being fetched through the backend, for a seek from the end (or a

@@ -110,3 +110,48 @@ impl tokio::io::AsyncWrite for Writer {
 }
 
 tokio_seek!(Writer);
+
+impl tokio::io::AsyncRead for crate::File {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let file = &*self;
+        let want = buf.remaining();
+        crate::fs::file::cursor::poll_with(file, cx, |c, cx| {
+            c.poll_read(cx, file, want, |data| buf.put_slice(data))
+        })
+        .map_ok(drop)
+    }
+}
+
+impl tokio::io::AsyncWrite for crate::File {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        futures::io::AsyncWrite::poll_write(self, cx, data)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        futures::io::AsyncWrite::poll_flush(self, cx)
+    }
+
+    /// As `poll_flush`, as tokio's `File` does.
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        futures::io::AsyncWrite::poll_flush(self, cx)
+    }
+}
+
+impl tokio::io::AsyncSeek for crate::File {
+    fn start_seek(self: Pin<&mut Self>, position: SeekFrom) -> io::Result<()> {
+        crate::fs::file::cursor::with(&self, |c| c.start_seek(position))
+    }
+
+    fn poll_complete(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
+        let file = &*self;
+        crate::fs::file::cursor::poll_with(file, cx, |c, cx| c.poll_complete(cx, file))
+    }
+}

@@ -35,9 +35,9 @@ type WriteFut = Pin<Box<dyn Future<Output = io::Result<Buffer>> + Send>>;
 ///
 /// **Call `close().await`**: it is how you know that everything reached the file (then
 /// [`File::sync_data`] for the device, [`File::close`] for close-time errors). A writer
-/// dropped without `close` still writes what it holds, in the background on a thread of
-/// its own, and only logs (through `log`) an error: nobody can see it, and a process that
-/// exits before those writes finish loses them.
+/// dropped without `close` still writes what it holds, in the background, and a normal
+/// exit of the process waits for that (see [`EXIT_WAIT`](crate::fs::EXIT_WAIT)); but
+/// its error can only be logged (through `log`).
 ///
 /// It is `futures::io::{AsyncWrite, AsyncSeek}`, and with the `tokio` feature also
 /// `tokio::io::{AsyncWrite, AsyncSeek}`, whose `shutdown` is `close`.
@@ -296,30 +296,17 @@ impl Drop for Writer {
             return;
         }
         let mut inflight = std::mem::take(&mut self.inflight);
-        let path = self.file.path().to_path_buf();
         // Context::wait_idle waits for these writes, started or not.
         let hold = self.file.context().hold();
-        log::warn!(
-            "caio: writer for {} dropped without close; finishing its writes in the background",
-            path.display()
-        );
-        let spawned = std::thread::Builder::new()
-            .name("caio-writer-drop".into())
-            .spawn(move || {
-                let _hold = hold;
-                futures::executor::block_on(async {
-                    while let Some(f) = inflight.pop_front() {
-                        if let Err(e) = f.await {
-                            log::error!(
-                                "caio: a write of a writer dropped without close failed ({}): {e}",
-                                path.display()
-                            );
-                        }
-                    }
-                })
-            });
-        if let Err(e) = spawned {
-            log::error!("caio: cannot finish the writes of a dropped writer: {e}");
-        }
+        crate::fs::finish::finish("a write of a Writer dropped without close", async move {
+            let _hold = hold;
+            let mut first = Ok(());
+            while let Some(f) = inflight.pop_front() {
+                if let Err(e) = f.await {
+                    first = first.and(Err(e));
+                }
+            }
+            first
+        });
     }
 }

@@ -384,3 +384,21 @@ pub mod aio_abi;
 /// Linux kernel AIO (`linux/aio_abi.h`), eventfd and statx.
 #[cfg(target_os = "linux")]
 mod linux;
+
+/// `lseek(2)`: the new position.
+pub(crate) fn lseek(fd: RawFd, offset: i64, whence: libc::c_int) -> io::Result<u64> {
+    // SAFETY: lseek takes no pointers.
+    let r = unsafe { libc::lseek(fd, offset as libc::off_t, whence) };
+    cvt(r as libc::ssize_t).map(|n| n as u64)
+}
+
+/// `atexit(3)`: `f` runs when the process exits normally (returning from `main`,
+/// `std::process::exit`). An error when the C library has no room left for it.
+pub(crate) fn at_exit(f: extern "C" fn()) -> io::Result<()> {
+    // SAFETY: `f` is a plain function with no arguments, as atexit takes; it lives for
+    // the whole program.
+    match unsafe { libc::atexit(f) } {
+        0 => Ok(()),
+        _ => Err(io::Error::other("atexit has no room for another handler")),
+    }
+}

@@ -3,67 +3,116 @@
 use super::*;
 
 impl File {
-    /// Reads the whole file from the start, several chunks in flight.
+    /// Reads the whole file from the start, several chunks in flight; the cursor is
+    /// neither used nor moved. (Not `read_to_end`: that is the name of the cursor's
+    /// `AsyncReadExt::read_to_end`, as on `tokio::fs::File`.)
+    ///
+    /// ```no_run
+    /// # async fn f() -> std::io::Result<()> {
+    /// let file = caio::File::open("Cargo.toml").await?;
+    /// let bytes = file.read_to_vec().await?;
+    /// println!("{} bytes", bytes.len());
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// The first failed read.
-    pub fn read_to_end(&self) -> impl Future<Output = io::Result<Vec<u8>>> + Send + 'static {
-        let f = self.clone();
-        async move {
-            use futures::StreamExt;
-            let len = f.len().await.unwrap_or(0);
-            let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0).min(1 << 30));
-            let mut chunks = f.chunks(crate::fs::COPY_CHUNK);
-            while let Some(c) = chunks.next().await {
-                out.extend_from_slice(&c?);
+    pub fn read_to_vec(&self) -> impl Future<Output = io::Result<Vec<u8>>> + Send + Sync + 'static {
+        crate::fs::Exclusive::new({
+            let f = self.clone();
+            async move {
+                use futures::StreamExt;
+                let len = f.len().await.unwrap_or(0);
+                let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0).min(1 << 30));
+                let mut chunks = f.chunks(crate::fs::COPY_CHUNK);
+                while let Some(c) = chunks.next().await {
+                    out.extend_from_slice(&c?);
+                }
+                Ok(out)
             }
-            Ok(out)
-        }
+        })
     }
 
-    /// Flushes data and metadata to the device (`fsync`).
+    /// Flushes data and metadata to the device (`fsync`), after the cursor's write under
+    /// way, if any, as `tokio::fs::File::sync_all`.
+    ///
+    /// ```no_run
+    /// # async fn f() -> std::io::Result<()> {
+    /// let file = caio::File::create("journal").await?;
+    /// file.write_all_at("entry\n", 0).await?;
+    /// file.sync_all().await?; // on the device now
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
-    /// The OS error.
-    pub fn sync_all(&self) -> impl Future<Output = io::Result<()>> + Send + 'static {
-        let i = Arc::clone(&self.inner);
-        async move { i.ctx.sync_file(i.fd, false, &i.info).await }
+    /// The error of that write, else the OS error.
+    pub fn sync_all(&self) -> impl Future<Output = io::Result<()>> + Send + Sync + 'static {
+        crate::fs::Exclusive::new({
+            let (i, c) = (Arc::clone(&self.inner), self.cursor.clone());
+            async move {
+                cursor::settle(c).await?;
+                i.ctx.sync_file(i.fd, false, &i.info).await
+            }
+        })
     }
 
-    /// Flushes data to the device (`fdatasync`).
+    /// Flushes data to the device (`fdatasync`), after the cursor's write under way, if
+    /// any, as `tokio::fs::File::sync_data`.
     ///
     /// # Errors
-    /// The OS error.
-    pub fn sync_data(&self) -> impl Future<Output = io::Result<()>> + Send + 'static {
-        let i = Arc::clone(&self.inner);
-        async move { i.ctx.sync_file(i.fd, true, &i.info).await }
+    /// The error of that write, else the OS error.
+    pub fn sync_data(&self) -> impl Future<Output = io::Result<()>> + Send + Sync + 'static {
+        crate::fs::Exclusive::new({
+            let (i, c) = (Arc::clone(&self.inner), self.cursor.clone());
+            async move {
+                cursor::settle(c).await?;
+                i.ctx.sync_file(i.fd, true, &i.info).await
+            }
+        })
     }
 
-    /// Truncates or extends the file to `len` bytes (`ftruncate`, through the backend).
+    /// Truncates or extends the file to `len` bytes (`ftruncate`, through the backend),
+    /// after the cursor's write under way, if any; the cursor stays where it is.
+    ///
+    /// ```no_run
+    /// # async fn f() -> std::io::Result<()> {
+    /// let file = caio::OpenOptions::new().write(true).open("journal").await?;
+    /// file.set_len(0).await?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
-    /// The OS error; EBADF saying so for a file not opened for writing.
-    pub fn set_len(&self, len: u64) -> impl Future<Output = io::Result<()>> + Send + 'static {
-        let f = self.clone();
-        async move {
-            f.check_access(true)?;
-            let i = &f.inner;
-            i.ctx
-                .meta_unit(i.fd, Meta::Truncate(len), Some(&i.info))
-                .await
-        }
+    /// The error of that write; the OS error; EBADF saying so for a file not opened for
+    /// writing.
+    pub fn set_len(
+        &self,
+        len: u64,
+    ) -> impl Future<Output = io::Result<()>> + Send + Sync + 'static {
+        crate::fs::Exclusive::new({
+            let f = self.clone();
+            async move {
+                f.check_access(true)?;
+                cursor::settle(f.cursor.clone()).await?;
+                let i = &f.inner;
+                i.ctx
+                    .meta_unit(i.fd, Meta::Truncate(len), Some(&i.info))
+                    .await
+            }
+        })
     }
 
     /// The file's size in bytes (`fstat`, through the backend; a block device's size).
     ///
     /// # Errors
     /// The OS error.
-    pub fn len(&self) -> impl Future<Output = io::Result<u64>> + Send + 'static {
-        let i = Arc::clone(&self.inner);
-        async move {
-            let fd = i.fd;
-            i.ctx.run(Some(&i.info), move || sys::file_len(fd)).await
-        }
+    pub fn len(&self) -> impl Future<Output = io::Result<u64>> + Send + Sync + 'static {
+        crate::fs::Exclusive::new({
+            let i = Arc::clone(&self.inner);
+            async move {
+                let fd = i.fd;
+                i.ctx.run(Some(&i.info), move || sys::file_len(fd)).await
+            }
+        })
     }
 
     /// The file's metadata, as [`std::fs::File::metadata`] (`statx`/`fstat`, through the
@@ -71,8 +120,8 @@ impl File {
     ///
     /// # Errors
     /// The OS error.
-    pub fn metadata(&self) -> impl Future<Output = io::Result<Metadata>> + Send + 'static {
-        self.with_std(|f| f.metadata())
+    pub fn metadata(&self) -> impl Future<Output = io::Result<Metadata>> + Send + Sync + 'static {
+        crate::fs::Exclusive::new(self.with_std(|f| f.metadata()))
     }
 
     /// Changes the file's permissions, as [`std::fs::File::set_permissions`] (`fchmod`,
@@ -83,8 +132,8 @@ impl File {
     pub fn set_permissions(
         &self,
         perm: Permissions,
-    ) -> impl Future<Output = io::Result<()>> + Send + 'static {
-        self.with_std(move |f| f.set_permissions(perm))
+    ) -> impl Future<Output = io::Result<()>> + Send + Sync + 'static {
+        crate::fs::Exclusive::new(self.with_std(move |f| f.set_permissions(perm)))
     }
 
     /// Allocates `len` bytes of storage from `offset` (`fallocate(2)` with mode 0, through
@@ -98,13 +147,15 @@ impl File {
         &self,
         offset: u64,
         len: u64,
-    ) -> impl Future<Output = io::Result<()>> + Send + 'static {
-        let i = Arc::clone(&self.inner);
-        async move {
-            i.ctx
-                .meta_unit(i.fd, Meta::Allocate { offset, len }, Some(&i.info))
-                .await
-        }
+    ) -> impl Future<Output = io::Result<()>> + Send + Sync + 'static {
+        crate::fs::Exclusive::new({
+            let i = Arc::clone(&self.inner);
+            async move {
+                i.ctx
+                    .meta_unit(i.fd, Meta::Allocate { offset, len }, Some(&i.info))
+                    .await
+            }
+        })
     }
 
     /// Tells the kernel how `len` bytes from `offset` (0: to the end of the file) will be
@@ -130,17 +181,19 @@ impl File {
         offset: u64,
         len: u64,
         advice: crate::fs::Advice,
-    ) -> impl Future<Output = io::Result<()>> + Send + 'static {
-        let i = Arc::clone(&self.inner);
-        let advice = advice.raw();
-        async move {
-            let m = Meta::Advise {
-                offset,
-                len,
-                advice,
-            };
-            i.ctx.meta_unit(i.fd, m, Some(&i.info)).await
-        }
+    ) -> impl Future<Output = io::Result<()>> + Send + Sync + 'static {
+        crate::fs::Exclusive::new({
+            let i = Arc::clone(&self.inner);
+            let advice = advice.raw();
+            async move {
+                let m = Meta::Advise {
+                    offset,
+                    len,
+                    advice,
+                };
+                i.ctx.meta_unit(i.fd, m, Some(&i.info)).await
+            }
+        })
     }
 
     /// Starts and/or waits for the write-out of `len` bytes from `offset` (0: to the end
@@ -166,13 +219,15 @@ impl File {
         offset: u64,
         len: u64,
         flags: crate::fs::SyncRange,
-    ) -> impl Future<Output = io::Result<()>> + Send + 'static {
-        let i = Arc::clone(&self.inner);
-        let flags = flags.bits();
-        async move {
-            let m = Meta::SyncRange { offset, len, flags };
-            i.ctx.meta_unit(i.fd, m, Some(&i.info)).await
-        }
+    ) -> impl Future<Output = io::Result<()>> + Send + Sync + 'static {
+        crate::fs::Exclusive::new({
+            let i = Arc::clone(&self.inner);
+            let flags = flags.bits();
+            async move {
+                let m = Meta::SyncRange { offset, len, flags };
+                i.ctx.meta_unit(i.fd, m, Some(&i.info)).await
+            }
+        })
     }
 
     /// A second `File` on the same open file description (`fcntl(F_DUPFD_CLOEXEC)`,
@@ -181,18 +236,20 @@ impl File {
     ///
     /// # Errors
     /// The OS error (EMFILE).
-    pub fn try_clone(&self) -> impl Future<Output = io::Result<File>> + Send + 'static {
-        let i = Arc::clone(&self.inner);
-        async move {
-            let fd = i.fd;
-            let new = i.ctx.run(Some(&i.info), move || sys::dup(fd)).await?;
-            Ok(File::from_parts(
-                i.ctx.clone(),
-                new,
-                i.path.clone(),
-                i.known,
-            ))
-        }
+    pub fn try_clone(&self) -> impl Future<Output = io::Result<File>> + Send + Sync + 'static {
+        crate::fs::Exclusive::new({
+            let i = Arc::clone(&self.inner);
+            async move {
+                let fd = i.fd;
+                let new = i.ctx.run(Some(&i.info), move || sys::dup(fd)).await?;
+                Ok(File::from_parts(
+                    i.ctx.clone(),
+                    new,
+                    i.path.clone(),
+                    i.known,
+                ))
+            }
+        })
     }
 
     /// Closes the file and reports the error of `close(2)`: some filesystems (NFS, FUSE)
@@ -208,11 +265,22 @@ impl File {
     /// `close` does not flush anything to the device: call [`sync_all`](File::sync_all)
     /// or [`sync_data`](File::sync_data) first for durability.
     ///
+    /// ```no_run
+    /// # async fn f() -> std::io::Result<()> {
+    /// let file = caio::File::create("report").await?;
+    /// file.write_all_at("done\n", 0).await?;
+    /// file.close().await?; // NFS and FUSE report write-back errors here
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// The OS error of `close(2)` (EIO, ENOSPC, EDQUOT on network filesystems).
     pub async fn close(self) -> io::Result<()> {
-        let Ok(inner) = Arc::try_unwrap(self.inner) else {
-            return Ok(());
+        let File { inner, cursor } = self;
+        // The cursor's write under way, and its error, first.
+        let written = cursor::settle(cursor).await;
+        let Ok(inner) = Arc::try_unwrap(inner) else {
+            return written;
         };
         let Inner {
             owner, info, twin, ..
@@ -222,7 +290,7 @@ impl File {
             drop(t.info);
             t.owner
         });
-        let r = owner.close().await;
+        let r = written.and(owner.close().await);
         match twin {
             Some(t) => r.and(t.close().await),
             None => r,

@@ -3,11 +3,14 @@
 //! close (`owner`), O_DIRECT at any offset (`direct`), and metadata, syncs and close
 //! (`meta`).
 
+mod convert;
+pub(crate) mod cursor;
 mod direct;
 mod meta;
 mod options;
 mod owner;
 
+pub use cursor::DEFAULT_MAX_BUF_SIZE;
 pub use options::OpenOptions;
 pub(crate) use options::{cstring, opened};
 use owner::FdOwner;
@@ -104,9 +107,22 @@ fn direct_refused(path: &Path, e: io::Error) -> io::Error {
 
 /// An open file whose reads, writes and syncs run on a [`Context`].
 ///
-/// Cloning is cheap and shares the descriptor, which stays open until the last clone and
-/// the last operation on it are done (an operation in flight keeps it open even if every
-/// `File` is dropped). Every future it returns is `Send + 'static`.
+/// It has two ways in, side by side, as std's `File` has `Read` and `FileExt`:
+/// - **positional** calls ([`read_at`](File::read_at), [`write_at`](File::write_at), the
+///   owned-buffer and vectored forms), which name their offset and neither use nor move
+///   the cursor;
+/// - **the cursor**, `tokio::fs::File`'s: `AsyncRead`, `AsyncWrite` and `AsyncSeek` (tokio's
+///   with the `tokio` feature, futures' always). A write is accepted into a buffer (at
+///   most [`max_buf_size`](File::max_buf_size) bytes of it) and finished in the
+///   background; the next write, `flush`, [`sync_all`](File::sync_all),
+///   [`sync_data`](File::sync_data), [`set_len`](File::set_len) or [`close`](File::close)
+///   waits for it and reports its error. Dropped with a write pending, the `File`
+///   finishes it in the background (see [`EXIT_WAIT`](crate::fs::EXIT_WAIT)).
+///
+/// Cloning is cheap and shares the descriptor and the cursor, as duplicates of a
+/// descriptor share its offset. The descriptor stays open until the last clone and the
+/// last operation on it are done (an operation in flight keeps it open even if every
+/// `File` is dropped). Every future it returns is `Send + Sync + 'static`.
 ///
 /// Nothing it does blocks the thread that polls: reads, writes and syncs go to the
 /// context's backend, and so do the metadata calls (opening, [`len`](File::len),
@@ -121,9 +137,21 @@ fn direct_refused(path: &Path, e: io::Error) -> io::Error {
 /// On an O_DIRECT file, reads and writes at any offset and length work: an unaligned read
 /// reads the aligned blocks around it, and the unaligned head and tail of a write (never
 /// sharing a page with the direct part) go through a second, buffered descriptor.
+///
+/// ```no_run
+/// # async fn f() -> std::io::Result<()> {
+/// let file = caio::File::open("Cargo.toml").await?;
+/// let head = file.read_at(64, 0).await?; // positional: the cursor stays
+/// println!("{}", String::from_utf8_lossy(&head));
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct File {
     inner: Arc<Inner>,
+    /// The cursor of `AsyncRead`/`AsyncWrite`/`AsyncSeek`, shared by the clones; `None`
+    /// on the handles a cursor's own operations use (the cursor holds them: they must not
+    /// hold it).
+    cursor: Option<Arc<Mutex<cursor::Cursor>>>,
 }
 
 struct Inner {
@@ -191,24 +219,66 @@ fn invalid(msg: String) -> io::Error {
 impl File {
     /// Opens a file for reading.
     ///
+    /// ```no_run
+    /// # async fn f() -> std::io::Result<()> {
+    /// let file = caio::File::open("Cargo.toml").await?;
+    /// let all = file.read_to_vec().await?;
+    /// # let _ = all;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// As [`OpenOptions::open`].
-    pub fn open(path: impl AsRef<Path>) -> impl Future<Output = io::Result<File>> + Send + 'static {
-        OpenOptions::new().read(true).open(path)
+    pub fn open(
+        path: impl AsRef<Path>,
+    ) -> impl Future<Output = io::Result<File>> + Send + Sync + 'static {
+        crate::fs::Exclusive::new(OpenOptions::new().read(true).open(path))
     }
 
     /// Creates (or truncates) a file for writing.
+    ///
+    /// ```no_run
+    /// # async fn f() -> std::io::Result<()> {
+    /// let file = caio::File::create("out.bin").await?;
+    /// file.write_all_at(vec![0u8; 4096], 0).await?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// As [`OpenOptions::open`].
     pub fn create(
         path: impl AsRef<Path>,
-    ) -> impl Future<Output = io::Result<File>> + Send + 'static {
-        OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)
+    ) -> impl Future<Output = io::Result<File>> + Send + Sync + 'static {
+        crate::fs::Exclusive::new({
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(path)
+        })
+    }
+
+    /// Creates a file for reading and writing, failing if it exists (`O_CREAT | O_EXCL`),
+    /// as `tokio::fs::File::create_new`.
+    ///
+    /// ```no_run
+    /// # async fn f() -> std::io::Result<()> {
+    /// let lock = caio::File::create_new("run.lock").await?;
+    /// # let _ = lock; Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `AlreadyExists` when it exists; otherwise as [`OpenOptions::open`].
+    pub fn create_new(
+        path: impl AsRef<Path>,
+    ) -> impl Future<Output = io::Result<File>> + Send + Sync + 'static {
+        crate::fs::Exclusive::new({
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(path)
+        })
     }
 
     /// Options for opening a file.
@@ -248,12 +318,41 @@ impl File {
     }
 
     fn from_parts(ctx: Context, fd: OwnedFd, path: PathBuf, known: Known) -> File {
+        // At the start, as a new descriptor's offset is (in append mode too: reads start
+        // there, and the first write moves the cursor to the end).
+        File::with_cursor(ctx, fd, path, known, Some(0))
+    }
+
+    fn with_cursor(
+        ctx: Context,
+        fd: OwnedFd,
+        path: PathBuf,
+        known: Known,
+        pos: Option<u64>,
+    ) -> File {
         File {
             inner: Arc::new(Inner::new(ctx, fd, path, known)),
+            cursor: Some(Arc::new(Mutex::new(cursor::Cursor::new(pos)))),
+        }
+    }
+
+    /// This file without its cursor, for an operation the cursor holds.
+    fn detached(&self) -> File {
+        File {
+            inner: Arc::clone(&self.inner),
+            cursor: None,
         }
     }
 
     /// Reads up to `nbytes` at `offset`: fewer only at end of file, none past it.
+    ///
+    /// ```no_run
+    /// # async fn f() -> std::io::Result<()> {
+    /// let file = caio::File::open("Cargo.toml").await?;
+    /// let page = file.read_at(4096, 0).await?;
+    /// println!("{} bytes", page.len());
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// The OS error; `InvalidInput` for an `nbytes` no allocation can hold.
@@ -261,16 +360,26 @@ impl File {
         &self,
         nbytes: usize,
         offset: u64,
-    ) -> impl Future<Output = io::Result<Buffer>> + Send + 'static {
-        let f = self.clone();
-        async move {
-            f.check_positional(false)?;
-            f.read_at_now(nbytes, offset).await
-        }
+    ) -> impl Future<Output = io::Result<Buffer>> + Send + Sync + 'static {
+        crate::fs::Exclusive::new({
+            let f = self.clone();
+            async move {
+                f.check_positional(false)?;
+                f.read_at_now(nbytes, offset).await
+            }
+        })
     }
 
     /// Writes `data` at `offset` (on an append-mode file, at the end); resolves to the
     /// number of bytes written, fewer only when the OS stopped early (a full disk).
+    ///
+    /// ```no_run
+    /// # async fn f() -> std::io::Result<()> {
+    /// let file = caio::OpenOptions::new().write(true).create(true).open("table").await?;
+    /// let n = file.write_at("header", 0).await?;
+    /// # let _ = n;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// The OS error (EBADF on a file not opened for writing, ENOSPC...).
@@ -278,15 +387,25 @@ impl File {
         &self,
         data: impl Into<Buffer>,
         offset: u64,
-    ) -> impl Future<Output = io::Result<usize>> + Send + 'static {
-        let (f, data) = (self.clone(), data.into());
-        async move {
-            f.check_positional(true)?;
-            f.write_once(data, offset).await.0
-        }
+    ) -> impl Future<Output = io::Result<usize>> + Send + Sync + 'static {
+        crate::fs::Exclusive::new({
+            let (f, data) = (self.clone(), data.into());
+            async move {
+                f.check_positional(true)?;
+                f.write_once(data, offset).await.0
+            }
+        })
     }
 
     /// Writes all of `data` at `offset`, continuing after short writes.
+    ///
+    /// ```no_run
+    /// # async fn f() -> std::io::Result<()> {
+    /// let file = caio::OpenOptions::new().write(true).create(true).open("table").await?;
+    /// file.write_all_at(vec![7u8; 1 << 20], 4096).await?;
+    /// file.sync_data().await?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// The OS error; `WriteZero` if the OS accepts nothing and reports no error.
@@ -294,12 +413,14 @@ impl File {
         &self,
         data: impl Into<Buffer>,
         offset: u64,
-    ) -> impl Future<Output = io::Result<()>> + Send + 'static {
-        let (f, data) = (self.clone(), data.into());
-        async move {
-            f.check_positional(true)?;
-            f.write_all_now(data, offset).await.map(drop)
-        }
+    ) -> impl Future<Output = io::Result<()>> + Send + Sync + 'static {
+        crate::fs::Exclusive::new({
+            let (f, data) = (self.clone(), data.into());
+            async move {
+                f.check_positional(true)?;
+                f.write_all_now(data, offset).await.map(drop)
+            }
+        })
     }
 
     /// Reads into `buf`, which the caller owns and reuses: up to `buf.capacity()` bytes at
@@ -334,34 +455,36 @@ impl File {
         &self,
         mut buf: Buffer,
         offset: u64,
-    ) -> impl Future<Output = (io::Result<usize>, Buffer)> + Send + 'static {
-        // Checked now, so the common case is the operation's future itself: no clone of
-        // the file, no wrapper future around it.
-        if let Err(e) = self.check_positional(false) {
-            return Either::Left(ready((Err(e), buf)));
-        }
-        let i = &self.inner;
-        match i.known.align {
-            Some(a) if !a.allows(offset, buf.capacity()) => {
-                let f = self.clone();
-                Either::Right(Either::Right(Box::pin(async move {
-                    match f.read_at_now(buf.capacity(), offset).await {
-                        Ok(data) => {
-                            buf.clear();
-                            let n = buf.extend_from_slice(&data);
-                            (Ok(n), buf)
-                        }
-                        Err(e) => (Err(e), buf),
-                    }
-                })))
+    ) -> impl Future<Output = (io::Result<usize>, Buffer)> + Send + Sync + 'static {
+        crate::fs::Exclusive::new({
+            // Checked now, so the common case is the operation's future itself: no clone of
+            // the file, no wrapper future around it.
+            if let Err(e) = self.check_positional(false) {
+                return crate::fs::Exclusive::new(Either::Left(ready((Err(e), buf))));
             }
-            _ => Either::Right(Either::Left(i.ctx.owned_file(
-                What::ReadInto(buf),
-                i.fd,
-                offset,
-                &i.info,
-            ))),
-        }
+            let i = &self.inner;
+            match i.known.align {
+                Some(a) if !a.allows(offset, buf.capacity()) => {
+                    let f = self.clone();
+                    Either::Right(Either::Right(Box::pin(async move {
+                        match f.read_at_now(buf.capacity(), offset).await {
+                            Ok(data) => {
+                                buf.clear();
+                                let n = buf.extend_from_slice(&data);
+                                (Ok(n), buf)
+                            }
+                            Err(e) => (Err(e), buf),
+                        }
+                    })))
+                }
+                _ => Either::Right(Either::Left(i.ctx.owned_file(
+                    What::ReadInto(buf),
+                    i.fd,
+                    offset,
+                    &i.info,
+                ))),
+            }
+        })
     }
 
     /// Writes `buf` at `offset` (on an append-mode file, at the end) and hands it back
@@ -384,11 +507,13 @@ impl File {
         &self,
         buf: Buffer,
         offset: u64,
-    ) -> impl Future<Output = (io::Result<usize>, Buffer)> + Send + 'static {
-        if let Err(e) = self.check_positional(true) {
-            return Either::Left(ready((Err(e), buf)));
-        }
-        Either::Right(self.write_once(buf, offset))
+    ) -> impl Future<Output = (io::Result<usize>, Buffer)> + Send + Sync + 'static {
+        crate::fs::Exclusive::new({
+            if let Err(e) = self.check_positional(true) {
+                return crate::fs::Exclusive::new(Either::Left(ready((Err(e), buf))));
+            }
+            Either::Right(self.write_once(buf, offset))
+        })
     }
 
     /// Reads at `offset` into several buffers in one operation (`preadv`; `PREADV` on
@@ -411,50 +536,52 @@ impl File {
         &self,
         mut bufs: Vec<Buffer>,
         offset: u64,
-    ) -> impl Future<Output = (io::Result<usize>, Vec<Buffer>)> + Send + 'static {
-        let f = self.clone();
-        async move {
-            if let Err(e) = f.check_positional(false) {
-                return (Err(e), bufs);
-            }
-            let i = &f.inner;
-            let total = bufs
-                .iter()
-                .try_fold(0usize, |a, b| a.checked_add(b.capacity()));
-            let Some(total) = total else {
-                return (
-                    Err(invalid("the buffers hold more than one read can".into())),
-                    bufs,
-                );
-            };
-            let aligned = |a: DirectAlignment| {
-                let mut at = offset;
-                bufs.iter().all(|b| {
-                    let ok = a.allows(at, b.capacity());
-                    at += b.capacity() as u64;
-                    ok
-                })
-            };
-            match i.known.align {
-                Some(a) if !aligned(a) => match f.read_at_now(total, offset).await {
-                    Ok(data) => {
-                        let mut rest = &data[..];
-                        for b in &mut bufs {
-                            b.clear();
-                            let k = b.extend_from_slice(rest);
-                            rest = &rest[k..];
+    ) -> impl Future<Output = (io::Result<usize>, Vec<Buffer>)> + Send + Sync + 'static {
+        crate::fs::Exclusive::new({
+            let f = self.clone();
+            async move {
+                if let Err(e) = f.check_positional(false) {
+                    return (Err(e), bufs);
+                }
+                let i = &f.inner;
+                let total = bufs
+                    .iter()
+                    .try_fold(0usize, |a, b| a.checked_add(b.capacity()));
+                let Some(total) = total else {
+                    return (
+                        Err(invalid("the buffers hold more than one read can".into())),
+                        bufs,
+                    );
+                };
+                let aligned = |a: DirectAlignment| {
+                    let mut at = offset;
+                    bufs.iter().all(|b| {
+                        let ok = a.allows(at, b.capacity());
+                        at += b.capacity() as u64;
+                        ok
+                    })
+                };
+                match i.known.align {
+                    Some(a) if !aligned(a) => match f.read_at_now(total, offset).await {
+                        Ok(data) => {
+                            let mut rest = &data[..];
+                            for b in &mut bufs {
+                                b.clear();
+                                let k = b.extend_from_slice(rest);
+                                rest = &rest[k..];
+                            }
+                            (Ok(data.len()), bufs)
                         }
-                        (Ok(data.len()), bufs)
+                        Err(e) => (Err(e), bufs),
+                    },
+                    _ => {
+                        i.ctx
+                            .vectored_file(What::ReadV(bufs), i.fd, offset, &i.info)
+                            .await
                     }
-                    Err(e) => (Err(e), bufs),
-                },
-                _ => {
-                    i.ctx
-                        .vectored_file(What::ReadV(bufs), i.fd, offset, &i.info)
-                        .await
                 }
             }
-        }
+        })
     }
 
     /// Writes several buffers, one after the other, at `offset` in one operation
@@ -477,35 +604,37 @@ impl File {
         &self,
         bufs: Vec<Buffer>,
         offset: u64,
-    ) -> impl Future<Output = (io::Result<usize>, Vec<Buffer>)> + Send + 'static {
-        let f = self.clone();
-        async move {
-            if let Err(e) = f.check_positional(true) {
-                return (Err(e), bufs);
-            }
-            let i = &f.inner;
-            let aligned = |a: DirectAlignment| {
-                let mut at = offset;
-                bufs.iter().all(|b| {
-                    let ok = a.allows(at, b.len());
-                    at += b.len() as u64;
-                    ok
-                })
-            };
-            match i.known.align {
-                Some(a) if !i.known.append && !aligned(a) => {
-                    let mut all = Vec::with_capacity(bufs.iter().map(|b| b.len()).sum());
-                    bufs.iter().for_each(|b| all.extend_from_slice(b));
-                    let r = f.write_split(&Buffer::from(all), offset, a).await;
-                    (r, bufs)
+    ) -> impl Future<Output = (io::Result<usize>, Vec<Buffer>)> + Send + Sync + 'static {
+        crate::fs::Exclusive::new({
+            let f = self.clone();
+            async move {
+                if let Err(e) = f.check_positional(true) {
+                    return (Err(e), bufs);
                 }
-                _ => {
-                    i.ctx
-                        .vectored_file(What::WriteV(bufs), i.fd, offset, &i.info)
-                        .await
+                let i = &f.inner;
+                let aligned = |a: DirectAlignment| {
+                    let mut at = offset;
+                    bufs.iter().all(|b| {
+                        let ok = a.allows(at, b.len());
+                        at += b.len() as u64;
+                        ok
+                    })
+                };
+                match i.known.align {
+                    Some(a) if !i.known.append && !aligned(a) => {
+                        let mut all = Vec::with_capacity(bufs.iter().map(|b| b.len()).sum());
+                        bufs.iter().for_each(|b| all.extend_from_slice(b));
+                        let r = f.write_split(&Buffer::from(all), offset, a).await;
+                        (r, bufs)
+                    }
+                    _ => {
+                        i.ctx
+                            .vectored_file(What::WriteV(bufs), i.fd, offset, &i.info)
+                            .await
+                    }
                 }
             }
-        }
+        })
     }
 
     /// EBADF that names the access the file was not opened for.
@@ -571,6 +700,28 @@ impl File {
             let mut out = Vec::with_capacity(nbytes.min(16 << 20));
             f.take(nbytes as u64).read_to_end(&mut out)?;
             Ok(Buffer::from(out))
+        })
+        .await
+    }
+
+    /// One read for the cursor: up to `nbytes` at `offset` on a seekable file (short only
+    /// at the end), else one `read(2)` in sequence, which returns what is there (a pipe's
+    /// or a terminal's) rather than waiting for all of `nbytes`.
+    pub(crate) async fn read_once(&self, nbytes: usize, offset: u64) -> io::Result<Buffer> {
+        if self.is_seekable() {
+            return self.read_at_now(nbytes, offset).await;
+        }
+        self.with_std(move |mut f| {
+            use std::io::Read;
+            let mut out = Buffer::try_zeroed(nbytes)?;
+            let n = loop {
+                match f.read(&mut out) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    r => break r?,
+                }
+            };
+            out.truncate(n);
+            Ok(out)
         })
         .await
     }

@@ -20,6 +20,7 @@ pub struct OpenOptions {
     truncate: bool,
     direct: bool,
     mode: Option<u32>,
+    custom_flags: libc::c_int,
     context: Option<Context>,
 }
 
@@ -79,6 +80,24 @@ impl OpenOptions {
         self
     }
 
+    /// More `open(2)` flags (`O_NOFOLLOW`, `O_NOATIME`, `O_DIRECT`...), as
+    /// `std::os::unix::fs::OpenOptionsExt::custom_flags` and tokio's: the access mode bits
+    /// (`O_ACCMODE`) are ignored, the rest are added to those the options make.
+    ///
+    /// ```no_run
+    /// # async fn f() -> std::io::Result<()> {
+    /// let file = caio::OpenOptions::new()
+    ///     .read(true)
+    ///     .custom_flags(libc::O_NOFOLLOW)
+    ///     .open("not-a-symlink")
+    ///     .await?;
+    /// # let _ = file; Ok(()) }
+    /// ```
+    pub fn custom_flags(&mut self, flags: i32) -> &mut Self {
+        self.custom_flags = flags as libc::c_int;
+        self
+    }
+
     /// Run this file's operations on `ctx` rather than the process-wide default context.
     pub fn context(&mut self, ctx: Context) -> &mut Self {
         self.context = Some(ctx);
@@ -88,6 +107,14 @@ impl OpenOptions {
     /// Opens `path`. The `open(2)`, and the `fstat` that follows it, run through the
     /// context's backend, never on the thread that polls (but for `blocking`).
     ///
+    /// ```no_run
+    /// # async fn f() -> std::io::Result<()> {
+    /// let file = caio::OpenOptions::new().append(true).create(true).open("app.log").await?;
+    /// file.write_all_at("started\n", 0).await?; // append mode: at the end
+    /// # let _ = file;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// The OS error of `open(2)`; `EISDIR` for a directory; `InvalidInput` for options
     /// that contradict each other (as `std`) or a path with a NUL byte; an error of kind
@@ -95,9 +122,11 @@ impl OpenOptions {
     pub fn open(
         &self,
         path: impl AsRef<Path>,
-    ) -> impl Future<Output = io::Result<File>> + Send + 'static {
-        let (opts, path) = (self.clone(), path.as_ref().to_path_buf());
-        async move { opts.open_async(path).await }
+    ) -> impl Future<Output = io::Result<File>> + Send + Sync + 'static {
+        crate::fs::Exclusive::new({
+            let (opts, path) = (self.clone(), path.as_ref().to_path_buf());
+            async move { opts.open_async(path).await }
+        })
     }
 
     /// The `open(2)` flags, with the same rules as `std::fs::OpenOptions`.
@@ -135,7 +164,21 @@ impl OpenOptions {
         } else {
             0
         };
-        Ok(access | creation | direct)
+        Ok(access | creation | direct | (self.custom_flags & !libc::O_ACCMODE))
+    }
+
+    /// O_DIRECT, asked for by `direct` or among the custom flags.
+    fn wants_direct(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        let custom = self.custom_flags & libc::O_DIRECT != 0;
+        #[cfg(not(target_os = "linux"))]
+        let custom = false;
+        self.direct || custom
+    }
+
+    /// O_APPEND, asked for by `append` or among the custom flags.
+    fn wants_append(&self) -> bool {
+        self.append || self.custom_flags & libc::O_APPEND != 0
     }
 
     async fn open_async(self, path: PathBuf) -> io::Result<File> {
@@ -148,7 +191,8 @@ impl OpenOptions {
             flags: self.flags()?,
             mode: self.mode.unwrap_or(0o666) as libc::mode_t,
         };
-        let direct = self.direct;
+        let direct = self.wants_direct();
+        let append = self.wants_append();
         let opened = ctx.meta(-1, open, None, opened).await.map_err(|e| {
             let refused =
                 e.raw_os_error() == Some(libc::EINVAL) || e.kind() == io::ErrorKind::Unsupported;
@@ -162,9 +206,9 @@ impl OpenOptions {
             ctx,
             opened,
             path,
-            self.direct,
-            self.append,
-            (self.read, self.write || self.append),
+            direct,
+            append,
+            (self.read, self.write || append),
         ))
     }
 }

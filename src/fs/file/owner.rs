@@ -25,14 +25,24 @@ impl FdOwner {
     /// Closes the descriptor once every other holder has let go, through the backend,
     /// and reports the error of `close(2)`.
     pub(super) async fn close(self: Arc<Self>) -> io::Result<()> {
+        let ctx = self.ctx.clone();
+        let fd = self.release().await?;
+        ctx.meta_unit(-1, Meta::Close(fd), None).await
+    }
+
+    /// The descriptor, once every other holder (an operation in flight) has let go.
+    pub(super) async fn release(self: Arc<Self>) -> io::Result<OwnedFd> {
         let (tx, rx) = oneshot::channel();
         *lock(&self.closer) = Some(tx);
-        let ctx = self.ctx.clone();
         drop(self);
-        let fd = rx
-            .await
-            .map_err(|_| io::Error::other("caio: the descriptor was closed elsewhere"))?;
-        ctx.meta_unit(-1, Meta::Close(fd), None).await
+        rx.await
+            .map_err(|_| io::Error::other("caio: the descriptor was closed elsewhere"))
+    }
+
+    /// The descriptor, if nothing else holds it.
+    pub(super) fn try_release(self: Arc<Self>) -> Result<OwnedFd, Arc<Self>> {
+        let mut owner = Arc::try_unwrap(self)?;
+        Ok(owner.fd.take().expect("only Drop takes it"))
     }
 }
 
