@@ -49,7 +49,7 @@ fn positional_io_len_set_len_and_syncs() {
             f.sync_data().await.unwrap();
             f.set_len(5).await.unwrap();
             assert_eq!(f.len().await.unwrap(), 5);
-            assert_eq!(f.read_to_end().await.unwrap(), b"hello");
+            assert_eq!(f.read_to_vec().await.unwrap(), b"hello");
             assert!(f.read_at(10, 5).await.unwrap().is_empty(), "{i}: past EOF");
         });
     }

@@ -508,7 +508,7 @@ fn fuse_reads_under_the_linux_backend_match() {
         .build()
         .unwrap();
     let f = open(&c, &m.path("good"));
-    let all = block_on(f.read_to_end()).unwrap();
+    let all = block_on(f.read_to_vec()).unwrap();
     assert!(all == pattern(SIZE, 0));
     assert!(
         c.wait_idle_timeout(Duration::from_secs(10)),

@@ -71,7 +71,7 @@ fn run(i: Implementation, direct: bool, ops: &[Op]) -> Result<(), TestCaseError>
     }
     prop_assert_eq!(block_on(f.len()).unwrap() as usize, model.len());
     prop_assert!(
-        block_on(f.read_to_end()).unwrap() == model,
+        block_on(f.read_to_vec()).unwrap() == model,
         "{} direct={}: whole file",
         i,
         direct
