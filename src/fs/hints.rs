@@ -5,6 +5,13 @@ use std::ops::BitOr;
 
 /// How a range of a file will be read, for the kernel's read-ahead and caching
 /// (`posix_fadvise(2)`).
+///
+/// ```no_run
+/// # async fn f() -> std::io::Result<()> {
+/// let file = caio::File::open("big.bin").await?;
+/// file.advise(0, 0, caio::fs::Advice::Sequential).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Advice {
@@ -51,6 +58,16 @@ impl Advice {
 /// Unlike `fdatasync`, it neither writes the file's metadata nor flushes the device's
 /// cache, so it is **not** a durability guarantee: it paces write-back (a log that starts
 /// writing each megabyte as it fills, a copy that keeps the dirty page count low).
+///
+/// ```no_run
+/// # async fn f() -> std::io::Result<()> {
+/// use caio::fs::SyncRange;
+/// let log = caio::File::create("log").await?;
+/// log.write_all_at(vec![0u8; 1 << 20], 0).await?;
+/// log.sync_range(0, 1 << 20, SyncRange::WAIT_BEFORE | SyncRange::WRITE | SyncRange::WAIT_AFTER)
+///     .await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct SyncRange(u32);
 

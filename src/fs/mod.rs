@@ -88,6 +88,16 @@ pub use self::{
 };
 
 /// The lines of a file: see [`File::lines`].
+///
+/// ```no_run
+/// # async fn f() -> std::io::Result<()> {
+/// use futures::StreamExt;
+/// let mut lines: caio::fs::Lines = caio::File::open("app.log").await?.lines();
+/// while let Some(line) = lines.next().await {
+///     println!("{}", line?);
+/// }
+/// # Ok(()) }
+/// ```
 pub type Lines = futures::io::Lines<Reader>;
 
 /// Chunk size of whole-file reads and copies.
