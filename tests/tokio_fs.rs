@@ -644,3 +644,35 @@ fn a_write_error_comes_back_from_flush_and_sync() {
         });
     }
 }
+
+#[test]
+fn open_options_from_std_open_with_std_and_take_later_settings() {
+    let d = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let p = d.path().join("f");
+    let rt = tokio_runtime();
+    rt.block_on(async {
+        let mut std_opts = std::fs::OpenOptions::new();
+        std_opts.read(true);
+        // Set on caio's side after the conversion: create and write.
+        let mut f = caio::fs::OpenOptions::from(std_opts)
+            .write(true)
+            .create(true)
+            .open(&p)
+            .await
+            .unwrap();
+        f.write_all(b"from std options").await.unwrap();
+        f.seek(SeekFrom::Start(5)).await.unwrap();
+        let mut s = String::new();
+        f.read_to_string(&mut s).await.unwrap();
+        assert_eq!(s, "std options");
+        assert_eq!(f.path(), p.as_path());
+        // A missing file without create: std's error.
+        let mut ro = std::fs::OpenOptions::new();
+        ro.read(true);
+        let e = caio::fs::OpenOptions::from(ro)
+            .open(d.path().join("missing"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    });
+}

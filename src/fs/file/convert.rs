@@ -38,6 +38,12 @@ impl File {
 
     /// [`File::from_std`] on `ctx`.
     pub fn from_std_on(ctx: Context, std: std::fs::File) -> File {
+        let raw = std.as_raw_fd();
+        File::from_std_at(ctx, std, fd_path(raw))
+    }
+
+    /// [`File::from_std_on`] for a file opened at `path`.
+    pub(crate) fn from_std_at(ctx: Context, std: std::fs::File, path: PathBuf) -> File {
         let fd = OwnedFd::from(std);
         let raw = fd.as_raw_fd();
         let flags = sys::status_flags(raw).unwrap_or(libc::O_RDWR);
@@ -76,7 +82,7 @@ impl File {
         } else {
             0
         };
-        File::with_cursor(ctx, fd, fd_path(raw), known, Some(pos))
+        File::with_cursor(ctx, fd, path, known, Some(pos))
     }
 
     /// Turns the file into a `std::fs::File`, as `tokio::fs::File::into_std`: after the

@@ -22,6 +22,28 @@ pub struct OpenOptions {
     mode: Option<u32>,
     custom_flags: libc::c_int,
     context: Option<Context>,
+    /// Options that came from std's (`From<std::fs::OpenOptions>`), which cannot be read
+    /// back: kept, every setter applied to them too, and opened by std.
+    std: Option<std::fs::OpenOptions>,
+}
+
+impl From<std::fs::OpenOptions> for OpenOptions {
+    /// As tokio's: `open` then opens with std's options (on the backend's thread), and the
+    /// setters called afterwards change them.
+    ///
+    /// ```no_run
+    /// # async fn f() -> std::io::Result<()> {
+    /// let mut std_opts = std::fs::OpenOptions::new();
+    /// std_opts.read(true);
+    /// let file = caio::fs::OpenOptions::from(std_opts).open("Cargo.toml").await?;
+    /// # let _ = file; Ok(()) }
+    /// ```
+    fn from(std: std::fs::OpenOptions) -> OpenOptions {
+        OpenOptions {
+            std: Some(std),
+            ..OpenOptions::default()
+        }
+    }
 }
 
 impl OpenOptions {
@@ -33,12 +55,18 @@ impl OpenOptions {
     /// Open for reading.
     pub fn read(&mut self, on: bool) -> &mut Self {
         self.read = on;
+        if let Some(s) = &mut self.std {
+            s.read(on);
+        }
         self
     }
 
     /// Open for writing.
     pub fn write(&mut self, on: bool) -> &mut Self {
         self.write = on;
+        if let Some(s) = &mut self.std {
+            s.write(on);
+        }
         self
     }
 
@@ -46,24 +74,36 @@ impl OpenOptions {
     /// offset of positional writes on such a file).
     pub fn append(&mut self, on: bool) -> &mut Self {
         self.append = on;
+        if let Some(s) = &mut self.std {
+            s.append(on);
+        }
         self
     }
 
     /// Create the file if it does not exist.
     pub fn create(&mut self, on: bool) -> &mut Self {
         self.create = on;
+        if let Some(s) = &mut self.std {
+            s.create(on);
+        }
         self
     }
 
     /// Create the file, failing if it exists.
     pub fn create_new(&mut self, on: bool) -> &mut Self {
         self.create_new = on;
+        if let Some(s) = &mut self.std {
+            s.create_new(on);
+        }
         self
     }
 
     /// Truncate the file to 0 bytes on open.
     pub fn truncate(&mut self, on: bool) -> &mut Self {
         self.truncate = on;
+        if let Some(s) = &mut self.std {
+            s.truncate(on);
+        }
         self
     }
 
@@ -153,17 +193,7 @@ impl OpenOptions {
             (false, true, false) => libc::O_TRUNC,
             (false, false, false) => 0,
         };
-        #[cfg(target_os = "linux")]
-        let direct = if self.direct { libc::O_DIRECT } else { 0 };
-        #[cfg(not(target_os = "linux"))]
-        let direct = if self.direct {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "O_DIRECT exists only on Linux",
-            ));
-        } else {
-            0
-        };
+        let direct = if self.direct { direct_flag()? } else { 0 };
         Ok(access | creation | direct | (self.custom_flags & !libc::O_ACCMODE))
     }
 
@@ -186,6 +216,24 @@ impl OpenOptions {
             Some(c) => c.clone(),
             None => Context::global_async().await?,
         };
+        if let Some(mut std) = self.std.clone() {
+            use std::os::unix::fs::OpenOptionsExt;
+            let direct = if self.direct { direct_flag()? } else { 0 };
+            if self.custom_flags != 0 || direct != 0 {
+                std.custom_flags(self.custom_flags | direct);
+            }
+            if let Some(mode) = self.mode {
+                std.mode(mode);
+            }
+            let on = ctx.clone();
+            // What the file layer needs to know of it is asked of the descriptor there too.
+            return ctx
+                .run(None, move || {
+                    let f = std.open(&path)?;
+                    Ok(File::from_std_at(on, f, path))
+                })
+                .await;
+        }
         let open = Meta::Open {
             path: cstring(&path)?,
             flags: self.flags()?,
@@ -241,6 +289,17 @@ impl File {
             },
         )
     }
+}
+
+/// `O_DIRECT`, where there is one.
+fn direct_flag() -> io::Result<libc::c_int> {
+    #[cfg(target_os = "linux")]
+    return Ok(libc::O_DIRECT);
+    #[cfg(not(target_os = "linux"))]
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "O_DIRECT exists only on Linux",
+    ))
 }
 
 /// What an `open` made.
