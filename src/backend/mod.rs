@@ -90,6 +90,7 @@ pub(crate) mod linux;
 mod plan;
 #[cfg(all(feature = "tokio", target_os = "linux"))]
 pub(crate) mod reactor;
+#[cfg(target_os = "linux")]
 mod recycle;
 mod request;
 mod slot;
@@ -98,12 +99,17 @@ pub(crate) mod thread;
 pub(crate) mod uring;
 
 pub(crate) use drive::Drive;
+#[cfg_attr(not(target_os = "linux"), allow(unused_imports))]
 pub(crate) use plan::{is_direct, Facts, FdInfo, Plan, What};
+#[cfg(target_os = "linux")]
 pub(crate) use recycle::{BoxPool, OpQueue};
+#[cfg_attr(not(target_os = "linux"), allow(unused_imports))]
 pub(crate) use request::{
     Bufs, Call, Class, Completion, Kind, Meta, Opened, Out, Progress, Request,
 };
-pub(crate) use slot::{completes_for_others, hold_wakes, Admission, Completer, Permit, Slot};
+#[cfg(target_os = "linux")]
+pub(crate) use slot::{completes_for_others, hold_wakes};
+pub(crate) use slot::{Admission, Completer, Permit, Slot};
 #[cfg(test)]
 pub(crate) use {request::test_request, slot::take_result};
 

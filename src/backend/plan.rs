@@ -4,7 +4,9 @@
 
 use std::{io, os::fd::RawFd, sync::Arc};
 
-use super::{request::Vectored, Bufs, Class, Completer, Kind, Meta, Out, Request};
+#[cfg(target_os = "linux")]
+use super::Class;
+use super::{request::Vectored, Bufs, Completer, Kind, Meta, Out, Request};
 use crate::{
     buffer::{Buffer, ALIGNMENT},
     sys,
@@ -74,6 +76,7 @@ pub(crate) struct Facts {
 }
 
 impl Facts {
+    #[cfg(target_os = "linux")]
     /// The facts of `req`'s descriptor: the file layer's, or for a raw descriptor one
     /// `fstat` (cached) and, when seekable, one `fcntl`. Syncs and metadata operations
     /// need none: any descriptor can be synced, and metadata goes where it goes whatever

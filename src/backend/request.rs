@@ -94,6 +94,7 @@ impl Vectored {
         self.bufs.iter().map(|b| b.len()).sum()
     }
 
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     /// Bytes the buffers have room for.
     pub(crate) fn room(&self) -> usize {
         self.bufs.iter().map(|b| b.capacity() - b.len()).sum()
@@ -330,6 +331,7 @@ pub(crate) enum Kind {
     Meta(Meta),
 }
 
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 /// What kind of operation a [`Kind`] is, as far as routing cares: every backend's route
 /// table is written in these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -342,6 +344,7 @@ pub(crate) enum Class {
 }
 
 impl Kind {
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn class(&self) -> Class {
         match self {
             Kind::Read(_) | Kind::ReadV(_) => Class::Read,
@@ -352,6 +355,7 @@ impl Kind {
     }
 }
 
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 /// What a kernel attempt left to do ([`Request::advance`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Progress {
@@ -399,6 +403,7 @@ impl fmt::Debug for Request {
 }
 
 impl Request {
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     /// A read of a file the file layer knows is in memory (tmpfs, ramfs), not O_DIRECT:
     /// copying its pages never waits for a device, so it is done on the submitting thread.
     pub(crate) fn reads_memory(&self) -> bool {
@@ -409,6 +414,7 @@ impl Request {
                 .is_some_and(|f| f.facts.memory && !f.facts.direct)
     }
 
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     /// Counts what a kernel attempt that asked for `asked` bytes moved (`moved`, its
     /// non-negative result), and says what is left to do.
     ///
@@ -443,6 +449,7 @@ impl Request {
         }
     }
 
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     /// Whether a vectored operation has more to move than its last attempt covered (one
     /// system call takes at most `IOV_MAX` iovecs).
     pub(crate) fn has_more(&self) -> bool {

@@ -63,6 +63,7 @@ pub(crate) fn after_reap() -> Option<usize> {
     })
 }
 
+#[cfg(target_os = "linux")]
 /// Makes the calling thread one that completes operations for other threads (a backend's
 /// completion thread): under [`hold_wakes`] it holds their wakes back. Takes the room for
 /// them now, so that holding never allocates. (On other threads a guard holds nothing:
@@ -71,11 +72,13 @@ pub(crate) fn completes_for_others() {
     HELD.with(|h| h.borrow_mut().reserve_exact(HELD_WAKES));
 }
 
+#[cfg(target_os = "linux")]
 /// While it lives, the futures of the operations completed on this thread are woken only
 /// when it drops; see [`hold_wakes`].
 #[must_use = "the wakes are held back only while it lives"]
 pub(crate) struct HeldWakes(());
 
+#[cfg(target_os = "linux")]
 /// Holds back the wakes of the operations this thread completes until the guard drops.
 ///
 /// A reaper completes a batch of completions in a row. Each one first admits the next
@@ -90,6 +93,7 @@ pub(crate) fn hold_wakes() -> HeldWakes {
     HeldWakes(())
 }
 
+#[cfg(target_os = "linux")]
 impl Drop for HeldWakes {
     fn drop(&mut self) {
         if HOLDING.with(|h| h.replace(h.get() - 1)) != 1 {
@@ -372,8 +376,10 @@ pub(crate) fn take_result(slot: &Slot) -> Option<io::Result<Completion>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_os = "linux")]
+    use crate::backend::Request;
     use crate::{
-        backend::{test_request, Kind, Request},
+        backend::{test_request, Kind},
         Buffer,
     };
 
@@ -385,16 +391,19 @@ mod tests {
         assert!(e.to_string().contains("abandoned"), "{e}");
     }
 
+    #[cfg(target_os = "linux")]
     use std::sync::Mutex;
 
     /// Counts its wakes; the first one may finish another request, as a waker that
     /// polls inside `wake` would.
+    #[cfg(target_os = "linux")]
     #[derive(Default)]
     struct Counting {
         wakes: std::sync::atomic::AtomicUsize,
         then: Mutex<Option<Request>>,
     }
 
+    #[cfg(target_os = "linux")]
     impl std::task::Wake for Counting {
         fn wake(self: Arc<Self>) {
             self.wakes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -405,6 +414,7 @@ mod tests {
         }
     }
 
+    #[cfg(target_os = "linux")]
     impl Counting {
         fn wakes(&self) -> usize {
             self.wakes.load(std::sync::atomic::Ordering::SeqCst)
@@ -412,6 +422,7 @@ mod tests {
     }
 
     /// A request whose future waits with `waker`.
+    #[cfg(target_os = "linux")]
     fn waited(waker: &Waker) -> Request {
         let (req, slot) = test_request(Kind::Fsync);
         let poll = slot.poll(&mut Context::from_waker(waker)).0;
@@ -419,6 +430,7 @@ mod tests {
         req
     }
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn held_wakes_run_once_each_when_the_outermost_guard_drops() {
         completes_for_others();
@@ -442,6 +454,7 @@ mod tests {
         );
     }
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn past_its_room_the_held_wakes_go_first_and_none_is_lost() {
         completes_for_others();
@@ -461,6 +474,7 @@ mod tests {
         assert_eq!(count.wakes(), HELD_WAKES + 5);
     }
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn a_thread_that_completes_only_for_itself_holds_nothing() {
         let count = Arc::new(Counting::default());
@@ -476,6 +490,7 @@ mod tests {
         .unwrap();
     }
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn a_wake_that_completes_another_operation_wakes_it_too() {
         completes_for_others();

@@ -14,6 +14,7 @@ use std::{
 };
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
+#[cfg(target_os = "linux")]
 use once_cell::sync::OnceCell;
 
 use crate::{
@@ -21,6 +22,7 @@ use crate::{
     Implementation,
 };
 
+#[cfg(target_os = "linux")]
 /// The pool a kernel backend sends what its kernel interface cannot do without blocking:
 /// started on first use, so a backend that never needs it runs no extra thread.
 #[derive(Debug)]
@@ -30,6 +32,7 @@ pub(crate) struct FallbackPool {
     capacity: usize,
 }
 
+#[cfg(target_os = "linux")]
 impl FallbackPool {
     /// A pool of `threads` workers with a queue of `capacity`, once it is first used.
     pub(crate) fn new(threads: usize, capacity: usize) -> FallbackPool {

@@ -25,8 +25,8 @@ use std::{
     },
 };
 
-#[cfg(target_os = "linux")]
 use crate::sync::lock;
+#[cfg(target_os = "linux")]
 use crate::sys;
 use crate::{
     backend::{Meta, Opened},
@@ -239,12 +239,12 @@ impl Replacement {
             ));
         }
         let existing = meta.map(|m| m.permissions());
-        let dir = match target.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
         #[cfg(target_os = "linux")]
         {
+            let dir = match target.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
             let flags = libc::O_TMPFILE | libc::O_WRONLY | if direct { libc::O_DIRECT } else { 0 };
             let open = Meta::Open {
                 path: cstring(&dir)?,

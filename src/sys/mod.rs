@@ -54,6 +54,7 @@ pub(crate) fn pwrite(fd: RawFd, buf: &[u8], off: u64) -> io::Result<usize> {
     retry(|| cvt(unsafe { libc::pwrite(fd, buf.as_ptr().cast(), buf.len(), off) }))
 }
 
+#[cfg(target_os = "linux")]
 /// What `pread(2)` (`write` false) or `pwrite(2)` (`write` true) says of a descriptor on
 /// which io_uring answered EBADF: the same EBADF, or ESPIPE where the file takes no
 /// positional I/O (a `/proc` file, say), which those calls check first. A zero-length

@@ -1,9 +1,11 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+#[cfg(target_os = "linux")]
+use std::os::unix::fs::OpenOptionsExt;
 use std::{
     fs::{File, OpenOptions},
-    os::unix::{fs::OpenOptionsExt, io::AsRawFd, io::RawFd},
+    os::unix::io::{AsRawFd, RawFd},
     path::PathBuf,
 };
 
@@ -373,7 +375,7 @@ pub fn resident_fraction(path: &std::path::Path) -> f64 {
     let pages = len.div_ceil(4096);
     let mut vec = vec![0u8; pages];
     // SAFETY: `addr` maps `len` bytes; `vec` has one byte per page.
-    let r = unsafe { libc::mincore(addr, len, vec.as_mut_ptr()) };
+    let r = unsafe { libc::mincore(addr, len, vec.as_mut_ptr().cast()) };
     // SAFETY: unmapping exactly what was mapped.
     unsafe { libc::munmap(addr, len) };
     assert_eq!(r, 0);

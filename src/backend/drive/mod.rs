@@ -31,22 +31,39 @@
 
 use std::{
     cell::Cell,
-    os::fd::OwnedFd,
     sync::{
-        atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering},
-        Arc, Mutex, MutexGuard, OnceLock,
+        atomic::{AtomicBool, AtomicU8, Ordering},
+        Arc, MutexGuard,
     },
     task::Wake,
-    thread::{self, Thread, ThreadId},
+    thread::{self, Thread},
+};
+#[cfg(target_os = "linux")]
+use std::{
+    os::fd::OwnedFd,
+    sync::{atomic::AtomicUsize, Mutex, OnceLock},
+    thread::ThreadId,
     time::Duration,
 };
 
+// The pacing of a kernel backend's submissions and sleeps in `block_on`: Linux only.
+#[cfg(target_os = "linux")]
 mod pace;
 
-pub(crate) use pace::{batch, Early, LateWakes, DEEP_BATCH};
+#[cfg(target_os = "linux")]
+pub(crate) use pace::{batch, Early, LateWakes};
 
 use super::FileIo;
+#[cfg(target_os = "linux")]
 use crate::sync::lock;
+
+/// From how many awaited completions (16 or more in flight) the thread does not spin at
+/// all unless the backend asks for it ([`Drive::spins_deep`]): the kernel's wait gathers
+/// the batch, for less CPU. A thread that spins until each batch is there keeps a core
+/// busy, and a short spin buys no reads over none. linux spins at depth where a sleep
+/// comes back late (see `LateWakes`); uring never does: its completions wait in the
+/// kernel until the thread enters it, so a look at the ring finds nothing.
+pub(crate) const DEEP_BATCH: usize = 4;
 
 /// Reaping and waiting for completions, by a thread other than the backend's reaper; see
 /// the module docs for the order of the calls.
@@ -94,13 +111,16 @@ pub(crate) trait Drive: FileIo {
     fn resume(&self) {}
 }
 
+#[cfg(target_os = "linux")]
 /// How often a backend's reaper looks while an executor's reactor reaps for it and
 /// nothing is in flight: rarely, so that an idle runtime costs no wake-up a millisecond.
 const IDLE_LOOK: Duration = Duration::from_millis(50);
 
+#[cfg(target_os = "linux")]
 /// How often a backend's completion thread looks while another thread drives.
 const TICK: Duration = Duration::from_millis(1);
 
+#[cfg(target_os = "linux")]
 /// What a backend with a completion thread of its own (the reaper) keeps for `block_on`:
 /// which thread drives, the lock it holds while it waits for completions (spins, sleeps
 /// or reaps), and the reaper to hand waiting back to.
@@ -115,6 +135,7 @@ pub(crate) struct Driver {
     reaper: OnceLock<Thread>,
 }
 
+#[cfg(target_os = "linux")]
 impl Driver {
     pub(crate) fn new() -> Driver {
         Driver {
@@ -224,6 +245,7 @@ pub(crate) struct Signal {
     thread: Thread,
     /// Written to wake a sleep in the kernel (set by the backend's [`Drive::begin`]). Held
     /// here, so that a waker that outlives the backend never writes to a reused number.
+    #[cfg(target_os = "linux")]
     kick: OnceLock<Arc<OwnedFd>>,
 }
 
@@ -233,10 +255,12 @@ impl Signal {
             notified: AtomicBool::new(true),
             state: AtomicU8::new(RUNNING),
             thread: thread::current(),
+            #[cfg(target_os = "linux")]
             kick: OnceLock::new(),
         }
     }
 
+    #[cfg(target_os = "linux")]
     /// Makes a wake during a kernel sleep write to `fd`.
     pub(crate) fn set_kick(&self, fd: Arc<OwnedFd>) {
         let _ = self.kick.set(fd);
@@ -252,12 +276,14 @@ impl Signal {
         self.notified.swap(false, Ordering::AcqRel)
     }
 
+    #[cfg(target_os = "linux")]
     /// Announces a sleep in the kernel; `false` (and no sleep) when a wake came first.
     /// Every wake after this writes to the kick descriptor, until [`Signal::sleep_end`].
     pub(crate) fn sleep_begin(&self) -> bool {
         self.enter(SLEEPING)
     }
 
+    #[cfg(target_os = "linux")]
     pub(crate) fn sleep_end(&self) {
         self.state.store(RUNNING, Ordering::SeqCst);
     }

@@ -7,14 +7,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 #[cfg(doc)]
 use super::Drive;
 
-/// From how many awaited completions (16 or more in flight) the thread does not spin at
-/// all unless the backend asks for it ([`Drive::spins_deep`]): the kernel's wait gathers
-/// the batch, for less CPU. A thread that spins until each batch is there keeps a core
-/// busy, and a short spin buys no reads over none. linux spins at depth where a sleep
-/// comes back late (see [`LateWakes`]); uring never does: its completions wait in the
-/// kernel until the thread enters it, so a look at the ring finds nothing.
-pub(crate) const DEEP_BATCH: usize = 4;
-
 /// How many completions are worth waiting for together with `inflight` operations in
 /// flight: a quarter, at least one. Reaping them together lets their tasks' next
 /// operations go to the kernel together, while the rest keep the device busy.

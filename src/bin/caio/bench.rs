@@ -3,7 +3,14 @@
 use super::*;
 use crate::info::direct_support;
 
+/// `bench --fast-device`: Linux's loop devices only.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn fast_bench(_: &str, _: f64, _: &[String], _: bool) -> Result<()> {
+    Err("--fast-device needs Linux (a loop device with direct I/O over tmpfs)".into())
+}
+
 /// `bench --fast-device`: the same measurement on a loop device over tmpfs.
+#[cfg(target_os = "linux")]
 pub(crate) fn fast_bench(size: &str, secs: f64, only: &[String], block_on: bool) -> Result<()> {
     let len = parse_size(size)?;
     if len < 4 << 20 {

@@ -124,9 +124,26 @@ pub(crate) fn kind_of(meta: &fs::Metadata) -> &'static str {
     }
 }
 
+/// `O_DIRECT`, where the system has it.
+#[cfg(any(target_os = "linux", target_os = "freebsd"))]
+fn direct_flag() -> libc::c_int {
+    libc::O_DIRECT
+}
+
+/// O_DIRECT support on `path`: none, on a system without `O_DIRECT`.
+#[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+pub(crate) fn direct_support(path: &Path) -> io::Result<(caio::DirectAlignment, Option<String>)> {
+    fs::metadata(path)?;
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "this system has no O_DIRECT",
+    ))
+}
+
 /// O_DIRECT support on `path`: for a directory, on a file made there without a name
 /// (`O_TMPFILE`), so nothing appears in it; where the filesystem cannot, on a named file
 /// that is removed at once, and the note says so.
+#[cfg(any(target_os = "linux", target_os = "freebsd"))]
 pub(crate) fn direct_support(path: &Path) -> io::Result<(caio::DirectAlignment, Option<String>)> {
     use std::os::unix::{
         fs::{FileTypeExt, OpenOptionsExt},
@@ -150,27 +167,32 @@ pub(crate) fn direct_support(path: &Path) -> io::Result<(caio::DirectAlignment, 
         let f = fs::OpenOptions::new()
             .read(true)
             // Never waits, whatever the path names by the time it is opened.
-            .custom_flags(libc::O_DIRECT | libc::O_NONBLOCK)
+            .custom_flags(direct_flag() | libc::O_NONBLOCK)
             .open(path)?;
         return caio::direct_alignment(f.as_raw_fd()).map(|a| (a, None));
     }
-    let unnamed = |flags| {
-        fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_TMPFILE | flags)
-            .open(path)
-    };
-    match unnamed(libc::O_DIRECT) {
-        Ok(f) => return caio::direct_alignment(f.as_raw_fd()).map(|a| (a, None)),
-        // Unnamed files work, O_DIRECT does not.
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) && unnamed(0).is_ok() => return Err(e),
-        Err(_) => {}
+    #[cfg(target_os = "linux")]
+    {
+        let unnamed = |flags| {
+            fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_TMPFILE | flags)
+                .open(path)
+        };
+        match unnamed(libc::O_DIRECT) {
+            Ok(f) => return caio::direct_alignment(f.as_raw_fd()).map(|a| (a, None)),
+            // Unnamed files work, O_DIRECT does not.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && unnamed(0).is_ok() => {
+                return Err(e)
+            }
+            Err(_) => {}
+        }
     }
     let probe = path.join(format!(".caio-info-probe-{}", std::process::id()));
     let r = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .custom_flags(libc::O_DIRECT)
+        .custom_flags(direct_flag())
         .open(&probe);
     let _ = fs::remove_file(&probe);
     let note = format!(

@@ -36,7 +36,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use caio::tools::{fastdev, workload};
+#[cfg(target_os = "linux")]
+use caio::tools::fastdev;
+use caio::tools::workload;
 use caio::{fs::CopyOptions, Context, Implementation, OpenOptions, Source};
 use clap::{Parser, Subcommand};
 use workload::{Outcome, Pattern, Workload};

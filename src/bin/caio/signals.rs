@@ -88,6 +88,7 @@ fn on_signal(sig: libc::c_int) {
 /// Detaches the registered loop devices, then removes the registered files.
 fn clean_up(st: &mut State) {
     // A device being attached is waited for, so that it is found and detached.
+    #[cfg(target_os = "linux")]
     let _attached = (!st.detach.is_empty()).then(|| {
         caio::tools::fastdev::ATTACHING
             .lock()
@@ -138,15 +139,18 @@ pub struct RemoveOnSignal(PathBuf);
 
 /// Detaches every loop device over the file `image` on a signal, until the guard goes
 /// (which does not detach them: their owner does). Registered before the device exists,
-/// so a signal while it is set up leaves nothing attached.
+/// so a signal while it is set up leaves nothing attached. (Loop devices: Linux.)
+#[cfg(target_os = "linux")]
 pub fn detach_on_signal(image: PathBuf) -> DetachOnSignal {
     state().detach.push(image.clone());
     DetachOnSignal(image)
 }
 
 /// See [`detach_on_signal`].
+#[cfg(target_os = "linux")]
 pub struct DetachOnSignal(PathBuf);
 
+#[cfg(target_os = "linux")]
 impl Drop for DetachOnSignal {
     fn drop(&mut self) {
         state().detach.retain(|p| p != &self.0);
