@@ -12,16 +12,16 @@
 //! writes to `OUT/fast/`; `--rounds N` repeats the interleaved sweep and reports medians.
 //! `--replot` only draws `OUT/fast/iops_vs_qd.png` again from that sweep's `results.csv`.
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 #[path = "vs_fio/linux.rs"]
 mod linux;
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 fn main() {
     linux::main()
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
 fn main() {
-    eprintln!("vs_fio compares caio with fio on Linux's kernel interfaces: Linux only");
+    eprintln!("vs_fio compares caio with fio on Linux's kernel interfaces: 64-bit Linux only");
 }

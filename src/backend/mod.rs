@@ -95,7 +95,7 @@ mod recycle;
 mod request;
 mod slot;
 pub(crate) mod thread;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 pub(crate) mod uring;
 
 pub(crate) use drive::Drive;
@@ -319,26 +319,29 @@ fn linux_start(c: Config) -> Result<Box<dyn FileIo>, String> {
         .map_err(|e| e.to_string())
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 fn uring_probe() -> Result<(), String> {
     uring::probe()
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 fn uring_start(c: Config) -> Result<Box<dyn FileIo>, String> {
     uring::Uring::new(c.max_requests, c.threads)
         .map(|b| Box::new(b) as Box<dyn FileIo>)
         .map_err(|e| e.to_string())
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
 fn uring_probe() -> Result<(), String> {
+    #[cfg(target_os = "linux")]
+    return Err("io_uring: caio's uring backend needs a 64-bit target (the io-uring crate)".into());
+    #[cfg(not(target_os = "linux"))]
     Err("io_uring exists only on Linux".into())
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
 fn uring_start(_: Config) -> Result<Box<dyn FileIo>, String> {
-    uring_probe().map(|()| unreachable!("the probe always fails off Linux"))
+    uring_probe().map(|()| unreachable!("the probe always fails here"))
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -135,21 +135,24 @@ impl<T> OpQueue<T> {
         h
     }
 
-    /// Whether nothing is queued: a hint, read without the lock.
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    /// Whether nothing is queued: a hint, read without the lock. (uring's.)
+    #[cfg(target_pointer_width = "64")]
     pub(crate) fn is_empty(&self) -> bool {
         !self.queued_any.load(Ordering::Acquire)
     }
 
     /// Whether some of what is queued waits for a future's flush: a hint, read without the
     /// lock (a flush that misses one queued just now leaves it to that future's own).
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    /// (uring's.)
+    #[cfg(target_pointer_width = "64")]
     pub(crate) fn owes(&self) -> bool {
         self.owes.load(Ordering::Acquire)
     }
 
     /// Everything queued, in a vector to hand back to [`OpQueue::give_back`] once drained.
+    /// (uring's, and the tests'.)
     #[allow(clippy::vec_box)]
+    #[cfg_attr(not(target_pointer_width = "64"), allow(dead_code))]
     pub(crate) fn take(&self) -> Vec<Box<T>> {
         self.take_if(|_| true)
     }
@@ -165,7 +168,6 @@ impl<T> OpQueue<T> {
     /// What a reap sends: everything, if some of it is held and `hold` (given how many are
     /// queued) no longer holds it; else nothing (what futures queued, they flush).
     #[allow(clippy::vec_box)]
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn take_held(&self, hold: impl FnOnce(usize) -> bool) -> Vec<Box<T>> {
         self.take_if(|q| q.held && !hold(q.ops.len()))
     }

@@ -136,6 +136,7 @@ pub(crate) fn eventfd() -> io::Result<std::os::fd::OwnedFd> {
     eventfd_with(libc::EFD_NONBLOCK)
 }
 
+#[cfg(target_pointer_width = "64")]
 /// A close-on-exec `eventfd(2)` whose reads wait for a signal.
 pub(crate) fn eventfd_blocking() -> io::Result<std::os::fd::OwnedFd> {
     eventfd_with(0)
@@ -305,8 +306,9 @@ pub(crate) fn cached_file_type(fd: RawFd) -> io::Result<libc::mode_t> {
     Ok(libc::mode_t::from(stx.stx_mode) & libc::S_IFMT)
 }
 
-/// `_IO(0x12, 104)` from `linux/fs.h`.
-const BLKSSZGET: libc::Ioctl = 0x1268;
+/// `_IO(0x12, 104)` from `linux/fs.h`, as the architecture encodes it (the `_IO`
+/// direction bits differ on powerpc, mips and sparc): libc's.
+use libc::BLKSSZGET;
 
 /// The logical block size of a block device (`BLKSSZGET`).
 pub(crate) fn block_size(fd: RawFd) -> io::Result<u32> {

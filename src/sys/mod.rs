@@ -28,8 +28,28 @@ fn retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
     }
 }
 
-fn offset(off: u64) -> io::Result<libc::off_t> {
-    libc::off_t::try_from(off).map_err(|_| {
+/// The large-file calls, as std makes them: on glibc Linux the `*64` functions, whose
+/// offsets and sizes are 64-bit on 32-bit targets too; elsewhere (musl, the BSDs, macOS)
+/// `off_t` is 64-bit and the plain ones are those.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod lfs {
+    pub(super) use libc::{
+        fallocate64 as fallocate, fstat64 as fstat, ftruncate64 as ftruncate, lseek64 as lseek,
+        off64_t as off_t, posix_fadvise64 as posix_fadvise, pread64 as pread, preadv64 as preadv,
+        pwrite64 as pwrite, pwritev64 as pwritev, stat64 as stat,
+    };
+}
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+mod lfs {
+    #[cfg(target_os = "linux")]
+    pub(super) use libc::fallocate;
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    pub(super) use libc::posix_fadvise;
+    pub(super) use libc::{fstat, ftruncate, lseek, off_t, pread, preadv, pwrite, pwritev, stat};
+}
+
+fn offset(off: u64) -> io::Result<lfs::off_t> {
+    lfs::off_t::try_from(off).map_err(|_| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("offset {off} is beyond the largest file offset"),
@@ -44,16 +64,17 @@ fn offset(off: u64) -> io::Result<libc::off_t> {
 pub(crate) unsafe fn pread(fd: RawFd, buf: *mut u8, len: usize, off: u64) -> io::Result<usize> {
     let off = offset(off)?;
     // SAFETY: the caller guarantees `buf` is writable for `len` bytes.
-    retry(|| cvt(unsafe { libc::pread(fd, buf.cast(), len, off) }))
+    retry(|| cvt(unsafe { lfs::pread(fd, buf.cast(), len, off) }))
 }
 
 /// `pwrite(2)` from a slice.
 pub(crate) fn pwrite(fd: RawFd, buf: &[u8], off: u64) -> io::Result<usize> {
     let off = offset(off)?;
     // SAFETY: `buf` is a live slice readable for its whole length.
-    retry(|| cvt(unsafe { libc::pwrite(fd, buf.as_ptr().cast(), buf.len(), off) }))
+    retry(|| cvt(unsafe { lfs::pwrite(fd, buf.as_ptr().cast(), buf.len(), off) }))
 }
 
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 #[cfg(target_os = "linux")]
 /// What `pread(2)` (`write` false) or `pwrite(2)` (`write` true) says of a descriptor on
 /// which io_uring answered EBADF: the same EBADF, or ESPIPE where the file takes no
@@ -85,7 +106,7 @@ pub(crate) unsafe fn preadv(fd: RawFd, iov: &[libc::iovec], off: u64) -> io::Res
     let off = offset(off)?;
     let cnt = iov.len().min(IOV_MAX) as libc::c_int;
     // SAFETY: the caller vouches for the memory; `iov` itself is a live slice.
-    retry(|| cvt(unsafe { libc::preadv(fd, iov.as_ptr(), cnt, off) }))
+    retry(|| cvt(unsafe { lfs::preadv(fd, iov.as_ptr(), cnt, off) }))
 }
 
 /// `pwritev(2)`.
@@ -96,7 +117,7 @@ pub(crate) unsafe fn pwritev(fd: RawFd, iov: &[libc::iovec], off: u64) -> io::Re
     let off = offset(off)?;
     let cnt = iov.len().min(IOV_MAX) as libc::c_int;
     // SAFETY: the caller vouches for the memory; `iov` itself is a live slice.
-    retry(|| cvt(unsafe { libc::pwritev(fd, iov.as_ptr(), cnt, off) }))
+    retry(|| cvt(unsafe { lfs::pwritev(fd, iov.as_ptr(), cnt, off) }))
 }
 
 /// `fsync(2)`.
@@ -149,9 +170,9 @@ pub(crate) fn is_direct(fd: RawFd) -> io::Result<bool> {
 
 /// The file type bits (`st_mode & S_IFMT`) of a descriptor.
 pub(crate) fn file_type(fd: RawFd) -> io::Result<libc::mode_t> {
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    let mut st = std::mem::MaybeUninit::<lfs::stat>::uninit();
     // SAFETY: `st` is writable memory of the right size for fstat to fill.
-    let r = unsafe { libc::fstat(fd, st.as_mut_ptr()) };
+    let r = unsafe { lfs::fstat(fd, st.as_mut_ptr()) };
     cvt(r as libc::ssize_t)?;
     // SAFETY: fstat succeeded, so it initialised `st`.
     Ok(unsafe { st.assume_init() }.st_mode & libc::S_IFMT)
@@ -161,33 +182,42 @@ pub(crate) fn file_type(fd: RawFd) -> io::Result<libc::mode_t> {
 pub(crate) fn ftruncate(fd: RawFd, len: u64) -> io::Result<()> {
     let len = offset(len)?;
     // SAFETY: ftruncate takes no pointers.
-    retry(|| cvt(unsafe { libc::ftruncate(fd, len) } as libc::ssize_t)).map(drop)
+    retry(|| cvt(unsafe { lfs::ftruncate(fd, len) } as libc::ssize_t)).map(drop)
 }
 
 /// The size of a file, or of a block device (where `st_size` is 0).
 pub(crate) fn file_len(fd: RawFd) -> io::Result<u64> {
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    let mut st = std::mem::MaybeUninit::<lfs::stat>::uninit();
     // SAFETY: `st` is writable memory of the right size for fstat to fill.
-    cvt(unsafe { libc::fstat(fd, st.as_mut_ptr()) } as libc::ssize_t)?;
+    cvt(unsafe { lfs::fstat(fd, st.as_mut_ptr()) } as libc::ssize_t)?;
     // SAFETY: fstat succeeded, so it initialised `st`.
     let st = unsafe { st.assume_init() };
     if st.st_mode & libc::S_IFMT == libc::S_IFBLK {
         // SAFETY: lseek takes no pointers; only positional I/O is done on our descriptors,
         // so moving the file position disturbs nothing.
-        let end = unsafe { libc::lseek(fd, 0, libc::SEEK_END) };
+        let end = unsafe { lfs::lseek(fd, 0, libc::SEEK_END) };
         return cvt(end as libc::ssize_t).map(|n| n as u64);
     }
     Ok(st.st_size as u64)
 }
 
+/// `O_LARGEFILE` where it is a flag (32-bit Linux: files past 2 GiB), as std adds it.
+#[cfg(target_os = "linux")]
+const LARGEFILE: libc::c_int = libc::O_LARGEFILE;
+#[cfg(not(target_os = "linux"))]
+const LARGEFILE: libc::c_int = 0;
+
 /// `open(2)` relative to the working directory, always with `O_CLOEXEC`.
 pub(crate) fn open(path: &CStr, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {
     // SAFETY: `path` is NUL-terminated; `mode` is passed as the variadic unsigned int.
     let fd = retry(|| {
-        cvt(
-            unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::c_uint) }
-                as libc::ssize_t,
-        )
+        cvt(unsafe {
+            libc::open(
+                path.as_ptr(),
+                flags | libc::O_CLOEXEC | LARGEFILE,
+                mode as libc::c_uint,
+            )
+        } as libc::ssize_t)
     })?;
     // SAFETY: `fd` is a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
@@ -271,7 +301,7 @@ pub(crate) fn fallocate(fd: RawFd, off: u64, len: u64) -> io::Result<()> {
     {
         let (off, len) = (offset(off)?, offset(len)?);
         // SAFETY: fallocate takes no pointers.
-        retry(|| cvt(unsafe { libc::fallocate(fd, 0, off, len) } as libc::ssize_t)).map(drop)
+        retry(|| cvt(unsafe { lfs::fallocate(fd, 0, off, len) } as libc::ssize_t)).map(drop)
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -288,16 +318,18 @@ pub(crate) fn fallocate(fd: RawFd, off: u64, len: u64) -> io::Result<()> {
 pub(crate) fn is_memory_fs(fd: RawFd) -> bool {
     #[cfg(target_os = "linux")]
     {
-        const TMPFS_MAGIC: i64 = 0x0102_1994;
-        const RAMFS_MAGIC: i64 = 0x8584_58f6;
+        const TMPFS_MAGIC: u32 = 0x0102_1994;
+        const RAMFS_MAGIC: u32 = 0x8584_58f6;
         let mut st = std::mem::MaybeUninit::<libc::statfs>::zeroed();
         // SAFETY: fstatfs fills the zeroed struct it is given.
         if unsafe { libc::fstatfs(fd, st.as_mut_ptr()) } != 0 {
             return false;
         }
         // SAFETY: fstatfs succeeded.
-        #[allow(clippy::unnecessary_cast)] // f_type's type differs between targets
-        let t = unsafe { st.assume_init() }.f_type as i64;
+        // f_type is a signed word, 32 bits on 32-bit targets: the magic's low 32 bits
+        // are compared (RAMFS_MAGIC would sign-extend).
+        #[allow(clippy::unnecessary_cast)]
+        let t = unsafe { st.assume_init() }.f_type as u32;
         t == TMPFS_MAGIC || t == RAMFS_MAGIC
     }
     #[cfg(not(target_os = "linux"))]
@@ -313,7 +345,7 @@ pub(crate) fn fadvise(fd: RawFd, off: u64, len: u64, advice: libc::c_int) -> io:
     {
         let (off, len) = (offset(off)?, offset(len)?);
         // SAFETY: posix_fadvise takes no pointers; it returns the error number itself.
-        match unsafe { libc::posix_fadvise(fd, off, len, advice) } {
+        match unsafe { lfs::posix_fadvise(fd, off, len, advice) } {
             0 => Ok(()),
             e => Err(io::Error::from_raw_os_error(e)),
         }
@@ -389,7 +421,7 @@ mod linux;
 /// `lseek(2)`: the new position.
 pub(crate) fn lseek(fd: RawFd, offset: i64, whence: libc::c_int) -> io::Result<u64> {
     // SAFETY: lseek takes no pointers.
-    let r = unsafe { libc::lseek(fd, offset as libc::off_t, whence) };
+    let r = unsafe { lfs::lseek(fd, offset as lfs::off_t, whence) };
     cvt(r as libc::ssize_t).map(|n| n as u64)
 }
 
