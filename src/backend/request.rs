@@ -212,6 +212,9 @@ pub(crate) enum Meta {
         path: CString,
         flags: libc::c_int,
         mode: libc::mode_t,
+        /// Bypass the page cache: `O_DIRECT` is among `flags` where the system has it;
+        /// on macOS the open sets `F_NOCACHE`.
+        direct: bool,
     },
     /// `close(2)`, reporting its error.
     Close(OwnedFd),
@@ -239,19 +242,6 @@ pub(crate) enum Meta {
     Taken,
 }
 
-/// Whether open flags ask for O_DIRECT.
-fn direct_flag(flags: libc::c_int) -> bool {
-    #[cfg(target_os = "linux")]
-    {
-        flags & libc::O_DIRECT != 0
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = flags;
-        false
-    }
-}
-
 impl Meta {
     fn name(&self) -> &'static str {
         match self {
@@ -274,13 +264,23 @@ impl Meta {
     fn run(self, fd: RawFd) -> io::Result<Out> {
         let nothing = |()| Out::Nothing;
         match self {
-            Meta::Open { path, flags, mode } => {
+            Meta::Open {
+                path,
+                flags,
+                mode,
+                direct,
+            } => {
                 let fd = sys::open(&path, flags, mode)?;
                 let file_type = sys::file_type(fd.as_raw_fd())?;
                 if file_type == libc::S_IFDIR {
                     return Err(io::Error::from_raw_os_error(libc::EISDIR));
                 }
-                let align = if direct_flag(flags) {
+                if direct {
+                    sys::no_cache(fd.as_raw_fd())?;
+                }
+                // Only Linux's O_DIRECT asks for aligned transfers; FreeBSD's and macOS's
+                // F_NOCACHE take any.
+                let align = if direct && cfg!(target_os = "linux") {
                     Some(crate::direct_alignment(fd.as_raw_fd())?)
                 } else {
                     None

@@ -250,6 +250,7 @@ impl Replacement {
                 path: cstring(&dir)?,
                 flags,
                 mode: 0o666,
+                direct,
             };
             match ctx.meta(-1, open, None, crate::fs::file::opened).await {
                 Ok(o) => {

@@ -45,7 +45,10 @@ mod lfs {
     pub(super) use libc::fallocate;
     #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
     pub(super) use libc::posix_fadvise;
-    pub(super) use libc::{fstat, ftruncate, lseek, off_t, pread, preadv, pwrite, pwritev, stat};
+    // (macOS looks the vectored ones up at run time: see `apple`.)
+    pub(super) use libc::{fstat, ftruncate, lseek, off_t, pread, pwrite, stat};
+    #[cfg(not(target_vendor = "apple"))]
+    pub(super) use libc::{preadv, pwritev};
 }
 
 fn offset(off: u64) -> io::Result<lfs::off_t> {
@@ -105,7 +108,15 @@ pub(crate) const IOV_MAX: usize = 1024;
 pub(crate) unsafe fn preadv(fd: RawFd, iov: &[libc::iovec], off: u64) -> io::Result<usize> {
     let off = offset(off)?;
     let cnt = iov.len().min(IOV_MAX) as libc::c_int;
+    #[cfg(target_vendor = "apple")]
+    match apple::preadv() {
+        // SAFETY: as below, through the symbol looked up at run time.
+        Some(f) => retry(|| cvt(unsafe { f(fd, iov.as_ptr(), cnt, off) })),
+        // SAFETY: the caller's promise, passed on.
+        None => unsafe { apple::each(fd, &iov[..cnt as usize], off, false) },
+    }
     // SAFETY: the caller vouches for the memory; `iov` itself is a live slice.
+    #[cfg(not(target_vendor = "apple"))]
     retry(|| cvt(unsafe { lfs::preadv(fd, iov.as_ptr(), cnt, off) }))
 }
 
@@ -116,14 +127,111 @@ pub(crate) unsafe fn preadv(fd: RawFd, iov: &[libc::iovec], off: u64) -> io::Res
 pub(crate) unsafe fn pwritev(fd: RawFd, iov: &[libc::iovec], off: u64) -> io::Result<usize> {
     let off = offset(off)?;
     let cnt = iov.len().min(IOV_MAX) as libc::c_int;
+    #[cfg(target_vendor = "apple")]
+    match apple::pwritev() {
+        // SAFETY: as below, through the symbol looked up at run time.
+        Some(f) => retry(|| cvt(unsafe { f(fd, iov.as_ptr(), cnt, off) })),
+        // SAFETY: the caller's promise, passed on.
+        None => unsafe { apple::each(fd, &iov[..cnt as usize], off, true) },
+    }
     // SAFETY: the caller vouches for the memory; `iov` itself is a live slice.
+    #[cfg(not(target_vendor = "apple"))]
     retry(|| cvt(unsafe { lfs::pwritev(fd, iov.as_ptr(), cnt, off) }))
 }
 
-/// `fsync(2)`.
+/// macOS: `preadv`/`pwritev` exist only from macOS 11, and the x86_64 target supports
+/// older systems, so they are looked up when first used (std does the same), with a
+/// `pread`/`pwrite` per buffer where they are missing.
+#[cfg(target_vendor = "apple")]
+mod apple {
+    use std::{io, os::fd::RawFd, sync::OnceLock};
+
+    type Vectored =
+        unsafe extern "C" fn(libc::c_int, *const libc::iovec, libc::c_int, libc::off_t) -> isize;
+
+    fn lookup(name: &'static std::ffi::CStr, cell: &'static OnceLock<usize>) -> Option<Vectored> {
+        // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only reads.
+        let p = *cell
+            .get_or_init(|| unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) } as usize);
+        // SAFETY: a non-null address of this symbol is the function of this signature.
+        (p != 0).then(|| unsafe { std::mem::transmute::<usize, Vectored>(p) })
+    }
+
+    pub(super) fn preadv() -> Option<Vectored> {
+        static CELL: OnceLock<usize> = OnceLock::new();
+        lookup(c"preadv", &CELL)
+    }
+
+    pub(super) fn pwritev() -> Option<Vectored> {
+        static CELL: OnceLock<usize> = OnceLock::new();
+        lookup(c"pwritev", &CELL)
+    }
+
+    /// One `pread`/`pwrite` per buffer, in order, until one comes back short.
+    ///
+    /// # Safety
+    /// As `preadv`/`pwritev`.
+    pub(super) unsafe fn each(
+        fd: RawFd,
+        iov: &[libc::iovec],
+        mut off: libc::off_t,
+        write: bool,
+    ) -> io::Result<usize> {
+        let mut done = 0;
+        for v in iov {
+            // SAFETY: the caller vouches for each buffer.
+            let n = super::retry(|| {
+                super::cvt(unsafe {
+                    if write {
+                        libc::pwrite(fd, v.iov_base, v.iov_len, off)
+                    } else {
+                        libc::pread(fd, v.iov_base, v.iov_len, off)
+                    }
+                })
+            });
+            let n = match n {
+                Ok(n) => n,
+                Err(e) if done == 0 => return Err(e),
+                Err(_) => break,
+            };
+            done += n;
+            off += n as libc::off_t;
+            if n < v.iov_len {
+                break;
+            }
+        }
+        Ok(done)
+    }
+}
+
+/// `fsync(2)`; on macOS `fcntl(F_FULLFSYNC)`, as std's `sync_all`: macOS's `fsync` leaves
+/// the data in the drive's cache.
 pub(crate) fn fsync(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fsync takes no pointers; a bad descriptor is reported as EBADF.
-    retry(|| cvt(unsafe { libc::fsync(fd) } as libc::ssize_t)).map(drop)
+    #[cfg(target_vendor = "apple")]
+    {
+        // SAFETY: F_FULLFSYNC takes no argument.
+        retry(|| cvt(unsafe { libc::fcntl(fd, libc::F_FULLFSYNC) } as libc::ssize_t)).map(drop)
+    }
+    #[cfg(not(target_vendor = "apple"))]
+    {
+        // SAFETY: fsync takes no pointers; a bad descriptor is reported as EBADF.
+        retry(|| cvt(unsafe { libc::fsync(fd) } as libc::ssize_t)).map(drop)
+    }
+}
+
+/// What `direct(true)` does to a descriptor once it is open: `F_NOCACHE` on macOS;
+/// nothing where the open's `O_DIRECT` did it.
+pub(crate) fn no_cache(fd: RawFd) -> io::Result<()> {
+    #[cfg(target_vendor = "apple")]
+    {
+        // SAFETY: F_NOCACHE takes an integer argument.
+        cvt(unsafe { libc::fcntl(fd, libc::F_NOCACHE, 1) } as libc::ssize_t).map(drop)
+    }
+    #[cfg(not(target_vendor = "apple"))]
+    {
+        let _ = fd;
+        Ok(())
+    }
 }
 
 /// `fdatasync(2)`, or `fsync(2)` where the system has no fdatasync.

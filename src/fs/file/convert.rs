@@ -49,11 +49,12 @@ impl File {
         let flags = sys::status_flags(raw).unwrap_or(libc::O_RDWR);
         let access = flags & libc::O_ACCMODE;
         let file_type = sys::file_type(raw).unwrap_or(libc::S_IFREG);
-        #[cfg(target_os = "linux")]
+        #[cfg(any(target_os = "linux", target_os = "freebsd"))]
         let direct = flags & libc::O_DIRECT != 0;
-        #[cfg(not(target_os = "linux"))]
+        #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
         let direct = false;
-        let align = if direct {
+        // Only Linux's O_DIRECT asks for aligned transfers.
+        let align = if direct && cfg!(target_os = "linux") {
             // Where it cannot be learnt, the alignment nearly every device has.
             Some(crate::direct_alignment(raw).unwrap_or(DirectAlignment {
                 memory: crate::DEFAULT_DIRECT_ALIGNMENT,

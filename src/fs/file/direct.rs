@@ -114,6 +114,7 @@ impl File {
             path: cstring(Path::new(&format!("/proc/self/fd/{}", i.fd)))?,
             flags: libc::O_WRONLY,
             mode: 0,
+            direct: false,
         };
         let fd = i.ctx.meta(-1, open, Some(&i.info), opened).await?.fd;
         let raw = fd.as_raw_fd();

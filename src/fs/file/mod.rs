@@ -307,7 +307,9 @@ impl File {
         self.inner.known.append
     }
 
-    /// The O_DIRECT alignment, for a direct file.
+    /// The alignment a direct file's transfers need: on Linux, for a file opened with
+    /// `direct(true)`; `None` for a buffered file, and on FreeBSD and macOS, whose ways of
+    /// bypassing the cache ask for none.
     pub fn direct_alignment(&self) -> Option<DirectAlignment> {
         self.inner.known.align
     }

@@ -107,8 +107,19 @@ impl OpenOptions {
         self
     }
 
-    /// Bypass the page cache (`O_DIRECT`, Linux). Where the filesystem refuses it, `open`
-    /// fails with a clear error rather than silently caching; open without it to fall back.
+    /// Bypass the page cache. Where the filesystem refuses it, `open` fails with a clear
+    /// error rather than silently caching; open without it to fall back.
+    ///
+    /// - **Linux**: `O_DIRECT`. Transfers go between the device and the buffer, and the
+    ///   device's alignment applies ([`File::direct_alignment`]); caio meets it at any
+    ///   offset and length (an unaligned part goes through an aligned copy, or a second,
+    ///   buffered descriptor for a write).
+    /// - **FreeBSD**: `O_DIRECT`, which asks the filesystem to keep the data out of the
+    ///   cache as far as it can; no alignment is asked ([`File::direct_alignment`] is
+    ///   `None`).
+    /// - **macOS**: `F_NOCACHE` on the new descriptor: reads and writes do not fill the
+    ///   cache, but data already cached may still be used; no alignment is asked.
+    /// - Elsewhere, `open` fails with `Unsupported`.
     pub fn direct(&mut self, on: bool) -> &mut Self {
         self.direct = on;
         self
@@ -199,9 +210,9 @@ impl OpenOptions {
 
     /// O_DIRECT, asked for by `direct` or among the custom flags.
     fn wants_direct(&self) -> bool {
-        #[cfg(target_os = "linux")]
+        #[cfg(any(target_os = "linux", target_os = "freebsd"))]
         let custom = self.custom_flags & libc::O_DIRECT != 0;
-        #[cfg(not(target_os = "linux"))]
+        #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
         let custom = false;
         self.direct || custom
     }
@@ -238,6 +249,7 @@ impl OpenOptions {
             path: cstring(&path)?,
             flags: self.flags()?,
             mode: self.mode.unwrap_or(0o666) as libc::mode_t,
+            direct: self.wants_direct(),
         };
         let direct = self.wants_direct();
         let append = self.wants_append();
@@ -291,14 +303,17 @@ impl File {
     }
 }
 
-/// `O_DIRECT`, where there is one.
+/// The `open(2)` flag of `direct(true)`: `O_DIRECT` on Linux and FreeBSD; none on macOS,
+/// where the open sets `F_NOCACHE` instead.
 fn direct_flag() -> io::Result<libc::c_int> {
-    #[cfg(target_os = "linux")]
+    #[cfg(any(target_os = "linux", target_os = "freebsd"))]
     return Ok(libc::O_DIRECT);
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(target_vendor = "apple")]
+    return Ok(0);
+    #[cfg(not(any(target_os = "linux", target_os = "freebsd", target_vendor = "apple")))]
     Err(io::Error::new(
         io::ErrorKind::Unsupported,
-        "O_DIRECT exists only on Linux",
+        "this system has no way to bypass the page cache",
     ))
 }
 
