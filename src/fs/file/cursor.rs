@@ -1,11 +1,12 @@
 //! The cursor of a [`File`]: `AsyncRead`, `AsyncWrite` and `AsyncSeek` (futures' always,
 //! tokio's with the `tokio` feature) with `tokio::fs::File`'s semantics.
 //!
-//! - A read asks for as much as the caller's buffer holds (at most `max_buf_size`) and
-//!   keeps what it got beyond that for the next read.
+//! - A read asks the OS for as much as the caller's buffer holds, at most `max_buf_size`
+//!   (what a read finished for a caller that went away waits for the next one).
 //! - A write is accepted into a buffer of the cursor's (at most `max_buf_size` bytes of it)
 //!   and finished in the background: `poll_write` returns at once, and the write's error,
-//!   if any, comes from the next write, `flush`, `sync_all`, `sync_data` or `set_len`.
+//!   if any, comes from the next write, `flush`, `sync_all`, `sync_data`, `set_len` or
+//!   `close`.
 //! - One operation at a time: a read, write or seek waits for the one before it.
 //! - A `File` dropped with a write pending finishes it in the background (see
 //!   [`finish`](crate::fs::finish)).
