@@ -96,7 +96,7 @@ pub use context::{
     MAX_THREADS,
 };
 pub use error::Error;
-pub use fs::{File, OpenOptions};
+pub use fs::{File, OpenOptions, ReadMany, ReadManyOptions};
 pub use select::{
     default_implementation_file, selection, Implementation, Selection, Source, ENV_VAR,
 };

@@ -62,6 +62,7 @@ mod file;
 pub(crate) mod finish;
 mod hints;
 mod path;
+mod read_many;
 mod reader;
 #[cfg(feature = "tokio")]
 mod tokio_io;
@@ -83,6 +84,7 @@ pub use self::{
         remove_dir_all, remove_file, rename, set_permissions, symlink, symlink_metadata,
         try_exists, DirBuilder,
     },
+    read_many::{ReadMany, ReadManyOptions},
     reader::{Reader, READ_AHEAD, READ_CHUNK},
     writer::{Writer, WRITE_BEHIND, WRITE_CHUNK},
 };
