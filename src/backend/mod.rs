@@ -161,9 +161,36 @@ pub(crate) fn held(queued: usize, inflight: usize) -> bool {
 /// future. Deeper, or when a reap woke many futures (an executor behind the device, which
 /// drains while they run), the operations of the scheduler pass gather into one
 /// submission.
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-pub(crate) fn sends_at_once(outstanding: usize) -> bool {
+#[cfg(target_os = "linux")]
+fn sends_at_once(outstanding: usize) -> bool {
     slot::after_reap().is_some_and(|more| outstanding + more <= HOLD_BATCH)
+}
+
+/// Queues `op` for a batching backend (linux, uring) with `inflight` in flight, and says
+/// what its future does: waits while it is held (see [`held`]); waits once `flush` sent it
+/// at once (see [`sends_at_once`]); else flushes at its next poll. The counts are read
+/// under the queue's lock (see `OpQueue`).
+#[cfg(target_os = "linux")]
+pub(crate) fn place<T>(
+    queue: &OpQueue<T>,
+    op: Box<T>,
+    inflight: &std::sync::atomic::AtomicUsize,
+    flush: impl FnOnce(),
+) -> Submit {
+    let mut outstanding = 0;
+    let hold = |queued| {
+        let inflight = inflight.load(std::sync::atomic::Ordering::Acquire);
+        outstanding = queued + inflight;
+        held(queued, inflight)
+    };
+    if queue.push_or_hold(op, hold) {
+        Submit::Held
+    } else if sends_at_once(outstanding) {
+        flush();
+        Submit::Started
+    } else {
+        Submit::Queued
+    }
 }
 
 #[cfg(test)]

@@ -50,6 +50,7 @@ thread_local! {
 /// Inside a reap (for an operation its completions admit) it is always `None`: the
 /// admitted operation's future flushes it, and a send from inside the reap would nest a
 /// reap in it.
+#[cfg(target_os = "linux")]
 pub(crate) fn after_reap() -> Option<usize> {
     if HOLDING.with(Cell::get) > 0 {
         return None;

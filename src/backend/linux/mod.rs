@@ -76,7 +76,7 @@ use crate::{
     backend::{
         completes_for_others,
         drive::{self, Drive, Driver, Early, LateWakes, Signal, DEEP_BATCH},
-        held, hold_wakes, sends_at_once,
+        held, hold_wakes, place,
         thread::FallbackPool,
         BoxPool, Class, Facts, FileIo, Kind, OpQueue, Progress, Request, Submit,
         DEFAULT_MAX_REQUESTS,
@@ -215,21 +215,7 @@ impl Linux {
             }
             return Submit::Queued;
         }
-        let ring = &self.ring;
-        // The count is read under the queue's lock (see `OpQueue`).
-        let outstanding = std::cell::Cell::new(0);
-        if ring.queue.push_or_hold(op, |queued| {
-            let inflight = ring.inflight.load(Ordering::Acquire);
-            outstanding.set(queued + inflight);
-            held(queued, inflight)
-        }) {
-            Submit::Held
-        } else if sends_at_once(outstanding.get()) {
-            self.flush();
-            Submit::Started
-        } else {
-            Submit::Queued
-        }
+        place(&self.ring.queue, op, &self.ring.inflight, || self.flush())
     }
 
     /// A read on a descriptor known to be buffered: `preadv2(RWF_NOWAIT)` until the buffer

@@ -80,7 +80,7 @@ use crate::{
     backend::{
         completes_for_others,
         drive::{self, Drive, Driver, Early, Signal, DEEP_BATCH},
-        held, hold_wakes, sends_at_once,
+        held, hold_wakes, place,
         thread::FallbackPool,
         BoxPool, Bufs, Class, Completion, Facts, FileIo, Kind, Meta, OpQueue, Progress, Request,
         Submit,
@@ -206,21 +206,7 @@ impl Uring {
         #[cfg(not(feature = "tokio"))]
         let lane: Option<Arc<Lane>> = None;
         let queue = lane.as_ref().map_or(&ring.queue, |l| &l.queue);
-        // The count is read under the queue's lock (see `OpQueue`).
-        let outstanding = std::cell::Cell::new(0);
-        let hold = |queued| {
-            let inflight = ring.inflight.load(Ordering::Acquire);
-            outstanding.set(queued + inflight);
-            held(queued, inflight)
-        };
-        if queue.push_or_hold(op, hold) {
-            Submit::Held
-        } else if sends_at_once(outstanding.get()) {
-            self.flush();
-            Submit::Started
-        } else {
-            Submit::Queued
-        }
+        place(queue, op, &ring.inflight, || self.flush())
     }
 
     /// One round on the driving thread's own ring, if the calling thread is that thread:
