@@ -106,18 +106,8 @@ pub(crate) const IOV_MAX: usize = 1024;
 /// # Safety
 /// Every iovec must describe memory valid for writes for the duration of the call.
 pub(crate) unsafe fn preadv(fd: RawFd, iov: &[libc::iovec], off: u64) -> io::Result<usize> {
-    let off = offset(off)?;
-    let cnt = iov.len().min(IOV_MAX) as libc::c_int;
-    #[cfg(target_vendor = "apple")]
-    match apple::preadv() {
-        // SAFETY: as below, through the symbol looked up at run time.
-        Some(f) => retry(|| cvt(unsafe { f(fd, iov.as_ptr(), cnt, off) })),
-        // SAFETY: the caller's promise, passed on.
-        None => unsafe { apple::each(fd, &iov[..cnt as usize], off, false) },
-    }
-    // SAFETY: the caller vouches for the memory; `iov` itself is a live slice.
-    #[cfg(not(target_vendor = "apple"))]
-    retry(|| cvt(unsafe { lfs::preadv(fd, iov.as_ptr(), cnt, off) }))
+    // SAFETY: the caller's promise, passed on.
+    unsafe { vectored(fd, iov, off, false) }
 }
 
 /// `pwritev(2)`.
@@ -125,18 +115,39 @@ pub(crate) unsafe fn preadv(fd: RawFd, iov: &[libc::iovec], off: u64) -> io::Res
 /// # Safety
 /// Every iovec must describe memory valid for reads for the duration of the call.
 pub(crate) unsafe fn pwritev(fd: RawFd, iov: &[libc::iovec], off: u64) -> io::Result<usize> {
+    // SAFETY: the caller's promise, passed on.
+    unsafe { vectored(fd, iov, off, true) }
+}
+
+/// `pwritev(2)` if `write`, else `preadv(2)`, of at most [`IOV_MAX`] buffers.
+///
+/// # Safety
+/// As [`preadv`] and [`pwritev`].
+unsafe fn vectored(fd: RawFd, iov: &[libc::iovec], off: u64, write: bool) -> io::Result<usize> {
     let off = offset(off)?;
     let cnt = iov.len().min(IOV_MAX) as libc::c_int;
     #[cfg(target_vendor = "apple")]
-    match apple::pwritev() {
-        // SAFETY: as below, through the symbol looked up at run time.
-        Some(f) => retry(|| cvt(unsafe { f(fd, iov.as_ptr(), cnt, off) })),
+    let call = match apple::vectored(write) {
+        Some(f) => f,
         // SAFETY: the caller's promise, passed on.
-        None => unsafe { apple::each(fd, &iov[..cnt as usize], off, true) },
-    }
-    // SAFETY: the caller vouches for the memory; `iov` itself is a live slice.
+        None => return unsafe { apple::each(fd, &iov[..cnt as usize], off, write) },
+    };
     #[cfg(not(target_vendor = "apple"))]
-    retry(|| cvt(unsafe { lfs::pwritev(fd, iov.as_ptr(), cnt, off) }))
+    let call: apple_free::Vectored = if write { lfs::pwritev } else { lfs::preadv };
+    // SAFETY: the caller vouches for the memory; `iov` itself is a live slice of at least
+    // `cnt` iovecs.
+    retry(|| cvt(unsafe { call(fd, iov.as_ptr(), cnt, off) }))
+}
+
+#[cfg(not(target_vendor = "apple"))]
+mod apple_free {
+    /// `preadv` and `pwritev`.
+    pub(super) type Vectored = unsafe extern "C" fn(
+        libc::c_int,
+        *const libc::iovec,
+        libc::c_int,
+        super::lfs::off_t,
+    ) -> libc::ssize_t;
 }
 
 /// macOS: `preadv`/`pwritev` exist only from macOS 11, and the x86_64 target supports
@@ -146,7 +157,7 @@ pub(crate) unsafe fn pwritev(fd: RawFd, iov: &[libc::iovec], off: u64) -> io::Re
 mod apple {
     use std::{io, os::fd::RawFd, sync::OnceLock};
 
-    type Vectored =
+    pub(super) type Vectored =
         unsafe extern "C" fn(libc::c_int, *const libc::iovec, libc::c_int, libc::off_t) -> isize;
 
     fn lookup(name: &'static std::ffi::CStr, cell: &'static OnceLock<usize>) -> Option<Vectored> {
@@ -157,14 +168,15 @@ mod apple {
         (p != 0).then(|| unsafe { std::mem::transmute::<usize, Vectored>(p) })
     }
 
-    pub(super) fn preadv() -> Option<Vectored> {
-        static CELL: OnceLock<usize> = OnceLock::new();
-        lookup(c"preadv", &CELL)
-    }
-
-    pub(super) fn pwritev() -> Option<Vectored> {
-        static CELL: OnceLock<usize> = OnceLock::new();
-        lookup(c"pwritev", &CELL)
+    /// `pwritev` if `write`, else `preadv`, where the system has it.
+    pub(super) fn vectored(write: bool) -> Option<Vectored> {
+        static PREADV: OnceLock<usize> = OnceLock::new();
+        static PWRITEV: OnceLock<usize> = OnceLock::new();
+        if write {
+            lookup(c"pwritev", &PWRITEV)
+        } else {
+            lookup(c"preadv", &PREADV)
+        }
     }
 
     /// One `pread`/`pwrite` per buffer, in order, until one comes back short.
