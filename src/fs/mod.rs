@@ -241,7 +241,7 @@ pub fn copy(
     src: impl AsRef<Path>,
     dst: impl AsRef<Path>,
 ) -> impl Future<Output = io::Result<u64>> + Send + Sync + 'static {
-    crate::fs::Exclusive::new(copy_with(src, dst, CopyOptions::default()))
+    copy_with(src, dst, CopyOptions::default())
 }
 
 /// A future that is `Sync` because a shared reference to it allows nothing: the futures

@@ -16,17 +16,23 @@ use std::{
 
 use crate::{backend::Meta, fs::file::cstring, Context};
 
-/// Runs `f` on the default context's backend.
-pub(crate) async fn off_thread<T: Send + 'static>(
+/// Runs `f` on the default context's backend. `Sync`, as every `caio::fs` future (see
+/// [`Exclusive`](crate::fs::Exclusive)).
+pub(crate) fn off_thread<T: Send + 'static>(
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> io::Result<T> {
-    Context::global_async().await?.run(None, f).await
+) -> impl Future<Output = io::Result<T>> + Send + Sync + 'static {
+    crate::fs::Exclusive::new(async move { Context::global_async().await?.run(None, f).await })
 }
 
-/// Runs a typed metadata operation (built when polled) on the default context's backend.
-async fn meta(build: impl FnOnce() -> io::Result<Meta> + Send + 'static) -> io::Result<()> {
-    let m = build()?;
-    Context::global_async().await?.meta_unit(-1, m, None).await
+/// Runs a typed metadata operation (built when polled) on the default context's backend;
+/// `Sync` as [`off_thread`].
+fn meta(
+    build: impl FnOnce() -> io::Result<Meta> + Send + 'static,
+) -> impl Future<Output = io::Result<()>> + Send + Sync + 'static {
+    crate::fs::Exclusive::new(async move {
+        let m = build()?;
+        Context::global_async().await?.meta_unit(-1, m, None).await
+    })
 }
 
 /// The path as an owned `PathBuf`, for a `'static` future.
@@ -49,10 +55,8 @@ fn owned(p: impl AsRef<Path>) -> PathBuf {
 pub fn metadata(
     path: impl AsRef<Path>,
 ) -> impl Future<Output = io::Result<Metadata>> + Send + Sync + 'static {
-    crate::fs::Exclusive::new({
-        let p = owned(path);
-        off_thread(move || std::fs::metadata(p))
-    })
+    let p = owned(path);
+    off_thread(move || std::fs::metadata(p))
 }
 
 /// Metadata of a path, not following a final symlink, as [`std::fs::symlink_metadata`].
@@ -69,10 +73,8 @@ pub fn metadata(
 pub fn symlink_metadata(
     path: impl AsRef<Path>,
 ) -> impl Future<Output = io::Result<Metadata>> + Send + Sync + 'static {
-    crate::fs::Exclusive::new({
-        let p = owned(path);
-        off_thread(move || std::fs::symlink_metadata(p))
-    })
+    let p = owned(path);
+    off_thread(move || std::fs::symlink_metadata(p))
 }
 
 /// Whether a path exists (following symlinks), as [`Path::try_exists`]: `Ok(false)` for a
@@ -91,10 +93,8 @@ pub fn symlink_metadata(
 pub fn try_exists(
     path: impl AsRef<Path>,
 ) -> impl Future<Output = io::Result<bool>> + Send + Sync + 'static {
-    crate::fs::Exclusive::new({
-        let p = owned(path);
-        off_thread(move || p.try_exists())
-    })
+    let p = owned(path);
+    off_thread(move || p.try_exists())
 }
 
 /// Renames a file or directory, replacing `to` if it exists, as [`std::fs::rename`]
@@ -113,13 +113,11 @@ pub fn rename(
     from: impl AsRef<Path>,
     to: impl AsRef<Path>,
 ) -> impl Future<Output = io::Result<()>> + Send + Sync + 'static {
-    crate::fs::Exclusive::new({
-        let (from, to) = (owned(from), owned(to));
-        meta(move || {
-            Ok(Meta::Rename {
-                from: cstring(&from)?,
-                to: cstring(&to)?,
-            })
+    let (from, to) = (owned(from), owned(to));
+    meta(move || {
+        Ok(Meta::Rename {
+            from: cstring(&from)?,
+            to: cstring(&to)?,
         })
     })
 }
@@ -137,13 +135,11 @@ pub fn rename(
 pub fn remove_file(
     path: impl AsRef<Path>,
 ) -> impl Future<Output = io::Result<()>> + Send + Sync + 'static {
-    crate::fs::Exclusive::new({
-        let p = owned(path);
-        meta(move || {
-            Ok(Meta::Unlink {
-                path: cstring(&p)?,
-                dir: false,
-            })
+    let p = owned(path);
+    meta(move || {
+        Ok(Meta::Unlink {
+            path: cstring(&p)?,
+            dir: false,
         })
     })
 }
@@ -161,13 +157,11 @@ pub fn remove_file(
 pub fn remove_dir(
     path: impl AsRef<Path>,
 ) -> impl Future<Output = io::Result<()>> + Send + Sync + 'static {
-    crate::fs::Exclusive::new({
-        let p = owned(path);
-        meta(move || {
-            Ok(Meta::Unlink {
-                path: cstring(&p)?,
-                dir: true,
-            })
+    let p = owned(path);
+    meta(move || {
+        Ok(Meta::Unlink {
+            path: cstring(&p)?,
+            dir: true,
         })
     })
 }
@@ -186,10 +180,8 @@ pub fn remove_dir(
 pub fn remove_dir_all(
     path: impl AsRef<Path>,
 ) -> impl Future<Output = io::Result<()>> + Send + Sync + 'static {
-    crate::fs::Exclusive::new({
-        let p = owned(path);
-        off_thread(move || std::fs::remove_dir_all(p))
-    })
+    let p = owned(path);
+    off_thread(move || std::fs::remove_dir_all(p))
 }
 
 /// Creates a directory (mode 0o777 less the umask), as [`std::fs::create_dir`].
@@ -205,13 +197,11 @@ pub fn remove_dir_all(
 pub fn create_dir(
     path: impl AsRef<Path>,
 ) -> impl Future<Output = io::Result<()>> + Send + Sync + 'static {
-    crate::fs::Exclusive::new({
-        let p = owned(path);
-        meta(move || {
-            Ok(Meta::Mkdir {
-                path: cstring(&p)?,
-                mode: 0o777,
-            })
+    let p = owned(path);
+    meta(move || {
+        Ok(Meta::Mkdir {
+            path: cstring(&p)?,
+            mode: 0o777,
         })
     })
 }
@@ -230,10 +220,8 @@ pub fn create_dir(
 pub fn create_dir_all(
     path: impl AsRef<Path>,
 ) -> impl Future<Output = io::Result<()>> + Send + Sync + 'static {
-    crate::fs::Exclusive::new({
-        let p = owned(path);
-        off_thread(move || std::fs::create_dir_all(p))
-    })
+    let p = owned(path);
+    off_thread(move || std::fs::create_dir_all(p))
 }
 
 /// Makes `link` a new name of the file `original`, as [`std::fs::hard_link`].
@@ -250,10 +238,8 @@ pub fn hard_link(
     original: impl AsRef<Path>,
     link: impl AsRef<Path>,
 ) -> impl Future<Output = io::Result<()>> + Send + Sync + 'static {
-    crate::fs::Exclusive::new({
-        let (original, link) = (owned(original), owned(link));
-        off_thread(move || std::fs::hard_link(original, link))
-    })
+    let (original, link) = (owned(original), owned(link));
+    off_thread(move || std::fs::hard_link(original, link))
 }
 
 /// Makes `link` a symbolic link to `original`, as [`std::os::unix::fs::symlink`].
@@ -270,10 +256,8 @@ pub fn symlink(
     original: impl AsRef<Path>,
     link: impl AsRef<Path>,
 ) -> impl Future<Output = io::Result<()>> + Send + Sync + 'static {
-    crate::fs::Exclusive::new({
-        let (original, link) = (owned(original), owned(link));
-        off_thread(move || std::os::unix::fs::symlink(original, link))
-    })
+    let (original, link) = (owned(original), owned(link));
+    off_thread(move || std::os::unix::fs::symlink(original, link))
 }
 
 /// What a symbolic link points to, as [`std::fs::read_link`].
@@ -290,10 +274,8 @@ pub fn symlink(
 pub fn read_link(
     path: impl AsRef<Path>,
 ) -> impl Future<Output = io::Result<PathBuf>> + Send + Sync + 'static {
-    crate::fs::Exclusive::new({
-        let p = owned(path);
-        off_thread(move || std::fs::read_link(p))
-    })
+    let p = owned(path);
+    off_thread(move || std::fs::read_link(p))
 }
 
 /// The absolute path with every symlink, `.` and `..` resolved, as
@@ -311,10 +293,8 @@ pub fn read_link(
 pub fn canonicalize(
     path: impl AsRef<Path>,
 ) -> impl Future<Output = io::Result<PathBuf>> + Send + Sync + 'static {
-    crate::fs::Exclusive::new({
-        let p = owned(path);
-        off_thread(move || std::fs::canonicalize(p))
-    })
+    let p = owned(path);
+    off_thread(move || std::fs::canonicalize(p))
 }
 
 /// Changes a path's permissions (following symlinks), as [`std::fs::set_permissions`].
@@ -332,10 +312,8 @@ pub fn set_permissions(
     path: impl AsRef<Path>,
     perm: Permissions,
 ) -> impl Future<Output = io::Result<()>> + Send + Sync + 'static {
-    crate::fs::Exclusive::new({
-        let p = owned(path);
-        off_thread(move || std::fs::set_permissions(p, perm))
-    })
+    let p = owned(path);
+    off_thread(move || std::fs::set_permissions(p, perm))
 }
 
 /// Options for creating directories, as `tokio::fs::DirBuilder` (and
@@ -394,12 +372,12 @@ impl DirBuilder {
         path: impl AsRef<Path>,
     ) -> impl Future<Output = io::Result<()>> + Send + Sync + 'static {
         let (p, recursive, mode) = (owned(path), self.recursive, self.mode);
-        crate::fs::Exclusive::new(off_thread(move || {
+        off_thread(move || {
             use std::os::unix::fs::DirBuilderExt;
             std::fs::DirBuilder::new()
                 .recursive(recursive)
                 .mode(mode)
                 .create(p)
-        }))
+        })
     }
 }

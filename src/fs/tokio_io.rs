@@ -90,25 +90,32 @@ macro_rules! tokio_seek {
 
 tokio_seek!(Reader);
 
-impl tokio::io::AsyncWrite for Writer {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        futures::io::AsyncWrite::poll_write(self, cx, data)
-    }
+/// tokio's `AsyncWrite` over the `futures::io` one, whose `close` is tokio's `shutdown`:
+/// the writer's writes everything and reports any error; the file's is its flush, as on
+/// tokio's `File`.
+macro_rules! tokio_write {
+    ($t:ty) => {
+        impl tokio::io::AsyncWrite for $t {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                data: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                futures::io::AsyncWrite::poll_write(self, cx, data)
+            }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        futures::io::AsyncWrite::poll_flush(self, cx)
-    }
+            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                futures::io::AsyncWrite::poll_flush(self, cx)
+            }
 
-    /// Writes everything and reports any error: what `close` does on `futures::io`.
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.poll_close(cx)
-    }
+            fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                self.poll_close(cx)
+            }
+        }
+    };
 }
 
+tokio_write!(Writer);
 tokio_seek!(Writer);
 
 impl tokio::io::AsyncRead for crate::File {
@@ -126,24 +133,7 @@ impl tokio::io::AsyncRead for crate::File {
     }
 }
 
-impl tokio::io::AsyncWrite for crate::File {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        futures::io::AsyncWrite::poll_write(self, cx, data)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        futures::io::AsyncWrite::poll_flush(self, cx)
-    }
-
-    /// As `poll_flush`, as tokio's `File` does.
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        futures::io::AsyncWrite::poll_flush(self, cx)
-    }
-}
+tokio_write!(crate::File);
 
 impl tokio::io::AsyncSeek for crate::File {
     fn start_seek(self: Pin<&mut Self>, position: SeekFrom) -> io::Result<()> {

@@ -157,7 +157,7 @@ impl File {
     pub fn try_into_std(self) -> Result<std::fs::File, File> {
         let pos = match &self.cursor {
             Some(c) => {
-                let c = lock_cursor(c);
+                let c = crate::sync::lock(c);
                 if c.busy() {
                     drop(c);
                     return Err(self);
@@ -200,7 +200,7 @@ impl File {
     /// ```
     pub fn set_max_buf_size(&mut self, max_buf_size: usize) {
         if let Some(c) = &self.cursor {
-            lock_cursor(c).set_max_buf(max_buf_size);
+            crate::sync::lock(c).set_max_buf(max_buf_size);
         }
     }
 
@@ -209,12 +209,10 @@ impl File {
     pub fn max_buf_size(&self) -> usize {
         self.cursor
             .as_ref()
-            .map_or(cursor::DEFAULT_MAX_BUF_SIZE, |c| lock_cursor(c).max_buf())
+            .map_or(cursor::DEFAULT_MAX_BUF_SIZE, |c| {
+                crate::sync::lock(c).max_buf()
+            })
     }
-}
-
-fn lock_cursor(c: &Mutex<cursor::Cursor>) -> std::sync::MutexGuard<'_, cursor::Cursor> {
-    crate::sync::lock(c)
 }
 
 /// What to call a descriptor that came without a path: where `/proc` says it leads.

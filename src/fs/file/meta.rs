@@ -47,13 +47,7 @@ impl File {
     /// # Errors
     /// The error of that write, else the OS error.
     pub fn sync_all(&self) -> impl Future<Output = io::Result<()>> + Send + Sync + 'static {
-        crate::fs::Exclusive::new({
-            let (i, c) = (Arc::clone(&self.inner), self.cursor.clone());
-            async move {
-                cursor::settle(c).await?;
-                i.ctx.sync_file(i.fd, false, &i.info).await
-            }
-        })
+        self.sync(false)
     }
 
     /// Flushes data to the device (`fdatasync`), after the cursor's write under way, if
@@ -62,12 +56,15 @@ impl File {
     /// # Errors
     /// The error of that write, else the OS error.
     pub fn sync_data(&self) -> impl Future<Output = io::Result<()>> + Send + Sync + 'static {
-        crate::fs::Exclusive::new({
-            let (i, c) = (Arc::clone(&self.inner), self.cursor.clone());
-            async move {
-                cursor::settle(c).await?;
-                i.ctx.sync_file(i.fd, true, &i.info).await
-            }
+        self.sync(true)
+    }
+
+    /// `fdatasync` (`data`) or `fsync`, after the cursor's write under way.
+    fn sync(&self, data: bool) -> impl Future<Output = io::Result<()>> + Send + Sync + 'static {
+        let (i, c) = (Arc::clone(&self.inner), self.cursor.clone());
+        crate::fs::Exclusive::new(async move {
+            cursor::settle(c).await?;
+            i.ctx.sync_file(i.fd, data, &i.info).await
         })
     }
 
@@ -121,7 +118,7 @@ impl File {
     /// # Errors
     /// The OS error.
     pub fn metadata(&self) -> impl Future<Output = io::Result<Metadata>> + Send + Sync + 'static {
-        crate::fs::Exclusive::new(self.with_std(|f| f.metadata()))
+        self.with_std(|f| f.metadata())
     }
 
     /// Changes the file's permissions, as [`std::fs::File::set_permissions`] (`fchmod`,
@@ -133,7 +130,7 @@ impl File {
         &self,
         perm: Permissions,
     ) -> impl Future<Output = io::Result<()>> + Send + Sync + 'static {
-        crate::fs::Exclusive::new(self.with_std(move |f| f.set_permissions(perm)))
+        self.with_std(move |f| f.set_permissions(perm))
     }
 
     /// Allocates `len` bytes of storage from `offset` (`fallocate(2)` with mode 0, through
@@ -297,13 +294,14 @@ impl File {
         }
     }
 
-    /// Runs `f` on a `std::fs::File` view of the descriptor, through the backend.
+    /// Runs `f` on a `std::fs::File` view of the descriptor, through the backend; `Sync`,
+    /// as every `caio::fs` future.
     pub(super) fn with_std<T: Send + 'static>(
         &self,
         f: impl FnOnce(&std::fs::File) -> io::Result<T> + Send + 'static,
-    ) -> impl Future<Output = io::Result<T>> + Send + 'static {
+    ) -> impl Future<Output = io::Result<T>> + Send + Sync + 'static {
         let i = Arc::clone(&self.inner);
-        async move {
+        crate::fs::Exclusive::new(async move {
             let fd = i.fd;
             i.ctx
                 .run(Some(&i.info), move || {
@@ -313,6 +311,6 @@ impl File {
                     f(&view)
                 })
                 .await
-        }
+        })
     }
 }

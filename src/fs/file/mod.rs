@@ -1,7 +1,8 @@
-//! [`File`] and [`OpenOptions`]: the file itself and its positional and stream I/O here;
+//! [`File`] and [`OpenOptions`]: the file itself and its positional I/O here;
 //! its rooms are the options and the open (`options`), the descriptor's owner and its
-//! close (`owner`), O_DIRECT at any offset (`direct`), and metadata, syncs and close
-//! (`meta`).
+//! close (`owner`), O_DIRECT at any offset (`direct`), metadata, syncs and close
+//! (`meta`), the reads and writes in sequence that streams and the cursor make
+//! (`stream`), the cursor (`cursor`), and conversions (`convert`).
 
 mod convert;
 pub(crate) mod cursor;
@@ -9,6 +10,7 @@ mod direct;
 mod meta;
 mod options;
 mod owner;
+mod stream;
 
 pub use cursor::DEFAULT_MAX_BUF_SIZE;
 pub use options::OpenOptions;
@@ -232,7 +234,7 @@ impl File {
     pub fn open(
         path: impl AsRef<Path>,
     ) -> impl Future<Output = io::Result<File>> + Send + Sync + 'static {
-        crate::fs::Exclusive::new(OpenOptions::new().read(true).open(path))
+        OpenOptions::new().read(true).open(path)
     }
 
     /// Creates (or truncates) a file for writing.
@@ -249,13 +251,11 @@ impl File {
     pub fn create(
         path: impl AsRef<Path>,
     ) -> impl Future<Output = io::Result<File>> + Send + Sync + 'static {
-        crate::fs::Exclusive::new({
-            OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(path)
-        })
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
     }
 
     /// Creates a file for reading and writing, failing if it exists (`O_CREAT | O_EXCL`),
@@ -272,13 +272,11 @@ impl File {
     pub fn create_new(
         path: impl AsRef<Path>,
     ) -> impl Future<Output = io::Result<File>> + Send + Sync + 'static {
-        crate::fs::Exclusive::new({
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(path)
-        })
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)
     }
 
     /// Options for opening a file.
@@ -455,38 +453,45 @@ impl File {
     /// ```
     pub fn read_at_into(
         &self,
-        mut buf: Buffer,
+        buf: Buffer,
         offset: u64,
     ) -> impl Future<Output = (io::Result<usize>, Buffer)> + Send + Sync + 'static {
-        crate::fs::Exclusive::new({
-            // Checked now, so the common case is the operation's future itself: no clone of
-            // the file, no wrapper future around it.
-            if let Err(e) = self.check_positional(false) {
-                return crate::fs::Exclusive::new(Either::Left(ready((Err(e), buf))));
-            }
-            let i = &self.inner;
-            match i.known.align {
-                Some(a) if !a.allows(offset, buf.capacity()) => {
-                    let f = self.clone();
-                    Either::Right(Either::Right(Box::pin(async move {
-                        match f.read_at_now(buf.capacity(), offset).await {
-                            Ok(data) => {
-                                buf.clear();
-                                let n = buf.extend_from_slice(&data);
-                                (Ok(n), buf)
-                            }
-                            Err(e) => (Err(e), buf),
+        crate::fs::Exclusive::new(self.read_into(buf, offset))
+    }
+
+    /// [`read_at_into`](File::read_at_into)'s future.
+    fn read_into(
+        &self,
+        mut buf: Buffer,
+        offset: u64,
+    ) -> impl Future<Output = (io::Result<usize>, Buffer)> + Send + 'static {
+        // Checked now, so the common case is the operation's future itself: no clone of
+        // the file, no wrapper future around it.
+        if let Err(e) = self.check_positional(false) {
+            return Either::Left(ready((Err(e), buf)));
+        }
+        let i = &self.inner;
+        match i.known.align {
+            Some(a) if !a.allows(offset, buf.capacity()) => {
+                let f = self.clone();
+                Either::Right(Either::Right(Box::pin(async move {
+                    match f.read_at_now(buf.capacity(), offset).await {
+                        Ok(data) => {
+                            buf.clear();
+                            let n = buf.extend_from_slice(&data);
+                            (Ok(n), buf)
                         }
-                    })))
-                }
-                _ => Either::Right(Either::Left(i.ctx.owned_file(
-                    What::ReadInto(buf),
-                    i.fd,
-                    offset,
-                    &i.info,
-                ))),
+                        Err(e) => (Err(e), buf),
+                    }
+                })))
             }
-        })
+            _ => Either::Right(Either::Left(i.ctx.owned_file(
+                What::ReadInto(buf),
+                i.fd,
+                offset,
+                &i.info,
+            ))),
+        }
     }
 
     /// Writes `buf` at `offset` (on an append-mode file, at the end) and hands it back
@@ -510,12 +515,11 @@ impl File {
         buf: Buffer,
         offset: u64,
     ) -> impl Future<Output = (io::Result<usize>, Buffer)> + Send + Sync + 'static {
-        crate::fs::Exclusive::new({
-            if let Err(e) = self.check_positional(true) {
-                return crate::fs::Exclusive::new(Either::Left(ready((Err(e), buf))));
-            }
-            Either::Right(self.write_once(buf, offset))
-        })
+        let op = match self.check_positional(true) {
+            Err(e) => Either::Left(ready((Err(e), buf))),
+            Ok(()) => Either::Right(self.write_once(buf, offset)),
+        };
+        crate::fs::Exclusive::new(op)
     }
 
     /// Reads at `offset` into several buffers in one operation (`preadv`; `PREADV` on
@@ -687,90 +691,6 @@ impl File {
     /// than in sequence (pipes, FIFOs, sockets, terminals and other devices).
     pub(crate) fn is_seekable(&self) -> bool {
         self.inner.known.fd.seekable
-    }
-
-    /// The next chunk of a stream: `nbytes` at `offset` for a seekable file, else the next
-    /// `nbytes` in sequence (`read(2)` until that many or the end, through the backend).
-    /// Short only at the end.
-    pub(crate) async fn read_chunk(&self, nbytes: usize, offset: u64) -> io::Result<Buffer> {
-        self.check_access(false)?;
-        if self.is_seekable() {
-            return self.read_at_now(nbytes, offset).await;
-        }
-        self.with_std(move |f| {
-            use std::io::Read;
-            let mut out = Vec::with_capacity(nbytes.min(16 << 20));
-            f.take(nbytes as u64).read_to_end(&mut out)?;
-            Ok(Buffer::from(out))
-        })
-        .await
-    }
-
-    /// One read for the cursor: up to `nbytes` at `offset` on a seekable file (short only
-    /// at the end), else one `read(2)` in sequence, which returns what is there (a pipe's
-    /// or a terminal's) rather than waiting for all of `nbytes`.
-    pub(crate) async fn read_once(&self, nbytes: usize, offset: u64) -> io::Result<Buffer> {
-        if self.is_seekable() {
-            return self.read_at_now(nbytes, offset).await;
-        }
-        self.with_std(move |mut f| {
-            use std::io::Read;
-            let mut out = Buffer::try_zeroed(nbytes)?;
-            let n = loop {
-                match f.read(&mut out) {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    r => break r?,
-                }
-            };
-            out.truncate(n);
-            Ok(out)
-        })
-        .await
-    }
-
-    /// Writes all of `data` as the next part of a stream: at `offset` for a seekable file,
-    /// else in sequence (`write(2)` through the backend). Gives the buffer back.
-    pub(crate) async fn write_chunk(&self, data: Buffer, offset: u64) -> io::Result<Buffer> {
-        self.check_access(true)?;
-        if self.is_seekable() {
-            return self.write_all_now(data, offset).await;
-        }
-        self.with_std(move |mut f| {
-            use std::io::Write;
-            f.write_all(&data)?;
-            Ok(data)
-        })
-        .await
-    }
-
-    /// Writes all of `data`, giving the buffer back (the writer reuses it).
-    pub(crate) async fn write_all_now(
-        &self,
-        mut data: Buffer,
-        mut offset: u64,
-    ) -> io::Result<Buffer> {
-        let mut done = 0;
-        loop {
-            if done == data.len() {
-                return Ok(data);
-            }
-            let rest = if done == 0 {
-                data
-            } else {
-                Buffer::from(&data[done..])
-            };
-            let (n, back) = self.write_once(rest, offset).await;
-            let n = n?;
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    format!("wrote 0 of {} bytes", back.len()),
-                ));
-            }
-            offset += n as u64;
-            data = back;
-            done = n;
-        }
     }
 
     /// A buffered reader from the start of the file, reading ahead several chunks at once.
