@@ -136,11 +136,19 @@ fn read_many(path: &Path, ranges: &[Range<u64>], direct: bool) -> Outcome {
     })
 }
 
-/// `TASKS` tasks taking ranges from one queue, each read its own operation.
-fn read_at(path: &Path, ranges: &[Range<u64>], direct: bool) -> Outcome {
-    let rt = runtime();
-    let f = Arc::new(rt.block_on(open(path, direct)));
-    let queue = Arc::new(Mutex::new(ranges.to_vec()));
+/// `TASKS` tasks taking ranges from one queue, each range read by `read` (its bytes).
+fn in_tasks<F, R, Fut>(
+    rt: &tokio::runtime::Runtime,
+    ranges: &[Range<u64>],
+    file: F,
+    read: R,
+) -> Outcome
+where
+    F: Send + Sync + 'static,
+    R: Fn(Arc<F>, Range<u64>) -> Fut + Send + Sync + Copy + 'static,
+    Fut: std::future::Future<Output = u64> + Send + 'static,
+{
+    let (f, queue) = (Arc::new(file), Arc::new(Mutex::new(ranges.to_vec())));
     measure(|| {
         rt.block_on(async {
             let tasks: Vec<_> = (0..TASKS)
@@ -152,9 +160,7 @@ fn read_at(path: &Path, ranges: &[Range<u64>], direct: bool) -> Outcome {
                             let Some(r) = q.lock().unwrap().pop() else {
                                 return bytes;
                             };
-                            let buf = Buffer::with_capacity((r.end - r.start) as usize);
-                            let (n, _) = f.read_at_into(buf, r.start).await;
-                            bytes += n.unwrap() as u64;
+                            bytes += read(Arc::clone(&f), r).await;
                         }
                     })
                 })
@@ -168,38 +174,28 @@ fn read_at(path: &Path, ranges: &[Range<u64>], direct: bool) -> Outcome {
     })
 }
 
+/// Each range its own operation, from `TASKS` tasks.
+fn read_at(path: &Path, ranges: &[Range<u64>], direct: bool) -> Outcome {
+    let rt = runtime();
+    let file = rt.block_on(open(path, direct));
+    in_tasks(&rt, ranges, file, |f, r| async move {
+        let buf = Buffer::with_capacity((r.end - r.start) as usize);
+        let (n, _) = f.read_at_into(buf, r.start).await;
+        n.unwrap() as u64
+    })
+}
+
+/// Each range a `pread` on tokio's blocking pool, from `TASKS` tasks.
 fn spawn_blocking(path: &Path, ranges: &[Range<u64>]) -> Outcome {
     let rt = runtime();
-    let f = Arc::new(std::fs::File::open(path).unwrap());
-    let queue = Arc::new(Mutex::new(ranges.to_vec()));
-    measure(|| {
-        rt.block_on(async {
-            let tasks: Vec<_> = (0..TASKS)
-                .map(|_| {
-                    let (f, q) = (Arc::clone(&f), Arc::clone(&queue));
-                    tokio::spawn(async move {
-                        let mut bytes = 0;
-                        loop {
-                            let Some(r) = q.lock().unwrap().pop() else {
-                                return bytes;
-                            };
-                            let f = Arc::clone(&f);
-                            bytes += tokio::task::spawn_blocking(move || {
-                                let mut buf = vec![0u8; (r.end - r.start) as usize];
-                                f.read_at(&mut buf, r.start).unwrap() as u64
-                            })
-                            .await
-                            .unwrap();
-                        }
-                    })
-                })
-                .collect();
-            let mut bytes = 0;
-            for t in tasks {
-                bytes += t.await.unwrap();
-            }
-            bytes
+    let file = std::fs::File::open(path).unwrap();
+    in_tasks(&rt, ranges, file, |f, r| async move {
+        tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; (r.end - r.start) as usize];
+            f.read_at(&mut buf, r.start).unwrap() as u64
         })
+        .await
+        .unwrap()
     })
 }
 

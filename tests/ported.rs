@@ -16,30 +16,7 @@ mod with_caio {
     include!("../examples/mirror/program.rs");
 }
 
-use std::{
-    path::{Path, PathBuf},
-    time::Duration,
-};
-
-/// Every path under `root`, with a file's contents.
-fn tree(root: &Path) -> Vec<(PathBuf, Option<Vec<u8>>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            let rel = p.strip_prefix(root).unwrap().to_path_buf();
-            if p.is_dir() {
-                stack.push(p);
-                out.push((rel, None));
-            } else {
-                out.push((rel, Some(std::fs::read(&p).unwrap())));
-            }
-        }
-    }
-    out.sort();
-    out
-}
+use std::{path::Path, time::Duration};
 
 fn source(root: &Path) {
     std::fs::create_dir_all(root.join("a/b/c")).unwrap();
@@ -90,7 +67,7 @@ fn child() {
         assert!(caio::Context::global()
             .unwrap()
             .wait_idle_timeout(Duration::from_secs(20)));
-        assert_eq!(tree(&t), tree(&c), "round {round}");
+        assert_eq!(util::tree(&t), util::tree(&c), "round {round}");
     }
     assert_eq!(
         std::fs::read_to_string(c.join(".mirror.log"))

@@ -80,6 +80,28 @@ async fn read_in_tasks(file: &Arc<File>, tasks: u64, range: std::ops::Range<u64>
     }
 }
 
+/// Runs `work(file, t)` for `t` 0 and 1 in two tasks of a multi-thread runtime, each held
+/// until both run, so that each is on a worker of its own; waits for both.
+async fn on_two_workers<W, F>(file: &Arc<File>, work: W)
+where
+    W: Fn(Arc<File>, u64) -> F,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let both = Arc::new(std::sync::Barrier::new(2));
+    let tasks: Vec<_> = (0..2u64)
+        .map(|t| {
+            let (both, run) = (Arc::clone(&both), work(Arc::clone(file), t));
+            tokio::spawn(async move {
+                both.wait();
+                run.await;
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
 /// Reads block `k` and checks it.
 async fn read_block(file: &File, k: u64) {
     let off = k * 7919 % BLOCKS * 4096;
@@ -240,21 +262,12 @@ fn child() {
             let rt = multi();
             rt.block_on(async {
                 let file = Arc::new(open(&ctx, &path).await);
-                let both = Arc::new(std::sync::Barrier::new(2));
-                let tasks: Vec<_> = (0..2u64)
-                    .map(|t| {
-                        let (file, both) = (Arc::clone(&file), Arc::clone(&both));
-                        tokio::spawn(async move {
-                            both.wait();
-                            for k in 0..256 {
-                                read_block(&file, t * 256 + k).await;
-                            }
-                        })
-                    })
-                    .collect();
-                for t in tasks {
-                    t.await.unwrap();
-                }
+                on_two_workers(&file, |file, t| async move {
+                    for k in 0..256 {
+                        read_block(&file, t * 256 + k).await;
+                    }
+                })
+                .await;
             });
         }
         "exit" => {
@@ -266,19 +279,10 @@ fn child() {
                 let rt = multi();
                 rt.block_on(async {
                     let file = Arc::new(open(&ctx2, &path2).await);
-                    let both = Arc::new(std::sync::Barrier::new(2));
-                    let tasks: Vec<_> = (0..2u64)
-                        .map(|t| {
-                            let (file, both) = (Arc::clone(&file), Arc::clone(&both));
-                            tokio::spawn(async move {
-                                both.wait();
-                                read_in_tasks(&file, 4, t * 100..t * 100 + 100).await;
-                            })
-                        })
-                        .collect();
-                    for t in tasks {
-                        t.await.unwrap();
-                    }
+                    on_two_workers(&file, |file, t| async move {
+                        read_in_tasks(&file, 4, t * 100..t * 100 + 100).await;
+                    })
+                    .await;
                 });
                 uring_fds()
             })

@@ -319,26 +319,6 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// A directory's tree: every path under it, with a file's contents.
-fn tree(root: &Path) -> Vec<(PathBuf, Option<Vec<u8>>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            let rel = p.strip_prefix(root).unwrap().to_path_buf();
-            if p.is_dir() {
-                stack.push(p);
-                out.push((rel, None));
-            } else {
-                out.push((rel, Some(std::fs::read(&p).unwrap())));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// Runs one path step with the module `fs` (tokio's or caio's) under `root`.
 macro_rules! path_step {
     ($fs:path, $root:expr, $op:expr) => {{
@@ -402,7 +382,7 @@ fn path_differential(ops: &[PathOp]) -> Result<(), TestCaseError> {
         let b = rt.block_on(async { path_step!(caio::fs, cr, op.clone()) });
         prop_assert_eq!(&a, &b, "step {} ({:?}) of {:?}", k, op, ops);
     }
-    prop_assert_eq!(tree(&tr), tree(&cr));
+    prop_assert_eq!(util::tree(&tr), util::tree(&cr));
     Ok(())
 }
 

@@ -544,3 +544,23 @@ pub fn runtime(multi: bool) -> tokio::runtime::Runtime {
     }
     .unwrap()
 }
+
+/// Every path under `root`, with a file's contents.
+pub fn tree(root: &std::path::Path) -> Vec<(PathBuf, Option<Vec<u8>>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(root).unwrap().to_path_buf();
+            if p.is_dir() {
+                stack.push(p);
+                out.push((rel, None));
+            } else {
+                out.push((rel, Some(std::fs::read(&p).unwrap())));
+            }
+        }
+    }
+    out.sort();
+    out
+}
