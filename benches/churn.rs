@@ -6,7 +6,6 @@
 
 use std::{
     fs,
-    os::unix::io::AsRawFd,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
@@ -58,7 +57,7 @@ fn main() {
             .implementation(Implementation::Linux)
             .build()
             .unwrap();
-        futures::executor::block_on(c.read(16, file.as_raw_fd(), 0)).unwrap();
+        futures::executor::block_on(c.read(16, raw(&file), 0)).unwrap();
     }
     let took = start.elapsed();
     stop.store(true, Ordering::Relaxed);
@@ -71,4 +70,12 @@ fn main() {
         peak_nr.load(Ordering::Relaxed) - nr0,
         peak_th.load(Ordering::Relaxed) - th0 - 1,
     );
+}
+
+/// The raw file a `Context` takes: the descriptor on Unix, the handle on Windows.
+fn raw(f: &std::fs::File) -> caio::RawFd {
+    #[cfg(unix)]
+    return std::os::unix::io::AsRawFd::as_raw_fd(f);
+    #[cfg(windows)]
+    return std::os::windows::io::AsRawHandle::as_raw_handle(f);
 }

@@ -3,7 +3,15 @@
 //!
 //! `cargo bench --bench ops`
 
-use std::{fs, os::unix::fs::FileExt, path::PathBuf, sync::Arc, time::Duration};
+use std::{fs, path::PathBuf, sync::Arc, time::Duration};
+
+/// A plain positional read: `pread` on Unix, `seek_read` on Windows.
+fn pread(f: &fs::File, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
+    #[cfg(unix)]
+    return std::os::unix::fs::FileExt::read_at(f, buf, off);
+    #[cfg(windows)]
+    return std::os::windows::fs::FileExt::seek_read(f, buf, off);
+}
 
 use caio::{Context, Implementation, OpenOptions};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
@@ -52,7 +60,7 @@ fn cached_read(c: &mut Criterion) {
             let (f, off) = (Arc::clone(&std_file), next());
             rt.block_on(rt.spawn_blocking(move || {
                 let mut buf = vec![0u8; 4096];
-                f.read_at(&mut buf, off)
+                pread(&f, &mut buf, off)
                     .map(|n| buf.truncate(n))
                     .map(|()| buf)
             }))
@@ -63,7 +71,7 @@ fn cached_read(c: &mut Criterion) {
     let mut next = offsets();
     let mut buf = vec![0u8; 4096];
     g.bench_function("std pread", |b| {
-        b.iter(|| std_file.read_at(&mut buf, next()).unwrap())
+        b.iter(|| pread(&std_file, &mut buf, next()).unwrap())
     });
     g.finish();
 }

@@ -1,6 +1,7 @@
 //! What O_DIRECT asks of a file: memory, offset and length alignment.
 
-use std::{io, os::unix::io::RawFd};
+use crate::sys::fd::RawFd;
+use std::io;
 
 use crate::sys;
 
@@ -45,7 +46,12 @@ impl DirectAlignment {
 /// # Errors
 /// The OS error of `statx`/`fstat` (EBADF for a bad descriptor); `Unsupported` when the
 /// filesystem reports that the file cannot do O_DIRECT.
-pub fn direct_alignment(fd: RawFd) -> io::Result<DirectAlignment> {
+pub fn direct_alignment(fd: crate::RawFd) -> io::Result<DirectAlignment> {
+    alignment_of(sys::fd::inner(fd))
+}
+
+/// [`direct_alignment`] of the crate's own descriptor type.
+pub(crate) fn alignment_of(fd: RawFd) -> io::Result<DirectAlignment> {
     #[cfg(target_os = "linux")]
     {
         match sys::dio_alignment(fd) {

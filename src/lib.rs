@@ -11,8 +11,11 @@
 //! |---|---|---|
 //! | [`Implementation::Linux`] | Linux | kernel AIO (`io_submit`); truly asynchronous with O_DIRECT |
 //! | [`Implementation::Uring`] | Linux | io_uring: reads, writes, syncs and metadata on one ring |
-//! | [`Implementation::Thread`] | Unix | a pool of worker threads doing `pread`/`pwrite` |
-//! | [`Implementation::Blocking`] | Unix | inline, blocking the polling thread |
+//! | [`Implementation::Thread`] | Unix, Windows | a pool of worker threads doing `pread`/`pwrite` |
+//! | [`Implementation::Blocking`] | Unix, Windows | inline, blocking the polling thread |
+//!
+//! On Windows a [`RawFd`] is a `HANDLE`, and positional calls are `ReadFile`/`WriteFile`
+//! at an offset; the README's "Using it" lists where the API takes Windows' types.
 //!
 //! ## Which one runs
 //!
@@ -63,7 +66,7 @@
 //! # std::fs::remove_dir_all(&dir)?;
 //! # Ok(()) }
 //! ```
-#![cfg(unix)]
+#![cfg(any(unix, windows))]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 mod align;
@@ -96,6 +99,19 @@ pub use context::{
     MAX_THREADS,
 };
 pub use error::Error;
+
+/// The raw OS file a [`Context`] reads and writes: a descriptor (`std::os::fd::RawFd`) on
+/// Unix, a `HANDLE` (`std::os::windows::io::RawHandle`) on Windows, as `AsRawFd` and
+/// `AsRawHandle` give them. On Windows a call at an offset also moves the handle's file
+/// pointer, as std's `seek_read` and `seek_write` do.
+#[cfg(unix)]
+pub type RawFd = std::os::fd::RawFd;
+/// The raw OS file a [`Context`] reads and writes: a descriptor (`std::os::fd::RawFd`) on
+/// Unix, a `HANDLE` (`std::os::windows::io::RawHandle`) on Windows, as `AsRawFd` and
+/// `AsRawHandle` give them. On Windows a call at an offset also moves the handle's file
+/// pointer, as std's `seek_read` and `seek_write` do.
+#[cfg(windows)]
+pub type RawFd = std::os::windows::io::RawHandle;
 pub use fs::{File, OpenOptions, ReadMany, ReadManyOptions};
 pub use select::{
     default_implementation_file, selection, Implementation, Selection, Source, ENV_VAR,

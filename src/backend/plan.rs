@@ -2,7 +2,8 @@
 //! [`What`] it does), built once it has a permit; on an O_DIRECT file, unaligned memory
 //! goes through aligned copies here.
 
-use std::{io, os::fd::RawFd, sync::Arc};
+use crate::sys::fd::RawFd;
+use std::{io, sync::Arc};
 
 #[cfg(target_os = "linux")]
 use super::Class;

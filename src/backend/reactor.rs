@@ -19,10 +19,10 @@
 //! Nothing here makes a system call on the polling thread but the registration, once per
 //! thread and context.
 
+use crate::sys::fd::{AsRawFd, RawFd};
 use std::{
     cell::{Cell, RefCell},
     io,
-    os::fd::{AsRawFd, RawFd},
     panic::{self, AssertUnwindSafe},
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},

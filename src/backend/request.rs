@@ -7,12 +7,9 @@
 //! `Arc<Slot>`. Completing a request gives its in-flight permit back first, then stores
 //! the result and wakes the future.
 
-use std::{
-    any::Any,
-    ffi::CString,
-    fmt, io,
-    os::fd::{AsRawFd, OwnedFd, RawFd},
-};
+use crate::sys::c;
+use crate::sys::fd::{AsRawFd, OwnedFd, RawFd};
+use std::{any::Any, fmt, io};
 
 use super::{Completer, FdInfo};
 use crate::{align::DirectAlignment, buffer::Buffer, sys};
@@ -72,7 +69,7 @@ impl Bufs {
 /// points into them.
 pub(crate) struct Vectored {
     pub bufs: Vec<Buffer>,
-    iov: Vec<libc::iovec>,
+    iov: Vec<c::iovec>,
 }
 
 // SAFETY: the iovecs only point into `bufs`, which the same value owns; moving it between
@@ -102,7 +99,7 @@ impl Vectored {
 
     /// Rebuilds the iovecs over the buffers' spare capacity (what a read has yet to fill),
     /// at most `IOV_MAX` of them; returns them with the bytes they cover.
-    pub(crate) fn read_iov(&mut self) -> (&[libc::iovec], usize) {
+    pub(crate) fn read_iov(&mut self) -> (&[c::iovec], usize) {
         self.iov.clear();
         let mut total = 0;
         for b in &mut self.bufs {
@@ -113,7 +110,7 @@ impl Vectored {
             if self.iov.len() == sys::IOV_MAX {
                 break;
             }
-            self.iov.push(libc::iovec {
+            self.iov.push(c::iovec {
                 iov_base: ptr.cast(),
                 iov_len: room,
             });
@@ -124,7 +121,7 @@ impl Vectored {
 
     /// Rebuilds the iovecs over the bytes after the first `skip` (what a write has yet to
     /// write), at most `IOV_MAX` of them; returns them with the bytes they cover.
-    pub(crate) fn write_iov(&mut self, mut skip: usize) -> (&[libc::iovec], usize) {
+    pub(crate) fn write_iov(&mut self, mut skip: usize) -> (&[c::iovec], usize) {
         self.iov.clear();
         let mut total = 0;
         for b in &self.bufs {
@@ -137,8 +134,8 @@ impl Vectored {
             }
             let rest = &b[skip..];
             skip = 0;
-            self.iov.push(libc::iovec {
-                iov_base: rest.as_ptr() as *mut libc::c_void,
+            self.iov.push(c::iovec {
+                iov_base: rest.as_ptr() as *mut c::c_void,
                 iov_len: rest.len(),
             });
             total += rest.len();
@@ -191,7 +188,7 @@ impl fmt::Debug for Out {
 pub(crate) struct Opened {
     pub fd: OwnedFd,
     /// `st_mode & S_IFMT`.
-    pub file_type: libc::mode_t,
+    pub file_type: c::mode_t,
     /// For an O_DIRECT open, the alignment it needs.
     pub align: Option<DirectAlignment>,
     /// A regular file in memory (tmpfs, ramfs), opened without O_DIRECT.
@@ -207,11 +204,15 @@ pub(crate) type Call = Box<dyn FnOnce() -> io::Result<Box<dyn Any + Send>> + Sen
 pub(crate) enum Meta {
     /// `open(2)` of a path (`O_CLOEXEC` is added), then the file's type and, for
     /// `O_DIRECT`, its alignment (`fstat`/`statx`), in one operation; the result is
-    /// `Out::Opened`. A directory is EISDIR: the file layer opens none.
+    /// `Out::Opened`. A directory is EISDIR (on Windows, whose open refuses one, the
+    /// open's own error): the file layer opens none.
     Open {
-        path: CString,
-        flags: libc::c_int,
-        mode: libc::mode_t,
+        path: sys::OsPath,
+        /// `O_*` flags (on Windows, caio's bits of the same names, see `sys::c`).
+        flags: c::c_int,
+        /// The permission bits of a new file; on Windows, which has none, the caller's
+        /// `CreateFileW` flags and attributes (`OpenOptions::custom_flags`).
+        mode: c::mode_t,
         /// Bypass the page cache: `O_DIRECT` is among `flags` where the system has it;
         /// on macOS the open sets `F_NOCACHE`.
         direct: bool,
@@ -226,16 +227,16 @@ pub(crate) enum Meta {
     Advise {
         offset: u64,
         len: u64,
-        advice: libc::c_int,
+        advice: c::c_int,
     },
     /// `sync_file_range(2)` of the request's descriptor.
     SyncRange { offset: u64, len: u64, flags: u32 },
     /// `rename(2)`.
-    Rename { from: CString, to: CString },
+    Rename { from: sys::OsPath, to: sys::OsPath },
     /// `unlink(2)`, or `rmdir(2)` when `dir`.
-    Unlink { path: CString, dir: bool },
+    Unlink { path: sys::OsPath, dir: bool },
     /// `mkdir(2)`.
-    Mkdir { path: CString, mode: libc::mode_t },
+    Mkdir { path: sys::OsPath, mode: c::mode_t },
     /// Any other blocking work; its result is `Out::Any`.
     Call(Call),
     /// Already run (what `run_blocking` leaves behind).
@@ -272,22 +273,21 @@ impl Meta {
             } => {
                 let fd = sys::open(&path, flags, mode)?;
                 let file_type = sys::file_type(fd.as_raw_fd())?;
-                if file_type == libc::S_IFDIR {
-                    return Err(io::Error::from_raw_os_error(libc::EISDIR));
+                if file_type == c::S_IFDIR {
+                    return Err(io::Error::from_raw_os_error(c::EISDIR));
                 }
                 if direct {
                     sys::no_cache(fd.as_raw_fd())?;
                 }
-                // Only Linux's O_DIRECT asks for aligned transfers; FreeBSD's and macOS's
-                // F_NOCACHE take any.
-                let align = if direct && cfg!(target_os = "linux") {
-                    Some(crate::direct_alignment(fd.as_raw_fd())?)
+                // Only Linux's O_DIRECT and Windows' FILE_FLAG_NO_BUFFERING ask for
+                // aligned transfers; FreeBSD's O_DIRECT and macOS's F_NOCACHE take any.
+                let align = if direct && cfg!(any(target_os = "linux", windows)) {
+                    Some(crate::align::alignment_of(fd.as_raw_fd())?)
                 } else {
                     None
                 };
-                let memory = file_type == libc::S_IFREG
-                    && align.is_none()
-                    && sys::is_memory_fs(fd.as_raw_fd());
+                let memory =
+                    file_type == c::S_IFREG && align.is_none() && sys::is_memory_fs(fd.as_raw_fd());
                 Ok(Out::Opened(Opened {
                     fd,
                     file_type,

@@ -134,6 +134,7 @@ impl FileIo for ThreadPool {
 mod tests {
     use super::*;
     use crate::backend::{take_result, test_request, Kind, Meta};
+    use crate::sys::c;
 
     #[test]
     fn a_panicking_operation_fails_its_future_and_the_worker_survives() {
@@ -162,6 +163,6 @@ mod tests {
             }
             thread::yield_now();
         };
-        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EBADF));
+        assert_eq!(r.unwrap_err().raw_os_error(), Some(c::EBADF));
     }
 }

@@ -5,6 +5,7 @@ mod builder;
 pub(crate) mod op;
 mod shared;
 
+use crate::sys::fd::RawFd;
 use op::{BufFuture, ReadFuture, SyncFuture, VectoredFuture, WriteFuture};
 
 pub use builder::Builder;
@@ -15,7 +16,6 @@ use std::{
     fmt,
     future::Future,
     io,
-    os::unix::io::RawFd,
     pin::Pin,
     sync::{atomic::Ordering, Arc, Mutex},
     task::{Context as TaskContext, Poll},
@@ -296,8 +296,14 @@ impl Context {
     /// # Errors
     /// The OS error (EBADF, EISDIR, EINVAL for misaligned O_DIRECT...); `InvalidInput`
     /// for an `nbytes` no allocation can hold.
-    pub fn read(&self, nbytes: usize, fd: RawFd, offset: u64) -> ReadFuture {
-        op::read(self.target(), nbytes, fd, offset, None)
+    pub fn read(&self, nbytes: usize, fd: crate::RawFd, offset: u64) -> ReadFuture {
+        op::read(
+            self.target(),
+            nbytes,
+            crate::sys::fd::inner(fd),
+            offset,
+            None,
+        )
     }
 
     /// Writes all of `data` at `offset`; resolves to the number of bytes written (fewer
@@ -305,8 +311,14 @@ impl Context {
     ///
     /// # Errors
     /// The OS error (EBADF, ENOSPC, EINVAL for misaligned O_DIRECT offsets...).
-    pub fn write(&self, data: impl Into<Buffer>, fd: RawFd, offset: u64) -> WriteFuture {
-        op::write(self.target(), data.into(), fd, offset, None)
+    pub fn write(&self, data: impl Into<Buffer>, fd: crate::RawFd, offset: u64) -> WriteFuture {
+        op::write(
+            self.target(),
+            data.into(),
+            crate::sys::fd::inner(fd),
+            offset,
+            None,
+        )
     }
 
     /// Reads into `buf`, which the caller owns and reuses: up to `buf.capacity()` bytes
@@ -319,7 +331,7 @@ impl Context {
     /// Dropping the future loses the buffer, but it is freed only once the kernel is done.
     ///
     /// ```no_run
-    /// # async fn f(ctx: caio::Context, fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    /// # async fn f(ctx: caio::Context, fd: caio::RawFd) -> std::io::Result<()> {
     /// let mut buf = caio::Buffer::with_capacity(4096);
     /// for block in 0..1000u64 {
     ///     let (n, back) = ctx.read_at_into(buf, fd, block * 4096).await;
@@ -329,15 +341,21 @@ impl Context {
     /// }
     /// # Ok(()) }
     /// ```
-    pub fn read_at_into(&self, buf: Buffer, fd: RawFd, offset: u64) -> BufFuture {
-        op::owned(self.target(), What::ReadInto(buf), fd, offset, None)
+    pub fn read_at_into(&self, buf: Buffer, fd: crate::RawFd, offset: u64) -> BufFuture {
+        op::owned(
+            self.target(),
+            What::ReadInto(buf),
+            crate::sys::fd::inner(fd),
+            offset,
+            None,
+        )
     }
 
     /// Writes all of `buf` at `offset` and hands it back with the count (fewer only when
     /// the OS stopped after writing some), on an error too, for the caller to reuse.
     ///
     /// ```no_run
-    /// # async fn f(ctx: caio::Context, fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    /// # async fn f(ctx: caio::Context, fd: caio::RawFd) -> std::io::Result<()> {
     /// let mut buf = caio::Buffer::zeroed(4096);
     /// for block in 0..4u64 {
     ///     buf.fill(block as u8);
@@ -347,8 +365,14 @@ impl Context {
     /// }
     /// # Ok(()) }
     /// ```
-    pub fn write_at_from(&self, buf: Buffer, fd: RawFd, offset: u64) -> BufFuture {
-        op::owned(self.target(), What::Write(buf), fd, offset, None)
+    pub fn write_at_from(&self, buf: Buffer, fd: crate::RawFd, offset: u64) -> BufFuture {
+        op::owned(
+            self.target(),
+            What::Write(buf),
+            crate::sys::fd::inner(fd),
+            offset,
+            None,
+        )
     }
 
     /// Reads at `offset` into several buffers in one operation (`preadv`; `IOCB_CMD_PREADV`
@@ -357,14 +381,25 @@ impl Context {
     /// The total is short only at end of file. The buffers come back on an error too.
     ///
     /// ```no_run
-    /// # async fn f(ctx: caio::Context, fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    /// # async fn f(ctx: caio::Context, fd: caio::RawFd) -> std::io::Result<()> {
     /// let bufs = vec![caio::Buffer::with_capacity(512), caio::Buffer::with_capacity(4096)];
     /// let (n, bufs) = ctx.read_vectored_at(bufs, fd, 0).await;
     /// println!("{} bytes: header {}, body {}", n?, bufs[0].len(), bufs[1].len());
     /// # Ok(()) }
     /// ```
-    pub fn read_vectored_at(&self, bufs: Vec<Buffer>, fd: RawFd, offset: u64) -> VectoredFuture {
-        op::vectored(self.target(), What::ReadV(bufs), fd, offset, None)
+    pub fn read_vectored_at(
+        &self,
+        bufs: Vec<Buffer>,
+        fd: crate::RawFd,
+        offset: u64,
+    ) -> VectoredFuture {
+        op::vectored(
+            self.target(),
+            What::ReadV(bufs),
+            crate::sys::fd::inner(fd),
+            offset,
+            None,
+        )
     }
 
     /// Writes all of several buffers, one after the other, at `offset` in one operation
@@ -372,31 +407,42 @@ impl Context {
     /// with the count (fewer only when the OS stopped after writing some).
     ///
     /// ```no_run
-    /// # async fn f(ctx: caio::Context, fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    /// # async fn f(ctx: caio::Context, fd: caio::RawFd) -> std::io::Result<()> {
     /// let (n, _bufs) = ctx
     ///     .write_vectored_at(vec!["header\n".into(), "body\n".into()], fd, 0)
     ///     .await;
     /// assert_eq!(n?, 12);
     /// # Ok(()) }
     /// ```
-    pub fn write_vectored_at(&self, bufs: Vec<Buffer>, fd: RawFd, offset: u64) -> VectoredFuture {
-        op::vectored(self.target(), What::WriteV(bufs), fd, offset, None)
+    pub fn write_vectored_at(
+        &self,
+        bufs: Vec<Buffer>,
+        fd: crate::RawFd,
+        offset: u64,
+    ) -> VectoredFuture {
+        op::vectored(
+            self.target(),
+            What::WriteV(bufs),
+            crate::sys::fd::inner(fd),
+            offset,
+            None,
+        )
     }
 
     /// Flushes the file's data and metadata to the device (`fsync`).
     ///
     /// # Errors
     /// The OS error.
-    pub fn fsync(&self, fd: RawFd) -> SyncFuture {
-        op::fsync(self.target(), fd, false, None)
+    pub fn fsync(&self, fd: crate::RawFd) -> SyncFuture {
+        op::fsync(self.target(), crate::sys::fd::inner(fd), false, None)
     }
 
     /// Flushes the file's data (`fdatasync`, or `fsync` where there is none).
     ///
     /// # Errors
     /// The OS error.
-    pub fn fdsync(&self, fd: RawFd) -> SyncFuture {
-        op::fsync(self.target(), fd, true, None)
+    pub fn fdsync(&self, fd: crate::RawFd) -> SyncFuture {
+        op::fsync(self.target(), crate::sys::fd::inner(fd), true, None)
     }
 }
 

@@ -8,13 +8,14 @@
 //! lands. Dropping the future drops that `Arc` and nothing else, so the buffer stays alive
 //! until the backend is done with it, however late that is.
 
+use crate::sys::c;
+use crate::sys::fd::RawFd;
 use std::{
     cell::RefCell,
     fmt,
     future::Future,
     io,
     marker::PhantomData,
-    os::unix::io::RawFd,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -322,7 +323,7 @@ fn invalid(msg: String) -> io::Error {
 /// Checks what every backend would reject the same way, so all report it alike.
 fn check(fd: RawFd, offset: u64, len: usize) -> io::Result<()> {
     if fd < 0 {
-        return Err(io::Error::from_raw_os_error(libc::EBADF));
+        return Err(io::Error::from_raw_os_error(c::EBADF));
     }
     if offset > i64::MAX as u64 {
         return Err(invalid(format!(

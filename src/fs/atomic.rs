@@ -14,10 +14,11 @@
 //! touched for a minute, and no lock on it) and removes it: they never pile up, and a live
 //! writer's file is never touched.
 
+use crate::sys::c;
+use crate::sys::fd::{AsRawFd, OwnedFd};
 use std::{
     fs::{Metadata, Permissions},
     io,
-    os::fd::{AsRawFd, OwnedFd},
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -30,7 +31,6 @@ use crate::sync::lock;
 use crate::sys;
 use crate::{
     backend::{Meta, Opened},
-    fs::file::cstring,
     Context, File,
 };
 
@@ -68,7 +68,6 @@ const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 /// the lock on its file). Each directory at most once per `STALE_AFTER` per process, since
 /// nothing younger can go. Best effort: whatever cannot be checked is left alone.
 fn sweep(dir: &Path) {
-    use std::os::unix::fs::MetadataExt;
     static SWEPT: crate::fork::PerProcess<
         Mutex<std::collections::HashMap<PathBuf, std::time::Instant>>,
     > = crate::fork::PerProcess::new();
@@ -88,8 +87,6 @@ fn sweep(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
-    // SAFETY: geteuid cannot fail.
-    let me = unsafe { libc::geteuid() };
     let now = std::time::SystemTime::now();
     for e in entries.flatten() {
         if !is_temp_name(&e.file_name()) {
@@ -104,21 +101,13 @@ fn sweep(dir: &Path) {
             .ok()
             .and_then(|m| now.duration_since(m).ok())
             .is_some_and(|age| age >= STALE_AFTER);
-        if !meta.is_file() || meta.uid() != me || !old {
+        if !meta.is_file() || !old {
             continue;
         }
-        let mut o = std::fs::OpenOptions::new();
-        std::os::unix::fs::OpenOptionsExt::custom_flags(
-            o.read(true),
-            libc::O_NOFOLLOW | libc::O_NONBLOCK,
-        );
-        let Ok(f) = o.open(&path) else {
+        let Some(f) = open_to_sweep(&path, &meta) else {
             continue;
         };
-        let same = f
-            .metadata()
-            .is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()));
-        if same && crate::sys::try_lock_exclusive(f.as_raw_fd()).unwrap_or(false) {
+        if crate::sys::try_lock_exclusive(f.as_raw_fd()).unwrap_or(false) {
             match std::fs::remove_file(&path) {
                 Ok(()) => log::info!(
                     "caio: removed {}, left by a writer that died",
@@ -128,6 +117,38 @@ fn sweep(dir: &Path) {
             }
         }
     }
+}
+
+/// The file a sweep found, opened to try its lock: only when it is this user's and still
+/// the file that was listed (not a link put in its place since).
+#[cfg(unix)]
+fn open_to_sweep(path: &Path, listed: &std::fs::Metadata) -> Option<std::fs::File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    // SAFETY: geteuid cannot fail.
+    if listed.uid() != unsafe { c::geteuid() } {
+        return None;
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(c::O_NOFOLLOW | c::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    let m = f.metadata().ok()?;
+    ((m.dev(), m.ino()) == (listed.dev(), listed.ino())).then_some(f)
+}
+
+/// The file a sweep found, opened to try its lock: never through a link put in its place
+/// (`FILE_FLAG_OPEN_REPARSE_POINT`). Windows checks the user's right to it at the open.
+#[cfg(windows)]
+fn open_to_sweep(path: &Path, _: &std::fs::Metadata) -> Option<std::fs::File> {
+    use std::os::windows::fs::OpenOptionsExt;
+    const FILE_FLAG_OPEN_REPARSE_POINT: u32 = 0x0020_0000;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(FILE_FLAG_OPEN_REPARSE_POINT)
+        .open(path)
+        .ok()?;
+    f.metadata().ok()?.is_file().then_some(f)
 }
 
 /// What a named temporary file's creator and its guard agree on, so that a drop racing
@@ -164,7 +185,7 @@ impl NamedGuard {
 impl Drop for NamedGuard {
     fn drop(&mut self) {
         if let Some(p) = self.disarm() {
-            match cstring(&p) {
+            match crate::sys::os_path(&p) {
                 Ok(path) => self.ctx.detach(
                     -1,
                     Meta::Unlink { path, dir: false },
@@ -201,9 +222,7 @@ fn resolve(path: &Path) -> io::Result<(PathBuf, Option<Metadata>)> {
     };
     let meta = std::fs::metadata(&target)?;
     if !meta.is_file() {
-        let kind = crate::fs::file::type_name(
-            std::os::unix::fs::MetadataExt::mode(&meta) as libc::mode_t & libc::S_IFMT,
-        );
+        let kind = crate::fs::file::type_name(crate::sys::type_bits(&meta));
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
@@ -245,9 +264,9 @@ impl Replacement {
                 Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
                 _ => PathBuf::from("."),
             };
-            let flags = libc::O_TMPFILE | libc::O_WRONLY | if direct { libc::O_DIRECT } else { 0 };
+            let flags = c::O_TMPFILE | c::O_WRONLY | if direct { c::O_DIRECT } else { 0 };
             let open = Meta::Open {
-                path: cstring(&dir)?,
+                path: crate::sys::os_path(&dir)?,
                 flags,
                 mode: 0o666,
                 direct,
@@ -274,7 +293,7 @@ impl Replacement {
                 Err(e)
                     if matches!(
                         e.raw_os_error(),
-                        Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+                        Some(c::EOPNOTSUPP | c::EISDIR | c::EINVAL)
                     ) => {}
                 Err(e) => return Err(e),
             }
@@ -301,7 +320,7 @@ impl Replacement {
                 #[cfg(target_os = "linux")]
                 if direct {
                     use std::os::unix::fs::OpenOptionsExt;
-                    o.custom_flags(libc::O_DIRECT);
+                    o.custom_flags(c::O_DIRECT);
                 }
                 // A name a dead writer of the same pid left is passed over.
                 let (f, p) = loop {
@@ -324,13 +343,13 @@ impl Replacement {
                 st.created = Some(p.clone());
                 drop(st);
                 let align = if direct {
-                    Some(crate::direct_alignment(f.as_raw_fd())?)
+                    Some(crate::align::alignment_of(f.as_raw_fd())?)
                 } else {
                     None
                 };
                 let opened = Opened {
                     fd: OwnedFd::from(f),
-                    file_type: libc::S_IFREG,
+                    file_type: c::S_IFREG,
                     align,
                     // Written only: whether it is in memory changes no read.
                     memory: false,
@@ -352,7 +371,7 @@ impl Replacement {
     pub(crate) async fn abort(self) {
         let Replacement { ctx, named, .. } = self;
         if let Some(p) = named.as_ref().and_then(NamedGuard::disarm) {
-            if let Ok(path) = cstring(&p) {
+            if let Ok(path) = crate::sys::os_path(&p) {
                 let r = ctx
                     .meta_unit(-1, Meta::Unlink { path, dir: false }, None)
                     .await;
@@ -401,7 +420,7 @@ impl Replacement {
                     let _ = std::fs::remove_file(&from);
                     return Err(e);
                 }
-                sync_parent(&target)
+                crate::sys::sync_parent(&target)
             })
             .await
     }
@@ -409,10 +428,10 @@ impl Replacement {
 
 /// Names the unnamed file `fd` beside `target`, under a fresh hidden name.
 #[cfg(target_os = "linux")]
-fn link_unnamed(fd: std::os::fd::RawFd, target: &Path) -> io::Result<PathBuf> {
+fn link_unnamed(fd: crate::sys::fd::RawFd, target: &Path) -> io::Result<PathBuf> {
     loop {
         let name = temp_name(target);
-        match sys::link_fd(fd, &cstring(&name)?) {
+        match sys::link_fd(fd, &crate::sys::os_path(&name)?) {
             Ok(()) => return Ok(name),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
@@ -421,15 +440,6 @@ fn link_unnamed(fd: std::os::fd::RawFd, target: &Path) -> io::Result<PathBuf> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn link_unnamed(_: std::os::fd::RawFd, _: &Path) -> io::Result<PathBuf> {
+fn link_unnamed(_: crate::sys::fd::RawFd, _: &Path) -> io::Result<PathBuf> {
     unreachable!("unnamed files exist only on Linux")
-}
-
-/// Flushes the directory holding `path`, so that a rename in it survives a crash.
-fn sync_parent(path: &Path) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::File::open(dir)?.sync_all()
 }

@@ -1,10 +1,10 @@
 //! Whole-file copy with reads and writes in flight together.
 
+use crate::sys::{self, c};
 use std::{
     fmt,
     future::Future,
     io,
-    os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt},
     path::{Path, PathBuf},
     pin::Pin,
     sync::Arc,
@@ -152,19 +152,26 @@ async fn copy_now(src: PathBuf, dst: PathBuf, opts: CopyOptions) -> io::Result<u
     // std's order (the open's first). A FIFO is refused before the open, which would
     // wait for a writer. Both paths are looked at in one operation.
     let (s, d) = (src.clone(), dst.clone());
-    let (src_type, dst_meta) = ctx
+    let (src_meta, dst_meta, same) = ctx
         .run(None, move || {
-            let src_type = std::fs::metadata(s).map(|m| m.file_type());
+            let src_meta = std::fs::metadata(&s);
             // What the data goes into: the destination itself, through a symlink, as std.
-            let dst_meta = match std::fs::metadata(d) {
+            let dst_meta = match std::fs::metadata(&d) {
                 Ok(m) => Ok(Some(m)),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(e),
             };
-            Ok((src_type, dst_meta))
+            let same = match (&src_meta, &dst_meta) {
+                (Ok(a), Ok(Some(b))) => {
+                    let src_id = sys::file_id(&s, a);
+                    src_id.is_some() && src_id == sys::file_id(&d, b)
+                }
+                _ => false,
+            };
+            Ok((src_meta, dst_meta, same))
         })
         .await?;
-    if src_type.is_ok_and(|t| t.is_fifo() || t.is_socket()) {
+    if src_meta.is_ok_and(|m| matches!(sys::type_bits(&m), c::S_IFIFO | c::S_IFSOCK)) {
         return Err(not_regular());
     }
     let input = open_opts(&opts, &ctx)
@@ -172,7 +179,7 @@ async fn copy_now(src: PathBuf, dst: PathBuf, opts: CopyOptions) -> io::Result<u
         .open(&src)
         .await
         .map_err(|e| match e.raw_os_error() {
-            Some(libc::EISDIR) => not_regular(),
+            Some(c::EISDIR) => not_regular(),
             _ => e,
         })?;
     let src_meta = input.metadata().await.and_then(regular)?;
@@ -180,9 +187,9 @@ async fn copy_now(src: PathBuf, dst: PathBuf, opts: CopyOptions) -> io::Result<u
     let dst_meta = dst_meta?;
     if let Some(m) = &dst_meta {
         if m.is_dir() {
-            return Err(io::Error::from_raw_os_error(libc::EISDIR));
+            return Err(io::Error::from_raw_os_error(c::EISDIR));
         }
-        if (m.dev(), m.ino()) == (src_meta.dev(), src_meta.ino()) {
+        if same {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("{} and {} are the same file", src.display(), dst.display()),
@@ -199,13 +206,11 @@ async fn copy_now(src: PathBuf, dst: PathBuf, opts: CopyOptions) -> io::Result<u
             }
         };
     }
-    let output = open_opts(&opts, &ctx)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(perm.mode())
-        .open(&dst)
-        .await?;
+    let mut output = open_opts(&opts, &ctx);
+    output.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    output.mode(std::os::unix::fs::PermissionsExt::mode(&perm));
+    let output = output.open(&dst).await?;
     let copied = pump(&input, &output, &opts).await?;
     // As std: the permission bits follow the source, on a regular file only (a device or
     // FIFO written into keeps its own).
@@ -217,11 +222,19 @@ async fn copy_now(src: PathBuf, dst: PathBuf, opts: CopyOptions) -> io::Result<u
 }
 
 /// std's error for a copy source that is not a regular file.
+#[cfg(unix)]
 fn not_regular() -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidInput,
         "the source path is neither a regular file nor a symlink to a regular file",
     )
+}
+
+/// std's error for a copy source that is not a regular file: on Windows, that of
+/// `CopyFileExW` on a directory, `ERROR_ACCESS_DENIED`.
+#[cfg(windows)]
+fn not_regular() -> io::Error {
+    io::Error::from_raw_os_error(sys::WRONG_ACCESS)
 }
 
 /// The metadata of a regular file, else std's error for a copy source.

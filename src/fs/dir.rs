@@ -121,6 +121,7 @@ fn fetch(mut inner: std::fs::ReadDir) -> io::Result<Batch> {
             None => return Ok((None, batch)),
             Some(r) => batch.push(r.map(|e| DirEntry {
                 path: e.path(),
+                #[cfg(unix)]
                 ino: std::os::unix::fs::DirEntryExt::ino(&e),
                 file_type: e.file_type().ok(),
             })),
@@ -198,6 +199,7 @@ impl Stream for ReadDir {
 pub struct DirEntry {
     /// The directory's path joined with the entry's name.
     path: PathBuf,
+    #[cfg(unix)]
     ino: u64,
     /// Known when the directory said it (`d_type`) or the fetch could `lstat` it.
     file_type: Option<FileType>,
@@ -221,6 +223,7 @@ impl DirEntry {
     }
 
     /// The entry's inode number, as the directory reports it.
+    #[cfg(unix)]
     pub fn ino(&self) -> u64 {
         self.ino
     }

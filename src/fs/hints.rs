@@ -1,6 +1,7 @@
 //! What [`File::advise`](crate::File::advise) and
 //! [`File::sync_range`](crate::File::sync_range) take.
 
+use crate::sys::c;
 use std::ops::BitOr;
 
 /// How a range of a file will be read, for the kernel's read-ahead and caching
@@ -31,22 +32,22 @@ pub enum Advice {
 
 impl Advice {
     /// The `POSIX_FADV_*` value.
-    pub(crate) fn raw(self) -> libc::c_int {
+    pub(crate) fn raw(self) -> c::c_int {
         #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
         {
             match self {
-                Advice::Normal => libc::POSIX_FADV_NORMAL,
-                Advice::Sequential => libc::POSIX_FADV_SEQUENTIAL,
-                Advice::Random => libc::POSIX_FADV_RANDOM,
-                Advice::NoReuse => libc::POSIX_FADV_NOREUSE,
-                Advice::WillNeed => libc::POSIX_FADV_WILLNEED,
-                Advice::DontNeed => libc::POSIX_FADV_DONTNEED,
+                Advice::Normal => c::POSIX_FADV_NORMAL,
+                Advice::Sequential => c::POSIX_FADV_SEQUENTIAL,
+                Advice::Random => c::POSIX_FADV_RANDOM,
+                Advice::NoReuse => c::POSIX_FADV_NOREUSE,
+                Advice::WillNeed => c::POSIX_FADV_WILLNEED,
+                Advice::DontNeed => c::POSIX_FADV_DONTNEED,
             }
         }
         #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
         {
             // No posix_fadvise here: the call reports Unsupported whatever the value.
-            self as libc::c_int
+            self as c::c_int
         }
     }
 }
@@ -101,13 +102,10 @@ mod tests {
     fn flags_are_the_kernels() {
         assert_eq!(
             SyncRange::WAIT_BEFORE.bits(),
-            libc::SYNC_FILE_RANGE_WAIT_BEFORE
+            c::SYNC_FILE_RANGE_WAIT_BEFORE
         );
-        assert_eq!(SyncRange::WRITE.bits(), libc::SYNC_FILE_RANGE_WRITE);
-        assert_eq!(
-            SyncRange::WAIT_AFTER.bits(),
-            libc::SYNC_FILE_RANGE_WAIT_AFTER
-        );
+        assert_eq!(SyncRange::WRITE.bits(), c::SYNC_FILE_RANGE_WRITE);
+        assert_eq!(SyncRange::WAIT_AFTER.bits(), c::SYNC_FILE_RANGE_WAIT_AFTER);
         assert_eq!(
             (SyncRange::WAIT_BEFORE | SyncRange::WRITE | SyncRange::WAIT_AFTER).bits(),
             7

@@ -81,13 +81,17 @@ pub use self::{
     hints::{Advice, SyncRange},
     path::{
         canonicalize, create_dir, create_dir_all, hard_link, metadata, read_link, remove_dir,
-        remove_dir_all, remove_file, rename, set_permissions, symlink, symlink_metadata,
-        try_exists, DirBuilder,
+        remove_dir_all, remove_file, rename, set_permissions, symlink_metadata, try_exists,
+        DirBuilder,
     },
     read_many::{ReadMany, ReadManyOptions},
     reader::{Reader, READ_AHEAD, READ_CHUNK},
     writer::{Writer, WRITE_BEHIND, WRITE_CHUNK},
 };
+#[cfg(unix)]
+pub use path::symlink;
+#[cfg(windows)]
+pub use path::{symlink_dir, symlink_file};
 
 /// The lines of a file: see [`File::lines`].
 ///

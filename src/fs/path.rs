@@ -14,7 +14,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::{backend::Meta, fs::file::cstring, Context};
+use crate::{backend::Meta, Context};
 
 /// Runs `f` on the default context's backend. `Sync`, as every `caio::fs` future (see
 /// [`Exclusive`](crate::fs::Exclusive)).
@@ -116,8 +116,8 @@ pub fn rename(
     let (from, to) = (owned(from), owned(to));
     meta(move || {
         Ok(Meta::Rename {
-            from: cstring(&from)?,
-            to: cstring(&to)?,
+            from: crate::sys::os_path(&from)?,
+            to: crate::sys::os_path(&to)?,
         })
     })
 }
@@ -138,7 +138,7 @@ pub fn remove_file(
     let p = owned(path);
     meta(move || {
         Ok(Meta::Unlink {
-            path: cstring(&p)?,
+            path: crate::sys::os_path(&p)?,
             dir: false,
         })
     })
@@ -160,7 +160,7 @@ pub fn remove_dir(
     let p = owned(path);
     meta(move || {
         Ok(Meta::Unlink {
-            path: cstring(&p)?,
+            path: crate::sys::os_path(&p)?,
             dir: true,
         })
     })
@@ -200,7 +200,7 @@ pub fn create_dir(
     let p = owned(path);
     meta(move || {
         Ok(Meta::Mkdir {
-            path: cstring(&p)?,
+            path: crate::sys::os_path(&p)?,
             mode: 0o777,
         })
     })
@@ -252,12 +252,44 @@ pub fn hard_link(
 ///
 /// # Errors
 /// As [`std::os::unix::fs::symlink`]: `AlreadyExists`.
+#[cfg(unix)]
 pub fn symlink(
     original: impl AsRef<Path>,
     link: impl AsRef<Path>,
 ) -> impl Future<Output = io::Result<()>> + Send + Sync + 'static {
     let (original, link) = (owned(original), owned(link));
     off_thread(move || std::os::unix::fs::symlink(original, link))
+}
+
+/// Makes `link` a symbolic link to the file `original`, as
+/// `std::os::windows::fs::symlink_file` and tokio's (Windows only: a link there is made
+/// for a file or for a directory).
+///
+/// # Errors
+/// As `std::os::windows::fs::symlink_file`: `AlreadyExists`, `PermissionDenied` without
+/// the right to make links.
+#[cfg(windows)]
+pub fn symlink_file(
+    original: impl AsRef<Path>,
+    link: impl AsRef<Path>,
+) -> impl Future<Output = io::Result<()>> + Send + Sync + 'static {
+    let (original, link) = (owned(original), owned(link));
+    off_thread(move || std::os::windows::fs::symlink_file(original, link))
+}
+
+/// Makes `link` a symbolic link to the directory `original`, as
+/// `std::os::windows::fs::symlink_dir` and tokio's (Windows only).
+///
+/// # Errors
+/// As `std::os::windows::fs::symlink_dir`: `AlreadyExists`, `PermissionDenied` without
+/// the right to make links.
+#[cfg(windows)]
+pub fn symlink_dir(
+    original: impl AsRef<Path>,
+    link: impl AsRef<Path>,
+) -> impl Future<Output = io::Result<()>> + Send + Sync + 'static {
+    let (original, link) = (owned(original), owned(link));
+    off_thread(move || std::os::windows::fs::symlink_dir(original, link))
 }
 
 /// What a symbolic link points to, as [`std::fs::read_link`].
@@ -356,7 +388,9 @@ impl DirBuilder {
         self
     }
 
-    /// The permission bits of the directories created (less the umask).
+    /// The permission bits of the directories created (less the umask). Unix only, as
+    /// std's `DirBuilderExt::mode`.
+    #[cfg(unix)]
     pub fn mode(&mut self, mode: u32) -> &mut Self {
         self.mode = mode;
         self
@@ -373,11 +407,13 @@ impl DirBuilder {
     ) -> impl Future<Output = io::Result<()>> + Send + Sync + 'static {
         let (p, recursive, mode) = (owned(path), self.recursive, self.mode);
         off_thread(move || {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .recursive(recursive)
-                .mode(mode)
-                .create(p)
+            let mut b = std::fs::DirBuilder::new();
+            b.recursive(recursive);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut b, mode);
+            #[cfg(windows)]
+            let _ = mode;
+            b.create(p)
         })
     }
 }

@@ -1,5 +1,6 @@
 //! [`Reader`]: `AsyncRead + AsyncBufRead + AsyncSeek` with read-ahead.
 
+use crate::sys::c;
 use std::{
     fmt,
     future::Future,
@@ -193,7 +194,7 @@ pub(crate) fn seek_target(current: u64, to: SeekFrom, len: Option<u64>) -> io::R
     // EINVAL, as lseek(2) says it (and std, and tokio through it).
     base.checked_add_signed(delta)
         .filter(|&t| i64::try_from(t).is_ok())
-        .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))
+        .ok_or_else(|| io::Error::from_raw_os_error(c::EINVAL))
 }
 
 /// A file length being fetched through the backend, for a seek from the end (or a

@@ -2,7 +2,10 @@
 
 use std::{io, os::unix::io::RawFd, ptr, time::Duration};
 
-use super::{aio_abi::*, cvt, retry};
+use super::{
+    aio_abi::*,
+    unix::{cvt, retry},
+};
 
 fn cvt_long(r: libc::c_long) -> io::Result<usize> {
     cvt(r as libc::ssize_t)
@@ -103,7 +106,7 @@ pub(crate) unsafe fn pread_nowait(
     len: usize,
     off: u64,
 ) -> io::Result<usize> {
-    let off = super::offset(off)? as u64;
+    let off = super::unix::offset(off)? as u64;
     let iov = libc::iovec {
         iov_base: buf.cast(),
         iov_len: len,

@@ -6,7 +6,6 @@ use std::{
     cell::Cell,
     future::Future,
     io,
-    os::fd::RawFd,
     time::{Duration, Instant},
 };
 
@@ -78,16 +77,10 @@ pub fn process_cpu() -> Duration {
     user + sys
 }
 
-/// User and system CPU time this process has used, every thread included (getrusage).
+/// User and system CPU time this process has used, every thread included (getrusage;
+/// GetProcessTimes on Windows).
 pub fn process_cpu_split() -> (Duration, Duration) {
-    // SAFETY: getrusage fills the zeroed struct it is given.
-    let ru = unsafe {
-        let mut ru = std::mem::zeroed::<libc::rusage>();
-        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
-        ru
-    };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    (tv(ru.ru_utime), tv(ru.ru_stime))
+    crate::sys::process_cpu()
 }
 
 /// A small fast generator (xorshift64*), seeded per run.
@@ -124,7 +117,12 @@ pub fn run(file: &File, file_len: u64, w: &Workload) -> io::Result<Outcome> {
 ///
 /// # Errors
 /// As [`run`].
-pub fn run_raw(ctx: &Context, fd: RawFd, file_len: u64, w: &Workload) -> io::Result<Outcome> {
+pub fn run_raw(
+    ctx: &Context,
+    fd: crate::RawFd,
+    file_len: u64,
+    w: &Workload,
+) -> io::Result<Outcome> {
     lanes(ctx, file_len, w, |buf, off| {
         if w.pattern.is_write() {
             ctx.write_at_from(buf, fd, off)

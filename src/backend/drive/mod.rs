@@ -316,7 +316,7 @@ impl Wake for Signal {
 
     fn wake_by_ref(self: &Arc<Self>) {
         #[cfg(target_os = "linux")]
-        use std::os::fd::AsRawFd;
+        use crate::sys::fd::AsRawFd;
         if self.notified.swap(true, Ordering::SeqCst) {
             return;
         }

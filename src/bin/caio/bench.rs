@@ -77,7 +77,7 @@ pub(crate) fn bench(
         (file, len, Some(temp), true)
     } else if meta.is_file() {
         (path.to_path_buf(), meta.len(), None, false)
-    } else if std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type()) {
+    } else if is_block_device(&meta) {
         // Read only: nothing is written to a device.
         let len = std::io::Seek::seek(
             &mut fs::File::open(path)
@@ -250,4 +250,15 @@ pub(crate) fn measure(
     drop(file);
     ctx.wait_idle_timeout(Duration::from_secs(30));
     r
+}
+
+/// Whether `meta` is a block device's (Unix; Windows names none by path here).
+fn is_block_device(meta: &fs::Metadata) -> bool {
+    #[cfg(unix)]
+    return std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type());
+    #[cfg(windows)]
+    {
+        let _ = meta;
+        false
+    }
 }

@@ -39,6 +39,7 @@ pub(crate) fn info(path: &Path) -> Result<()> {
             Err(e) => out!("  {:<9} unavailable: {e}", i.as_str()),
         }
     }
+    #[cfg(target_os = "linux")]
     if let (Ok(nr), Ok(max)) = (
         fs::read_to_string("/proc/sys/fs/aio-nr"),
         fs::read_to_string("/proc/sys/fs/aio-max-nr"),
@@ -80,6 +81,7 @@ pub(crate) fn info(path: &Path) -> Result<()> {
 }
 
 /// The filesystem type of `path`, by `statfs` magic number.
+#[cfg(unix)]
 pub(crate) fn fs_type(path: &Path) -> Option<&'static str> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
@@ -105,19 +107,30 @@ pub(crate) fn fs_type(path: &Path) -> Option<&'static str> {
     })
 }
 
+/// The filesystem of `path`: Windows names it (`GetVolumeInformationW`), but the
+/// command has no use for more than that it is there.
+#[cfg(windows)]
+pub(crate) fn fs_type(_: &Path) -> Option<&'static str> {
+    None
+}
+
 /// What a non-regular file is, for a message: "a FIFO", "a character device"...
 pub(crate) fn kind_of(meta: &fs::Metadata) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
     let t = meta.file_type();
-    if t.is_fifo() {
-        "a pipe or FIFO"
-    } else if t.is_char_device() {
-        "a character device"
-    } else if t.is_block_device() {
-        "a block device"
-    } else if t.is_socket() {
-        "a socket"
-    } else if t.is_dir() {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a pipe or FIFO";
+        } else if t.is_char_device() {
+            return "a character device";
+        } else if t.is_block_device() {
+            return "a block device";
+        } else if t.is_socket() {
+            return "a socket";
+        }
+    }
+    if t.is_dir() {
         "a directory"
     } else {
         "a regular file"
@@ -134,10 +147,13 @@ fn direct_flag() -> libc::c_int {
 #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
 pub(crate) fn direct_support(path: &Path) -> io::Result<(caio::DirectAlignment, Option<String>)> {
     fs::metadata(path)?;
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "this system has no O_DIRECT",
-    ))
+    let why = if cfg!(windows) {
+        "Windows has no O_DIRECT (caio's direct mode opens with FILE_FLAG_NO_BUFFERING and \
+         moves whole 4096-byte blocks)"
+    } else {
+        "this system has no O_DIRECT"
+    };
+    Err(io::Error::new(io::ErrorKind::Unsupported, why))
 }
 
 /// O_DIRECT support on `path`: for a directory, on a file made there without a name

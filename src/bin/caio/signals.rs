@@ -7,6 +7,9 @@
 //! an atomic copy's temporary file) and the command waits for the context to go idle
 //! before it exits; otherwise it exits at once. The exit status is 128 + the signal, as a
 //! shell reports it.
+//!
+//! On Windows, Ctrl-C and Ctrl-Break come through a console control handler, which
+//! Windows runs on a thread of its own: the same clean-up, with the status of SIGINT.
 
 use std::{
     future::Future,
@@ -39,6 +42,7 @@ fn state() -> std::sync::MutexGuard<'static, State> {
     STATE.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+#[cfg(unix)]
 fn signal_set() -> libc::sigset_t {
     let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
     // SAFETY: sigemptyset initialises the set; sigaddset only sets bits in it.
@@ -51,6 +55,7 @@ fn signal_set() -> libc::sigset_t {
 }
 
 /// Takes SIGINT and SIGTERM over; call first in `main`, before any thread starts.
+#[cfg(unix)]
 pub fn install() {
     let set = signal_set();
     // SAFETY: `set` is an initialised signal set; the old mask is not needed.
@@ -74,7 +79,25 @@ pub fn install() {
     }
 }
 
-fn on_signal(sig: libc::c_int) {
+/// Takes Ctrl-C and Ctrl-Break over; call first in `main`.
+#[cfg(windows)]
+pub fn install() {
+    /// SIGINT's number, for the exit status a shell reports.
+    const SIGINT: i32 = 2;
+    extern "system" fn handler(_event: u32) -> i32 {
+        on_signal(SIGINT);
+        // Handled: the main thread finishes the clean-up and exits.
+        1
+    }
+    #[link(name = "kernel32")]
+    extern "system" {
+        fn SetConsoleCtrlHandler(handler: Option<extern "system" fn(u32) -> i32>, add: i32) -> i32;
+    }
+    // SAFETY: registers a plain function that lives for the whole program.
+    unsafe { SetConsoleCtrlHandler(Some(handler), 1) };
+}
+
+fn on_signal(sig: i32) {
     let mut st = state();
     clean_up(&mut st);
     RECEIVED.store(sig, Ordering::SeqCst);
@@ -121,6 +144,7 @@ fn clean_up(st: &mut State) {
 /// ends by SIGPIPE, as a Unix tool does; on any other error, with status 1.
 pub fn stdout_failed(e: std::io::Error) -> ! {
     clean_up(&mut state());
+    #[cfg(unix)]
     if e.kind() == std::io::ErrorKind::BrokenPipe {
         // SAFETY: restores the default action of SIGPIPE and raises it on this thread,
         // which ends the process the way a shell expects of `cmd | head`.

@@ -1,7 +1,7 @@
 //! A `File` to and from std's and raw descriptors, and tokio's constructors and buffer
 //! size: what `tokio::fs::File` has beside its I/O.
 
-use std::os::fd::{AsFd, BorrowedFd, IntoRawFd};
+use crate::sys::c;
 
 use super::*;
 
@@ -46,17 +46,18 @@ impl File {
     pub(crate) fn from_std_at(ctx: Context, std: std::fs::File, path: PathBuf) -> File {
         let fd = OwnedFd::from(std);
         let raw = fd.as_raw_fd();
-        let flags = sys::status_flags(raw).unwrap_or(libc::O_RDWR);
-        let access = flags & libc::O_ACCMODE;
-        let file_type = sys::file_type(raw).unwrap_or(libc::S_IFREG);
-        #[cfg(any(target_os = "linux", target_os = "freebsd"))]
-        let direct = flags & libc::O_DIRECT != 0;
-        #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+        let flags = sys::status_flags(raw).unwrap_or(c::O_RDWR);
+        let access = flags & c::O_ACCMODE;
+        let file_type = sys::file_type(raw).unwrap_or(c::S_IFREG);
+        #[cfg(any(target_os = "linux", target_os = "freebsd", windows))]
+        let direct = flags & c::O_DIRECT != 0;
+        #[cfg(not(any(target_os = "linux", target_os = "freebsd", windows)))]
         let direct = false;
-        // Only Linux's O_DIRECT asks for aligned transfers.
-        let align = if direct && cfg!(target_os = "linux") {
+        // Only Linux's O_DIRECT and Windows' FILE_FLAG_NO_BUFFERING ask for aligned
+        // transfers.
+        let align = if direct && cfg!(any(target_os = "linux", windows)) {
             // Where it cannot be learnt, the alignment nearly every device has.
-            Some(crate::direct_alignment(raw).unwrap_or(DirectAlignment {
+            Some(crate::align::alignment_of(raw).unwrap_or(DirectAlignment {
                 memory: crate::DEFAULT_DIRECT_ALIGNMENT,
                 offset: crate::DEFAULT_DIRECT_ALIGNMENT,
                 source: crate::AlignmentSource::Default,
@@ -64,22 +65,22 @@ impl File {
         } else {
             None
         };
-        let seekable = file_type == libc::S_IFREG || file_type == libc::S_IFBLK;
-        let append = flags & libc::O_APPEND != 0;
+        let seekable = file_type == c::S_IFREG || file_type == c::S_IFBLK;
+        let append = flags & c::O_APPEND != 0;
         let known = Known {
             fd: Facts {
                 seekable,
                 direct,
-                memory: file_type == libc::S_IFREG && !direct && sys::is_memory_fs(raw),
+                memory: file_type == c::S_IFREG && !direct && sys::is_memory_fs(raw),
             },
             file_type,
             append,
-            readable: access == libc::O_RDONLY || access == libc::O_RDWR,
-            writable: access == libc::O_WRONLY || access == libc::O_RDWR,
+            readable: access == c::O_RDONLY || access == c::O_RDWR,
+            writable: access == c::O_WRONLY || access == c::O_RDWR,
             align,
         };
         let pos = if seekable {
-            sys::lseek(raw, 0, libc::SEEK_CUR).unwrap_or(0)
+            sys::lseek(raw, 0, c::SEEK_CUR).unwrap_or(0)
         } else {
             0
         };
@@ -133,7 +134,7 @@ impl File {
         let std =
             std.unwrap_or_else(|e| panic!("caio: File::into_std cannot keep the descriptor: {e}"));
         if let Ok(pos) = pos {
-            let _ = sys::lseek(std.as_raw_fd(), pos as i64, libc::SEEK_SET);
+            let _ = sys::lseek(std.as_raw_fd(), pos as i64, c::SEEK_SET);
         }
         std
     }
@@ -182,7 +183,7 @@ impl File {
         drop(cursor);
         let std = std::fs::File::from(fd);
         if let Some(pos) = pos {
-            let _ = sys::lseek(std.as_raw_fd(), pos as i64, libc::SEEK_SET);
+            let _ = sys::lseek(std.as_raw_fd(), pos as i64, c::SEEK_SET);
         }
         Ok(std)
     }
@@ -215,10 +216,9 @@ impl File {
     }
 }
 
-/// What to call a descriptor that came without a path: where `/proc` says it leads.
+/// What to call a descriptor that came without a path: where the OS says it leads.
 fn fd_path(fd: RawFd) -> PathBuf {
-    std::fs::read_link(format!("/proc/self/fd/{fd}"))
-        .unwrap_or_else(|_| PathBuf::from(format!("<descriptor {fd}>")))
+    sys::fd_path(fd).unwrap_or_else(|| PathBuf::from(format!("<descriptor {fd}>")))
 }
 
 impl From<std::fs::File> for File {
@@ -227,44 +227,124 @@ impl From<std::fs::File> for File {
     }
 }
 
-impl From<OwnedFd> for File {
-    fn from(fd: OwnedFd) -> File {
-        File::from_std(std::fs::File::from(fd))
-    }
-}
-
-impl FromRawFd for File {
-    /// As [`File::from_std`].
-    ///
-    /// # Safety
-    /// `fd` is an open descriptor that nothing else owns, as for `OwnedFd::from_raw_fd`.
-    unsafe fn from_raw_fd(fd: RawFd) -> File {
-        // SAFETY: the caller's promise, passed on.
-        File::from(unsafe { OwnedFd::from_raw_fd(fd) })
-    }
-}
-
-impl AsFd for File {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        // SAFETY: the descriptor stays open while `inner` lives, which `self` holds for
-        // the borrow's lifetime.
-        unsafe { BorrowedFd::borrow_raw(self.inner.fd) }
-    }
-}
-
-impl IntoRawFd for File {
-    /// The descriptor, now: as [`File::try_into_std`] when that can; else (a clone alive,
-    /// an operation in flight) a duplicate (`dup`), and this one closes when they let go.
+impl File {
+    /// The descriptor, owned: as [`File::try_into_std`] when that can; else (a clone
+    /// alive, an operation in flight) a duplicate, and this one closes when they let go.
     ///
     /// # Panics
     /// When that duplicate cannot be made (the process is out of descriptors).
-    fn into_raw_fd(self) -> RawFd {
+    fn into_owned_fd(self) -> OwnedFd {
         match self.try_into_std() {
-            Ok(std) => std.into_raw_fd(),
+            Ok(std) => std.into(),
             Err(file) => match sys::dup(file.inner.fd) {
-                Ok(fd) => fd.into_raw_fd(),
+                Ok(fd) => fd,
                 Err(e) => panic!("caio: File::into_raw_fd cannot duplicate the descriptor: {e}"),
             },
+        }
+    }
+}
+
+/// `std::os::fd`'s traits: a `File` is a descriptor, as std's is.
+#[cfg(unix)]
+mod unix_traits {
+    use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+
+    use super::File;
+
+    impl AsRawFd for File {
+        fn as_raw_fd(&self) -> RawFd {
+            self.inner.fd
+        }
+    }
+
+    impl From<OwnedFd> for File {
+        fn from(fd: OwnedFd) -> File {
+            File::from_std(std::fs::File::from(fd))
+        }
+    }
+
+    impl FromRawFd for File {
+        /// As [`File::from_std`].
+        ///
+        /// # Safety
+        /// `fd` is an open descriptor that nothing else owns, as for `OwnedFd::from_raw_fd`.
+        unsafe fn from_raw_fd(fd: RawFd) -> File {
+            // SAFETY: the caller's promise, passed on.
+            File::from(unsafe { OwnedFd::from_raw_fd(fd) })
+        }
+    }
+
+    impl AsFd for File {
+        fn as_fd(&self) -> BorrowedFd<'_> {
+            // SAFETY: the descriptor stays open while `inner` lives, which `self` holds
+            // for the borrow's lifetime.
+            unsafe { BorrowedFd::borrow_raw(self.inner.fd) }
+        }
+    }
+
+    impl IntoRawFd for File {
+        /// The descriptor, now: as [`File::try_into_std`] when that can; else (a clone
+        /// alive, an operation in flight) a duplicate (`dup`), and this one closes when
+        /// they let go.
+        ///
+        /// # Panics
+        /// When that duplicate cannot be made (the process is out of descriptors).
+        fn into_raw_fd(self) -> RawFd {
+            self.into_owned_fd().into_raw_fd()
+        }
+    }
+}
+
+/// `std::os::windows::io`'s traits: a `File` is a handle, as std's is.
+#[cfg(windows)]
+mod windows_traits {
+    use std::os::windows::io::{
+        AsHandle, AsRawHandle, BorrowedHandle, FromRawHandle, IntoRawHandle, OwnedHandle, RawHandle,
+    };
+
+    use super::File;
+
+    impl AsRawHandle for File {
+        fn as_raw_handle(&self) -> RawHandle {
+            self.inner.fd as RawHandle
+        }
+    }
+
+    impl From<OwnedHandle> for File {
+        fn from(h: OwnedHandle) -> File {
+            File::from_std(std::fs::File::from(h))
+        }
+    }
+
+    impl FromRawHandle for File {
+        /// As [`File::from_std`].
+        ///
+        /// # Safety
+        /// `handle` is an open file handle that nothing else owns, as for
+        /// `OwnedHandle::from_raw_handle`.
+        unsafe fn from_raw_handle(handle: RawHandle) -> File {
+            // SAFETY: the caller's promise, passed on.
+            File::from(unsafe { OwnedHandle::from_raw_handle(handle) })
+        }
+    }
+
+    impl AsHandle for File {
+        fn as_handle(&self) -> BorrowedHandle<'_> {
+            // SAFETY: the handle stays open while `inner` lives, which `self` holds for
+            // the borrow's lifetime.
+            unsafe { BorrowedHandle::borrow_raw(self.inner.fd as RawHandle) }
+        }
+    }
+
+    impl IntoRawHandle for File {
+        /// The handle, now: as [`File::try_into_std`] when that can; else (a clone
+        /// alive, an operation in flight) a duplicate (`DuplicateHandle`), and this one
+        /// closes when they let go.
+        ///
+        /// # Panics
+        /// When that duplicate cannot be made.
+        fn into_raw_handle(self) -> RawHandle {
+            self.into_owned_fd().into_raw_handle()
         }
     }
 }

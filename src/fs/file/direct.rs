@@ -3,6 +3,8 @@
 //! second, buffered descriptor (the twin).
 
 use super::*;
+#[cfg(unix)]
+use crate::sys::c;
 
 impl File {
     pub(super) async fn read_at_now(&self, nbytes: usize, offset: u64) -> io::Result<Buffer> {
@@ -108,15 +110,26 @@ impl File {
             return Ok(t);
         }
         if !i.known.writable {
-            return Err(io::Error::from_raw_os_error(libc::EBADF));
+            return Err(io::Error::from_raw_os_error(crate::sys::WRONG_ACCESS));
         }
-        let open = Meta::Open {
-            path: cstring(Path::new(&format!("/proc/self/fd/{}", i.fd)))?,
-            flags: libc::O_WRONLY,
-            mode: 0,
-            direct: false,
+        #[cfg(unix)]
+        let fd = {
+            let open = Meta::Open {
+                path: crate::sys::os_path(Path::new(&format!("/proc/self/fd/{}", i.fd)))?,
+                flags: c::O_WRONLY,
+                mode: 0,
+                direct: false,
+            };
+            i.ctx.meta(-1, open, Some(&i.info), opened).await?.fd
         };
-        let fd = i.ctx.meta(-1, open, Some(&i.info), opened).await?.fd;
+        // The same file, not a path that may lead elsewhere by now: `ReOpenFile`.
+        #[cfg(windows)]
+        let fd = {
+            let raw = i.fd;
+            i.ctx
+                .run(Some(&i.info), move || crate::sys::reopen_buffered(raw))
+                .await?
+        };
         let raw = fd.as_raw_fd();
         let owner = FdOwner::new(fd, i.ctx.clone());
         let twin = Twin {

@@ -12,22 +12,21 @@ mod options;
 mod owner;
 mod stream;
 
+use crate::sys::c;
 pub use cursor::DEFAULT_MAX_BUF_SIZE;
+#[cfg(unix)]
+pub(crate) use options::opened;
 pub use options::OpenOptions;
-pub(crate) use options::{cstring, opened};
 use owner::FdOwner;
 
+use crate::sys::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
 use std::{
-    ffi::CString,
     fmt,
     fs::{Metadata, Permissions},
     future::Future,
     io,
     mem::ManuallyDrop,
-    os::{
-        fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
-        unix::ffi::OsStrExt,
-    },
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
 };
@@ -52,7 +51,7 @@ struct Known {
     /// Seekable (anything else is read and written in sequence), O_DIRECT, in memory.
     fd: Facts,
     /// `st_mode & S_IFMT`, to name the type in errors.
-    file_type: libc::mode_t,
+    file_type: c::mode_t,
     append: bool,
     readable: bool,
     writable: bool,
@@ -60,13 +59,13 @@ struct Known {
 }
 
 /// "a FIFO or pipe", "a socket"...: a file type (`st_mode & S_IFMT`) in words.
-pub(crate) fn type_name(t: libc::mode_t) -> &'static str {
+pub(crate) fn type_name(t: c::mode_t) -> &'static str {
     match t {
-        libc::S_IFIFO => "a FIFO or pipe",
-        libc::S_IFSOCK => "a socket",
-        libc::S_IFCHR => "a character device",
-        libc::S_IFDIR => "a directory",
-        libc::S_IFBLK => "a block device",
+        c::S_IFIFO => "a FIFO or pipe",
+        c::S_IFSOCK => "a socket",
+        c::S_IFCHR => "a character device",
+        c::S_IFDIR => "a directory",
+        c::S_IFBLK => "a block device",
         _ => "a regular file",
     }
 }
@@ -205,12 +204,6 @@ impl fmt::Debug for File {
             .field("append", &self.inner.known.append)
             .field("implementation", &self.inner.ctx.implementation())
             .finish()
-    }
-}
-
-impl AsRawFd for File {
-    fn as_raw_fd(&self) -> RawFd {
-        self.inner.fd
     }
 }
 
@@ -643,13 +636,14 @@ impl File {
         })
     }
 
-    /// EBADF that names the access the file was not opened for.
+    /// The OS error of a call the file was not opened for (EBADF; on Windows
+    /// `ERROR_ACCESS_DENIED`), naming the access.
     fn check_access(&self, write: bool) -> io::Result<()> {
         let f = &self.inner.known;
         if (write && !f.writable) || (!write && !f.readable) {
             let what = if write { "writing" } else { "reading" };
             return Err(explained(
-                libc::EBADF,
+                sys::WRONG_ACCESS,
                 format!("{} is not opened for {what}", self.inner.path.display()),
             ));
         }
@@ -661,9 +655,9 @@ impl File {
     fn check_positional(&self, write: bool) -> io::Result<()> {
         self.check_access(write)?;
         let t = self.inner.known.file_type;
-        if t == libc::S_IFIFO || t == libc::S_IFSOCK {
+        if t == c::S_IFIFO || t == c::S_IFSOCK {
             return Err(explained(
-                libc::ESPIPE,
+                c::ESPIPE,
                 format!(
                     "{} is {}: reading or writing at an offset needs a regular file or \
                      device; use reader(), writer(), lines() or chunks()",
@@ -678,7 +672,7 @@ impl File {
     /// ESPIPE for a seek on a file read or written in sequence, naming its type.
     pub(crate) fn cannot_seek(&self) -> io::Error {
         explained(
-            libc::ESPIPE,
+            c::ESPIPE,
             format!(
                 "{} is {}: it is read and written in sequence and cannot seek",
                 self.inner.path.display(),

@@ -1,6 +1,7 @@
 //! [`OpenOptions`], the open through the backend, and what it makes.
 
 use super::*;
+use crate::sys::c;
 
 /// Options for opening a [`File`], like [`std::fs::OpenOptions`], plus O_DIRECT and the
 /// [`Context`] to run on.
@@ -19,8 +20,9 @@ pub struct OpenOptions {
     create_new: bool,
     truncate: bool,
     direct: bool,
+    #[cfg(unix)]
     mode: Option<u32>,
-    custom_flags: libc::c_int,
+    custom_flags: CustomFlags,
     context: Option<Context>,
     /// Options that came from std's (`From<std::fs::OpenOptions>`), which cannot be read
     /// back: kept, every setter applied to them too, and opened by std.
@@ -119,13 +121,19 @@ impl OpenOptions {
     ///   `None`).
     /// - **macOS**: `F_NOCACHE` on the new descriptor: reads and writes do not fill the
     ///   cache, but data already cached may still be used; no alignment is asked.
+    /// - **Windows**: `FILE_FLAG_NO_BUFFERING | FILE_FLAG_WRITE_THROUGH`. Transfers must
+    ///   be whole sectors at sector-aligned offsets and memory; caio meets that as on Linux,
+    ///   with the common 4096-byte alignment (Windows has no per-file query for it). Wine
+    ///   ignores the flag, so there the cache is used.
     /// - Elsewhere, `open` fails with `Unsupported`.
     pub fn direct(&mut self, on: bool) -> &mut Self {
         self.direct = on;
         self
     }
 
-    /// Permission bits for a created file (default `0o666`, less the umask).
+    /// Permission bits for a created file (default `0o666`, less the umask). Unix only,
+    /// as std's `OpenOptionsExt::mode`.
+    #[cfg(unix)]
     pub fn mode(&mut self, mode: u32) -> &mut Self {
         self.mode = Some(mode);
         self
@@ -144,8 +152,20 @@ impl OpenOptions {
     ///     .await?;
     /// # let _ = file; Ok(()) }
     /// ```
+    #[cfg(unix)]
     pub fn custom_flags(&mut self, flags: i32) -> &mut Self {
-        self.custom_flags = flags as libc::c_int;
+        self.custom_flags = flags as c::c_int;
+        self
+    }
+
+    /// More `CreateFileW` flags and attributes (`dwFlagsAndAttributes`: the
+    /// `FILE_FLAG_*` and `FILE_ATTRIBUTE_*` bits), as
+    /// `std::os::windows::fs::OpenOptionsExt::custom_flags` and tokio's on Windows.
+    /// `FILE_FLAG_OVERLAPPED` is accepted: caio waits for each call on such a handle.
+    /// `FILE_FLAG_NO_BUFFERING` is as [`direct`](Self::direct).
+    #[cfg(windows)]
+    pub fn custom_flags(&mut self, flags: u32) -> &mut Self {
+        self.custom_flags = flags;
         self
     }
 
@@ -181,14 +201,14 @@ impl OpenOptions {
     }
 
     /// The `open(2)` flags, with the same rules as `std::fs::OpenOptions`.
-    fn flags(&self) -> io::Result<libc::c_int> {
-        let einval = || Err(io::Error::from_raw_os_error(libc::EINVAL));
+    fn flags(&self) -> io::Result<c::c_int> {
+        let einval = || Err(io::Error::from_raw_os_error(c::EINVAL));
         let access = match (self.read, self.write, self.append) {
-            (true, false, false) => libc::O_RDONLY,
-            (false, true, false) => libc::O_WRONLY,
-            (true, true, false) => libc::O_RDWR,
-            (false, _, true) => libc::O_WRONLY | libc::O_APPEND,
-            (true, _, true) => libc::O_RDWR | libc::O_APPEND,
+            (true, false, false) => c::O_RDONLY,
+            (false, true, false) => c::O_WRONLY,
+            (true, true, false) => c::O_RDWR,
+            (false, _, true) => c::O_WRONLY | c::O_APPEND,
+            (true, _, true) => c::O_RDWR | c::O_APPEND,
             (false, false, false) => return einval(),
         };
         match (self.write, self.append) {
@@ -198,28 +218,44 @@ impl OpenOptions {
             _ => {}
         }
         let creation = match (self.create, self.truncate, self.create_new) {
-            (_, _, true) => libc::O_CREAT | libc::O_EXCL,
-            (true, true, false) => libc::O_CREAT | libc::O_TRUNC,
-            (true, false, false) => libc::O_CREAT,
-            (false, true, false) => libc::O_TRUNC,
+            (_, _, true) => c::O_CREAT | c::O_EXCL,
+            (true, true, false) => c::O_CREAT | c::O_TRUNC,
+            (true, false, false) => c::O_CREAT,
+            (false, true, false) => c::O_TRUNC,
             (false, false, false) => 0,
         };
-        let direct = if self.direct { direct_flag()? } else { 0 };
-        Ok(access | creation | direct | (self.custom_flags & !libc::O_ACCMODE))
+        let direct = if self.wants_direct() {
+            direct_flag()?
+        } else {
+            0
+        };
+        // Windows' custom flags are CreateFileW's, not open(2)'s: they go to the open
+        // on their own (`Meta::Open`'s `mode`).
+        #[cfg(unix)]
+        let custom = self.custom_flags & !c::O_ACCMODE;
+        #[cfg(windows)]
+        let custom = 0;
+        Ok(access | creation | direct | custom)
     }
 
     /// O_DIRECT, asked for by `direct` or among the custom flags.
     fn wants_direct(&self) -> bool {
         #[cfg(any(target_os = "linux", target_os = "freebsd"))]
-        let custom = self.custom_flags & libc::O_DIRECT != 0;
-        #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+        let custom = self.custom_flags & c::O_DIRECT != 0;
+        #[cfg(windows)]
+        let custom = self.custom_flags & FILE_FLAG_NO_BUFFERING != 0;
+        #[cfg(not(any(target_os = "linux", target_os = "freebsd", windows)))]
         let custom = false;
         self.direct || custom
     }
 
     /// O_APPEND, asked for by `append` or among the custom flags.
     fn wants_append(&self) -> bool {
-        self.append || self.custom_flags & libc::O_APPEND != 0
+        #[cfg(unix)]
+        let custom = self.custom_flags & c::O_APPEND != 0;
+        #[cfg(windows)]
+        let custom = false;
+        self.append || custom
     }
 
     async fn open_async(self, path: PathBuf) -> io::Result<File> {
@@ -228,13 +264,28 @@ impl OpenOptions {
             None => Context::global_async().await?,
         };
         if let Some(mut std) = self.std.clone() {
-            use std::os::unix::fs::OpenOptionsExt;
-            let direct = if self.direct { direct_flag()? } else { 0 };
-            if self.custom_flags != 0 || direct != 0 {
-                std.custom_flags(self.custom_flags | direct);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                let direct = if self.direct { direct_flag()? } else { 0 };
+                if self.custom_flags != 0 || direct != 0 {
+                    std.custom_flags(self.custom_flags | direct);
+                }
+                if let Some(mode) = self.mode {
+                    std.mode(mode);
+                }
             }
-            if let Some(mode) = self.mode {
-                std.mode(mode);
+            #[cfg(windows)]
+            {
+                use std::os::windows::fs::OpenOptionsExt;
+                let direct = if self.direct {
+                    FILE_FLAG_NO_BUFFERING | FILE_FLAG_WRITE_THROUGH
+                } else {
+                    0
+                };
+                if self.custom_flags != 0 || direct != 0 {
+                    std.custom_flags(self.custom_flags | direct);
+                }
             }
             let on = ctx.clone();
             // What the file layer needs to know of it is asked of the descriptor there too.
@@ -246,16 +297,19 @@ impl OpenOptions {
                 .await;
         }
         let open = Meta::Open {
-            path: cstring(&path)?,
+            path: crate::sys::os_path(&path)?,
             flags: self.flags()?,
-            mode: self.mode.unwrap_or(0o666) as libc::mode_t,
+            #[cfg(unix)]
+            mode: self.mode.unwrap_or(0o666) as c::mode_t,
+            #[cfg(windows)]
+            mode: self.custom_flags,
             direct: self.wants_direct(),
         };
         let direct = self.wants_direct();
         let append = self.wants_append();
         let opened = ctx.meta(-1, open, None, opened).await.map_err(|e| {
             let refused =
-                e.raw_os_error() == Some(libc::EINVAL) || e.kind() == io::ErrorKind::Unsupported;
+                e.raw_os_error() == Some(c::EINVAL) || e.kind() == io::ErrorKind::Unsupported;
             if direct && refused {
                 direct_refused(&path, e)
             } else {
@@ -289,7 +343,7 @@ impl File {
             path,
             Known {
                 fd: Facts {
-                    seekable: o.file_type == libc::S_IFREG || o.file_type == libc::S_IFBLK,
+                    seekable: o.file_type == c::S_IFREG || o.file_type == c::S_IFBLK,
                     direct,
                     memory: o.memory,
                 },
@@ -305,17 +359,35 @@ impl File {
 
 /// The `open(2)` flag of `direct(true)`: `O_DIRECT` on Linux and FreeBSD; none on macOS,
 /// where the open sets `F_NOCACHE` instead.
-fn direct_flag() -> io::Result<libc::c_int> {
-    #[cfg(any(target_os = "linux", target_os = "freebsd"))]
-    return Ok(libc::O_DIRECT);
+fn direct_flag() -> io::Result<c::c_int> {
+    #[cfg(any(target_os = "linux", target_os = "freebsd", windows))]
+    return Ok(c::O_DIRECT);
     #[cfg(target_vendor = "apple")]
     return Ok(0);
-    #[cfg(not(any(target_os = "linux", target_os = "freebsd", target_vendor = "apple")))]
+    #[cfg(not(any(
+        target_os = "linux",
+        target_os = "freebsd",
+        target_vendor = "apple",
+        windows
+    )))]
     Err(io::Error::new(
         io::ErrorKind::Unsupported,
         "this system has no way to bypass the page cache",
     ))
 }
+
+/// The flags and attributes of `CreateFileW` a custom flag or `direct` may give.
+#[cfg(windows)]
+const FILE_FLAG_NO_BUFFERING: u32 = 0x2000_0000;
+#[cfg(windows)]
+const FILE_FLAG_WRITE_THROUGH: u32 = 0x8000_0000;
+
+/// The type of [`OpenOptions::custom_flags`]: `open(2)` flags on Unix, `CreateFileW`'s
+/// `dwFlagsAndAttributes` on Windows.
+#[cfg(unix)]
+type CustomFlags = c::c_int;
+#[cfg(windows)]
+type CustomFlags = u32;
 
 /// What an `open` made.
 pub(crate) fn opened(c: Completion) -> Opened {
@@ -323,15 +395,4 @@ pub(crate) fn opened(c: Completion) -> Opened {
         Out::Opened(o) => o,
         _ => unreachable!("an open completes with its descriptor"),
     }
-}
-
-/// A path as the C string `open(2)` and friends take; a NUL byte inside is an error of
-/// kind `InvalidInput`, as in `std`.
-pub(crate) fn cstring(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes()).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("path {:?} contains a NUL byte", path),
-        )
-    })
 }
