@@ -1,6 +1,9 @@
 //! A storage engine's read loop allocates nothing once warm: reads into the caller's
 //! buffers through `read_at_into`, counted by a global allocator that counts every
 //! allocation of the process (the backends' threads included).
+// Unix: these tests use descriptors, fork, signals or Unix permissions; the Windows
+// suites are conformance, files, paths and copy (run under wine in CI).
+#![cfg(unix)]
 
 mod util;
 

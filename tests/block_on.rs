@@ -5,6 +5,9 @@
 //!
 //! Each wait that would hang is bounded (`within`), so that a lost wake fails the test
 //! instead of hanging it. The bounds are liveness limits with a wide margin, not timings.
+// Unix: these tests use descriptors, fork, signals or Unix permissions; the Windows
+// suites are conformance, files, paths and copy (run under wine in CI).
+#![cfg(unix)]
 
 mod util;
 

@@ -1,4 +1,7 @@
 //! The `caio` command: info, copy, bench, and one clear line for every error.
+// Unix: these tests use descriptors, fork, signals or Unix permissions; the Windows
+// suites are conformance, files, paths and copy (run under wine in CI).
+#![cfg(unix)]
 #![cfg(feature = "cli")]
 
 mod util;

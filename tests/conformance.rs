@@ -3,12 +3,13 @@
 
 mod util;
 
-use std::{io, os::unix::io::AsRawFd, sync::Arc};
+use std::{io, sync::Arc};
 
 use caio::{Buffer, Context, Implementation};
 use futures::future::join_all;
-use util::{backends, block_on, ctx, ctx_with, pattern, poll_once, Scratch};
+use util::{backends, block_on, ctx, ctx_with, pattern, poll_once, raw, Scratch};
 
+#[cfg(unix)]
 fn errno<T: std::fmt::Debug>(r: io::Result<T>) -> i32 {
     r.expect_err("expected an OS error")
         .raw_os_error()
@@ -167,6 +168,7 @@ fn many_concurrent_writes_at_distinct_offsets_then_fdsync() {
     }
 }
 
+#[cfg(unix)]
 #[test]
 fn bad_and_closed_descriptors_are_ebadf() {
     for i in backends() {
@@ -198,6 +200,7 @@ fn bad_and_closed_descriptors_are_ebadf() {
     }
 }
 
+#[cfg(unix)]
 #[test]
 fn a_descriptor_without_the_needed_access_is_ebadf() {
     for i in backends() {
@@ -210,21 +213,14 @@ fn a_descriptor_without_the_needed_access_is_ebadf() {
             .open(&s.path)
             .unwrap();
         block_on(async {
-            assert_eq!(
-                errno(c.write("x", ro.as_raw_fd(), 0).await),
-                libc::EBADF,
-                "{i}"
-            );
-            assert_eq!(
-                errno(c.read(4, wo.as_raw_fd(), 0).await),
-                libc::EBADF,
-                "{i}"
-            );
+            assert_eq!(errno(c.write("x", raw(&ro), 0).await), libc::EBADF, "{i}");
+            assert_eq!(errno(c.read(4, raw(&wo), 0).await), libc::EBADF, "{i}");
         });
         assert_eq!(s.contents(), b"content", "{i}: nothing was written");
     }
 }
 
+#[cfg(unix)]
 #[test]
 fn a_directory_is_eisdir_and_a_pipe_is_espipe() {
     for i in backends() {
@@ -234,16 +230,12 @@ fn a_directory_is_eisdir_and_a_pipe_is_espipe() {
         // SAFETY: `fds` has room for the two descriptors pipe returns.
         assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
         block_on(async {
-            let e = errno(c.read(10, dir.as_raw_fd(), 0).await);
+            let e = errno(c.read(10, raw(&dir), 0).await);
             assert!(
                 e == libc::EISDIR || e == libc::EINVAL,
                 "{i}: directory gave errno {e}"
             );
-            assert_eq!(
-                errno(c.write("x", dir.as_raw_fd(), 0).await),
-                libc::EBADF,
-                "{i}"
-            );
+            assert_eq!(errno(c.write("x", raw(&dir), 0).await), libc::EBADF, "{i}");
             assert_eq!(
                 errno(c.read(10, fds[0], 0).await),
                 libc::ESPIPE,
@@ -617,10 +609,11 @@ fn context_and_futures_are_send_sync_static() {
     fn send_static<T: Send + 'static>(_: &T) {}
     let c = ctx(Implementation::Blocking);
     send_sync(&c);
-    send_static(&c.read(1, 0, 0));
-    send_static(&c.write("x", 0, 0));
-    send_static(&c.fsync(0));
-    send_static(&c.fdsync(0));
+    let s = Scratch::new();
+    send_static(&c.read(1, s.fd(), 0));
+    send_static(&c.write("x", s.fd(), 0));
+    send_static(&c.fsync(s.fd()));
+    send_static(&c.fdsync(s.fd()));
     fn buffer_traits<T: Send + Sync + Clone + Eq + std::fmt::Debug + AsRef<[u8]>>() {}
     buffer_traits::<Buffer>();
 }
@@ -657,4 +650,114 @@ fn direct_alignment_is_discovered_and_sane() {
         caio::direct_alignment(-1).unwrap_err().raw_os_error(),
         Some(libc::EBADF)
     );
+}
+
+/// What std's own call on the same handle gives: caio's errors carry the Windows error
+/// code and the `ErrorKind` std maps it to.
+#[cfg(windows)]
+fn same_as_std<T: std::fmt::Debug, U: std::fmt::Debug>(
+    what: &str,
+    caio: io::Result<T>,
+    std: io::Result<U>,
+) {
+    let (c, s) = (caio.expect_err(what), std.expect_err(what));
+    assert!(
+        c.raw_os_error().is_some(),
+        "{what}: {c:?} has no Windows error code"
+    );
+    assert_eq!(
+        c.raw_os_error(),
+        s.raw_os_error(),
+        "{what}: {c:?} against std's {s:?}"
+    );
+    assert_eq!(c.kind(), s.kind(), "{what}");
+}
+
+#[cfg(windows)]
+#[test]
+fn a_bad_handle_fails_as_std_does() {
+    use std::os::windows::{fs::FileExt, io::FromRawHandle};
+    for i in backends() {
+        let c = ctx(i);
+        // Null, and a value far above any handle a process is given: never open.
+        for h in [std::ptr::null_mut(), 0x7fff_fff0 as caio::RawFd] {
+            // SAFETY: a handle value that is not open: every call on it fails, and
+            // ManuallyDrop never closes it.
+            let bad = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_handle(h) });
+            block_on(async {
+                let mut b = [0u8; 10];
+                same_as_std(
+                    &format!("{i} read {h:?}"),
+                    c.read(10, h, 0).await,
+                    bad.seek_read(&mut b, 0),
+                );
+                same_as_std(
+                    &format!("{i} write {h:?}"),
+                    c.write("x", h, 0).await,
+                    bad.seek_write(b"x", 0),
+                );
+                same_as_std(
+                    &format!("{i} fsync {h:?}"),
+                    c.fsync(h).await,
+                    bad.sync_all(),
+                );
+                same_as_std(
+                    &format!("{i} fdsync {h:?}"),
+                    c.fdsync(h).await,
+                    bad.sync_data(),
+                );
+            });
+        }
+    }
+}
+
+#[cfg(windows)]
+#[test]
+fn a_handle_without_the_needed_access_fails_as_std_does() {
+    use std::os::windows::fs::FileExt;
+    for i in backends() {
+        let c = ctx(i);
+        let s = Scratch::new();
+        std::fs::write(&s.path, b"content").unwrap();
+        let ro = std::fs::File::open(&s.path).unwrap();
+        let wo = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&s.path)
+            .unwrap();
+        block_on(async {
+            same_as_std(
+                &format!("{i} write to read-only"),
+                c.write("x", raw(&ro), 0).await,
+                ro.seek_write(b"x", 0),
+            );
+            let mut b = [0u8; 4];
+            same_as_std(
+                &format!("{i} read of write-only"),
+                c.read(4, raw(&wo), 0).await,
+                wo.seek_read(&mut b, 0),
+            );
+        });
+        assert_eq!(s.contents(), b"content", "{i}: nothing was written");
+    }
+}
+
+#[cfg(windows)]
+#[test]
+fn positional_calls_leave_caio_files_cursor_alone() {
+    // A Windows call at an offset moves the handle's own file pointer: caio's `File`
+    // keeps its cursor apart, so cursor reads still start where they were.
+    use futures::{AsyncReadExt, AsyncSeekExt};
+    for i in backends() {
+        let c = ctx(i);
+        let s = Scratch::new();
+        std::fs::write(&s.path, b"0123456789").unwrap();
+        let mut f = util::open_rw(&c, &s.path, false);
+        block_on(async {
+            f.seek(io::SeekFrom::Start(2)).await.unwrap();
+            assert_eq!(&f.read_at(3, 7).await.unwrap()[..], b"789", "{i}");
+            let mut two = [0u8; 2];
+            f.read_exact(&mut two).await.unwrap();
+            assert_eq!(&two, b"23", "{i}");
+        });
+    }
 }

@@ -1,6 +1,9 @@
 //! Owned-buffer and vectored I/O, on every available implementation: the caller's buffers
 //! go in and come back (on errors too), filled or written as std's positional and vectored
 //! calls would, with any memory alignment and, on O_DIRECT files, any offset.
+// Unix: these tests use descriptors, fork, signals or Unix permissions; the Windows
+// suites are conformance, files, paths and copy (run under wine in CI).
+#![cfg(unix)]
 
 mod util;
 

@@ -2,6 +2,9 @@
 //! `tokio::fs`, compiled here once after `use tokio::fs;` and once after `use caio::fs;`.
 //! Both mirror the same tree, then mirror it again after it changed; their summaries and
 //! the trees they leave must be the same, on every backend.
+// Unix: under wine, std's (so tokio's) copy counts 0 bytes (CopyFileExW reports no
+// progress there), and the program logs the count, so the two trees cannot match.
+#![cfg(unix)]
 #![cfg(feature = "tokio")]
 
 mod util;

@@ -2,6 +2,9 @@
 //! the same results, errors and files afterwards; and what a tokio program relies on
 //! beyond the calls: a dropped file's write kept at exit, warnings it can see,
 //! conversions to and from std's files and descriptors, `Send + Sync` futures.
+// Unix: these tests use descriptors, fork, signals or Unix permissions; the Windows
+// suites are conformance, files, paths and copy (run under wine in CI).
+#![cfg(unix)]
 #![cfg(feature = "tokio")]
 
 mod util;

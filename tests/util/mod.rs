@@ -5,7 +5,6 @@
 use std::os::unix::fs::OpenOptionsExt;
 use std::{
     fs::{File, OpenOptions},
-    os::unix::io::{AsRawFd, RawFd},
     path::PathBuf,
 };
 
@@ -84,8 +83,8 @@ impl Scratch {
         Scratch { dir, path, file }
     }
 
-    pub fn fd(&self) -> RawFd {
-        self.file.as_raw_fd()
+    pub fn fd(&self) -> caio::RawFd {
+        raw(&self.file)
     }
 
     pub fn contents(&self) -> Vec<u8> {
@@ -135,9 +134,38 @@ pub fn wait_for_threads(before: usize, limit: std::time::Duration, what: &str) {
     }
 }
 
+/// The OS error codes the tests expect, by their Unix names. On Windows, the code std's
+/// own calls give in the same case (a write on a read-only handle is `ERROR_ACCESS_DENIED`
+/// there, EBADF on Unix).
+#[cfg(unix)]
+#[allow(unused_imports)]
+pub mod code {
+    pub use libc::EBADF;
+    /// A read or write the file was not opened for.
+    pub const WRONG_ACCESS: i32 = libc::EBADF;
+}
+#[cfg(windows)]
+pub mod code {
+    /// `ERROR_INVALID_HANDLE`.
+    pub const EBADF: i32 = 6;
+    /// `ERROR_ACCESS_DENIED`.
+    pub const WRONG_ACCESS: i32 = 5;
+}
+
+/// The raw file a `Context` takes: the descriptor on Unix, the handle on Windows.
+pub fn raw(f: &File) -> caio::RawFd {
+    #[cfg(unix)]
+    return std::os::unix::io::AsRawFd::as_raw_fd(f);
+    #[cfg(windows)]
+    return std::os::windows::io::AsRawHandle::as_raw_handle(f);
+}
+
 pub fn is_root() -> bool {
     // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    #[cfg(unix)]
+    return unsafe { libc::geteuid() == 0 };
+    #[cfg(windows)]
+    return false;
 }
 
 pub fn dir() -> tempfile::TempDir {
@@ -357,6 +385,7 @@ impl Drop for Mount {
 }
 
 /// Fraction of the file's pages in the page cache (mincore).
+#[cfg(unix)]
 pub fn resident_fraction(path: &std::path::Path) -> f64 {
     let f = std::fs::File::open(path).unwrap();
     let len = f.metadata().unwrap().len() as usize;
@@ -459,6 +488,7 @@ pub fn run_test_child(
 /// Forks; the child runs `f` and leaves with its exit code (`_exit`, so none of the
 /// parent's exit handlers run there). `Some(code)`, or `None` when the child did not exit
 /// within `limit` (it is then killed) or died of a signal.
+#[cfg(unix)]
 pub fn in_forked_child(limit: std::time::Duration, f: impl FnOnce() -> i32) -> Option<i32> {
     // SAFETY: the child runs only `f` (caio and std code) and leaves with `_exit`.
     let pid = unsafe { libc::fork() };
