@@ -144,6 +144,13 @@ fn open_opts(opts: &CopyOptions, ctx: &Context) -> OpenOptions {
 
 async fn copy_now(src: PathBuf, dst: PathBuf, opts: CopyOptions) -> io::Result<u64> {
     ahead::check(opts.chunk, opts.depth)?;
+    // std on Windows converts both paths before it calls CopyFileExW: a NUL in either is
+    // its first error.
+    #[cfg(windows)]
+    {
+        sys::os_path(&src)?;
+        sys::os_path(&dst)?;
+    }
     let ctx = match &opts.context {
         Some(c) => c.clone(),
         None => Context::global_async().await?,
@@ -187,7 +194,7 @@ async fn copy_now(src: PathBuf, dst: PathBuf, opts: CopyOptions) -> io::Result<u
     let dst_meta = dst_meta?;
     if let Some(m) = &dst_meta {
         if m.is_dir() {
-            return Err(io::Error::from_raw_os_error(c::EISDIR));
+            return Err(onto_directory());
         }
         if same {
             return Err(io::Error::new(
@@ -235,6 +242,15 @@ fn not_regular() -> io::Error {
 #[cfg(windows)]
 fn not_regular() -> io::Error {
     io::Error::from_raw_os_error(sys::WRONG_ACCESS)
+}
+
+/// std's error for a copy onto a directory: EISDIR, as the open for writing gives it; on
+/// Windows, CopyFileExW's `ERROR_ACCESS_DENIED`.
+fn onto_directory() -> io::Error {
+    #[cfg(unix)]
+    return io::Error::from_raw_os_error(c::EISDIR);
+    #[cfg(windows)]
+    return io::Error::from_raw_os_error(sys::WRONG_ACCESS);
 }
 
 /// The metadata of a regular file, else std's error for a copy source.

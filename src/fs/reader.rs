@@ -1,6 +1,6 @@
 //! [`Reader`]: `AsyncRead + AsyncBufRead + AsyncSeek` with read-ahead.
 
-use crate::sys::c;
+use crate::sys;
 use std::{
     fmt,
     future::Future,
@@ -191,10 +191,11 @@ pub(crate) fn seek_target(current: u64, to: SeekFrom, len: Option<u64>) -> io::R
             d,
         ),
     };
-    // EINVAL, as lseek(2) says it (and std, and tokio through it).
+    // As the OS says it (and std, and tokio through it): lseek(2)'s EINVAL;
+    // SetFilePointerEx's ERROR_NEGATIVE_SEEK.
     base.checked_add_signed(delta)
         .filter(|&t| i64::try_from(t).is_ok())
-        .ok_or_else(|| io::Error::from_raw_os_error(c::EINVAL))
+        .ok_or_else(|| io::Error::from_raw_os_error(sys::NEGATIVE_SEEK))
 }
 
 /// A file length being fetched through the backend, for a seek from the end (or a

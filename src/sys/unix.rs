@@ -611,3 +611,6 @@ pub(crate) const WRONG_ACCESS: i32 = libc::EBADF;
 pub(crate) fn fd_path(fd: RawFd) -> Option<std::path::PathBuf> {
     std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()
 }
+
+/// The error of a seek to before the start of a file, as `lseek` gives it.
+pub(crate) const NEGATIVE_SEEK: i32 = libc::EINVAL;

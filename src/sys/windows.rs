@@ -280,6 +280,10 @@ extern "system" {
 /// `WriteFile` give it: `ERROR_ACCESS_DENIED`.
 pub(crate) const WRONG_ACCESS: i32 = 5;
 
+/// The error of a seek to before the start of a file, as `SetFilePointerEx` gives it:
+/// `ERROR_NEGATIVE_SEEK`.
+pub(crate) const NEGATIVE_SEEK: i32 = 131;
+
 fn handle(fd: RawFd) -> RawHandle {
     fd as RawHandle
 }
