@@ -92,8 +92,10 @@ pub mod tools;
 pub use align::{direct_alignment, AlignmentSource, DirectAlignment, DEFAULT_DIRECT_ALIGNMENT};
 pub use buffer::{Buffer, ALIGNMENT};
 pub use context::op::{
-    BufFuture, BufOperation, Operation, ReadFuture, SyncFuture, VectoredFuture, WriteFuture,
+    BufFuture, BufOperation, Operation, Priority, ReadFuture, SyncFuture, VectoredFuture,
+    WriteFuture,
 };
+pub use context::stats::{Fallbacks, Stats};
 pub use context::{
     default_threads, Builder, Context, WaitIdle, DEFAULT_MAX_REQUESTS, MAX_MAX_REQUESTS,
     MAX_THREADS,

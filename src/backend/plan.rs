@@ -7,7 +7,7 @@ use std::{io, sync::Arc};
 
 #[cfg(target_os = "linux")]
 use super::Class;
-use super::{request::Vectored, Bufs, Completer, Kind, Meta, Out, Request};
+use super::{request::Vectored, Bufs, Completer, Controls, Kind, Meta, Out, Request};
 use crate::{
     buffer::{Buffer, ALIGNMENT},
     sys,
@@ -19,6 +19,8 @@ pub(crate) struct Plan {
     pub offset: u64,
     pub what: What,
     pub file: Option<FdInfo>,
+    /// The caller's per-operation controls (priority, flags).
+    pub controls: Controls,
 }
 
 pub(crate) enum What {
@@ -130,6 +132,7 @@ impl Plan {
             offset,
             what,
             file,
+            controls,
         } = self;
         let direct = || is_direct(file.as_ref(), fd);
         let unaligned = |v: &[Buffer]| v.iter().any(|b| !b.is_aligned_to(ALIGNMENT));
@@ -198,6 +201,15 @@ impl Plan {
             What::Fdsync => Kind::Fdsync,
             What::Meta(m) => Kind::Meta(m),
         };
+        // Flags that only writes take (dsync, append) are dropped from reads and syncs.
+        let controls = match kind {
+            Kind::Write(_) | Kind::WriteV(_) => controls,
+            _ => Controls {
+                dsync: false,
+                append: false,
+                ..controls
+            },
+        };
         Ok(Request {
             fd,
             offset,
@@ -207,6 +219,7 @@ impl Plan {
             file,
             out: Out::Nothing,
             keep,
+            controls,
         })
     }
 }

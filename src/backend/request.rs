@@ -12,7 +12,12 @@ use crate::sys::fd::{AsRawFd, OwnedFd, RawFd};
 use std::{any::Any, fmt, io};
 
 use super::{Completer, FdInfo};
-use crate::{align::DirectAlignment, buffer::Buffer, sys};
+use crate::{
+    align::DirectAlignment,
+    buffer::Buffer,
+    context::stats::Count,
+    sys::{self, RwFlags},
+};
 
 /// What a finished operation produced: its error or byte count, the buffers of a read or
 /// write (given back on an error too), and what a metadata operation made.
@@ -385,6 +390,48 @@ pub(crate) struct Request {
     /// The caller's buffers when the operation runs on aligned copies of them (O_DIRECT
     /// with unaligned memory): a read copies into them at the end; they are what comes back.
     pub keep: Bufs,
+    /// The caller's per-operation controls.
+    pub controls: Controls,
+}
+
+/// What the caller asked of one operation beyond the operation itself
+/// (`Operation::priority`, `dsync`, `nowait`, `uncached`, `append`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Controls {
+    /// The I/O priority, as `ioprio_set(2)` and the kernel's request fields take it.
+    pub prio: Option<u16>,
+    /// Durable when it completes (`RWF_DSYNC`).
+    pub dsync: bool,
+    /// Never wait: `EAGAIN` where the operation would block (`RWF_NOWAIT`).
+    pub nowait: bool,
+    /// Leave no pages in the cache (`RWF_DONTCACHE`).
+    pub uncached: bool,
+    /// At the end of the file, whatever the offset (`RWF_APPEND`).
+    pub append: bool,
+}
+
+impl Controls {
+    /// Nothing asked: the operation runs as it always has.
+    pub(crate) fn is_plain(&self) -> bool {
+        *self == Controls::default()
+    }
+
+    /// The flags a transfer takes.
+    pub(crate) fn rw_flags(&self) -> RwFlags {
+        RwFlags {
+            dsync: self.dsync,
+            nowait: self.nowait,
+            uncached: self.uncached,
+            append: self.append,
+        }
+    }
+
+    /// Whether it carries `RWF_*` flags a kernel or filesystem may refuse with EOPNOTSUPP
+    /// (then the pool runs it, falling back as documented).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn has_flags(&self) -> bool {
+        self.dsync || self.nowait || self.uncached || self.append
+    }
 }
 
 impl fmt::Debug for Request {
@@ -412,6 +459,12 @@ impl Request {
                 .file
                 .as_ref()
                 .is_some_and(|f| f.facts.memory && !f.facts.direct)
+    }
+
+    /// A read of a file in memory (tmpfs, ramfs), known to the file layer or asked of the
+    /// kernel: it never waits for a device, so `nowait()` does not apply to it.
+    pub(crate) fn reads_from_memory(&self) -> bool {
+        self.kind.class() == Class::Read && (self.reads_memory() || sys::is_memory_fs(self.fd))
     }
 
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
@@ -465,6 +518,84 @@ impl Request {
     /// written. An error after some bytes moved reports those bytes, as `read(2)` and
     /// `write(2)` do. Returns the total bytes moved, earlier attempts included.
     pub(crate) fn run_blocking(&mut self) -> io::Result<usize> {
+        if self.controls.is_plain() || matches!(self.kind, Kind::Meta(_)) {
+            return self.transfer(RwFlags::default());
+        }
+        self.run_controlled()
+    }
+
+    /// [`run_blocking`](Request::run_blocking) with the caller's controls: the priority
+    /// set on this thread for the call, the flags on each transfer, and where the system
+    /// or filesystem lacks one (EOPNOTSUPP), the documented fallback, counted.
+    fn run_controlled(&mut self) -> io::Result<usize> {
+        let c = self.controls;
+        let _priority = match c.prio.map(sys::io_priority) {
+            Some(Err(e)) if e.kind() == io::ErrorKind::Unsupported => {
+                self.done.count(Count::FallbackPriority);
+                None
+            }
+            Some(r) => Some(r?),
+            None => None,
+        };
+        let mut flags = c.rw_flags();
+        let before = self.moved();
+        let n = loop {
+            match self.transfer(flags) {
+                Err(e) if e.raw_os_error() == Some(c::EOPNOTSUPP) && !flags.is_empty() => {
+                    if flags.uncached {
+                        flags.uncached = false;
+                        self.done.count(Count::FallbackUncached);
+                    } else if flags.dsync {
+                        flags.dsync = false;
+                        self.done.count(Count::FallbackDsync);
+                    } else if flags.nowait && self.reads_from_memory() {
+                        flags.nowait = false;
+                    } else if flags.nowait {
+                        // The system cannot tell whether it would block: it might.
+                        self.done.count(Count::FallbackNowait);
+                        return Err(io::Error::from_raw_os_error(c::EAGAIN));
+                    } else {
+                        return Err(io::Error::new(
+                            io::ErrorKind::Unsupported,
+                            "append() needs RWF_APPEND, which this system lacks: open the \
+                             file in append mode instead",
+                        ));
+                    }
+                }
+                Err(e) if e.raw_os_error() == Some(c::EAGAIN) && flags.nowait => {
+                    if !self.reads_from_memory() {
+                        return Err(e);
+                    }
+                    // A copy from memory never waits for a device (tmpfs answers EAGAIN
+                    // to RWF_NOWAIT all the same).
+                    flags.nowait = false;
+                }
+                r => break r?,
+            }
+        };
+        let moved = (n - before) as u64;
+        let at = self.offset + before as u64;
+        if c.dsync && !flags.dsync && moved > 0 {
+            sys::fdatasync(self.fd)?;
+        }
+        if c.uncached && !flags.uncached && moved > 0 {
+            // Best effort, as the flag itself: the data moved either way.
+            let _ = sys::uncache(self.fd, at, moved);
+        }
+        Ok(n)
+    }
+
+    /// The bytes earlier attempts moved.
+    pub(crate) fn moved(&self) -> usize {
+        match &self.kind {
+            Kind::Read(buf) => buf.len(),
+            Kind::ReadV(v) => v.filled(),
+            _ => self.written,
+        }
+    }
+
+    /// The transfer itself, each system call with `flags`.
+    fn transfer(&mut self, flags: RwFlags) -> io::Result<usize> {
         let (fd, offset) = (self.fd, self.offset);
         match &mut self.kind {
             Kind::Read(buf) => loop {
@@ -474,7 +605,7 @@ impl Request {
                 }
                 // SAFETY: `ptr` points at `room` writable bytes owned by `buf`, which this
                 // request owns for the whole call.
-                match unsafe { sys::pread(fd, ptr, room, offset + buf.len() as u64) } {
+                match unsafe { sys::pread_with(fd, ptr, room, offset + buf.len() as u64, flags) } {
                     Ok(0) => return Ok(buf.len()),
                     // SAFETY: pread wrote `n <= room` bytes at `ptr`.
                     Ok(n) => unsafe { buf.advance(n) },
@@ -485,7 +616,7 @@ impl Request {
             Kind::Write(buf) => {
                 while self.written < buf.len() {
                     let at = self.written;
-                    match sys::pwrite(fd, &buf[at..], offset + at as u64) {
+                    match sys::pwrite_with(fd, &buf[at..], offset + at as u64, flags) {
                         Ok(0) => break,
                         Ok(n) => self.written += n,
                         Err(_) if at > 0 => break,
@@ -501,7 +632,7 @@ impl Request {
                     return Ok(done);
                 }
                 // SAFETY: every iovec covers spare capacity of a buffer this request owns.
-                match unsafe { sys::preadv(fd, iov, offset + done as u64) } {
+                match unsafe { sys::rwv_with(fd, iov, offset + done as u64, flags, false) } {
                     Ok(0) => return Ok(done),
                     // SAFETY: preadv wrote `n` bytes through those iovecs, in order.
                     Ok(n) => unsafe { v.advance(n) },
@@ -516,7 +647,7 @@ impl Request {
                     return Ok(at);
                 }
                 // SAFETY: every iovec covers initialised bytes of a buffer this request owns.
-                match unsafe { sys::pwritev(fd, iov, offset + at as u64) } {
+                match unsafe { sys::rwv_with(fd, iov, offset + at as u64, flags, true) } {
                     Ok(0) => return Ok(at),
                     Ok(n) => self.written += n,
                     Err(_) if at > 0 => return Ok(at),
@@ -602,6 +733,7 @@ pub(crate) fn test_request(kind: Kind) -> (Request, std::sync::Arc<super::Slot>)
             file: None,
             out: Out::Nothing,
             keep: Bufs::None,
+            controls: Controls::default(),
         },
         slot,
     )

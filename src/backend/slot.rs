@@ -18,6 +18,7 @@ use std::{
 use futures::task::AtomicWaker;
 
 use super::{Bufs, Completion};
+use crate::context::stats::{Count, Counters};
 
 /// How many wakes a thread holds back at most (two per completion: its own future's and
 /// the one its slot admits); past that, those held are woken first. The room is taken
@@ -311,6 +312,13 @@ impl Completer {
         }
     }
 
+    /// Counts `what` in the counters of the operation's context.
+    pub(crate) fn count(&self, what: Count) {
+        if let Some(c) = self.permit.as_ref().and_then(Permit::counters) {
+            c.add(what);
+        }
+    }
+
     /// Completes with an error, handing `bufs` back.
     pub(crate) fn fail(self, e: io::Error, bufs: Bufs) {
         self.complete(Completion::failed(e, bufs));
@@ -335,6 +343,8 @@ impl Drop for Completer {
 pub(crate) trait Admission: Send + Sync {
     /// One operation left flight (its request completed or was dropped).
     fn release(self: Arc<Self>);
+    /// The context's counters.
+    fn counters(&self) -> &Counters;
 }
 
 /// One of the in-flight slots, held by a request until the backend is done with it.
@@ -342,8 +352,15 @@ pub(crate) trait Admission: Send + Sync {
 pub(crate) struct Permit(Option<Arc<dyn Admission>>);
 
 impl Permit {
+    /// A permit for an operation starting now: counted as submitted.
     pub(crate) fn new(owner: Arc<dyn Admission>) -> Permit {
+        owner.counters().submitted();
         Permit(Some(owner))
+    }
+
+    /// The counters of the context it is from.
+    pub(crate) fn counters(&self) -> Option<&Counters> {
+        self.0.as_deref().map(|a| a.counters())
     }
 }
 
@@ -354,8 +371,10 @@ impl fmt::Debug for Permit {
 }
 
 impl Drop for Permit {
+    /// The operation left flight: counted as completed.
     fn drop(&mut self) {
         if let Some(owner) = self.0.take() {
+            owner.counters().completed();
             owner.release();
         }
     }

@@ -4,6 +4,7 @@ mod admission;
 mod builder;
 pub(crate) mod op;
 mod shared;
+pub(crate) mod stats;
 
 use crate::sys::fd::RawFd;
 use op::{BufFuture, ReadFuture, SyncFuture, VectoredFuture, WriteFuture};
@@ -190,6 +191,27 @@ impl Context {
     /// Which implementation this context runs on.
     pub fn implementation(&self) -> Implementation {
         self.shared.backend.implementation()
+    }
+
+    /// What this context has done since it was made: operations submitted, completed and
+    /// in flight, what went to a kernel backend's pool, and the per-operation controls
+    /// that fell back (see [`Stats`](crate::Stats)). Counted as the context runs; reading
+    /// it costs a few atomic loads.
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let ctx = caio::Context::builder().build()?;
+    /// let f = std::fs::File::open("Cargo.toml")?;
+    /// # #[cfg(unix)] let fd = std::os::unix::io::AsRawFd::as_raw_fd(&f);
+    /// # #[cfg(windows)] let fd = std::os::windows::io::AsRawHandle::as_raw_handle(&f);
+    /// ctx.block_on(ctx.read(100, fd, 0))?;
+    /// let s = ctx.stats();
+    /// assert_eq!((s.submitted, s.completed, s.in_flight), (1, 1, 0));
+    /// println!("{s}");
+    /// # Ok(()) }
+    /// ```
+    pub fn stats(&self) -> crate::Stats {
+        self.shared.counters.snapshot()
     }
 
     /// How many operations may be in flight at once; more wait their turn.
@@ -528,6 +550,7 @@ impl Context {
             offset: 0,
             what: What::Meta(meta),
             file: None,
+            controls: Default::default(),
         };
         admission::detach(&self.target(), plan, what);
     }

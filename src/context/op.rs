@@ -23,7 +23,10 @@ use std::{
 
 use super::admission::Waiter;
 use crate::{
-    backend::{drive::drives, Bufs, Completer, Completion, FdInfo, Meta, Plan, Slot, Submit, What},
+    backend::{
+        drive::drives, Bufs, Completer, Completion, Controls, FdInfo, Meta, Plan, Slot, Submit,
+        What,
+    },
     buffer::Buffer,
     context::Shared,
 };
@@ -226,6 +229,18 @@ impl Raw {
         Some(Completion::failed(forked(), bufs))
     }
 
+    /// Changes the controls of an operation not started yet; an error (a priority out of
+    /// range) makes it fail with that error when polled. A started one is left alone.
+    fn control(&mut self, f: impl FnOnce(&mut Controls) -> io::Result<()>) {
+        if let State::Waiting(plan) = &mut self.state {
+            if let Err(e) = f(&mut plan.controls) {
+                if let State::Waiting(plan) = std::mem::replace(&mut self.state, State::Done) {
+                    self.state = State::Failed(e, plan.what.into_bufs());
+                }
+            }
+        }
+    }
+
     fn state_name(&self) -> &'static str {
         match &self.state {
             State::Failed(..) => "failed",
@@ -307,6 +322,115 @@ impl<B> fmt::Debug for BufOperation<B> {
     }
 }
 
+/// An I/O priority: Linux's classes (`ioprio(7)`), each with levels 0 (first) to 7.
+///
+/// Given to one operation with [`Operation::priority`]: `aio_reqprio` on `linux`,
+/// the submission entry's `ioprio` on `uring`, and `ioprio_set(2)` on the worker thread for
+/// that call on `thread` and `blocking` (then put back). The device's I/O scheduler
+/// decides what it means (BFQ and mq-deadline honour the classes; `none` ignores them).
+/// Elsewhere than Linux there is no per-operation priority: the operation runs without
+/// one, and [`Stats`](crate::Stats) counts it among the fallbacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Priority {
+    /// Served before any other class; asking for it needs `CAP_SYS_ADMIN` (else the
+    /// operation fails with EPERM).
+    RealTime(u8),
+    /// The default class.
+    BestEffort(u8),
+    /// Served only when no other class waits.
+    Idle,
+}
+
+impl Priority {
+    /// The `ioprio` value: the class in the top 3 of 16 bits, the level below.
+    pub(crate) fn ioprio(self) -> io::Result<u16> {
+        const CLASS_SHIFT: u16 = 13;
+        let (class, level) = match self {
+            Priority::RealTime(l) => (1, l),
+            Priority::BestEffort(l) => (2, l),
+            Priority::Idle => (3, 0),
+        };
+        if level > 7 {
+            return Err(invalid(format!(
+                "priority level {level} is out of range: levels go from 0 to 7"
+            )));
+        }
+        Ok((class << CLASS_SHIFT) | u16::from(level))
+    }
+}
+
+/// The per-operation controls, the same on [`Operation`] and [`BufOperation`]. Each is
+/// applied before the first poll (on a started operation, it changes nothing), on every
+/// backend, with the fallback documented where the system lacks the flag.
+macro_rules! controls {
+    ($($ty:ident<$p:ident>),*) => {$(
+        impl<$p> $ty<$p> {
+            /// Runs it at this I/O [`Priority`].
+            ///
+            /// # Errors
+            /// A level above 7 is `InvalidInput`, when polled; `RealTime` without
+            /// `CAP_SYS_ADMIN` is EPERM.
+            pub fn priority(mut self, priority: Priority) -> Self {
+                self.raw.control(|c| {
+                    c.prio = Some(priority.ioprio()?);
+                    Ok(())
+                });
+                self
+            }
+
+            /// A write that is durable when it completes, as if followed by `fdatasync`
+            /// (`RWF_DSYNC`: a FUA write where the device has it). Where the kernel has no
+            /// `RWF_DSYNC`, and off Linux, it is the write then `fdatasync`. Ignored by
+            /// reads and syncs.
+            pub fn dsync(mut self) -> Self {
+                self.raw.control(|c| {
+                    c.dsync = true;
+                    Ok(())
+                });
+                self
+            }
+
+            /// Never waits: where the operation would block (a page-cache miss, a write
+            /// that must allocate or wait for writeback), it fails with
+            /// `ErrorKind::WouldBlock` instead (`RWF_NOWAIT`), and nothing was moved.
+            /// Where the system or filesystem cannot tell, the answer is `WouldBlock`
+            /// too: never a call that blocks.
+            pub fn nowait(mut self) -> Self {
+                self.raw.control(|c| {
+                    c.nowait = true;
+                    Ok(())
+                });
+                self
+            }
+
+            /// Buffered I/O that leaves no pages in the cache (`RWF_DONTCACHE`, Linux 6.14
+            /// on filesystems that have it). Elsewhere the same I/O, then
+            /// `posix_fadvise(DONTNEED)` on its range where the system has it.
+            pub fn uncached(mut self) -> Self {
+                self.raw.control(|c| {
+                    c.uncached = true;
+                    Ok(())
+                });
+                self
+            }
+
+            /// A write at the end of the file, whatever its offset, in one step with
+            /// finding the end (`RWF_APPEND`; on Windows, `WriteFile` at the end-of-file
+            /// offset). Unsupported (an error) where the system has neither. Ignored by
+            /// reads and syncs.
+            pub fn append(mut self) -> Self {
+                self.raw.control(|c| {
+                    c.append = true;
+                    Ok(())
+                });
+                self
+            }
+        }
+    )*};
+}
+
+controls!(Operation<T>, BufOperation<B>);
+
 /// The error of an operation on a context made before `fork()`.
 pub(crate) fn forked() -> io::Error {
     io::Error::other(
@@ -363,6 +487,7 @@ fn plan(fd: RawFd, offset: u64, what: What, file: Option<FdInfo>) -> Plan {
         offset,
         what,
         file,
+        controls: Controls::default(),
     }
 }
 

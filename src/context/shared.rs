@@ -10,7 +10,10 @@ use std::{
     task::Waker,
 };
 
-use super::admission::{release, Limiter, Waiter};
+use super::{
+    admission::{release, Limiter, Waiter},
+    stats::Counters,
+};
 use crate::{
     backend::{Admission, FileIo, Permit},
     fork::Born,
@@ -38,11 +41,17 @@ pub(crate) struct Shared {
     born: Born,
     /// It is `Context::global()`.
     pub(crate) global: AtomicBool,
+    /// What [`Context::stats`](crate::Context::stats) reports.
+    pub(crate) counters: Counters,
 }
 
 impl Admission for Shared {
     fn release(self: Arc<Self>) {
         release(&self);
+    }
+
+    fn counters(&self) -> &Counters {
+        &self.counters
     }
 }
 
@@ -74,6 +83,7 @@ impl Shared {
             idle_blocked: AtomicUsize::new(0),
             born: Born::here(),
             global: AtomicBool::new(false),
+            counters: Counters::default(),
         }
     }
 

@@ -14,6 +14,8 @@ pub const IOCB_CMD_POLL: u16 = 5;
 /// `aio_flags`: signal the eventfd `aio_resfd` at completion.
 #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
 pub const IOCB_FLAG_RESFD: u32 = 1;
+/// `aio_flags`: `aio_reqprio` holds an I/O priority.
+pub const IOCB_FLAG_IOPRIO: u32 = 2;
 
 /// `struct iocb` from `linux/aio_abi.h`.
 #[repr(C)]

@@ -106,11 +106,40 @@ pub(crate) unsafe fn pread_nowait(
     len: usize,
     off: u64,
 ) -> io::Result<usize> {
-    let off = super::unix::offset(off)? as u64;
-    let iov = libc::iovec {
+    let iov = [libc::iovec {
         iov_base: buf.cast(),
         iov_len: len,
-    };
+    }];
+    // SAFETY: one iovec over memory the caller vouches for.
+    unsafe { rw_v2(fd, &iov, off, libc::RWF_NOWAIT, false) }
+}
+
+/// `RWF_DONTCACHE` (Linux 6.14): buffered I/O whose pages leave the cache once done.
+pub(crate) const RWF_DONTCACHE: libc::c_int = 0x80;
+
+/// The `RWF_*` bits of `flags`.
+pub(crate) fn rw_flags(flags: super::RwFlags) -> libc::c_int {
+    let bit = |on: bool, b: libc::c_int| if on { b } else { 0 };
+    bit(flags.dsync, libc::RWF_DSYNC)
+        | bit(flags.nowait, libc::RWF_NOWAIT)
+        | bit(flags.uncached, RWF_DONTCACHE)
+        | bit(flags.append, libc::RWF_APPEND)
+}
+
+/// `pwritev2(2)` if `write`, else `preadv2(2)`, with `RWF_*` `flags`; at most `IOV_MAX`
+/// buffers. A kernel without one of the flags fails with EOPNOTSUPP.
+///
+/// # Safety
+/// Every iovec must describe memory valid for the call (writable for a read).
+pub(crate) unsafe fn rw_v2(
+    fd: RawFd,
+    iov: &[libc::iovec],
+    off: u64,
+    flags: libc::c_int,
+    write: bool,
+) -> io::Result<usize> {
+    let off = super::unix::offset(off)? as u64;
+    let cnt = iov.len().min(super::IOV_MAX) as libc::c_long;
     // The syscall takes the offset as two longs, low then high (on 64-bit targets the
     // low one holds it all): split it as glibc does, by halves of the word size.
     let half = libc::c_ulong::BITS / 2;
@@ -118,20 +147,45 @@ pub(crate) unsafe fn pread_nowait(
         off as libc::c_ulong,
         ((off >> half) >> half) as libc::c_ulong,
     );
-    // SAFETY: one iovec over memory the caller vouches for.
-    retry(|| {
-        cvt_long(unsafe {
-            libc::syscall(
-                libc::SYS_preadv2,
-                fd,
-                &iov as *const libc::iovec,
-                1,
-                lo,
-                hi,
-                libc::RWF_NOWAIT,
-            )
-        })
-    })
+    let nr = if write {
+        libc::SYS_pwritev2
+    } else {
+        libc::SYS_preadv2
+    };
+    // SAFETY: `iov` is a live slice of at least `cnt` iovecs over memory the caller
+    // vouches for.
+    retry(|| cvt_long(unsafe { libc::syscall(nr, fd, iov.as_ptr(), cnt, lo, hi, flags) }))
+}
+
+/// This thread's I/O priority while it lives (`ioprio_set(2)` of the calling thread),
+/// then the one it had before.
+pub(crate) struct IoPriority(libc::c_long);
+
+/// `IOPRIO_WHO_PROCESS`, with 0: the calling thread.
+const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+
+/// Sets the calling thread's I/O priority to `prio` (`ioprio(7)`'s value) until the guard
+/// drops.
+pub(crate) fn io_priority(prio: u16) -> io::Result<IoPriority> {
+    // SAFETY: ioprio_get takes two integers.
+    let before = cvt_long(unsafe { libc::syscall(libc::SYS_ioprio_get, IOPRIO_WHO_PROCESS, 0) })?;
+    // SAFETY: ioprio_set takes three integers.
+    cvt_long(unsafe {
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            0,
+            libc::c_long::from(prio),
+        )
+    })?;
+    Ok(IoPriority(before as libc::c_long))
+}
+
+impl Drop for IoPriority {
+    fn drop(&mut self) {
+        // SAFETY: as in `io_priority`; the priority this thread had, which it may set.
+        unsafe { libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, self.0) };
+    }
 }
 
 /// A non-blocking, close-on-exec `eventfd(2)`.

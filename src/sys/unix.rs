@@ -614,3 +614,49 @@ pub(crate) fn fd_path(fd: RawFd) -> Option<std::path::PathBuf> {
 
 /// The error of a seek to before the start of a file, as `lseek` gives it.
 pub(crate) const NEGATIVE_SEEK: i32 = libc::EINVAL;
+
+/// A transfer with per-operation flags: `preadv2`/`pwritev2` on Linux. Elsewhere there are
+/// no such flags: EOPNOTSUPP, and the caller falls back.
+///
+/// # Safety
+/// As [`preadv`] and [`pwritev`].
+pub(crate) unsafe fn rw_flags_v(
+    fd: RawFd,
+    iov: &[libc::iovec],
+    off: u64,
+    flags: super::RwFlags,
+    write: bool,
+) -> io::Result<usize> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { super::linux::rw_v2(fd, iov, off, super::linux::rw_flags(flags), write) }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (fd, iov, off, flags, write);
+        Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+    }
+}
+
+/// No per-operation I/O priority here: `Unsupported`, and the caller runs without one.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn io_priority(_: u16) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "I/O priorities exist only on Linux",
+    ))
+}
+
+/// Drops the range's pages from the page cache (`posix_fadvise(DONTNEED)`), where the
+/// system has it.
+pub(crate) fn uncache(fd: RawFd, off: u64, len: u64) -> io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    {
+        fadvise(fd, off, len, libc::POSIX_FADV_DONTNEED)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    {
+        fadvise(fd, off, len, 0)
+    }
+}

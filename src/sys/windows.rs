@@ -385,12 +385,47 @@ unsafe fn each(fd: RawFd, iov: &[c::iovec], mut off: u64, write: bool) -> io::Re
             Err(_) => break,
         };
         done += n;
-        off += n as u64;
+        // The end-of-file offset appends each buffer after the one before.
+        if off != APPEND {
+            off += n as u64;
+        }
         if n < v.iov_len {
             break;
         }
     }
     Ok(done)
+}
+
+/// The offset `WriteFile` takes as "at the end of the file" (both halves all ones).
+const APPEND: u64 = u64::MAX;
+
+/// A transfer with per-operation flags: Windows has only `append`, a write at the
+/// end-of-file offset; any other flag is EOPNOTSUPP (`ERROR_NOT_SUPPORTED`), and the
+/// caller falls back.
+///
+/// # Safety
+/// As [`preadv`] and [`pwritev`].
+pub(crate) unsafe fn rw_flags_v(
+    fd: RawFd,
+    iov: &[c::iovec],
+    off: u64,
+    flags: super::RwFlags,
+    write: bool,
+) -> io::Result<usize> {
+    if flags.dsync || flags.nowait || flags.uncached || (flags.append && !write) {
+        return Err(io::Error::from_raw_os_error(c::EOPNOTSUPP));
+    }
+    let off = if flags.append { APPEND } else { off };
+    // SAFETY: the caller's promise, passed on.
+    unsafe { each(fd, iov, off, write) }
+}
+
+/// No per-operation I/O priority on Windows: `Unsupported`, and the caller runs without.
+pub(crate) fn io_priority(_: u16) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "per-operation I/O priorities exist only on Linux",
+    ))
 }
 
 /// `FlushFileBuffers`: data and metadata reach the device, as std's `sync_all`.
@@ -608,6 +643,11 @@ pub(crate) fn fallocate(_: RawFd, _: u64, _: u64) -> io::Result<()> {
 /// Whether the file lives in memory: Windows has no tmpfs.
 pub(crate) fn is_memory_fs(_: RawFd) -> bool {
     false
+}
+
+/// Windows has no `posix_fadvise`: the cache keeps the range.
+pub(crate) fn uncache(_: RawFd, _: u64, _: u64) -> io::Result<()> {
+    Err(unsupported("posix_fadvise"))
 }
 
 /// Windows has no `posix_fadvise`.

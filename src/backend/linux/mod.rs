@@ -74,13 +74,14 @@ use std::{
 use crate::sync::lock;
 use crate::{
     backend::{
-        completes_for_others,
+        completes_for_others, controlled,
         drive::{self, Drive, Driver, Early, LateWakes, Signal, DEEP_BATCH},
         held, hold_wakes, place,
         thread::FallbackPool,
-        BoxPool, Class, Facts, FileIo, Kind, OpQueue, Progress, Request, Submit,
+        BoxPool, Class, Controlled, Facts, FileIo, Kind, OpQueue, Progress, Request, Submit,
         DEFAULT_MAX_REQUESTS,
     },
+    context::stats::Count,
     fork::{Born, PerProcess},
     sys::{self, AioContext, IoEvent, Iocb},
     Implementation,
@@ -236,6 +237,7 @@ impl Linux {
                 // SAFETY: the kernel wrote `n <= room` bytes at `ptr`.
                 Ok(n) => unsafe { buf.advance(n) },
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EOPNOTSUPP)) => {
+                    req.done.count(Count::NowaitRetry);
                     self.ring.to_pool(req);
                     return Submit::Started;
                 }
@@ -275,7 +277,19 @@ impl FileIo for Linux {
                 return Submit::Started;
             }
         };
-        match route(req.kind.class(), facts) {
+        let route = route(req.kind.class(), facts);
+        if !req.controls.is_plain() && matches!(route, Route::InlineCached | Route::Pool) {
+            // Buffered I/O with the caller's flags or priority: `nowait()` runs here, where
+            // RWF_NOWAIT keeps it from blocking; the rest runs in the pool, which applies
+            // the controls or their fallbacks.
+            if req.controls.nowait {
+                req.run_here();
+            } else {
+                self.ring.to_pool(req);
+            }
+            return Submit::Started;
+        }
+        match route {
             Route::Kernel => self.enqueue(req, false),
             Route::KernelNowait => self.enqueue(req, true),
             // preadv2 takes several iovecs too, but a vectored read is rare enough to take

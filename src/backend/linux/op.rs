@@ -16,11 +16,16 @@ pub(super) struct AioOp {
 
 impl AioOp {
     pub(super) fn new(mut req: Request, nowait: bool) -> AioOp {
+        let c = req.controls;
         let mut iocb = Iocb {
             aio_fildes: req.fd as u32,
-            aio_rw_flags: if nowait { libc::RWF_NOWAIT } else { 0 },
+            aio_rw_flags: if nowait { libc::RWF_NOWAIT } else { 0 } | sys::rw_flags(c.rw_flags()),
             ..Iocb::default()
         };
+        if let Some(prio) = c.prio {
+            iocb.aio_reqprio = prio as i16;
+            iocb.aio_flags |= sys::IOCB_FLAG_IOPRIO;
+        }
         let mut len = 0;
         match &mut req.kind {
             Kind::Read(buf) => {

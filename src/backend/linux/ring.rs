@@ -128,6 +128,7 @@ impl Ring {
 
     /// Runs `req` (or what is left of it) on the fallback pool.
     pub(super) fn to_pool(&self, req: Request) {
+        req.done.count(Count::ToPool);
         self.pool.run(req);
     }
 
@@ -386,7 +387,17 @@ impl Ring {
         let req = &mut op.req;
         if res < 0 {
             let errno = (-res) as i32;
+            if let Some(c) = controlled(req, errno) {
+                return match c {
+                    Controlled::Answer(r) => {
+                        req.finish_in_place(r);
+                        self.ops.recycle(op)
+                    }
+                    Controlled::Pool => self.to_pool(self.ops.unbox(op).req),
+                };
+            }
             if nowait && (errno == libc::EAGAIN || errno == libc::EOPNOTSUPP) {
+                req.done.count(Count::NowaitRetry);
                 // It would have blocked: run it where it will not.
                 let direct = crate::backend::is_direct(req.file.as_ref(), req.fd);
                 let route = route_would_block(req.kind.class(), direct);

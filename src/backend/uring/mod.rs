@@ -78,13 +78,14 @@ use io_uring::{opcode, squeue, types, IoUring, Probe};
 use crate::sync::lock;
 use crate::{
     backend::{
-        completes_for_others,
+        completes_for_others, controlled,
         drive::{self, Drive, Driver, Early, Signal, DEEP_BATCH},
         held, hold_wakes, place,
         thread::FallbackPool,
-        BoxPool, Bufs, Class, Completion, Facts, FileIo, Kind, Meta, OpQueue, Progress, Request,
-        Submit,
+        BoxPool, Bufs, Class, Completion, Controlled, Facts, FileIo, Kind, Meta, OpQueue, Progress,
+        Request, Submit,
     },
+    context::stats::Count,
     fork::Born,
     sys, Implementation,
 };
@@ -376,7 +377,13 @@ impl FileIo for Uring {
             }
         };
         let native = matches!(&req.kind, Kind::Meta(m) if meta_entry(m, req.fd, &self.ring.opcodes).is_some());
-        match route(req.kind.class(), facts, native) {
+        let route = route(req.kind.class(), facts, native);
+        if req.controls.nowait && !facts.direct && route != Route::Pool {
+            // Buffered, and the caller asked never to wait: RWF_NOWAIT inline, with no
+            // second try on the kernel's workers (an EAGAIN is the answer).
+            return self.enqueue(req, Mode::Plain);
+        }
+        match route {
             Route::Ring(mode) => self.enqueue(req, mode),
             Route::Pool => {
                 self.ring.to_pool(req);

@@ -67,18 +67,25 @@ pub(super) struct Opcodes {
 pub(super) fn entry(op: &mut UringOp, ops: &Opcodes) -> squeue::Entry {
     let (len, nowait, req) = (op.len, op.mode == Mode::NoWait, &mut op.req);
     let fd = types::Fd(req.fd);
+    // The caller's controls: RWF_* flags and the I/O priority of the transfer.
+    let c = req.controls;
+    let flags = if nowait { libc::RWF_NOWAIT } else { 0 } | sys::rw_flags(c.rw_flags());
+    let prio = c.prio.unwrap_or(0);
     match &mut req.kind {
         Kind::Read(buf) => {
             let (ptr, _) = buf.spare_ptr();
             opcode::Read::new(fd, ptr, len as u32)
                 .offset(req.offset + buf.len() as u64)
-                .rw_flags(if nowait { libc::RWF_NOWAIT } else { 0 })
+                .rw_flags(flags)
+                .ioprio(prio)
                 .build()
         }
         Kind::Write(buf) => {
             let rest = &buf[req.written..];
             opcode::Write::new(fd, rest.as_ptr(), len as u32)
                 .offset(req.offset + req.written as u64)
+                .rw_flags(flags)
+                .ioprio(prio)
                 .build()
         }
         Kind::ReadV(v) => {
@@ -86,13 +93,16 @@ pub(super) fn entry(op: &mut UringOp, ops: &Opcodes) -> squeue::Entry {
             let (iov, _) = v.read_iov();
             opcode::Readv::new(fd, iov.as_ptr(), iov.len() as u32)
                 .offset(req.offset + done as u64)
-                .rw_flags(if nowait { libc::RWF_NOWAIT } else { 0 })
+                .rw_flags(flags)
+                .ioprio(prio)
                 .build()
         }
         Kind::WriteV(v) => {
             let (iov, _) = v.write_iov(req.written);
             opcode::Writev::new(fd, iov.as_ptr(), iov.len() as u32)
                 .offset(req.offset + req.written as u64)
+                .rw_flags(flags)
+                .ioprio(prio)
                 .build()
         }
         Kind::Fsync => opcode::Fsync::new(fd).build(),

@@ -98,6 +98,7 @@ impl Ring {
 
     /// Runs `req` (or what is left of it) on the fallback pool.
     pub(super) fn to_pool(&self, req: Request) {
+        req.done.count(Count::ToPool);
         self.pool.run(req);
     }
 
@@ -322,7 +323,20 @@ impl Ring {
             }
         }
         if res < 0 {
+            match controlled(req, -res) {
+                Some(Controlled::Answer(r)) => {
+                    req.finish_in_place(r);
+                    self.ops.recycle(op);
+                    return None;
+                }
+                Some(Controlled::Pool) => {
+                    self.to_pool(self.ops.unbox(op).req);
+                    return None;
+                }
+                None => {}
+            }
             if mode == Mode::NoWait && (res == -libc::EAGAIN || res == -libc::EOPNOTSUPP) {
+                req.done.count(Count::NowaitRetry);
                 // Not in the page cache (or no NOWAIT here): the kernel's workers read it.
                 return Some(self.op(self.ops.unbox(op).req, Mode::Worker));
             }

@@ -77,7 +77,72 @@ pub(crate) fn info(path: &Path) -> Result<()> {
         }
         Err(e) => out!("  O_DIRECT: {e}"),
     }
+    controls_workload(path);
     Ok(())
+}
+
+/// Runs a short workload with the per-operation controls on a scratch file beside `path`
+/// (removed after), on the selected implementation, and prints the context's counters:
+/// what ran where, and which controls this system and filesystem fell back from.
+fn controls_workload(path: &Path) {
+    let dir = if path.is_dir() {
+        path
+    } else {
+        path.parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+    };
+    let file = dir.join(format!(".caio-info-{}", std::process::id()));
+    let _remove = signals::remove_on_signal(file.clone());
+    const BLOCK: usize = 64 << 10;
+    let run = || -> io::Result<caio::Stats> {
+        let ctx = Context::builder().build()?;
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&file)?;
+        let fd = raw(&f);
+        ctx.block_on(async {
+            for k in 0..16u64 {
+                ctx.write(caio::Buffer::zeroed(BLOCK), fd, k * BLOCK as u64)
+                    .dsync()
+                    .priority(caio::Priority::BestEffort(7))
+                    .await?;
+            }
+            for k in 0..16u64 {
+                ctx.read(BLOCK, fd, k * BLOCK as u64).uncached().await?;
+            }
+            match ctx.read(BLOCK, fd, 0).nowait().await {
+                Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
+                _ => {}
+            }
+            ctx.fsync(fd).await
+        })?;
+        Ok(ctx.stats())
+    };
+    match run() {
+        Ok(s) => {
+            out!(
+                "per-operation controls, on a short workload in {} (16 writes with dsync and a",
+                dir.display()
+            );
+            out!("  priority, 16 reads uncached, one with nowait, a sync):");
+            out!("  {s}");
+        }
+        Err(e) => out!(
+            "per-operation controls: cannot run the short workload in {}: {e}",
+            dir.display()
+        ),
+    }
+}
+
+/// The raw file a `Context` takes: the descriptor, or on Windows the handle.
+fn raw(f: &fs::File) -> caio::RawFd {
+    #[cfg(unix)]
+    return std::os::unix::io::AsRawFd::as_raw_fd(f);
+    #[cfg(windows)]
+    return std::os::windows::io::AsRawHandle::as_raw_handle(f);
 }
 
 /// The filesystem type of `path`, by `statfs` magic number.
