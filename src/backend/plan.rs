@@ -201,13 +201,18 @@ impl Plan {
             What::Fdsync => Kind::Fdsync,
             What::Meta(m) => Kind::Meta(m),
         };
-        // Flags that only writes take (dsync, append) are dropped from reads and syncs.
+        // What each kind takes: a write every control, a read all but dsync and append,
+        // a sync (which always waits for the device) only its priority.
         let controls = match kind {
             Kind::Write(_) | Kind::WriteV(_) => controls,
-            _ => Controls {
+            Kind::Read(_) | Kind::ReadV(_) => Controls {
                 dsync: false,
                 append: false,
                 ..controls
+            },
+            _ => Controls {
+                prio: controls.prio,
+                ..Controls::default()
             },
         };
         Ok(Request {

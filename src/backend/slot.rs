@@ -349,13 +349,22 @@ pub(crate) trait Admission: Send + Sync {
 
 /// One of the in-flight slots, held by a request until the backend is done with it.
 /// Dropping it gives the slot back to its [`Admission`].
-pub(crate) struct Permit(Option<Arc<dyn Admission>>);
+pub(crate) struct Permit(Option<Arc<dyn Admission>>, bool);
 
 impl Permit {
     /// A permit for an operation starting now: counted as submitted.
     pub(crate) fn new(owner: Arc<dyn Admission>) -> Permit {
         owner.counters().submitted();
-        Permit(Some(owner))
+        Permit(Some(owner), true)
+    }
+
+    /// The operation will not start after all (its future is gone): neither submitted
+    /// nor completed, for the counters.
+    pub(crate) fn not_started(&mut self) {
+        if let (Some(owner), true) = (&self.0, self.1) {
+            owner.counters().not_submitted();
+            self.1 = false;
+        }
     }
 
     /// The counters of the context it is from.
@@ -374,7 +383,9 @@ impl Drop for Permit {
     /// The operation left flight: counted as completed.
     fn drop(&mut self) {
         if let Some(owner) = self.0.take() {
-            owner.counters().completed();
+            if self.1 {
+                owner.counters().completed();
+            }
             owner.release();
         }
     }

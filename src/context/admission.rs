@@ -185,10 +185,11 @@ fn start(shared: &Arc<Shared>, plan: Plan, done: Completer) {
 
 /// Starts a queued operation with the slot just handed to it, on this thread.
 fn admit(shared: Arc<Shared>, w: Waiter) {
-    let permit = shared.permit();
+    let mut permit = shared.permit();
     if w.slot.is_abandoned() {
         // Its future is gone and it never started: nothing waits for it. The slot moves on
         // (dropping the permit).
+        permit.not_started();
         return;
     }
     start(&shared, w.plan, Completer::new(w.slot, Some(permit)));

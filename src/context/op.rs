@@ -381,7 +381,8 @@ macro_rules! controls {
             /// A write that is durable when it completes, as if followed by `fdatasync`
             /// (`RWF_DSYNC`: a FUA write where the device has it). Where the kernel has no
             /// `RWF_DSYNC`, and off Linux, it is the write then `fdatasync`. Ignored by
-            /// reads and syncs.
+            /// reads and syncs (as `nowait` and `uncached` are by syncs, which always wait
+            /// for the device).
             pub fn dsync(mut self) -> Self {
                 self.raw.control(|c| {
                     c.dsync = true;
@@ -394,7 +395,8 @@ macro_rules! controls {
             /// that must allocate or wait for writeback), it fails with
             /// `ErrorKind::WouldBlock` instead (`RWF_NOWAIT`), and nothing was moved.
             /// Where the system or filesystem cannot tell, the answer is `WouldBlock`
-            /// too: never a call that blocks.
+            /// too: never a call that blocks. A read may come back short with what the
+            /// cache held; a read of tmpfs, which never waits for a device, just reads.
             pub fn nowait(mut self) -> Self {
                 self.raw.control(|c| {
                     c.nowait = true;

@@ -92,6 +92,11 @@ impl Counters {
         self.submitted.0.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Takes back a submission counted for an operation that did not start.
+    pub(crate) fn not_submitted(&self) {
+        self.submitted.0.fetch_sub(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn completed(&self) {
         self.completed.0.fetch_add(1, Ordering::Relaxed);
     }
