@@ -358,3 +358,111 @@ fn on_windows_the_controls_fall_back_counted() {
         );
     }
 }
+
+/// The same controls on `File`'s futures: a plain file and, on Linux, an O_DIRECT one at
+/// unaligned offsets (several requests per call, each with the controls).
+#[test]
+fn file_operations_take_the_controls_too() {
+    for i in backends() {
+        let c = ctx(i);
+        for direct in [false, cfg!(target_os = "linux")] {
+            let d = util::dir();
+            let p = d.path().join("f");
+            let f = util::open_rw(&c, &p, direct);
+            let mut model = vec![0u8; 20_000];
+            block_on(async {
+                let a = pattern(20_000, 1);
+                f.write_all_at(a.clone(), 0)
+                    .dsync()
+                    .priority(Priority::BestEffort(2))
+                    .await
+                    .unwrap();
+                model.copy_from_slice(&a);
+                let b = pattern(3000, 2);
+                let n = f.write_at(b.clone(), 1001).uncached().await.unwrap();
+                model[1001..1001 + n].copy_from_slice(&b[..n]);
+                let (n, _) = f.write_at_from(Buffer::from(&b[..]), 7777).dsync().await;
+                let n = n.unwrap();
+                model[7777..7777 + n].copy_from_slice(&b[..n]);
+                let (r, _) = f
+                    .write_vectored_at(vec!["xy".into(), "z".into()], 13)
+                    .dsync()
+                    .await;
+                assert_eq!(r.unwrap(), 3, "{i}");
+                model[13..16].copy_from_slice(b"xyz");
+                let got = f.read_at(20_000, 0).uncached().await.unwrap();
+                assert!(got[..] == model[..], "{i} direct={direct}: read_at");
+                let (n, back) = f
+                    .read_at_into(Buffer::with_capacity(5000), 333)
+                    .priority(Priority::Idle)
+                    .await;
+                assert_eq!(n.unwrap(), 5000, "{i}");
+                assert!(
+                    back[..] == model[333..5333],
+                    "{i} direct={direct}: read_at_into"
+                );
+                let (n, bufs) = f
+                    .read_vectored_at(vec![Buffer::with_capacity(10), Buffer::with_capacity(7)], 9)
+                    .uncached()
+                    .await;
+                assert_eq!(n.unwrap(), 17, "{i}");
+                assert!(
+                    bufs[0][..] == model[9..19] && bufs[1][..] == model[19..26],
+                    "{i}"
+                );
+                f.sync_data()
+                    .priority(Priority::BestEffort(0))
+                    .await
+                    .unwrap();
+                // An out-of-range priority: refused, the buffer back, nothing written.
+                let (r, back) = f
+                    .write_at_from(Buffer::from("no"), 0)
+                    .priority(Priority::Idle)
+                    .priority(Priority::RealTime(8))
+                    .await;
+                assert_eq!(r.unwrap_err().kind(), io::ErrorKind::InvalidInput, "{i}");
+                assert_eq!(&back[..], b"no");
+                let e = f
+                    .read_at(1, 0)
+                    .priority(Priority::BestEffort(9))
+                    .await
+                    .unwrap_err();
+                assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{i}");
+            });
+            assert!(
+                std::fs::read(&p).unwrap() == model,
+                "{i} direct={direct}: the file"
+            );
+        }
+    }
+}
+
+/// Linux: `File::read_at(..).nowait()` on a cold page is `WouldBlock`, and
+/// `File::read_at_into(..).uncached()` leaves no pages cached.
+#[cfg(target_os = "linux")]
+#[test]
+fn file_nowait_and_uncached_act() {
+    for i in backends() {
+        let c = ctx(i);
+        let s = Scratch::new();
+        std::fs::write(&s.path, pattern(2 << 20, 6)).unwrap();
+        s.file.sync_all().unwrap();
+        evict(&s);
+        let f = util::open_rw(&c, &s.path, false);
+        block_on(async {
+            let e = f.read_at(4096, 1 << 20).nowait().await.unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{i}: {e}");
+            let mut buf = Buffer::with_capacity(256 << 10);
+            for k in 0..8u64 {
+                let (n, back) = f.read_at_into(buf, k * (256 << 10)).uncached().await;
+                n.unwrap();
+                buf = back;
+            }
+        });
+        let resident = util::resident_fraction(&s.path);
+        assert!(
+            resident < 0.1,
+            "{i}: {resident} of the file cached after uncached reads"
+        );
+    }
+}

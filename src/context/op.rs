@@ -416,6 +416,23 @@ macro_rules! controls {
                 self
             }
 
+            /// Takes `controls` (the file layer's, set before the first poll), or fails
+            /// with `error` (an out-of-range priority).
+            pub(crate) fn with_controls(
+                mut self,
+                controls: Controls,
+                error: Option<io::Error>,
+            ) -> Self {
+                self.raw.control(|c| match error {
+                    Some(e) => Err(e),
+                    None => {
+                        *c = controls;
+                        Ok(())
+                    }
+                });
+                self
+            }
+
             /// A write at the end of the file, whatever its offset, in one step with
             /// finding the end (`RWF_APPEND`; on Windows, `WriteFile` at the end-of-file
             /// offset). Unsupported (an error) where the system has neither. Ignored by

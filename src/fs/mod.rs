@@ -76,7 +76,7 @@ pub use self::{
     chunks::{Chunks, CHUNKS_AHEAD},
     copy::{copy_with, CopyOptions},
     dir::{read_dir, DirEntry, ReadDir, READ_DIR_BATCH},
-    file::{File, OpenOptions, DEFAULT_MAX_BUF_SIZE},
+    file::{File, FileBufFuture, FileFuture, OpenOptions, DEFAULT_MAX_BUF_SIZE},
     finish::EXIT_WAIT,
     hints::{Advice, SyncRange},
     path::{

@@ -114,7 +114,7 @@ impl File {
             }
             None => Ok(0),
         };
-        let File { inner, cursor } = self;
+        let File { inner, cursor, .. } = self;
         drop(cursor);
         let std = match Arc::try_unwrap(inner) {
             Ok(inner) => {
@@ -171,7 +171,7 @@ impl File {
         if Arc::strong_count(&self.inner) != 1 || Arc::strong_count(&self.inner.owner) != 2 {
             return Err(self);
         }
-        let File { inner, cursor } = self;
+        let File { inner, cursor, .. } = self;
         let Ok(inner) = Arc::try_unwrap(inner) else {
             unreachable!("counted above, and no other handle can appear")
         };

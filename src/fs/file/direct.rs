@@ -23,12 +23,18 @@ impl File {
                 let block = i
                     .ctx
                     .read_file((end - start) as usize, i.fd, start, &i.info)
+                    .with_controls(self.controls, None)
                     .await?;
                 let skip = ((offset - start) as usize).min(block.len());
                 let take = (block.len() - skip).min(nbytes);
                 Ok(Buffer::from(&block[skip..skip + take]))
             }
-            _ => i.ctx.read_file(nbytes, i.fd, offset, &i.info).await,
+            _ => {
+                i.ctx
+                    .read_file(nbytes, i.fd, offset, &i.info)
+                    .with_controls(self.controls, None)
+                    .await
+            }
         }
     }
 
@@ -49,7 +55,11 @@ impl File {
                     (r, data)
                 }))
             }
-            _ => Either::Left(i.ctx.owned_file(What::Write(data), i.fd, offset, &i.info)),
+            _ => Either::Left(
+                i.ctx
+                    .owned_file(What::Write(data), i.fd, offset, &i.info)
+                    .with_controls(self.controls, None),
+            ),
         }
     }
 
@@ -88,7 +98,8 @@ impl File {
             } else {
                 (twin.fd, &twin.info)
             };
-            let n = match i.ctx.owned_file(What::Write(part), fd, start, info).await.0 {
+            let op = i.ctx.owned_file(What::Write(part), fd, start, info);
+            let n = match op.with_controls(self.controls, None).await.0 {
                 Ok(n) => n,
                 // As std's write: once bytes are in the file, the count is the answer,
                 // and the error comes with the next write, where it writes nothing.

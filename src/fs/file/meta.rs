@@ -46,7 +46,7 @@ impl File {
     ///
     /// # Errors
     /// The error of that write, else the OS error.
-    pub fn sync_all(&self) -> impl Future<Output = io::Result<()>> + Send + Sync + 'static {
+    pub fn sync_all(&self) -> FileFuture<()> {
         self.sync(false)
     }
 
@@ -55,16 +55,21 @@ impl File {
     ///
     /// # Errors
     /// The error of that write, else the OS error.
-    pub fn sync_data(&self) -> impl Future<Output = io::Result<()>> + Send + Sync + 'static {
+    pub fn sync_data(&self) -> FileFuture<()> {
         self.sync(true)
     }
 
     /// `fdatasync` (`data`) or `fsync`, after the cursor's write under way.
-    fn sync(&self, data: bool) -> impl Future<Output = io::Result<()>> + Send + Sync + 'static {
-        let (i, c) = (Arc::clone(&self.inner), self.cursor.clone());
-        crate::fs::Exclusive::new(async move {
-            cursor::settle(c).await?;
-            i.ctx.sync_file(i.fd, data, &i.info).await
+    fn sync(&self, data: bool) -> FileFuture<()> {
+        FileFuture::new(self, move |f| {
+            Box::pin(async move {
+                cursor::settle(f.cursor.clone()).await?;
+                let i = &f.inner;
+                i.ctx
+                    .sync_file(i.fd, data, &i.info)
+                    .with_controls(f.controls, None)
+                    .await
+            })
         })
     }
 
@@ -273,7 +278,7 @@ impl File {
     /// # Errors
     /// The OS error of `close(2)` (EIO, ENOSPC, EDQUOT on network filesystems).
     pub async fn close(self) -> io::Result<()> {
-        let File { inner, cursor } = self;
+        let File { inner, cursor, .. } = self;
         // The cursor's write under way, and its error, first.
         let written = cursor::settle(cursor).await;
         let Ok(inner) = Arc::try_unwrap(inner) else {

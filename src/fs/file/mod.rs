@@ -7,6 +7,7 @@
 mod convert;
 pub(crate) mod cursor;
 mod direct;
+mod future;
 mod meta;
 mod options;
 mod owner;
@@ -14,6 +15,7 @@ mod stream;
 
 use crate::sys::c;
 pub use cursor::DEFAULT_MAX_BUF_SIZE;
+pub use future::{FileBufFuture, FileFuture};
 #[cfg(unix)]
 pub(crate) use options::opened;
 pub use options::OpenOptions;
@@ -31,15 +33,12 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use futures::{
-    channel::oneshot,
-    future::{ready, Either},
-};
+use futures::{channel::oneshot, future::Either};
 use once_cell::sync::OnceCell;
 
 use crate::{
     align::DirectAlignment,
-    backend::{Completion, Facts, FdInfo, Meta, Opened, Out, What},
+    backend::{Completion, Controls, Facts, FdInfo, Meta, Opened, Out, What},
     fs::{Chunks, Lines, Reader, Writer},
     sys, Buffer, Context,
 };
@@ -153,6 +152,9 @@ pub struct File {
     /// on the handles a cursor's own operations use (the cursor holds them: they must not
     /// hold it).
     cursor: Option<Arc<Mutex<cursor::Cursor>>>,
+    /// The per-operation controls every request of this handle takes: plain, but on the
+    /// handle a `FileFuture` with controls builds its steps on.
+    controls: Controls,
 }
 
 struct Inner {
@@ -326,6 +328,7 @@ impl File {
         File {
             inner: Arc::new(Inner::new(ctx, fd, path, known)),
             cursor: Some(Arc::new(Mutex::new(cursor::Cursor::new(pos)))),
+            controls: Controls::default(),
         }
     }
 
@@ -334,7 +337,13 @@ impl File {
         File {
             inner: Arc::clone(&self.inner),
             cursor: None,
+            controls: Controls::default(),
         }
+    }
+
+    /// This handle with the per-operation `controls` on every request it makes.
+    fn with_controls(self, controls: Controls) -> File {
+        File { controls, ..self }
     }
 
     /// Reads up to `nbytes` at `offset`: fewer only at end of file, none past it.
@@ -349,17 +358,12 @@ impl File {
     ///
     /// # Errors
     /// The OS error; `InvalidInput` for an `nbytes` no allocation can hold.
-    pub fn read_at(
-        &self,
-        nbytes: usize,
-        offset: u64,
-    ) -> impl Future<Output = io::Result<Buffer>> + Send + Sync + 'static {
-        crate::fs::Exclusive::new({
-            let f = self.clone();
-            async move {
+    pub fn read_at(&self, nbytes: usize, offset: u64) -> FileFuture<Buffer> {
+        FileFuture::new(self, move |f| {
+            Box::pin(async move {
                 f.check_positional(false)?;
                 f.read_at_now(nbytes, offset).await
-            }
+            })
         })
     }
 
@@ -376,17 +380,13 @@ impl File {
     ///
     /// # Errors
     /// The OS error (EBADF on a file not opened for writing, ENOSPC...).
-    pub fn write_at(
-        &self,
-        data: impl Into<Buffer>,
-        offset: u64,
-    ) -> impl Future<Output = io::Result<usize>> + Send + Sync + 'static {
-        crate::fs::Exclusive::new({
-            let (f, data) = (self.clone(), data.into());
-            async move {
+    pub fn write_at(&self, data: impl Into<Buffer>, offset: u64) -> FileFuture<usize> {
+        let data = data.into();
+        FileFuture::new(self, move |f| {
+            Box::pin(async move {
                 f.check_positional(true)?;
                 f.write_once(data, offset).await.0
-            }
+            })
         })
     }
 
@@ -402,17 +402,13 @@ impl File {
     ///
     /// # Errors
     /// The OS error; `WriteZero` if the OS accepts nothing and reports no error.
-    pub fn write_all_at(
-        &self,
-        data: impl Into<Buffer>,
-        offset: u64,
-    ) -> impl Future<Output = io::Result<()>> + Send + Sync + 'static {
-        crate::fs::Exclusive::new({
-            let (f, data) = (self.clone(), data.into());
-            async move {
+    pub fn write_all_at(&self, data: impl Into<Buffer>, offset: u64) -> FileFuture<()> {
+        let data = data.into();
+        FileFuture::new(self, move |f| {
+            Box::pin(async move {
                 f.check_positional(true)?;
                 f.write_all_now(data, offset).await.map(drop)
-            }
+            })
         })
     }
 
@@ -444,46 +440,29 @@ impl File {
     /// }
     /// # Ok(()) }
     /// ```
-    pub fn read_at_into(
-        &self,
-        buf: Buffer,
-        offset: u64,
-    ) -> impl Future<Output = (io::Result<usize>, Buffer)> + Send + Sync + 'static {
-        crate::fs::Exclusive::new(self.read_into(buf, offset))
-    }
-
-    /// [`read_at_into`](File::read_at_into)'s future.
-    fn read_into(
-        &self,
-        mut buf: Buffer,
-        offset: u64,
-    ) -> impl Future<Output = (io::Result<usize>, Buffer)> + Send + 'static {
+    pub fn read_at_into(&self, buf: Buffer, offset: u64) -> FileBufFuture<Buffer> {
         // Checked now, so the common case is the operation's future itself: no clone of
-        // the file, no wrapper future around it.
+        // the file, no future around it.
         if let Err(e) = self.check_positional(false) {
-            return Either::Left(ready((Err(e), buf)));
+            return FileBufFuture::ready(Err(e), buf);
         }
         let i = &self.inner;
         match i.known.align {
             Some(a) if !a.allows(offset, buf.capacity()) => {
-                let f = self.clone();
-                Either::Right(Either::Right(Box::pin(async move {
-                    match f.read_at_now(buf.capacity(), offset).await {
-                        Ok(data) => {
-                            buf.clear();
-                            let n = buf.extend_from_slice(&data);
-                            (Ok(n), buf)
+                FileBufFuture::lazy(self, buf, move |f, mut buf| {
+                    Box::pin(async move {
+                        match f.read_at_now(buf.capacity(), offset).await {
+                            Ok(data) => {
+                                buf.clear();
+                                let n = buf.extend_from_slice(&data);
+                                (Ok(n), buf)
+                            }
+                            Err(e) => (Err(e), buf),
                         }
-                        Err(e) => (Err(e), buf),
-                    }
-                })))
+                    })
+                })
             }
-            _ => Either::Right(Either::Left(i.ctx.owned_file(
-                What::ReadInto(buf),
-                i.fd,
-                offset,
-                &i.info,
-            ))),
+            _ => FileBufFuture::op(i.ctx.owned_file(What::ReadInto(buf), i.fd, offset, &i.info)),
         }
     }
 
@@ -503,16 +482,22 @@ impl File {
     /// }
     /// # Ok(()) }
     /// ```
-    pub fn write_at_from(
-        &self,
-        buf: Buffer,
-        offset: u64,
-    ) -> impl Future<Output = (io::Result<usize>, Buffer)> + Send + Sync + 'static {
-        let op = match self.check_positional(true) {
-            Err(e) => Either::Left(ready((Err(e), buf))),
-            Ok(()) => Either::Right(self.write_once(buf, offset)),
-        };
-        crate::fs::Exclusive::new(op)
+    pub fn write_at_from(&self, buf: Buffer, offset: u64) -> FileBufFuture<Buffer> {
+        if let Err(e) = self.check_positional(true) {
+            return FileBufFuture::ready(Err(e), buf);
+        }
+        let i = &self.inner;
+        match i.known.align {
+            Some(a) if !a.allows(offset, buf.len()) && !i.known.append => {
+                FileBufFuture::lazy(self, buf, move |f, buf| {
+                    Box::pin(async move {
+                        let r = f.write_split(&buf, offset, a).await;
+                        (r, buf)
+                    })
+                })
+            }
+            _ => FileBufFuture::op(i.ctx.owned_file(What::Write(buf), i.fd, offset, &i.info)),
+        }
     }
 
     /// Reads at `offset` into several buffers in one operation (`preadv`; `PREADV` on
@@ -531,14 +516,9 @@ impl File {
     /// println!("{} bytes: header {:?}", n?, &bufs[0][..]);
     /// # Ok(()) }
     /// ```
-    pub fn read_vectored_at(
-        &self,
-        mut bufs: Vec<Buffer>,
-        offset: u64,
-    ) -> impl Future<Output = (io::Result<usize>, Vec<Buffer>)> + Send + Sync + 'static {
-        crate::fs::Exclusive::new({
-            let f = self.clone();
-            async move {
+    pub fn read_vectored_at(&self, bufs: Vec<Buffer>, offset: u64) -> FileBufFuture<Vec<Buffer>> {
+        FileBufFuture::lazy(self, bufs, move |f, mut bufs| {
+            Box::pin(async move {
                 if let Err(e) = f.check_positional(false) {
                     return (Err(e), bufs);
                 }
@@ -576,10 +556,11 @@ impl File {
                     _ => {
                         i.ctx
                             .vectored_file(What::ReadV(bufs), i.fd, offset, &i.info)
+                            .with_controls(f.controls, None)
                             .await
                     }
                 }
-            }
+            })
         })
     }
 
@@ -599,14 +580,9 @@ impl File {
     /// assert_eq!(n?, 10);
     /// # Ok(()) }
     /// ```
-    pub fn write_vectored_at(
-        &self,
-        bufs: Vec<Buffer>,
-        offset: u64,
-    ) -> impl Future<Output = (io::Result<usize>, Vec<Buffer>)> + Send + Sync + 'static {
-        crate::fs::Exclusive::new({
-            let f = self.clone();
-            async move {
+    pub fn write_vectored_at(&self, bufs: Vec<Buffer>, offset: u64) -> FileBufFuture<Vec<Buffer>> {
+        FileBufFuture::lazy(self, bufs, move |f, bufs| {
+            Box::pin(async move {
                 if let Err(e) = f.check_positional(true) {
                     return (Err(e), bufs);
                 }
@@ -629,10 +605,11 @@ impl File {
                     _ => {
                         i.ctx
                             .vectored_file(What::WriteV(bufs), i.fd, offset, &i.info)
+                            .with_controls(f.controls, None)
                             .await
                     }
                 }
-            }
+            })
         })
     }
 
