@@ -67,7 +67,9 @@ pub(crate) fn copy(
         human_bytes(n),
         n as f64 / secs.max(1e-9) / (1 << 20) as f64,
         ctx.implementation(),
-        if used_direct {
+        if used_direct && cfg!(windows) {
+            ", unbuffered (FILE_FLAG_NO_BUFFERING)"
+        } else if used_direct {
             ", O_DIRECT"
         } else {
             ", page cache"
