@@ -84,6 +84,7 @@ use std::fmt;
 use crate::parse;
 
 pub(crate) mod blocking;
+mod controls;
 pub(crate) mod drive;
 #[cfg(target_os = "linux")]
 pub(crate) mod linux;
@@ -98,6 +99,9 @@ pub(crate) mod thread;
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 pub(crate) mod uring;
 
+pub(crate) use controls::Controls;
+#[cfg(target_os = "linux")]
+pub(crate) use controls::{controlled, Controlled};
 pub(crate) use drive::Drive;
 #[cfg_attr(not(target_os = "linux"), allow(unused_imports))]
 pub(crate) use plan::{is_direct, Facts, FdInfo, Plan, What};
@@ -105,7 +109,7 @@ pub(crate) use plan::{is_direct, Facts, FdInfo, Plan, What};
 pub(crate) use recycle::{BoxPool, OpQueue};
 #[cfg_attr(not(target_os = "linux"), allow(unused_imports))]
 pub(crate) use request::{
-    Bufs, Call, Class, Completion, Controls, Kind, Meta, Opened, Out, Progress, Request,
+    Bufs, Call, Class, Completion, Kind, Meta, Opened, Out, Progress, Request,
 };
 #[cfg(target_os = "linux")]
 pub(crate) use slot::{completes_for_others, hold_wakes};
@@ -317,38 +321,6 @@ pub(crate) const TABLE: [Row; 4] = [
         start: |_| Ok(Box::new(blocking::Blocking)),
     },
 ];
-
-/// What a kernel backend does with an attempt that failed with `errno`, for an operation
-/// carrying the caller's controls; `None` when the controls change nothing.
-#[cfg(target_os = "linux")]
-pub(crate) enum Controlled {
-    /// The operation's answer: `nowait()` and it would have blocked: EAGAIN, or the
-    /// bytes earlier attempts moved (a short read or write, as `read(2)` gives).
-    Answer(std::io::Result<usize>),
-    /// A flag this kernel or filesystem lacks (EOPNOTSUPP): the pool runs it, and falls
-    /// back as documented (see `Request::run_controlled`).
-    Pool,
-}
-
-#[cfg(target_os = "linux")]
-pub(crate) fn controlled(req: &Request, errno: i32) -> Option<Controlled> {
-    let c = req.controls;
-    if c.nowait && errno == libc::EAGAIN {
-        if req.reads_from_memory() {
-            // tmpfs answers EAGAIN to RWF_NOWAIT reads, though a copy from memory never
-            // waits for a device: the pool reads it.
-            return Some(Controlled::Pool);
-        }
-        return Some(Controlled::Answer(match req.moved() {
-            0 => Err(std::io::Error::from_raw_os_error(errno)),
-            n => Ok(n),
-        }));
-    }
-    if c.has_flags() && errno == libc::EOPNOTSUPP {
-        return Some(Controlled::Pool);
-    }
-    None
-}
 
 /// Why a kernel interface's set-up `call` failed with `e`, in the words every kernel
 /// backend shares: a kernel built without the `interface`, and a policy that denies it.
