@@ -111,10 +111,6 @@ impl<T: Send + 'static> FileFuture<T> {
             ),
         }
     }
-
-    fn control(&mut self, f: impl FnOnce(&mut Controls)) {
-        f(&mut self.asked.controls);
-    }
 }
 
 impl<B: Send + 'static> FileBufFuture<B> {
@@ -150,10 +146,6 @@ impl<B: Send + 'static> FileBufFuture<B> {
             )),
         }
     }
-
-    fn control(&mut self, f: impl FnOnce(&mut Controls)) {
-        f(&mut self.asked.controls);
-    }
 }
 
 /// The modifiers, the same on both: see [`crate::Operation::priority`] and the others.
@@ -163,7 +155,7 @@ macro_rules! file_controls {
             /// Runs it at this I/O [`Priority`]: see [`crate::Operation::priority`].
             pub fn priority(mut self, priority: Priority) -> Self {
                 match priority.ioprio() {
-                    Ok(p) => self.control(|c| c.prio = Some(p)),
+                    Ok(p) => self.asked.controls.prio = Some(p),
                     Err(e) => self.asked.error = Some(e),
                 }
                 self
@@ -171,25 +163,25 @@ macro_rules! file_controls {
 
             /// Durable when it completes: see [`crate::Operation::dsync`].
             pub fn dsync(mut self) -> Self {
-                self.control(|c| c.dsync = true);
+                self.asked.controls.dsync = true;
                 self
             }
 
             /// `WouldBlock` rather than wait: see [`crate::Operation::nowait`].
             pub fn nowait(mut self) -> Self {
-                self.control(|c| c.nowait = true);
+                self.asked.controls.nowait = true;
                 self
             }
 
             /// Leaves no pages in the cache: see [`crate::Operation::uncached`].
             pub fn uncached(mut self) -> Self {
-                self.control(|c| c.uncached = true);
+                self.asked.controls.uncached = true;
                 self
             }
 
             /// At the end of the file: see [`crate::Operation::append`].
             pub fn append(mut self) -> Self {
-                self.control(|c| c.append = true);
+                self.asked.controls.append = true;
                 self
             }
         }
