@@ -263,15 +263,7 @@ fn tokio_point(path: &Path, depth: usize, secs: f64) -> Point {
         }
         ops
     });
-    let (user, sys) = workload::process_cpu_split();
-    let o = Outcome {
-        ops,
-        bytes: ops * 4096,
-        elapsed: start.elapsed(),
-        cpu: (user - cpu0.0) + (sys - cpu0.1),
-        user: user - cpu0.0,
-        sys: sys - cpu0.1,
-    };
+    let o = Outcome::since(ops, ops * 4096, start, cpu0);
     from_outcome("tokio spawn_blocking+pread".into(), depth, o)
 }
 
@@ -291,15 +283,7 @@ fn pread_point(path: &Path, secs: f64) -> Point {
             .unwrap();
         ops += 1;
     }
-    let (user, sys) = workload::process_cpu_split();
-    let o = Outcome {
-        ops,
-        bytes: ops * 4096,
-        elapsed: start.elapsed(),
-        cpu: (user - cpu0.0) + (sys - cpu0.1),
-        user: user - cpu0.0,
-        sys: sys - cpu0.1,
-    };
+    let o = Outcome::since(ops, ops * 4096, start, cpu0);
     from_outcome("std pread loop".into(), 1, o)
 }
 

@@ -58,6 +58,20 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// `ops` operations moving `bytes`, from `start` to now, with the process's CPU time
+    /// since `cpu0` (what [`process_cpu_split`] said at `start`).
+    pub fn since(ops: u64, bytes: u64, start: Instant, cpu0: (Duration, Duration)) -> Outcome {
+        let (user, sys) = process_cpu_split();
+        Outcome {
+            ops,
+            bytes,
+            elapsed: start.elapsed(),
+            cpu: (user - cpu0.0) + (sys - cpu0.1),
+            user: user - cpu0.0,
+            sys: sys - cpu0.1,
+        }
+    }
+
     pub fn iops(&self) -> f64 {
         self.ops as f64 / self.elapsed.as_secs_f64()
     }
@@ -198,13 +212,5 @@ where
     } else {
         futures::executor::block_on(all)?;
     }
-    let (user, sys) = process_cpu_split();
-    Ok(Outcome {
-        ops: ops.get(),
-        bytes: bytes.get(),
-        elapsed: start.elapsed(),
-        cpu: (user - cpu0.0) + (sys - cpu0.1),
-        user: user - cpu0.0,
-        sys: sys - cpu0.1,
-    })
+    Ok(Outcome::since(ops.get(), bytes.get(), start, cpu0))
 }
