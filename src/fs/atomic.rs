@@ -133,8 +133,8 @@ fn open_to_sweep(path: &Path, listed: &std::fs::Metadata) -> Option<std::fs::Fil
         .custom_flags(c::O_NOFOLLOW | c::O_NONBLOCK)
         .open(path)
         .ok()?;
-    let m = f.metadata().ok()?;
-    ((m.dev(), m.ino()) == (listed.dev(), listed.ino())).then_some(f)
+    let id = |m| crate::sys::file_id(path, m);
+    (id(&f.metadata().ok()?) == id(listed)).then_some(f)
 }
 
 /// The file a sweep found, opened to try its lock: never through a link put in its place
