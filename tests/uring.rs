@@ -342,7 +342,7 @@ fn under_block_on_the_reads_of_a_reap_go_back_with_the_next_wait() {
     if !can_trace() {
         return;
     }
-    let n = 4096;
+    let n = 8192;
     let t = trace("lanes", n);
     t.assert_no_positional_on_file("lanes");
     // io_uring_enter(fd, to_submit, min_complete, flags, ...): a wait asks for at least
@@ -372,10 +372,14 @@ fn under_block_on_the_reads_of_a_reap_go_back_with_the_next_wait() {
          reads too, {with_a_wait} reads sent with a wait",
         waits.len()
     );
+    // How many reaps find their batch complete, and send the next reads without a wait,
+    // depends on the device's speed; what holds on any device is that the thread's waits
+    // carry the reads queued before them. (Were a poll's reads sent at once, the thread
+    // would reap in those sends and next to never wait with reads.)
     assert!(
-        sending * 2 >= waits.len() && with_a_wait * 10 >= n,
-        "{with_a_wait} of {n} reads went to the kernel with a wait ({sending} of {} waits \
-         sent reads)",
+        sending >= 8 && sending * 2 >= waits.len(),
+        "{sending} of {} waits sent reads ({with_a_wait} of {n} reads went to the kernel \
+         with a wait)",
         waits.len()
     );
     assert!(
