@@ -91,6 +91,7 @@ pub mod tools;
 
 pub use align::{direct_alignment, AlignmentSource, DirectAlignment, DEFAULT_DIRECT_ALIGNMENT};
 pub use buffer::{Buffer, ALIGNMENT};
+pub use context::abort::AbortHandle;
 pub use context::op::{
     BufFuture, BufOperation, Operation, Priority, ReadFuture, SyncFuture, VectoredFuture,
     WriteFuture,

@@ -21,6 +21,11 @@
 //!   already has runs to completion (or to kernel cancellation) and its result is
 //!   discarded. The in-flight permit is given back when the request completes, not when
 //!   the future is dropped, so `max_requests` bounds what the kernel really has in flight.
+//! - **Cancel on request**: a request whose cancellation was asked for before it started
+//!   completes with `ECANCELED` instead of starting ([`Request::is_called_off`], asked
+//!   after naming it to the kernel with `Slot::set_kernel` where the kernel can cancel);
+//!   one the kernel holds is asked of the kernel ([`FileIo::cancel`]). Either way its
+//!   buffers stay the request's until the kernel or worker is done.
 //! - **Never block in `Drop`.** When the last handle of a context goes, work in flight
 //!   finishes on the backend's own threads, which then release kernel resources.
 //! - **Report errors as `io::Error` carrying the OS errno**, the same errno for the same
@@ -243,6 +248,11 @@ pub(crate) trait FileIo: Send + Sync + fmt::Debug {
     fn flush_any(&self) {
         self.flush();
     }
+    /// Asks the kernel to cancel the operation whose future waits on `slot`, which was
+    /// just marked aborted, if the kernel holds it (see `Slot::kernel`). What has not
+    /// started yet needs nothing here: the backend completes it with `ECANCELED` where it
+    /// would have started it ([`Request::is_called_off`]). Never blocks.
+    fn cancel(&self, _slot: &std::sync::Arc<Slot>) {}
     /// Its [`Drive`] contract, when a thread other than its own may reap its completions.
     fn drive(&self) -> Option<&(dyn Drive + 'static)> {
         None

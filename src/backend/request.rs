@@ -573,6 +573,19 @@ impl Request {
         self.done.slot().is_abandoned()
     }
 
+    /// Whether it must not start: its future is gone (see [`Request::is_abandoned`]), or
+    /// its cancellation was asked for, in which case it completes here, with `ECANCELED`
+    /// and its buffers. A backend asks this where it is about to hand the request to the
+    /// kernel or a worker, after naming it there ([`Slot::set_kernel`](super::Slot)), if
+    /// it does.
+    pub(crate) fn is_called_off(&mut self) -> bool {
+        if self.done.slot().is_aborted() {
+            self.finish_in_place(Err(crate::sys::cancelled()));
+            return true;
+        }
+        self.is_abandoned()
+    }
+
     /// Delivers the result (with the buffers) to the waiting future, if any.
     pub(crate) fn finish(mut self, result: io::Result<usize>) {
         self.finish_in_place(result);

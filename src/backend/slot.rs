@@ -161,6 +161,14 @@ pub(crate) struct Slot {
     needs_flush: AtomicBool,
     /// The future is gone.
     abandoned: AtomicBool,
+    /// Its cancellation was asked for (an abort handle, or its future dropped in flight).
+    aborted: AtomicBool,
+    /// While the kernel holds the operation, the backend's name for it there (an io_uring
+    /// entry's `user_data` with its ring's tag, an iocb's address); 0 otherwise. Written
+    /// by the backend where it hands the operation to the kernel and takes it back, read
+    /// by a cancellation. (Only Linux's kernel backends hand operations to the kernel.)
+    #[cfg(target_os = "linux")]
+    kernel: std::sync::atomic::AtomicUsize,
     /// Nobody ever waits for it (a close after a drop): it flushes for itself, and an
     /// error is logged rather than lost.
     detached: Option<&'static str>,
@@ -200,6 +208,11 @@ impl Slot {
         drop(self.waker.take());
         *self.needs_flush.get_mut() = false;
         *self.abandoned.get_mut() = false;
+        *self.aborted.get_mut() = false;
+        #[cfg(target_os = "linux")]
+        {
+            *self.kernel.get_mut() = 0;
+        }
         self.detached = None;
     }
 
@@ -271,6 +284,38 @@ impl Slot {
     pub(crate) fn is_abandoned(&self) -> bool {
         self.abandoned.load(Ordering::Acquire)
     }
+
+    /// Asks for its cancellation: `true` the first time, while it has not finished (the
+    /// caller then asks the backend). A detached operation (a close nobody waits for) is
+    /// never cancelled.
+    pub(crate) fn abort(&self) -> bool {
+        self.detached.is_none()
+            && !self.done.load(Ordering::Acquire)
+            && !self.aborted.swap(true, Ordering::SeqCst)
+    }
+
+    /// Whether its cancellation was asked for. Read (SeqCst) where a backend is about to
+    /// hand it to the kernel, after it wrote [`Slot::set_kernel`]: either that sees the
+    /// abort, or the abort sees the kernel's name.
+    pub(crate) fn is_aborted(&self) -> bool {
+        self.aborted.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    /// Names it in the kernel (0: not there); see the field.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn set_kernel(&self, name: usize) {
+        self.kernel.store(name, Ordering::SeqCst);
+    }
+
+    /// Its name in the kernel, 0 when the kernel does not hold it.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn kernel(&self) -> usize {
+        self.kernel.load(Ordering::SeqCst)
+    }
 }
 
 /// The backend's half of an operation: completes it exactly once. Dropped without
@@ -303,7 +348,20 @@ impl Completer {
     }
 
     /// Completes in place; the completer is spent (its drop does nothing).
-    pub(crate) fn complete_now(&mut self, c: Completion) {
+    pub(crate) fn complete_now(&mut self, mut c: Completion) {
+        if self.slot.as_ref().is_some_and(|s| s.is_aborted()) {
+            // Ended by its cancellation: the kernel says ECANCELED (it never ran), or EINTR
+            // (a blocking call its cancellation interrupted); either is ECANCELED here.
+            let cancelled = c
+                .error
+                .as_ref()
+                .and_then(io::Error::raw_os_error)
+                .is_some_and(is_cancellation);
+            if cancelled {
+                c.error = Some(crate::sys::cancelled());
+                self.count(Count::CancelWon);
+            }
+        }
         // Give the in-flight slot back first, so the woken task can start its next
         // operation at once.
         self.permit.take();
@@ -323,6 +381,15 @@ impl Completer {
     pub(crate) fn fail(self, e: io::Error, bufs: Bufs) {
         self.complete(Completion::failed(e, bufs));
     }
+}
+
+/// Whether `errno` is how an operation ended by its cancellation reports it.
+fn is_cancellation(errno: i32) -> bool {
+    #[cfg(unix)]
+    if errno == libc::EINTR {
+        return true;
+    }
+    errno == crate::sys::c::ECANCELED
 }
 
 impl Drop for Completer {

@@ -100,9 +100,9 @@ impl ThreadPool {
 
 fn worker(rx: Receiver<Request>) {
     for mut req in rx.iter() {
-        if req.is_abandoned() {
-            // Nobody waits, and the descriptor may be another file's by now.
-            req.finish(Err(io::Error::other("caio: dropped before it started")));
+        if req.is_called_off() {
+            // Cancelled (completed there), or nobody waits and the descriptor may be
+            // another file's by now: its drop completes it unrun.
             continue;
         }
         let r = panic::catch_unwind(AssertUnwindSafe(|| req.run_blocking()));

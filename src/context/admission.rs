@@ -192,6 +192,12 @@ fn admit(shared: Arc<Shared>, w: Waiter) {
         permit.not_started();
         return;
     }
+    if w.slot.is_aborted() {
+        // Cancelled while it waited: it never starts, and its buffers go back.
+        permit.not_started();
+        Completer::new(w.slot, Some(permit)).fail(crate::sys::cancelled(), w.plan.what.into_bufs());
+        return;
+    }
     start(&shared, w.plan, Completer::new(w.slot, Some(permit)));
 }
 

@@ -1,5 +1,6 @@
 //! [`Context`] and its [`Builder`].
 
+pub(crate) mod abort;
 mod admission;
 mod builder;
 pub(crate) mod op;

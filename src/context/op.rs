@@ -21,6 +21,7 @@ use std::{
     task::{Context, Poll},
 };
 
+use super::abort::{self, Abort, AbortHandle};
 use super::admission::Waiter;
 use crate::{
     backend::{
@@ -82,6 +83,9 @@ struct Raw {
     /// operation was admitted from another thread's completion), whatever any thread left
     /// owed (see `FileIo::flush_any`).
     queued_on: Option<std::thread::ThreadId>,
+    /// The cancellation it is part of, once an abort handle was asked for (of it, or of
+    /// the `File` operation it is a step of).
+    abort: std::sync::OnceLock<Arc<Abort>>,
 }
 
 impl Raw {
@@ -99,6 +103,7 @@ impl Raw {
             shared,
             state,
             queued_on: None,
+            abort: std::sync::OnceLock::new(),
         }
     }
 
@@ -126,6 +131,13 @@ impl Raw {
                 State::Failed(e, bufs) => return Poll::Ready(Completion::failed(e, bufs)),
                 State::Waiting(plan) => {
                     let slot = new_slot();
+                    if self.abort.get().is_some_and(|a| !a.enlist(&slot)) {
+                        // Aborted before it started: it never does.
+                        return Poll::Ready(Completion::failed(
+                            crate::sys::cancelled(),
+                            plan.what.into_bufs(),
+                        ));
+                    }
                     let mut plan = Some(plan);
                     let admitted = self.shared.limiter.acquire_or_wait(|| Waiter {
                         plan: plan.take().expect("taken once"),
@@ -241,6 +253,26 @@ impl Raw {
         }
     }
 
+    /// A handle that cancels this operation (see [`AbortHandle::abort`]).
+    fn abort_handle(&self) -> AbortHandle {
+        let mut made = false;
+        let abort = self.abort.get_or_init(|| {
+            made = true;
+            Abort::new(&self.shared)
+        });
+        if let (true, State::InFlight(slot)) = (made, &self.state) {
+            abort.enlist(slot);
+        }
+        AbortHandle::new(Arc::clone(abort))
+    }
+
+    /// Makes it a step of `abort`'s operation, before its first poll.
+    fn join(&mut self, abort: Option<&Arc<Abort>>) {
+        if let Some(a) = abort {
+            let _ = self.abort.set(Arc::clone(a));
+        }
+    }
+
     fn state_name(&self) -> &'static str {
         match &self.state {
             State::Failed(..) => "failed",
@@ -263,6 +295,9 @@ impl Drop for Raw {
                 }
                 return;
             }
+            // Its result is of no use now: the kernel is asked to cancel it, if it holds
+            // it, and it is not started if it waits.
+            abort::cancel(&self.shared, slot);
             if slot.abandon() {
                 self.flush_owed();
             }
@@ -413,6 +448,20 @@ macro_rules! controls {
                     c.uncached = true;
                     Ok(())
                 });
+                self
+            }
+
+            /// A handle that cancels this operation, from any thread, before, during or
+            /// after it runs: see [`AbortHandle::abort`]. Dropping the future of an
+            /// operation in flight asks for its cancellation too.
+            pub fn abort_handle(&self) -> AbortHandle {
+                self.raw.abort_handle()
+            }
+
+            /// Makes it a step of the operation `abort` cancels (the file layer's, before
+            /// the first poll).
+            pub(crate) fn joined(mut self, abort: Option<&Arc<Abort>>) -> Self {
+                self.raw.join(abort);
                 self
             }
 

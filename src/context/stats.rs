@@ -27,6 +27,12 @@ pub struct Stats {
     pub nowait_retries: u64,
     /// Per-operation controls the system or filesystem lacked, run as documented instead.
     pub fallbacks: Fallbacks,
+    /// Cancellations asked for, by an [`AbortHandle`](crate::AbortHandle) or by dropping
+    /// the future of an operation that had started and not finished.
+    pub cancels_asked: u64,
+    /// Cancellations that won: the operation ended without running to completion, and its
+    /// future (if still there) got `ECANCELED`.
+    pub cancels_won: u64,
 }
 
 /// Per-operation controls run by their fallback, by control.
@@ -50,7 +56,7 @@ impl fmt::Display for Stats {
         write!(
             f,
             "submitted {}, completed {}, in flight {}, to the pool {}, RWF_NOWAIT retries {}, \
-             fallbacks: dsync {}, uncached {}, nowait {}, priority {}",
+             fallbacks: dsync {}, uncached {}, nowait {}, priority {}, cancels asked {}, won {}",
             self.submitted,
             self.completed,
             self.in_flight,
@@ -59,7 +65,9 @@ impl fmt::Display for Stats {
             fb.dsync,
             fb.uncached,
             fb.nowait,
-            fb.priority
+            fb.priority,
+            self.cancels_asked,
+            self.cancels_won
         )
     }
 }
@@ -73,6 +81,8 @@ pub(crate) enum Count {
     FallbackUncached,
     FallbackNowait,
     FallbackPriority,
+    CancelAsked,
+    CancelWon,
 }
 
 #[repr(align(64))]
@@ -84,7 +94,7 @@ struct Line(AtomicU64);
 pub(crate) struct Counters {
     submitted: Line,
     completed: Line,
-    rest: [AtomicU64; 6],
+    rest: [AtomicU64; 8],
 }
 
 impl Counters {
@@ -123,6 +133,8 @@ impl Counters {
                 nowait: get(Count::FallbackNowait),
                 priority: get(Count::FallbackPriority),
             },
+            cancels_asked: get(Count::CancelAsked),
+            cancels_won: get(Count::CancelWon),
         }
     }
 }

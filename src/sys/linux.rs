@@ -82,7 +82,9 @@ pub(crate) fn io_getevents(
 /// through `io_getevents` (`EINPROGRESS` is success).
 ///
 /// # Safety
-/// `iocb` must be the address of an iocb submitted to `ctx` that is still alive.
+/// The kernel compares `iocb` with the iocbs `ctx` holds and reads its key through it
+/// (EFAULT where nothing is mapped): any address is sound, and only one of an iocb
+/// submitted to `ctx` and in flight can match.
 pub(crate) unsafe fn io_cancel(ctx: AioContext, iocb: *mut Iocb) -> io::Result<()> {
     let mut ev = IoEvent::default();
     // SAFETY: the caller vouches for `iocb`; `ev` is writable.

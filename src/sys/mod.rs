@@ -17,6 +17,12 @@ pub(crate) use self::windows::*;
 #[cfg(target_os = "linux")]
 pub(crate) use self::{aio_abi::*, linux::*};
 
+/// The error of an operation ended by its cancellation: `ECANCELED`
+/// (`ERROR_OPERATION_ABORTED` on Windows).
+pub(crate) fn cancelled() -> std::io::Error {
+    std::io::Error::from_raw_os_error(c::ECANCELED)
+}
+
 /// The per-operation flags of a transfer, as Linux's `RWF_*` name them: what the
 /// `*_flags` calls take. A system or kernel without one fails with EOPNOTSUPP, and the
 /// caller falls back.

@@ -78,7 +78,7 @@ use crate::{
         drive::{self, Drive, Driver, Early, LateWakes, Signal, DEEP_BATCH},
         held, hold_wakes, place,
         thread::FallbackPool,
-        BoxPool, Class, Controlled, Facts, FileIo, Kind, OpQueue, Progress, Request, Submit,
+        BoxPool, Class, Controlled, Facts, FileIo, Kind, OpQueue, Progress, Request, Slot, Submit,
         DEFAULT_MAX_REQUESTS,
     },
     context::stats::Count,
@@ -257,6 +257,12 @@ impl Linux {
 impl FileIo for Linux {
     fn implementation(&self) -> Implementation {
         Implementation::Linux
+    }
+
+    fn cancel(&self, slot: &Arc<Slot>) {
+        if !self.born.is_inherited() {
+            self.ring.cancel(slot);
+        }
     }
 
     fn submit(&self, req: Request) -> Submit {

@@ -150,6 +150,8 @@ impl Ring {
                 // Its address is how the completion finds its way back.
                 unsafe {
                     (*p).iocb.aio_data = p as u64;
+                    // Named for a cancellation: `io_cancel` takes the iocb's address.
+                    (*p).req.done.slot().set_kernel(&raw mut (*p).iocb as usize);
                     #[cfg(feature = "tokio")]
                     if let Some(efd) = &self.reactor.efd {
                         // The completion also signals the executor's reactor.
@@ -213,6 +215,24 @@ impl Ring {
         }
     }
 
+    /// Asks the kernel to cancel the operation of `slot`, if it holds it. Kernel AIO
+    /// cancels only what a driver gave a cancel method (USB gadgets, polls), never a read
+    /// or write of a file or block device: those answer EINVAL and run to the end.
+    pub(super) fn cancel(&self, slot: &Slot) {
+        let iocb = slot.kernel();
+        if iocb == 0 || self.degraded.load(Ordering::Acquire) {
+            return;
+        }
+        // SAFETY: `io_cancel` only compares the address with what the context holds (and
+        // reads the key through it, failing with EFAULT where nothing is mapped): a stale
+        // one, of an operation that completed since, matches nothing.
+        match unsafe { sys::io_cancel(self.ctx, iocb as *mut sys::Iocb) } {
+            Ok(()) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EAGAIN)) => {}
+            Err(e) => log::debug!("caio: io_cancel failed ({e})"),
+        }
+    }
+
     /// Completes reaped events.
     pub(super) fn complete_events(&self, events: &[IoEvent], by: Reaper) {
         // Every operation the batch admits is queued before its futures run on another
@@ -256,7 +276,7 @@ impl Ring {
     fn send(&self, mut batch: Vec<Box<AioOp>>) -> (usize, bool) {
         // A request whose future is gone before it reached the kernel does not start: its
         // descriptor may have been closed, and its number reused, since.
-        batch.retain(|op| !op.req.is_abandoned());
+        batch.retain_mut(|op| !op.req.is_called_off());
         let sent = batch.len();
         let nowait = batch
             .iter()
@@ -385,6 +405,7 @@ impl Ring {
     pub(super) fn complete(&self, mut op: Box<AioOp>, res: i64) {
         let (nowait, len) = (op.nowait, op.len);
         let req = &mut op.req;
+        req.done.slot().set_kernel(0);
         if res < 0 {
             let errno = (-res) as i32;
             if let Some(c) = controlled(req, errno) {

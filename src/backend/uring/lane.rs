@@ -29,6 +29,10 @@ use super::*;
 pub(super) struct Lane {
     ring: IoUring,
     owner: ThreadId,
+    /// Names this lane to a cancellation (see `kernel_name`): one of the tags past
+    /// `TAG_OWN`, shared by one lane in 61. Two lanes with one tag only cost each other a
+    /// cancellation that finds nothing.
+    tag: usize,
     /// The process the lane was made in: in a child after `fork()` it is the parent's.
     born: Born,
     /// What the owner queued for its next flush (a reap takes what is held).
@@ -58,9 +62,12 @@ impl Lane {
         ring.submitter().register_eventfd(shared.efd.as_raw_fd())?;
         let t = shared.threads.min(u32::MAX as usize) as u32;
         let _ = ring.submitter().register_iowq_max_workers(&mut [t, t]);
+        static LANES: AtomicUsize = AtomicUsize::new(0);
+        let id = LANES.fetch_add(1, Ordering::Relaxed);
         Ok(Lane {
             ring,
             owner: thread::current().id(),
+            tag: TAG_OWN + 1 + id % (TAG_MASK - TAG_OWN),
             born: Born::here(),
             queue: OpQueue::new(),
             unsent: Mutex::new(Vec::new()),
@@ -79,16 +86,34 @@ impl Lane {
         self.flushes.fetch_add(1, Ordering::Relaxed);
         // A request whose future is gone before it reached the kernel does not start.
         batch.retain(|op| !op.req.is_abandoned());
+        let cancels = shared.take_cancels(self.tag);
+        if !cancels.is_empty() {
+            self.cancel(shared, &cancels);
+        }
         if !batch.is_empty() {
             let mut unsent = lock(&self.unsent);
             shared.submit_to(
                 &self.ring,
                 &mut unsent,
                 Some(&self.inflight),
+                self.tag,
                 batch.drain(..),
             );
         }
         self.queue.give_back(batch);
+    }
+
+    /// Asks the kernel to cancel the operations named `names` in this lane. Only the owner
+    /// calls this (it read the names itself, so no box of theirs was reused here since).
+    pub(super) fn cancel(&self, shared: &Ring, names: &[usize]) {
+        debug_assert_eq!(self.owner, thread::current().id());
+        let mut unsent = lock(&self.unsent);
+        shared.push_cancels(&self.ring, &mut unsent, Some(&self.inflight), names);
+    }
+
+    /// This lane's tag, for a cancellation (see `kernel_name`).
+    pub(super) fn tag(&self) -> usize {
+        self.tag
     }
 
     /// Completes what this lane's completion ring holds; unless another thread is at it,
@@ -124,7 +149,7 @@ impl Lane {
             }
             // What the kernel still did not take (an enter that kept failing) never will
             // be: each op is still ours, and goes to the pool.
-            for p in unsent.drain(..) {
+            for p in unsent.drain(..).filter(|&p| p != CANCEL as usize) {
                 // SAFETY: not taken by the kernel, and the ring is entered no more.
                 let op = shared
                     .ops

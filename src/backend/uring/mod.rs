@@ -52,8 +52,23 @@
 //! exits.
 //!
 //! The kernel cancels the queued work of a thread that exits, and a flush submits what
-//! any thread queued: an entry that comes back ECANCELED never ran, and goes to the ring
-//! again from the thread that reaps it (this backend cancels nothing itself).
+//! any thread queued: an entry that comes back ECANCELED without its abort never ran, and
+//! goes to the ring again from the thread that reaps it.
+//!
+//! # Cancellation
+//!
+//! While the kernel holds a transfer or a sync, its slot knows it by its entry's
+//! `user_data` (the box's address) and its ring's tag in the low bits (`kernel_name`;
+//! boxes are 64-byte aligned). An abort sends `IORING_OP_ASYNC_CANCEL` for that name into
+//! the same ring, from a thread allowed to write there: anyone for the shared ring (under
+//! its submission lock), the owner for a lane or the driving thread's ring (another
+//! thread's abort waits in `Ring::cancels` for the owner's next submission, and wakes
+//! the driving thread). The name is read again by the one writing the cancellation, in
+//! that ring's order of submission: a box reaped and reused meanwhile is named in its new
+//! entry only after the cancellation went, which then matches nothing. A name is written
+//! before the entry is and the abort looked at after (`called_off`), so an abort either
+//! stops an entry before it goes or finds its name. An abort won (ECANCELED, or EINTR from
+//! an interrupted kernel worker) resolves the future with ECANCELED.
 
 mod lane;
 mod op;
@@ -83,7 +98,7 @@ use crate::{
         held, hold_wakes, place,
         thread::FallbackPool,
         BoxPool, Bufs, Class, Completion, Controlled, Facts, FileIo, Kind, Meta, OpQueue, Progress,
-        Request, Submit,
+        Request, Slot, Submit,
     },
     context::stats::Count,
     fork::Born,
@@ -175,6 +190,8 @@ impl Uring {
             shared_seen: AtomicUsize::new(0),
             #[cfg(feature = "tokio")]
             reactor: Default::default(),
+            cancels: Mutex::new(Vec::new()),
+            cancels_pending: AtomicBool::new(false),
         });
         let r = Arc::clone(&ring);
         thread::Builder::new()
@@ -245,6 +262,9 @@ impl Uring {
             let own = own.as_mut()?;
             let mut batch = ring.own_queue.take();
             own.flush(ring, &mut batch);
+            for name in ring.take_cancels(TAG_OWN) {
+                own.cancel(name);
+            }
             let r = f(own);
             if own.denied {
                 ring.deny(&io::Error::from_raw_os_error(libc::EPERM));
@@ -394,6 +414,50 @@ impl FileIo for Uring {
 
     fn flush(&self) {
         self.send(true, false);
+    }
+
+    fn cancel(&self, slot: &Arc<Slot>) {
+        if self.born.is_inherited() {
+            return; // in a child: the rings are the parent's
+        }
+        let ring = &self.ring;
+        // Where the kernel holds it, as far as a look from here tells: a ring only its
+        // owner may enter has the owner read the name again and send the cancellation.
+        let name = slot.kernel();
+        match name & TAG_MASK {
+            _ if name == 0 => {} // not in a ring: called off where it would start
+            TAG_SHARED => ring.cancel_shared(slot),
+            TAG_OWN => {
+                if let Ok(mut own) = ring.own.try_lock() {
+                    if let Some(o) = own.as_mut() {
+                        if o.thread == thread::current().id() {
+                            // The driving thread itself: into its ring, sent by its next
+                            // enter, which comes before it waits.
+                            let name = slot.kernel();
+                            if name != 0 && name & TAG_MASK == TAG_OWN {
+                                o.cancel(name);
+                            }
+                            return;
+                        }
+                        ring.defer_cancel(slot);
+                        // Ends its sleep in the ring, so that it sends the cancellation.
+                        let _ = sys::eventfd_signal(o.kick.as_raw_fd());
+                        return;
+                    }
+                }
+                // Being entered now: its next round sends it.
+                ring.defer_cancel(slot);
+            }
+            tag => match ring.my_lane().filter(|l| l.tag() == tag) {
+                Some(lane) => {
+                    let name = slot.kernel();
+                    if name != 0 && name & TAG_MASK == tag {
+                        lane.cancel(ring, &[name]);
+                    }
+                }
+                None => ring.defer_cancel(slot),
+            },
+        }
     }
 
     fn flush_any(&self) {

@@ -110,7 +110,7 @@ impl Own {
         match r {
             Ok(n) => {
                 for data in self.unsent.drain(..n.min(self.unsent.len())) {
-                    if data != WAKE {
+                    if data != WAKE && data != CANCEL {
                         // SAFETY: the op is leaked to the kernel and only this thread,
                         // which owns the ring, touches it until its completion is reaped.
                         unsafe { (*(data as *mut UringOp)).taken_at = self.taken.len() };
@@ -131,6 +131,9 @@ impl Own {
         for data in std::mem::take(&mut self.unsent) {
             if data == WAKE {
                 self.armed = false;
+                continue;
+            }
+            if data == CANCEL {
                 continue;
             }
             // SAFETY: no `io_uring_enter` ran since these were written (the last one was
@@ -161,8 +164,8 @@ impl Own {
     #[allow(clippy::vec_box)]
     pub(super) fn flush(&mut self, ring: &Ring, batch: &mut Vec<Box<UringOp>>) {
         for mut op in batch.drain(..) {
-            if op.req.is_abandoned() {
-                continue; // its future is gone before it reached the kernel
+            if called_off(&mut op, TAG_OWN) {
+                continue; // cancelled (completed there), or its future is gone
             }
             let entry = flagged(&mut op, &ring.opcodes);
             let p = Box::into_raw(op);
@@ -181,6 +184,15 @@ impl Own {
                     self.done.push((op, res));
                 }
             }
+        }
+    }
+
+    /// Writes a cancellation of the operation named `name` (read by this thread, which
+    /// alone submits here) into the ring; the next enter sends it.
+    pub(super) fn cancel(&mut self, name: usize) {
+        // SAFETY: the entry names no memory, only the key of the entry to cancel.
+        if let Err(e) = unsafe { self.push(&cancel_entry(name)) } {
+            log::debug!("caio: cannot write a cancellation into block_on's ring ({e})");
         }
     }
 
@@ -232,6 +244,9 @@ impl Own {
                 self.armed = false;
                 let _ = sys::eventfd_wait(self.kick.as_raw_fd()); // non-blocking: empties it
                 continue;
+            }
+            if cqe.user_data() == CANCEL {
+                continue; // a cancellation's own answer: its operation reports
             }
             // SAFETY: `user_data` is the address leaked at submission; the kernel reports
             // each entry once.

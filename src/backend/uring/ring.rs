@@ -52,6 +52,11 @@ pub(super) struct Ring {
     /// Flushes of `queue`, and their count at the reaper's last look (see `rescue`).
     pub(super) shared_flushes: AtomicUsize,
     pub(super) shared_seen: AtomicUsize,
+    /// Cancellations of operations in a ring only its owner may enter (a lane, the own
+    /// ring), asked for from another thread: the owner sends them at its next submission.
+    pub(super) cancels: Mutex<Vec<Arc<Slot>>>,
+    /// Whether `cancels` may hold any: a look that costs no lock.
+    pub(super) cancels_pending: AtomicBool,
     /// The tasks of an executor that reap this ring, woken through `efd` (see
     /// `backend/reactor.rs`).
     #[cfg(feature = "tokio")]
@@ -98,6 +103,8 @@ impl Ring {
 
     /// Runs `req` (or what is left of it) on the fallback pool.
     pub(super) fn to_pool(&self, req: Request) {
+        // Out of the ring: no cancellation may name its box, which is reused.
+        req.done.slot().set_kernel(0);
         req.done.count(Count::ToPool);
         self.pool.run(req);
     }
@@ -110,23 +117,27 @@ impl Ring {
     /// Writes `batch` into the shared submission ring and enters the kernel once (more
     /// only when the ring fills); what the kernel refuses is completed here with its error.
     pub(super) fn submit(&self, batch: impl IntoIterator<Item = Box<UringOp>>) {
-        self.submit_to(&self.ring, &mut lock(&self.sq), None, batch);
+        self.submit_to(&self.ring, &mut lock(&self.sq), None, TAG_SHARED, batch);
     }
 
     /// [`Ring::submit`], to `uring`, whose entries not taken by the kernel yet are
     /// `unsent`: the shared ring, or a thread's lane (whose own count is `lane`), entered
-    /// only by that thread.
+    /// only by that thread; `tag` names the ring to a cancellation.
     pub(super) fn submit_to(
         &self,
         uring: &IoUring,
         unsent: &mut Vec<usize>,
         lane: Option<&AtomicUsize>,
+        tag: usize,
         batch: impl IntoIterator<Item = Box<UringOp>>,
     ) {
         for mut op in batch {
             if self.denied.load(Ordering::Acquire) {
                 self.to_pool(self.ops.unbox(op).req);
                 continue;
+            }
+            if called_off(&mut op, tag) {
+                continue; // cancelled (completed there), or its future is gone
             }
             let entry = flagged(&mut op, &self.opcodes);
             let p = Box::into_raw(op);
@@ -147,6 +158,7 @@ impl Ring {
                 if let Err(e) = self.enter_to(uring, unsent, lane) {
                     // SAFETY: `p` was not pushed, so it is still ours, once.
                     let op = self.ops.unbox(unsafe { Box::from_raw(p) });
+                    op.req.done.slot().set_kernel(0);
                     self.count(lane, 1, false);
                     if self.denied.load(Ordering::Acquire) {
                         self.to_pool(op.req);
@@ -195,7 +207,7 @@ impl Ring {
             }
             Err(e) if is_denial(&e) => {
                 self.deny(&e);
-                for p in unsent.drain(..) {
+                for p in unsent.drain(..).filter(|&p| p != CANCEL as usize) {
                     // SAFETY: the call was refused before it ran, so the kernel took none
                     // of these entries: each op is still ours, once.
                     let op = self.ops.unbox(unsafe { Box::from_raw(p as *mut UringOp) });
@@ -241,6 +253,9 @@ impl Ring {
         // SAFETY: the caller's promise.
         let cq = unsafe { uring.completion_shared() };
         for cqe in cq {
+            if cqe.user_data() == CANCEL {
+                continue; // a cancellation's own answer: its operation reports
+            }
             any = true;
             // SAFETY: `user_data` is the address leaked at submission; the kernel
             // reports each entry once, and the completion ring is read by one thread.
@@ -295,8 +310,11 @@ impl Ring {
     #[must_use]
     pub(super) fn complete(&self, mut op: Box<UringOp>, res: i32) -> Option<Box<UringOp>> {
         let (len, mode, cancelled) = (op.len, op.mode, op.cancelled);
-        if res == -libc::ECANCELED && cancelled < CANCELLED_MAX {
-            // Nothing here cancels an entry: the kernel did, because the thread that
+        // Back from the kernel: no cancellation may name its box, which is reused.
+        op.req.done.slot().set_kernel(0);
+        if res == -libc::ECANCELED && cancelled < CANCELLED_MAX && !op.req.done.slot().is_aborted()
+        {
+            // Not cancelled by its abort: the kernel cancelled it because the thread that
             // submitted it exited before its worker took it up (io_uring ties that queue
             // to the submitting thread, and a flush submits what any thread queued). It
             // never ran: it goes to the ring again, from this thread.
@@ -364,6 +382,87 @@ impl Ring {
                 None
             }
         }
+    }
+}
+
+impl Ring {
+    /// Asks the kernel to cancel the operation of `slot` in the shared ring, if it is
+    /// there: its name is read under the submission lock, so that its box, if reaped and
+    /// reused meanwhile, goes to the ring after the cancellation (which then finds
+    /// nothing).
+    pub(super) fn cancel_shared(&self, slot: &Slot) {
+        let mut unsent = lock(&self.sq);
+        let name = slot.kernel();
+        if name != 0 && name & TAG_MASK == TAG_SHARED && !self.denied.load(Ordering::Acquire) {
+            self.push_cancels(&self.ring, &mut unsent, None, &[name]);
+        }
+    }
+
+    /// Writes a cancellation of each of `names` into `uring` (whose unsent entries are
+    /// `unsent`, held by the caller as for a submission) and enters it.
+    pub(super) fn push_cancels(
+        &self,
+        uring: &IoUring,
+        unsent: &mut Vec<usize>,
+        lane: Option<&AtomicUsize>,
+        names: &[usize],
+    ) {
+        for &name in names {
+            let entry = cancel_entry(name);
+            loop {
+                // SAFETY: as in `submit_to`, this is the only submission queue view; the
+                // entry names no memory, only the key of the entry to cancel.
+                if unsafe { uring.submission_shared().push(&entry) }.is_ok() {
+                    unsent.push(CANCEL as usize);
+                    break;
+                }
+                if self.enter_to(uring, unsent, lane).is_err() {
+                    return; // denied or failing: the operation runs to the end
+                }
+            }
+        }
+        if let Err(e) = self.enter_to(uring, unsent, lane) {
+            log::debug!("caio: io_uring_enter for a cancellation failed ({e})");
+        }
+    }
+
+    /// Takes the cancellations asked from other threads that the ring tagged `tag` must
+    /// send (its owner calls this), and sends those now in the shared ring. What no
+    /// ring holds any more is forgotten: it completed, or it is called off where it
+    /// would start.
+    pub(super) fn take_cancels(&self, tag: usize) -> Vec<usize> {
+        let mut mine = Vec::new();
+        if !self.cancels_pending.load(Ordering::Acquire) {
+            return mine;
+        }
+        let mut shared = Vec::new();
+        {
+            let mut cancels = lock(&self.cancels);
+            cancels.retain(|slot| {
+                let name = slot.kernel();
+                if name == 0 || slot.is_done() {
+                    return false;
+                }
+                match name & TAG_MASK {
+                    t if t == tag => mine.push(name),
+                    TAG_SHARED => shared.push(Arc::clone(slot)),
+                    _ => return true, // another owner's
+                }
+                false
+            });
+            self.cancels_pending
+                .store(!cancels.is_empty(), Ordering::Release);
+        }
+        for slot in shared {
+            self.cancel_shared(&slot);
+        }
+        mine
+    }
+
+    /// Leaves the cancellation of `slot` to the owner of the ring that holds it.
+    pub(super) fn defer_cancel(&self, slot: &Arc<Slot>) {
+        lock(&self.cancels).push(Arc::clone(slot));
+        self.cancels_pending.store(true, Ordering::Release);
     }
 }
 

@@ -117,6 +117,15 @@ fn controls_workload(path: &Path) {
                 Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
                 _ => {}
             }
+            // A read aborted before it starts: a cancellation asked for, and won.
+            let aborted = ctx.read(BLOCK, fd, 0);
+            aborted.abort_handle().abort();
+            if let Ok(b) = aborted.await {
+                return Err(io::Error::other(format!(
+                    "an aborted read ran ({} bytes)",
+                    b.len()
+                )));
+            }
             ctx.fsync(fd).await
         })?;
         Ok(ctx.stats())
@@ -127,7 +136,7 @@ fn controls_workload(path: &Path) {
                 "per-operation controls, on a short workload in {} (16 writes with dsync and a",
                 dir.display()
             );
-            out!("  priority, 16 reads uncached, one with nowait, a sync):");
+            out!("  priority, 16 reads uncached, one with nowait, one aborted, a sync):");
             out!("  {s}");
         }
         Err(e) => out!(

@@ -24,6 +24,7 @@ impl File {
                     .ctx
                     .read_file((end - start) as usize, i.fd, start, &i.info)
                     .with_controls(self.controls, None)
+                    .joined(self.abort.as_ref())
                     .await?;
                 let skip = ((offset - start) as usize).min(block.len());
                 let take = (block.len() - skip).min(nbytes);
@@ -33,6 +34,7 @@ impl File {
                 i.ctx
                     .read_file(nbytes, i.fd, offset, &i.info)
                     .with_controls(self.controls, None)
+                    .joined(self.abort.as_ref())
                     .await
             }
         }
@@ -58,7 +60,8 @@ impl File {
             _ => Either::Left(
                 i.ctx
                     .owned_file(What::Write(data), i.fd, offset, &i.info)
-                    .with_controls(self.controls, None),
+                    .with_controls(self.controls, None)
+                    .joined(self.abort.as_ref()),
             ),
         }
     }
@@ -99,7 +102,12 @@ impl File {
                 (twin.fd, &twin.info)
             };
             let op = i.ctx.owned_file(What::Write(part), fd, start, info);
-            let n = match op.with_controls(self.controls, None).await.0 {
+            let n = match op
+                .with_controls(self.controls, None)
+                .joined(self.abort.as_ref())
+                .await
+                .0
+            {
                 Ok(n) => n,
                 // As std's write: once bytes are in the file, the count is the answer,
                 // and the error comes with the next write, where it writes nothing.

@@ -16,8 +16,14 @@ use std::{
     task::{Context as TaskContext, Poll},
 };
 
+use std::sync::{Arc, OnceLock};
+
 use super::File;
-use crate::{backend::Controls, context::op::BufOperation, Priority};
+use crate::{
+    backend::Controls,
+    context::{abort::Abort, op::BufOperation},
+    AbortHandle, Priority,
+};
 
 type Boxed<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// Builds the operation on a handle of the file with the controls, or with the error an
@@ -32,12 +38,18 @@ enum Lazy<T> {
 }
 
 impl<T> Lazy<T> {
-    fn poll(&mut self, controls: io::Result<Controls>, cx: &mut TaskContext<'_>) -> Poll<T> {
+    fn poll(
+        &mut self,
+        controls: io::Result<Controls>,
+        abort: Option<&Arc<Abort>>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<T> {
         if let Lazy::Start(..) = self {
             let Lazy::Start(file, build) = std::mem::replace(self, Lazy::Done) else {
                 unreachable!("matched above")
             };
-            *self = Lazy::Running(build(controls.map(|c| file.with_controls(c))));
+            let abort = abort.cloned();
+            *self = Lazy::Running(build(controls.map(|c| file.with_controls(c, abort))));
         }
         match self {
             Lazy::Running(f) => {
@@ -52,14 +64,26 @@ impl<T> Lazy<T> {
     }
 }
 
-/// The controls asked of an operation, or the error of an out-of-range priority.
+/// The controls asked of an operation, or the error of an out-of-range priority, and its
+/// cancellation once an abort handle was asked for.
 #[derive(Default)]
 struct Asked {
     controls: Controls,
     error: Option<io::Error>,
+    abort: OnceLock<Arc<Abort>>,
 }
 
 impl Asked {
+    /// A handle on the cancellation of the operation `lazy` builds: every request it makes
+    /// joins it. Asked for once it runs, it cancels nothing.
+    fn abort_handle<T>(&self, lazy: &Lazy<T>) -> AbortHandle {
+        let abort = self.abort.get_or_init(|| match lazy {
+            Lazy::Start(file, _) => Abort::new(&file.context().into_shared()),
+            _ => Abort::unattached(),
+        });
+        AbortHandle::new(Arc::clone(abort))
+    }
+
     fn get(&mut self) -> io::Result<Controls> {
         match self.error.take() {
             Some(e) => Err(e),
@@ -202,6 +226,26 @@ macro_rules! file_controls {
 
 file_controls!(FileFuture<T>, FileBufFuture<B>);
 
+impl<T: Send + 'static> FileFuture<T> {
+    /// A handle that cancels this operation: see [`crate::Operation::abort_handle`]. Ask
+    /// for it before the first poll: every request the operation makes joins it.
+    pub fn abort_handle(&self) -> AbortHandle {
+        self.asked.abort_handle(&self.lazy)
+    }
+}
+
+impl<B: Send + 'static> FileBufFuture<B> {
+    /// A handle that cancels this operation: see [`crate::BufOperation::abort_handle`].
+    /// Ask for it before the first poll: every request the operation makes joins it.
+    pub fn abort_handle(&self) -> AbortHandle {
+        match &self.state {
+            BufState::Op(op) => op.abort_handle(),
+            BufState::Lazy(l) => self.asked.abort_handle(l),
+            BufState::Ready(_) => AbortHandle::new(Abort::unattached()),
+        }
+    }
+}
+
 impl<T: Send + 'static> Future for FileFuture<T> {
     type Output = io::Result<T>;
 
@@ -209,7 +253,7 @@ impl<T: Send + 'static> Future for FileFuture<T> {
         // Unpin: every field is (the running future is boxed).
         let this = self.get_mut();
         let controls = this.asked.get();
-        this.lazy.poll(controls, cx)
+        this.lazy.poll(controls, this.asked.abort.get(), cx)
     }
 }
 
@@ -238,7 +282,7 @@ impl<B: Send + Unpin + 'static> Future for FileBufFuture<B> {
             }
             BufState::Lazy(l) => {
                 let controls = this.asked.get();
-                l.poll(controls, cx)
+                l.poll(controls, this.asked.abort.get(), cx)
             }
         }
     }

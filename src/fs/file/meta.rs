@@ -68,6 +68,7 @@ impl File {
                 i.ctx
                     .sync_file(i.fd, data, &i.info)
                     .with_controls(f.controls, None)
+                    .joined(f.abort.as_ref())
                     .await
             })
         })

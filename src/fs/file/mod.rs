@@ -39,6 +39,7 @@ use once_cell::sync::OnceCell;
 use crate::{
     align::DirectAlignment,
     backend::{Completion, Controls, Facts, FdInfo, Meta, Opened, Out, What},
+    context::abort::Abort,
     fs::{Chunks, Lines, Reader, Writer},
     sys, Buffer, Context,
 };
@@ -155,6 +156,9 @@ pub struct File {
     /// The per-operation controls every request of this handle takes: plain, but on the
     /// handle a `FileFuture` with controls builds its steps on.
     controls: Controls,
+    /// The cancellation every request of this handle joins: on the handle a `FileFuture`
+    /// with an abort handle builds its steps on.
+    abort: Option<Arc<Abort>>,
 }
 
 struct Inner {
@@ -329,6 +333,7 @@ impl File {
             inner: Arc::new(Inner::new(ctx, fd, path, known)),
             cursor: Some(Arc::new(Mutex::new(cursor::Cursor::new(pos)))),
             controls: Controls::default(),
+            abort: None,
         }
     }
 
@@ -338,12 +343,18 @@ impl File {
             inner: Arc::clone(&self.inner),
             cursor: None,
             controls: Controls::default(),
+            abort: None,
         }
     }
 
-    /// This handle with the per-operation `controls` on every request it makes.
-    fn with_controls(self, controls: Controls) -> File {
-        File { controls, ..self }
+    /// This handle with the per-operation `controls` on every request it makes, each a
+    /// step of what `abort` cancels.
+    fn with_controls(self, controls: Controls, abort: Option<Arc<Abort>>) -> File {
+        File {
+            controls,
+            abort,
+            ..self
+        }
     }
 
     /// Reads up to `nbytes` at `offset`: fewer only at end of file, none past it.
@@ -557,6 +568,7 @@ impl File {
                         i.ctx
                             .vectored_file(What::ReadV(bufs), i.fd, offset, &i.info)
                             .with_controls(f.controls, None)
+                            .joined(f.abort.as_ref())
                             .await
                     }
                 }
@@ -606,6 +618,7 @@ impl File {
                         i.ctx
                             .vectored_file(What::WriteV(bufs), i.fd, offset, &i.info)
                             .with_controls(f.controls, None)
+                            .joined(f.abort.as_ref())
                             .await
                     }
                 }
