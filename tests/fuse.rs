@@ -30,7 +30,15 @@ use util::{backends, block_on, pattern};
 const GOOD: u64 = 2;
 const BAD: u64 = 3;
 const SLOW: u64 = 4;
-const NAMES: [(&str, u64); 3] = [("good", GOOD), ("bad", BAD), ("slow", SLOW)];
+/// Slow as "slow", but read through the page cache: a read the kernel queues on a worker
+/// of its own, where a cancellation can find it before it starts.
+const CACHED: u64 = 5;
+const NAMES: [(&str, u64); 4] = [
+    ("good", GOOD),
+    ("bad", BAD),
+    ("slow", SLOW),
+    ("cached", CACHED),
+];
 const SIZE: usize = 1 << 20;
 
 #[derive(Default)]
@@ -42,6 +50,8 @@ struct Control {
     /// Reads of "slow" wait for each other: one at a time, as on a device of one queue.
     serial: AtomicBool,
     faults: AtomicU64,
+    /// Reads of "slow" that reached the filesystem.
+    slow_reads: AtomicU64,
 }
 
 struct FaultFs {
@@ -79,7 +89,7 @@ fn attr(ino: u64, size: u64) -> FileAttr {
 impl FaultFs {
     fn file(&self, ino: INodeNo) -> Option<&Mutex<Vec<u8>>> {
         let i = u64::from(ino);
-        (GOOD..=SLOW)
+        (GOOD..=CACHED)
             .contains(&i)
             .then(|| &self.files[(i - GOOD) as usize])
     }
@@ -91,7 +101,7 @@ impl FaultFs {
                 self.ctl.faults.fetch_add(1, Ordering::SeqCst);
                 Some(Errno::EIO)
             }
-            SLOW => {
+            SLOW | CACHED => {
                 let delay = Duration::from_millis(self.ctl.delay_ms.load(Ordering::SeqCst));
                 let _one = self
                     .ctl
@@ -141,9 +151,14 @@ impl Filesystem for FaultFs {
         }
     }
 
-    fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        // Bypass the page cache: every read and write reaches us.
-        reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO);
+    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // Bypass the page cache: every read and write reaches us (but for "cached").
+        let flags = if u64::from(ino) == CACHED {
+            FopenFlags::empty()
+        } else {
+            FopenFlags::FOPEN_DIRECT_IO
+        };
+        reply.opened(FileHandle(0), flags);
     }
 
     fn read(
@@ -157,6 +172,9 @@ impl Filesystem for FaultFs {
         _lock: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        if matches!(u64::from(ino), SLOW | CACHED) {
+            self.ctl.slow_reads.fetch_add(1, Ordering::SeqCst);
+        }
         if let Some(e) = self.fault(ino) {
             return reply.error(e);
         }
@@ -264,7 +282,7 @@ impl Mounted {
         let fs = FaultFs {
             ctl: Arc::clone(&ctl),
             device: Mutex::new(()),
-            files: (0..3).map(|k| Mutex::new(pattern(SIZE, k))).collect(),
+            files: (0..4).map(|k| Mutex::new(pattern(SIZE, k))).collect(),
         };
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let mut cfg = fuser::Config::default();
@@ -446,6 +464,166 @@ fn slow_storage_blocks_no_submitter_and_abandoned_operations_are_freed() {
             c.wait_idle_timeout(Duration::from_secs(10)),
             "{i}: idle before unmount"
         );
+    }
+    m.ctl.delay_ms.store(0, Ordering::SeqCst);
+}
+
+/// An abort handle on a read queued behind a slow one, with one worker (the kernel's for
+/// uring, the pool's for the others): the read never reaches the filesystem and resolves
+/// ECANCELED; on uring the kernel cancels it (`IORING_OP_ASYNC_CANCEL` takes it off the
+/// kernel worker's queue) while the slow read is still under way.
+#[test]
+fn an_aborted_read_queued_behind_a_slow_one_never_runs() {
+    let Some(m) = Mounted::new() else { return };
+    let delay = Duration::from_millis(1500);
+    m.ctl
+        .delay_ms
+        .store(delay.as_millis() as u64, Ordering::SeqCst);
+    let want = pattern(SIZE, CACHED - GOOD);
+    for i in backends()
+        .into_iter()
+        .filter(|&i| i != Implementation::Blocking)
+    {
+        let c = Context::builder()
+            .implementation(i)
+            .threads(1)
+            .max_requests(8)
+            .build()
+            .unwrap();
+        let slow = open(&c, &m.path("cached"));
+        let before = m.ctl.slow_reads.load(Ordering::SeqCst);
+        // Far apart: the first one's read-ahead does not cover the second.
+        let far = SIZE as u64 / 2;
+        let (first, second) = (slow.read_at(4096, 0), slow.read_at(4096, far));
+        let abort = second.abort_handle();
+        // Both from one thread: io_uring gives each submitting thread workers of its own.
+        let both = std::thread::spawn(move || {
+            let first = async {
+                let r = first.await;
+                (r, Instant::now())
+            };
+            let second = async {
+                // The first goes first, so that the second queues behind it.
+                futures::future::ready(()).await;
+                let r = second.await;
+                (r, Instant::now())
+            };
+            block_on(futures::future::join(first, second))
+        });
+        let t = Instant::now();
+        while m.ctl.slow_reads.load(Ordering::SeqCst) == before {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "{i}: the first read never came"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Time for the second to reach the kernel worker's queue (or the pool's).
+        std::thread::sleep(Duration::from_millis(300));
+        let asked = Instant::now();
+        abort.abort();
+        let ((first, first_at), (second, second_at)) = both.join().unwrap();
+        assert_eq!(
+            second.map(|b| b.len()).map_err(|e| e.raw_os_error()),
+            Err(Some(libc::ECANCELED)),
+            "{i}"
+        );
+        if i == Implementation::Uring {
+            assert!(
+                second_at < first_at,
+                "{i}: the aborted read waited for the slow one before it resolved"
+            );
+        }
+        assert!(
+            first.unwrap()[..] == want[..4096],
+            "{i}: the slow read's bytes"
+        );
+        assert_eq!(
+            m.ctl.slow_reads.load(Ordering::SeqCst) - before,
+            1,
+            "{i}: the aborted read reached the filesystem"
+        );
+        let s = c.stats();
+        assert!(s.cancels_asked >= 1 && s.cancels_won >= 1, "{i}: {s}");
+        println!(
+            "{i}: the aborted read resolved ECANCELED {:?} after the abort, the slow read {:?} \
+             after it",
+            second_at - asked,
+            first_at - asked
+        );
+    }
+    m.ctl.delay_ms.store(0, Ordering::SeqCst);
+}
+
+/// As `an_aborted_read_queued_behind_a_slow_one_never_runs`, with the read's future
+/// dropped instead of aborted: a dropped operation in flight is cancelled too, and on
+/// uring it leaves flight (its slot back, ECANCELED counted) while the slow read is still
+/// under way.
+#[test]
+fn a_dropped_read_queued_behind_a_slow_one_never_runs() {
+    let Some(m) = Mounted::new() else { return };
+    let delay = Duration::from_millis(1500);
+    m.ctl
+        .delay_ms
+        .store(delay.as_millis() as u64, Ordering::SeqCst);
+    for i in backends()
+        .into_iter()
+        .filter(|&i| i != Implementation::Blocking)
+    {
+        let c = Context::builder()
+            .implementation(i)
+            .threads(1)
+            .max_requests(8)
+            .build()
+            .unwrap();
+        let slow = open(&c, &m.path("cached"));
+        let before = m.ctl.slow_reads.load(Ordering::SeqCst);
+        let (ctl, c2) = (Arc::clone(&m.ctl), c.clone());
+        // One thread submits both (io_uring gives each submitting thread its own workers).
+        let t = std::thread::spawn(move || {
+            let mut first = Box::pin(slow.read_at(4096, 0));
+            let mut second = Box::pin(slow.read_at(4096, SIZE as u64 / 2));
+            for _ in 0..2 {
+                util::poll_once(&mut first);
+            }
+            let since = Instant::now();
+            while ctl.slow_reads.load(Ordering::SeqCst) == before {
+                assert!(
+                    since.elapsed() < Duration::from_secs(10),
+                    "the first read never came"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            for _ in 0..2 {
+                util::poll_once(&mut second);
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            drop(second);
+            let dropped = Instant::now();
+            let since = Instant::now();
+            while c2.stats().cancels_won == 0 && since.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let (won_after, in_flight) = (dropped.elapsed(), c2.in_flight());
+            (block_on(first), won_after, in_flight)
+        });
+        let (first, won_after, in_flight) = t.join().unwrap();
+        first.unwrap();
+        let s = c.stats();
+        assert!(s.cancels_asked >= 1 && s.cancels_won >= 1, "{i}: {s}");
+        if i == Implementation::Uring {
+            assert_eq!(
+                in_flight, 1,
+                "{i}: the dropped read left flight only after the slow one"
+            );
+        }
+        assert_eq!(
+            m.ctl.slow_reads.load(Ordering::SeqCst) - before,
+            1,
+            "{i}: the dropped read reached the filesystem"
+        );
+        assert!(c.wait_idle_timeout(Duration::from_secs(10)), "{i}");
+        println!("{i}: the dropped read was cancelled {won_after:?} after the drop");
     }
     m.ctl.delay_ms.store(0, Ordering::SeqCst);
 }
