@@ -305,10 +305,25 @@ impl Slot {
         self.done.load(Ordering::Acquire)
     }
 
-    /// Names it in the kernel (0: not there); see the field.
+    /// Names it in the kernel; see the field. SeqCst, as the abort's flag: either the
+    /// backend, looking at the flag after this, sees the abort, or the abort sees the name.
     #[cfg(target_os = "linux")]
     pub(crate) fn set_kernel(&self, name: usize) {
         self.kernel.store(name, Ordering::SeqCst);
+    }
+
+    /// Names it in the kernel where a cancellation that misses it could not have won
+    /// anyway (kernel AIO cancels no file I/O): no ordering with the abort.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn note_kernel(&self, name: usize) {
+        self.kernel.store(name, Ordering::Relaxed);
+    }
+
+    /// The kernel no longer holds it: before its box can be reused (which is ordered
+    /// after this by whatever hands the box on).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn clear_kernel(&self) {
+        self.kernel.store(0, Ordering::Release);
     }
 
     /// Its name in the kernel, 0 when the kernel does not hold it.

@@ -151,7 +151,10 @@ impl Ring {
                 unsafe {
                     (*p).iocb.aio_data = p as u64;
                     // Named for a cancellation: `io_cancel` takes the iocb's address.
-                    (*p).req.done.slot().set_kernel(&raw mut (*p).iocb as usize);
+                    (*p).req
+                        .done
+                        .slot()
+                        .note_kernel(&raw mut (*p).iocb as usize);
                     #[cfg(feature = "tokio")]
                     if let Some(efd) = &self.reactor.efd {
                         // The completion also signals the executor's reactor.
@@ -405,7 +408,7 @@ impl Ring {
     pub(super) fn complete(&self, mut op: Box<AioOp>, res: i64) {
         let (nowait, len) = (op.nowait, op.len);
         let req = &mut op.req;
-        req.done.slot().set_kernel(0);
+        req.done.slot().clear_kernel();
         if res < 0 {
             let errno = (-res) as i32;
             if let Some(c) = controlled(req, errno) {

@@ -74,7 +74,7 @@ pub(super) fn called_off(op: &mut UringOp, tag: usize) -> bool {
     let slot = op.req.done.slot();
     slot.set_kernel(name);
     if slot.is_aborted() || slot.is_abandoned() {
-        slot.set_kernel(0);
+        slot.clear_kernel();
         return op.req.is_called_off();
     }
     false

@@ -104,7 +104,7 @@ impl Ring {
     /// Runs `req` (or what is left of it) on the fallback pool.
     pub(super) fn to_pool(&self, req: Request) {
         // Out of the ring: no cancellation may name its box, which is reused.
-        req.done.slot().set_kernel(0);
+        req.done.slot().clear_kernel();
         req.done.count(Count::ToPool);
         self.pool.run(req);
     }
@@ -158,7 +158,7 @@ impl Ring {
                 if let Err(e) = self.enter_to(uring, unsent, lane) {
                     // SAFETY: `p` was not pushed, so it is still ours, once.
                     let op = self.ops.unbox(unsafe { Box::from_raw(p) });
-                    op.req.done.slot().set_kernel(0);
+                    op.req.done.slot().clear_kernel();
                     self.count(lane, 1, false);
                     if self.denied.load(Ordering::Acquire) {
                         self.to_pool(op.req);
@@ -311,7 +311,7 @@ impl Ring {
     pub(super) fn complete(&self, mut op: Box<UringOp>, res: i32) -> Option<Box<UringOp>> {
         let (len, mode, cancelled) = (op.len, op.mode, op.cancelled);
         // Back from the kernel: no cancellation may name its box, which is reused.
-        op.req.done.slot().set_kernel(0);
+        op.req.done.slot().clear_kernel();
         if res == -libc::ECANCELED && cancelled < CANCELLED_MAX && !op.req.done.slot().is_aborted()
         {
             // Not cancelled by its abort: the kernel cancelled it because the thread that
