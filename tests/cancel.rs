@@ -214,25 +214,12 @@ fn kernel_aio_is_asked_to_cancel_what_it_holds() {
     std::fs::write(&s.path, pattern(64 << 20, 6)).unwrap();
     s.file.sync_all().unwrap();
     let out_path = s.path.with_extension("strace");
-    let mut cmd = util::test_command(
+    let stdout = util::under_strace(
         "child_aborts_reads_in_flight",
-        &[
-            "strace",
-            "-f",
-            "-qq",
-            "-o",
-            out_path.to_str().unwrap(),
-            "-e",
-            "trace=io_submit,io_cancel",
-        ],
-    );
-    cmd.env(CHILD, &s.path);
-    let out = util::output_within(cmd, Duration::from_secs(120));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the child failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        &out_path,
+        "io_submit,io_cancel",
+        &[(CHILD, s.path.as_os_str())],
+        Duration::from_secs(120),
     );
     let text = std::fs::read_to_string(&out_path).unwrap();
     // (The backend's own wake-up poll is cancelled too, at shutdown.)

@@ -474,23 +474,8 @@ fn slow_storage_blocks_no_submitter_and_abandoned_operations_are_freed() {
 /// kernel worker's queue) while the slow read is still under way.
 #[test]
 fn an_aborted_read_queued_behind_a_slow_one_never_runs() {
-    let Some(m) = Mounted::new() else { return };
-    let delay = Duration::from_millis(1500);
-    m.ctl
-        .delay_ms
-        .store(delay.as_millis() as u64, Ordering::SeqCst);
     let want = pattern(SIZE, CACHED - GOOD);
-    for i in backends()
-        .into_iter()
-        .filter(|&i| i != Implementation::Blocking)
-    {
-        let c = Context::builder()
-            .implementation(i)
-            .threads(1)
-            .max_requests(8)
-            .build()
-            .unwrap();
-        let slow = open(&c, &m.path("cached"));
+    behind_a_slow_read(|m, i, c, slow| {
         let before = m.ctl.slow_reads.load(Ordering::SeqCst);
         // Far apart: the first one's read-ahead does not cover the second.
         let far = SIZE as u64 / 2;
@@ -551,21 +536,15 @@ fn an_aborted_read_queued_behind_a_slow_one_never_runs() {
             second_at - asked,
             first_at - asked
         );
-    }
-    m.ctl.delay_ms.store(0, Ordering::SeqCst);
+    });
 }
 
-/// As `an_aborted_read_queued_behind_a_slow_one_never_runs`, with the read's future
-/// dropped instead of aborted: a dropped operation in flight is cancelled too, and on
-/// uring it leaves flight (its slot back, ECANCELED counted) while the slow read is still
-/// under way.
-#[test]
-fn a_dropped_read_queued_behind_a_slow_one_never_runs() {
+/// Runs `test` on each backend but `blocking`, with a context of one worker (the pool's,
+/// and the kernel's for io_uring), and the FUSE file "cached" open on it, whose reads take
+/// 1.5 s each.
+fn behind_a_slow_read(test: impl Fn(&Mounted, Implementation, &Context, File)) {
     let Some(m) = Mounted::new() else { return };
-    let delay = Duration::from_millis(1500);
-    m.ctl
-        .delay_ms
-        .store(delay.as_millis() as u64, Ordering::SeqCst);
+    m.ctl.delay_ms.store(1500, Ordering::SeqCst);
     for i in backends()
         .into_iter()
         .filter(|&i| i != Implementation::Blocking)
@@ -577,6 +556,18 @@ fn a_dropped_read_queued_behind_a_slow_one_never_runs() {
             .build()
             .unwrap();
         let slow = open(&c, &m.path("cached"));
+        test(&m, i, &c, slow);
+    }
+    m.ctl.delay_ms.store(0, Ordering::SeqCst);
+}
+
+/// As `an_aborted_read_queued_behind_a_slow_one_never_runs`, with the read's future
+/// dropped instead of aborted: a dropped operation in flight is cancelled too, and on
+/// uring it leaves flight (its slot back, ECANCELED counted) while the slow read is still
+/// under way.
+#[test]
+fn a_dropped_read_queued_behind_a_slow_one_never_runs() {
+    behind_a_slow_read(|m, i, c, slow| {
         let before = m.ctl.slow_reads.load(Ordering::SeqCst);
         let (ctl, c2) = (Arc::clone(&m.ctl), c.clone());
         // One thread submits both (io_uring gives each submitting thread its own workers).
@@ -624,8 +615,7 @@ fn a_dropped_read_queued_behind_a_slow_one_never_runs() {
         );
         assert!(c.wait_idle_timeout(Duration::from_secs(10)), "{i}");
         println!("{i}: the dropped read was cancelled {won_after:?} after the drop");
-    }
-    m.ctl.delay_ms.store(0, Ordering::SeqCst);
+    });
 }
 
 #[test]

@@ -315,26 +315,16 @@ fn trace(mode: &str, n: usize, file: &Path) -> Trace {
     static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = ONE.lock().unwrap_or_else(|p| p.into_inner());
     let out_path = file.with_extension(format!("strace-{mode}-{n}"));
-    let mut cmd = util::test_command(
+    let spec = format!("{mode}:{n}");
+    let stdout = util::under_strace(
         "child_reads",
+        &out_path,
+        "io_setup,io_submit,io_getevents,pread64,preadv,preadv2,read,clone,clone3,vfork,fork,futex",
         &[
-            "strace",
-            "-f",
-            "-qq",
-            "-o",
-            out_path.to_str().unwrap(),
-            "-e",
-            "trace=io_setup,io_submit,io_getevents,pread64,preadv,preadv2,read,clone,clone3,vfork,fork,futex",
+            (CHILD, spec.as_ref()),
+            ("CAIO_ASYNC_TEST_FILE", file.as_os_str()),
         ],
-    );
-    cmd.env(CHILD, format!("{mode}:{n}"))
-        .env("CAIO_ASYNC_TEST_FILE", file);
-    let out = util::output_within(cmd, std::time::Duration::from_secs(300));
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "child failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        std::time::Duration::from_secs(300),
     );
     assert!(stdout.contains(&format!("CHILD done {n}")), "{stdout}");
     let field = |k: &str| -> i64 { util::child_field(&stdout, k) };

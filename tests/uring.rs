@@ -184,26 +184,16 @@ fn trace(mode: &str, n: usize) -> Trace {
     fs::write(&s.path, pattern(FILE_SIZE, 21)).unwrap();
     s.file.sync_all().unwrap();
     let out_path = s.path.with_extension(format!("strace-{mode}-{n}"));
-    let mut cmd = util::test_command(
+    let spec = format!("{mode}:{n}");
+    let stdout = util::under_strace(
         "child_io",
+        &out_path,
+        "io_uring_enter,pread64,preadv,preadv2,pwrite64,pwritev,pwritev2,read,write,clone,clone3",
         &[
-            "strace",
-            "-f",
-            "-qq",
-            "-o",
-            out_path.to_str().unwrap(),
-            "-e",
-            "trace=io_uring_enter,pread64,preadv,preadv2,pwrite64,pwritev,pwritev2,read,write,clone,clone3",
+            (CHILD, spec.as_ref()),
+            ("CAIO_URING_TEST_FILE", s.path.as_os_str()),
         ],
-    );
-    cmd.env(CHILD, format!("{mode}:{n}"))
-        .env("CAIO_URING_TEST_FILE", &s.path);
-    let out = util::output_within(cmd, std::time::Duration::from_secs(300));
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{mode}: the child failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        std::time::Duration::from_secs(300),
     );
     let (threads, workers, tid) = (
         util::child_field(&stdout, "threads"),

@@ -518,6 +518,105 @@ pub fn in_forked_child(limit: std::time::Duration, f: impl FnOnce() -> i32) -> O
     }
 }
 
+/// Runs `test` of this test binary alone in a child process under `strace -f`, tracing
+/// the system calls `calls` (strace's `-e trace=` list) into `out`, with `env` set; kills
+/// it after `limit`, asserts that it succeeded, and returns its standard output.
+pub fn under_strace(
+    test: &str,
+    out: &std::path::Path,
+    calls: &str,
+    env: &[(&str, &std::ffi::OsStr)],
+    limit: std::time::Duration,
+) -> String {
+    let trace = format!("trace={calls}");
+    let mut cmd = test_command(
+        test,
+        &[
+            "strace",
+            "-f",
+            "-qq",
+            "-o",
+            out.to_str().unwrap(),
+            "-e",
+            &trace,
+        ],
+    );
+    cmd.envs(env.iter().copied());
+    let done = output_within(cmd, limit);
+    let stdout = String::from_utf8_lossy(&done.stdout).to_string();
+    assert!(
+        done.status.success(),
+        "{test}: the child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    stdout
+}
+
+/// A tracing instance of this process's own (`/sys/kernel/tracing/instances/...`) with
+/// one event enabled: its own buffer, so no setting of the system's tracing changes; it
+/// is removed when dropped, on a failed test too.
+#[cfg(target_os = "linux")]
+pub struct TraceInstance {
+    dir: PathBuf,
+    event: String,
+}
+
+#[cfg(target_os = "linux")]
+impl TraceInstance {
+    /// With `event` ("group/name") enabled; `None`, having said why, where tracing is not
+    /// available (not root, no tracefs, no such event).
+    pub fn new(event: &str) -> Option<TraceInstance> {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let base = std::path::Path::new("/sys/kernel/tracing/instances");
+        if !is_root() || !base.is_dir() {
+            eprintln!("SKIP: the kernel's tracing needs root and tracefs at /sys/kernel/tracing");
+            return None;
+        }
+        let k = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = base.join(format!("caio-test-{}-{k}", std::process::id()));
+        if let Err(e) = std::fs::create_dir(&dir) {
+            eprintln!("SKIP: cannot make a tracing instance: {e}");
+            return None;
+        }
+        let t = TraceInstance {
+            dir,
+            event: event.to_string(),
+        };
+        if let Err(e) = std::fs::write(t.enable_path(), "1") {
+            eprintln!("SKIP: cannot enable the {event} tracepoint: {e}");
+            return None;
+        }
+        Some(t)
+    }
+
+    fn enable_path(&self) -> PathBuf {
+        self.dir.join("events").join(&self.event).join("enable")
+    }
+
+    /// Empties its buffer.
+    pub fn clear(&self) {
+        std::fs::write(self.dir.join("trace"), "").unwrap();
+    }
+
+    /// What its buffer holds.
+    pub fn read(&self) -> String {
+        std::fs::read_to_string(self.dir.join("trace")).unwrap()
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for TraceInstance {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.enable_path(), "0");
+        if let Err(e) = std::fs::remove_dir(&self.dir) {
+            eprintln!(
+                "cannot remove the tracing instance {}: {e}",
+                self.dir.display()
+            );
+        }
+    }
+}
+
 /// Whether `strace` runs here; if not, says the test is skipped.
 pub fn has_strace() -> bool {
     let ok = std::process::Command::new("strace")

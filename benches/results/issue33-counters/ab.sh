@@ -2,6 +2,9 @@
 # A/B: the vs_fio point mode of two builds, interleaved; prints IOPS and CPU/op per run.
 set -u
 pts=("caio linux block_on|32|/dev/loop0" "caio uring tokio-mt|32|/dev/loop0" "caio linux tokio-ct|8|/dev/loop0" "caio thread|32|/dev/loop0" "caio linux|16|/dev/loop0")
+# More points, "system|qd|target" separated by ';' (issue33-cancel adds one).
+IFS=';' read -ra more <<< "${MORE_POINTS:-}"
+pts+=("${more[@]}")
 for r in 1 2 3 4 5; do
   for p in "${pts[@]}"; do
     IFS='|' read -r sys qd tgt <<< "$p"
