@@ -251,8 +251,8 @@ fn on_tmpfs_uncached_falls_back_counted_and_nowait_reads() {
 
 /// Linux: the priority reaches the kernel: `ioprio_set` around the call on the thread
 /// backends, `aio_reqprio` in the iocb on `linux`, as strace shows them. (io_uring's
-/// submission entries are in shared memory, which strace does not show: `uring` is not
-/// checked here.)
+/// submission entries are in shared memory, which strace does not show: the block layer
+/// shows every backend's, in `the_block_layer_sees_each_operations_priority`.)
 #[cfg(target_os = "linux")]
 #[test]
 fn the_priority_reaches_the_kernel() {
@@ -292,6 +292,54 @@ fn the_priority_reaches_the_kernel() {
                 "{i}: no ioprio_set:\n{stderr}"
             ),
         }
+    }
+}
+
+/// Linux: each operation's priority reaches the block layer, on every backend (uring
+/// too, whose entries strace cannot show): the class and level of the requests of
+/// O_DIRECT reads, read back from the `block:block_rq_issue` tracepoint, in a tracing
+/// instance of the test's own (removed after, so no system setting changes).
+#[cfg(target_os = "linux")]
+#[test]
+fn the_block_layer_sees_each_operations_priority() {
+    let Some(trace) = util::TraceInstance::new("block/block_rq_issue") else {
+        return;
+    };
+    // Sizes and levels no other test here uses: 64 KiB reads, 128 KiB apart (never
+    // merged), at BestEffort(6) and RealTime(3).
+    const LEN: usize = 64 << 10;
+    for i in backends() {
+        let c = ctx(i);
+        let s = Scratch::direct();
+        std::fs::write(&s.path, pattern(32 * 2 * LEN, 9)).unwrap();
+        s.file.sync_all().unwrap();
+        trace.clear();
+        block_on(async {
+            for k in 0..32u64 {
+                let p = if k % 2 == 0 {
+                    Priority::BestEffort(6)
+                } else {
+                    Priority::RealTime(3)
+                };
+                let (r, _) = c
+                    .read_at_into(Buffer::with_capacity(LEN), s.fd(), k * 2 * LEN as u64)
+                    .priority(p)
+                    .await;
+                assert_eq!(r.unwrap(), LEN, "{i}");
+            }
+        });
+        let text = trace.read();
+        let count = |class: &str| {
+            text.lines()
+                .filter(|l| l.contains(&format!(" {LEN} ")) && l.contains(class))
+                .count()
+        };
+        let (be, rt) = (count(" be,0,6 "), count(" rt,0,3 "));
+        println!("{i}: {be} requests at be,6 and {rt} at rt,3 for 16 reads of each");
+        assert!(
+            be >= 16 && rt >= 16,
+            "{i}: {be} requests at be,6, {rt} at rt,3:\n{text}"
+        );
     }
 }
 
