@@ -307,7 +307,8 @@ impl Slot {
 
     /// Names it in the kernel; see the field. SeqCst, as the abort's flag: either the
     /// backend, looking at the flag after this, sees the abort, or the abort sees the name.
-    #[cfg(target_os = "linux")]
+    /// (io_uring's; the io-uring crate is 64-bit only.)
+    #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
     pub(crate) fn set_kernel(&self, name: usize) {
         self.kernel.store(name, Ordering::SeqCst);
     }
