@@ -37,7 +37,10 @@ impl AbortHandle {
     ///
     /// Where it stands decides what happens:
     /// - not started (not polled yet, waiting for one of the context's `max_requests`
-    ///   slots, or queued for the kernel or a worker): it never starts;
+    ///   slots, or queued for the kernel or a worker): it never starts. It resolves where
+    ///   it would have started: at once when not polled yet or queued for the kernel; when
+    ///   a slot frees, or when a worker reaches it in the pool's queue, otherwise (with
+    ///   every slot or worker held by slow storage, that is when one of them finishes);
     /// - with io_uring: the kernel is asked to cancel it (`IORING_OP_ASYNC_CANCEL`). A
     ///   read or write the kernel has not started is cancelled; one blocked in a kernel
     ///   worker (a FUSE or NFS read) is interrupted where the filesystem allows it.
