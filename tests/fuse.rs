@@ -481,30 +481,29 @@ fn an_aborted_read_queued_behind_a_slow_one_never_runs() {
         let far = SIZE as u64 / 2;
         let (first, second) = (slow.read_at(4096, 0), slow.read_at(4096, far));
         let abort = second.abort_handle();
-        // Both from one thread: io_uring gives each submitting thread workers of its own.
+        // Both on one thread's `block_on` (see `behind_a_slow_read`).
+        let c2 = c.clone();
         let both = std::thread::spawn(move || {
             let first = async {
                 let r = first.await;
                 (r, Instant::now())
             };
             let second = async {
-                // The first goes first, so that the second queues behind it.
-                futures::future::ready(()).await;
                 let r = second.await;
                 (r, Instant::now())
             };
-            block_on(futures::future::join(first, second))
+            c2.block_on(futures::future::join(first, second))
         });
         let t = Instant::now();
-        while m.ctl.slow_reads.load(Ordering::SeqCst) == before {
+        while !queued_behind(m, i, c, before) {
             assert!(
                 t.elapsed() < Duration::from_secs(10),
-                "{i}: the first read never came"
+                "{i}: the reads never got under way"
             );
             std::thread::sleep(Duration::from_millis(1));
         }
         // Time for the second to reach the kernel worker's queue (or the pool's).
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(100));
         let asked = Instant::now();
         abort.abort();
         let ((first, first_at), (second, second_at)) = both.join().unwrap();
@@ -539,9 +538,40 @@ fn an_aborted_read_queued_behind_a_slow_one_never_runs() {
     });
 }
 
+/// Whether the two reads of a test below are under way: the first one reached the
+/// filesystem, and on uring both came back from their `RWF_NOWAIT` attempt (sent on to
+/// the kernel's workers).
+fn queued_behind(m: &Mounted, i: Implementation, c: &Context, before: u64) -> bool {
+    queued_behind_with(&m.ctl, i, c, before)
+}
+
+fn queued_behind_with(ctl: &Control, i: Implementation, c: &Context, before: u64) -> bool {
+    ctl.slow_reads.load(Ordering::SeqCst) > before
+        && (i != Implementation::Uring || c.stats().nowait_retries >= 2)
+}
+
+/// Yields to the executor once, a millisecond later.
+async fn yield_now() {
+    std::thread::sleep(Duration::from_millis(1));
+    let mut yielded = false;
+    futures::future::poll_fn(|cx| {
+        if std::mem::replace(&mut yielded, true) {
+            std::task::Poll::Ready(())
+        } else {
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
 /// Runs `test` on each backend but `blocking`, with a context of one worker (the pool's,
 /// and the kernel's for io_uring), and the FUSE file "cached" open on it, whose reads take
-/// 1.5 s each.
+/// 1.5 s each. The tests run both their reads under `Context::block_on` on one thread: on
+/// io_uring that thread alone takes its ring's completions, so it is the one that sends
+/// both reads on to the kernel's workers, its own (each submitting thread has workers of
+/// its own, so a read sent on from another thread, the reaper say, would not queue behind
+/// the first).
 fn behind_a_slow_read(test: impl Fn(&Mounted, Implementation, &Context, File)) {
     let Some(m) = Mounted::new() else { return };
     m.ctl.delay_ms.store(1500, Ordering::SeqCst);
@@ -570,33 +600,36 @@ fn a_dropped_read_queued_behind_a_slow_one_never_runs() {
     behind_a_slow_read(|m, i, c, slow| {
         let before = m.ctl.slow_reads.load(Ordering::SeqCst);
         let (ctl, c2) = (Arc::clone(&m.ctl), c.clone());
-        // One thread submits both (io_uring gives each submitting thread its own workers).
+        // Both on one thread's `block_on` (see `behind_a_slow_read`).
         let t = std::thread::spawn(move || {
-            let mut first = Box::pin(slow.read_at(4096, 0));
-            let mut second = Box::pin(slow.read_at(4096, SIZE as u64 / 2));
-            for _ in 0..2 {
-                util::poll_once(&mut first);
-            }
-            let since = Instant::now();
-            while ctl.slow_reads.load(Ordering::SeqCst) == before {
-                assert!(
-                    since.elapsed() < Duration::from_secs(10),
-                    "the first read never came"
-                );
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            for _ in 0..2 {
-                util::poll_once(&mut second);
-            }
-            std::thread::sleep(Duration::from_millis(300));
-            drop(second);
-            let dropped = Instant::now();
-            let since = Instant::now();
-            while c2.stats().cancels_won == 0 && since.elapsed() < Duration::from_secs(10) {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            let (won_after, in_flight) = (dropped.elapsed(), c2.in_flight());
-            (block_on(first), won_after, in_flight)
+            let c = c2.clone();
+            c2.block_on(async move {
+                let mut first = Box::pin(slow.read_at(4096, 0));
+                let mut second = Box::pin(slow.read_at(4096, SIZE as u64 / 2));
+                futures::future::poll_fn(|cx| {
+                    assert!(first.as_mut().poll(cx).is_pending());
+                    assert!(second.as_mut().poll(cx).is_pending());
+                    std::task::Poll::Ready(())
+                })
+                .await;
+                let since = Instant::now();
+                while !queued_behind_with(&ctl, i, &c, before) {
+                    assert!(
+                        since.elapsed() < Duration::from_secs(10),
+                        "{i}: never under way"
+                    );
+                    yield_now().await;
+                }
+                // Time for the second to reach the kernel worker's queue (or the pool's).
+                std::thread::sleep(Duration::from_millis(100));
+                drop(second);
+                let dropped = Instant::now();
+                while c.stats().cancels_won == 0 && dropped.elapsed() < Duration::from_secs(10) {
+                    yield_now().await;
+                }
+                let (won_after, in_flight) = (dropped.elapsed(), c.in_flight());
+                (first.await, won_after, in_flight)
+            })
         });
         let (first, won_after, in_flight) = t.join().unwrap();
         first.unwrap();
