@@ -495,7 +495,7 @@ fn an_aborted_read_queued_behind_a_slow_one_never_runs() {
             c2.block_on(futures::future::join(first, second))
         });
         let t = Instant::now();
-        while !queued_behind(m, i, c, before) {
+        while !queued_behind(&m.ctl, i, c, before) {
             assert!(
                 t.elapsed() < Duration::from_secs(10),
                 "{i}: the reads never got under way"
@@ -541,11 +541,7 @@ fn an_aborted_read_queued_behind_a_slow_one_never_runs() {
 /// Whether the two reads of a test below are under way: the first one reached the
 /// filesystem, and on uring both came back from their `RWF_NOWAIT` attempt (sent on to
 /// the kernel's workers).
-fn queued_behind(m: &Mounted, i: Implementation, c: &Context, before: u64) -> bool {
-    queued_behind_with(&m.ctl, i, c, before)
-}
-
-fn queued_behind_with(ctl: &Control, i: Implementation, c: &Context, before: u64) -> bool {
+fn queued_behind(ctl: &Control, i: Implementation, c: &Context, before: u64) -> bool {
     ctl.slow_reads.load(Ordering::SeqCst) > before
         && (i != Implementation::Uring || c.stats().nowait_retries >= 2)
 }
@@ -613,7 +609,7 @@ fn a_dropped_read_queued_behind_a_slow_one_never_runs() {
                 })
                 .await;
                 let since = Instant::now();
-                while !queued_behind_with(&ctl, i, &c, before) {
+                while !queued_behind(&ctl, i, &c, before) {
                     assert!(
                         since.elapsed() < Duration::from_secs(10),
                         "{i}: never under way"

@@ -63,7 +63,8 @@
 //!   `Drive`), `route.rs` (where each request runs: a pure function with a table test),
 //!   `op.rs` (a request as a kernel entry), `ring.rs` (submit, reap, the reaper),
 //!   `setup.rs` (making the kernel object, and why it failed); uring's per-thread rings
-//!   are `own.rs` (the thread in `block_on`) and `lane.rs` (the threads of an executor).
+//!   are `own.rs` (the thread in `block_on`) and `lane.rs` (the threads of an executor);
+//!   uring's cancellation is `cancel.rs`.
 //!
 //! # Adding a backend
 //!

@@ -87,23 +87,21 @@ struct State {
 
 impl Abort {
     pub(crate) fn new(shared: &Arc<Shared>) -> Arc<Abort> {
-        Arc::new(Abort {
-            state: Mutex::new(State {
-                aborted: false,
-                slots: Vec::new(),
-                shared: Arc::downgrade(shared),
-            }),
-        })
+        Abort::on(Arc::downgrade(shared))
     }
 
     /// One attached to no operation: its abort changes nothing (a handle of an operation
     /// that already finished, or failed before it could start).
     pub(crate) fn unattached() -> Arc<Abort> {
+        Abort::on(Weak::new())
+    }
+
+    fn on(shared: Weak<Shared>) -> Arc<Abort> {
         Arc::new(Abort {
             state: Mutex::new(State {
                 aborted: false,
                 slots: Vec::new(),
-                shared: Weak::new(),
+                shared,
             }),
         })
     }

@@ -53,23 +53,10 @@
 //!
 //! The kernel cancels the queued work of a thread that exits, and a flush submits what
 //! any thread queued: an entry that comes back ECANCELED without its abort never ran, and
-//! goes to the ring again from the thread that reaps it.
-//!
-//! # Cancellation
-//!
-//! While the kernel holds a transfer or a sync, its slot knows it by its entry's
-//! `user_data` (the box's address) and its ring's tag in the low bits (`kernel_name`;
-//! boxes are 64-byte aligned). An abort sends `IORING_OP_ASYNC_CANCEL` for that name into
-//! the same ring, from a thread allowed to write there: anyone for the shared ring (under
-//! its submission lock), the owner for a lane or the driving thread's ring (another
-//! thread's abort waits in `Ring::cancels` for the owner's next submission, and wakes
-//! the driving thread). The name is read again by the one writing the cancellation, in
-//! that ring's order of submission: a box reaped and reused meanwhile is named in its new
-//! entry only after the cancellation went, which then matches nothing. A name is written
-//! before the entry is and the abort looked at after (`called_off`), so an abort either
-//! stops an entry before it goes or finds its name. An abort won (ECANCELED, or EINTR from
-//! an interrupted kernel worker) resolves the future with ECANCELED.
+//! goes to the ring again from the thread that reaps it. An abort's own cancellation is
+//! `cancel.rs`.
 
+mod cancel;
 mod lane;
 mod op;
 mod own;
@@ -106,7 +93,7 @@ use crate::{
 };
 
 pub(crate) use setup::probe;
-use {lane::*, op::*, own::*, ring::*, route::*, setup::*};
+use {cancel::*, lane::*, op::*, own::*, ring::*, route::*, setup::*};
 
 /// The most one read or write asks of the kernel at once; the rest is a continuation.
 pub(super) const MAX_IO: usize = 1 << 30;
@@ -417,46 +404,9 @@ impl FileIo for Uring {
     }
 
     fn cancel(&self, slot: &Arc<Slot>) {
-        if self.born.is_inherited() {
-            return; // in a child: the rings are the parent's
-        }
-        let ring = &self.ring;
-        // Where the kernel holds it, as far as a look from here tells: a ring only its
-        // owner may enter has the owner read the name again and send the cancellation.
-        let name = slot.kernel();
-        match name & TAG_MASK {
-            _ if name == 0 => {} // not in a ring: called off where it would start
-            TAG_SHARED => ring.cancel_shared(slot),
-            TAG_OWN => {
-                if let Ok(mut own) = ring.own.try_lock() {
-                    if let Some(o) = own.as_mut() {
-                        if o.thread == thread::current().id() {
-                            // The driving thread itself: into its ring, sent by its next
-                            // enter, which comes before it waits.
-                            let name = slot.kernel();
-                            if name != 0 && name & TAG_MASK == TAG_OWN {
-                                o.cancel(name);
-                            }
-                            return;
-                        }
-                        ring.defer_cancel(slot);
-                        // Ends its sleep in the ring, so that it sends the cancellation.
-                        let _ = sys::eventfd_signal(o.kick.as_raw_fd());
-                        return;
-                    }
-                }
-                // Being entered now: its next round sends it.
-                ring.defer_cancel(slot);
-            }
-            tag => match ring.my_lane().filter(|l| l.tag() == tag) {
-                Some(lane) => {
-                    let name = slot.kernel();
-                    if name != 0 && name & TAG_MASK == tag {
-                        lane.cancel(ring, &[name]);
-                    }
-                }
-                None => ring.defer_cancel(slot),
-            },
+        if !self.born.is_inherited() {
+            // (In a child, the rings are the parent's.)
+            self.ring.cancel(slot);
         }
     }
 

@@ -39,55 +39,6 @@ impl UringOp {
     }
 }
 
-/// The low bits of an operation's name in the kernel ([`kernel_name`]): which ring holds it.
-pub(super) const TAG_MASK: usize = 63;
-/// The tag of the shared ring.
-pub(super) const TAG_SHARED: usize = 1;
-/// The tag of the driving thread's own ring.
-pub(super) const TAG_OWN: usize = 2;
-
-/// The `user_data` of a cancellation's own entry, whose completion is not an operation's
-/// (an operation's is the address of its box, a multiple of 64).
-pub(super) const CANCEL: u64 = 2;
-
-/// What an operation's slot is told while the kernel holds it, for a cancellation to find
-/// it: its address (its entry's `user_data`) and its ring's `tag`. Only transfers and
-/// syncs are named: a metadata call runs to the end (a cancelled close would leave its
-/// descriptor open, with its owner forgotten).
-pub(super) fn kernel_name(op: &UringOp, tag: usize) -> usize {
-    match op.req.kind {
-        Kind::Read(_)
-        | Kind::ReadV(_)
-        | Kind::Write(_)
-        | Kind::WriteV(_)
-        | Kind::Fsync
-        | Kind::Fdsync => op as *const UringOp as usize | tag,
-        Kind::Meta(_) => 0,
-    }
-}
-
-/// Names `op` to its slot as held by the ring of `tag`, then says whether it must not go
-/// there after all (see `Request::is_called_off`; its slot is then told it is nowhere).
-/// Naming first: either this sees an abort, or the abort sees the name.
-pub(super) fn called_off(op: &mut UringOp, tag: usize) -> bool {
-    let name = kernel_name(op, tag);
-    let slot = op.req.done.slot();
-    slot.set_kernel(name);
-    if slot.is_aborted() || slot.is_abandoned() {
-        slot.clear_kernel();
-        return op.req.is_called_off();
-    }
-    false
-}
-
-/// The entry that asks the kernel to cancel the operation named `name` in the ring it is
-/// submitted to.
-pub(super) fn cancel_entry(name: usize) -> squeue::Entry {
-    opcode::AsyncCancel::new((name & !TAG_MASK) as u64)
-        .build()
-        .user_data(CANCEL)
-}
-
 /// How the kernel is asked to run an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Mode {
